@@ -1,0 +1,122 @@
+"""Composition root of billing: settings, pool, producer, HTTP API and background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from pydantic import Field
+
+from services.billing.api import build_router
+from services.billing.service import BillingMetrics, BillingService, utcnow
+from services.billing.store import init_connection
+from shared.auth import KeyRing, KeySettings
+from shared.db import apply_schema, create_pool
+from shared.http import add_operational_routes
+from shared.kafka import ensure_topics, make_broker
+from shared.logs import configure_logging
+from shared.settings import DatabaseSettings, Port, load_settings
+
+log = logging.getLogger(__name__)
+
+
+class BillingSettings(DatabaseSettings, KeySettings):
+    billing_port: Port = 8084
+    billing_auto_close: bool = True
+    billing_close_grace_hours: Annotated[float, Field(ge=0, le=24 * 366)] = 72
+    billing_auto_close_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 30
+    billing_close_barrier_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 30
+    billing_outbox_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2
+
+
+async def _every(seconds: float, what: str, work: Callable[[], Awaitable[Any]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Exception as error:  # a background pass must never die: the next one retries
+            log.warning(f"{what} failed; will retry", extra={"error": repr(error)})
+
+
+def create_app(settings: BillingSettings) -> FastAPI:
+    registry = CollectorRegistry()
+    broker = make_broker(settings.kafka_bootstrap_servers, client_id="tierline-billing",
+                         registry=registry)
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            partitions=settings.tierline_topic_partitions,
+            replication=settings.tierline_topic_replication,
+        )
+        pool = await create_pool(settings.database_url, size=settings.database_pool_size,
+                                 init=init_connection)
+        await apply_schema(pool)
+        await broker.start()
+        service = BillingService(
+            pool=pool,
+            broker=broker,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            barrier_timeout=settings.billing_close_barrier_timeout_seconds,
+            metrics=BillingMetrics(registry),
+        )
+        app.include_router(build_router(service))
+        state["pool"] = pool
+        await service.publish_outbox()  # whatever a crash left unpublished
+        tasks = [
+            asyncio.create_task(
+                _every(settings.billing_outbox_interval_seconds, "outbox", service.publish_outbox)
+            )
+        ]
+        if settings.billing_auto_close:
+            tasks.append(asyncio.create_task(_every(
+                settings.billing_auto_close_interval_seconds,
+                "auto-close",
+                lambda: service.auto_close(now=utcnow(),
+                                           grace_hours=settings.billing_close_grace_hours),
+            )))
+        log.info("billing ready", extra={"status": "ready"})
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await broker.stop()
+            await pool.close()
+            log.info("billing stopped", extra={"status": "stopped"})
+
+    async def health() -> dict[str, Any]:
+        checks: dict[str, Any] = {"kafka": "unavailable", "database": "unavailable"}
+        with contextlib.suppress(Exception):
+            if await broker.ping(timeout=2.0):
+                checks["kafka"] = "ok"
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(state["pool"].fetchval("SELECT 1"), 2.0)
+            checks["database"] = "ok"
+        return checks
+
+    app = FastAPI(
+        title="Tierline billing",
+        version="1",
+        description="Agreements, period close, tier decision and invoices (SPEC §3, §6, §7).",
+        lifespan=lifespan,
+    )
+    app.state.keys = KeyRing.from_settings(settings)
+    add_operational_routes(app, registry=registry, health=health)
+    return app
+
+
+def main() -> None:
+    from shared.http import serve
+
+    settings = load_settings(BillingSettings)
+    configure_logging("billing", level=settings.log_level, fmt=settings.log_format)
+    serve(create_app(settings), host=settings.tierline_http_host, port=settings.billing_port)

@@ -1,0 +1,54 @@
+"""The completeness barrier of SPEC §6: before a period closes, everything intake accepted before
+the request must be metered.
+
+Intake answers 202 only once an item is in `workitems.completed`, so "accepted before the request"
+means "below that topic's end offsets now". The classifier commits an offset only after its
+output is acknowledged, so once its committed offsets pass those ends, every such item is in the
+classified/unclassified topics below *their* ends at that moment; metering commits only after
+its database transaction, so once its committed offsets pass those, every item is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from aiokafka import TopicPartition
+
+from shared.events import WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, WORKITEMS_UNCLASSIFIED
+from shared.kafka import committed_offsets, end_offsets
+
+CLASSIFIER_GROUP = "tierline-classifier"
+METERING_GROUP = "tierline-metering"
+
+
+class BarrierTimeout(Exception):
+    pass
+
+
+async def wait_until_metered(bootstrap_servers: str, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    accepted = await end_offsets(bootstrap_servers, [WORKITEMS_COMPLETED])
+    await _wait_for_group(bootstrap_servers, CLASSIFIER_GROUP, accepted, deadline)
+    classified = await end_offsets(bootstrap_servers, [WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED])
+    await _wait_for_group(bootstrap_servers, METERING_GROUP, classified, deadline)
+
+
+def lagging(ends: dict[TopicPartition, int], committed: dict[TopicPartition, int]) -> Sequence[TopicPartition]:
+    return [tp for tp, end in ends.items() if end > 0 and committed.get(tp, 0) < end]
+
+
+async def _wait_for_group(
+    bootstrap_servers: str, group: str, ends: dict[TopicPartition, int], deadline: float
+) -> None:
+    delay = 0.02
+    while True:
+        behind = lagging(ends, await committed_offsets(bootstrap_servers, group))
+        if not behind:
+            return
+        if time.monotonic() >= deadline:
+            names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in behind[:6])
+            raise BarrierTimeout(f"consumer group {group} has not caught up on {names}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.25)

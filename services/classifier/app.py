@@ -1,0 +1,89 @@
+"""Composition root of the classifier: settings, broker, agreement view, subscriber, HTTP side."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import FastAPI
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import CollectorRegistry
+from pydantic import Field
+
+from services.classifier.handlers import Classifier, ClassifierMetrics
+from shared.agreement_view import agreement_view
+from shared.events import WORKITEMS_COMPLETED
+from shared.http import add_operational_routes
+from shared.kafka import ensure_topics, make_broker
+from shared.logs import configure_logging
+from shared.settings import CommonSettings, Port, load_settings
+
+log = logging.getLogger(__name__)
+GROUP_ID = "tierline-classifier"
+
+
+class ClassifierSettings(CommonSettings):
+    classifier_port: Port = 8082
+    classifier_max_batch: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    classifier_batch_timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+
+
+def create_app(settings: ClassifierSettings) -> FastAPI:
+    registry = CollectorRegistry()
+    broker = make_broker(settings.kafka_bootstrap_servers, client_id="tierline-classifier",
+                         registry=registry)
+    agreements = agreement_view(settings.kafka_bootstrap_servers)
+    classifier = Classifier(broker, agreements, ClassifierMetrics(registry))
+
+    @broker.subscriber(
+        WORKITEMS_COMPLETED,
+        group_id=GROUP_ID,
+        batch=True,
+        max_records=settings.classifier_max_batch,
+        batch_timeout_ms=settings.classifier_batch_timeout_ms,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="classify",
+        description="Tags each completed work item with its class by the client's agreement rules.",
+    )
+    async def classify_batch(msg: KafkaMessage) -> None:
+        await classifier.handle(msg.raw_message)  # type: ignore[arg-type]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            partitions=settings.tierline_topic_partitions,
+            replication=settings.tierline_topic_replication,
+        )
+        await agreements.start()
+        await broker.start()
+        log.info("classifier ready", extra={"status": "ready"})
+        try:
+            yield
+        finally:
+            await broker.stop()  # drains the batch in flight and commits it
+            await agreements.stop()
+            log.info("classifier stopped", extra={"status": "stopped"})
+
+    async def health() -> dict[str, Any]:
+        ok = False
+        with contextlib.suppress(Exception):
+            ok = await broker.ping(timeout=2.0)
+        return {"kafka": "ok" if ok else "unavailable"}
+
+    app = FastAPI(title="Tierline classifier", version="1", lifespan=lifespan,
+                  description="Classifies work items by each client's agreement rules (SPEC §4).")
+    add_operational_routes(app, registry=registry, health=health)
+    return app
+
+
+def main() -> None:
+    from shared.http import serve
+
+    settings = load_settings(ClassifierSettings)
+    configure_logging("classifier", level=settings.log_level, fmt=settings.log_format)
+    serve(create_app(settings), host=settings.tierline_http_host, port=settings.classifier_port)

@@ -1,0 +1,81 @@
+"""Composition root of intake: settings, broker and HTTP app. Nothing happens at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from pydantic import Field
+
+from services.intake.api import IntakeMetrics, build_router
+from shared.auth import KeyRing, KeySettings
+from shared.http import add_operational_routes
+from shared.kafka import ensure_topics, make_broker
+from shared.logs import configure_logging
+from shared.settings import CommonSettings, Port, load_settings
+
+log = logging.getLogger(__name__)
+
+
+class IntakeSettings(CommonSettings, KeySettings):
+    intake_port: Port = 8081
+    intake_publish_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    intake_linger_ms: Annotated[int, Field(ge=0, le=1000)] = 2
+
+
+def create_app(settings: IntakeSettings) -> FastAPI:
+    registry = CollectorRegistry()
+    broker = make_broker(
+        settings.kafka_bootstrap_servers,
+        client_id="tierline-intake",
+        registry=registry,
+        linger_ms=settings.intake_linger_ms,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            partitions=settings.tierline_topic_partitions,
+            replication=settings.tierline_topic_replication,
+        )
+        await broker.start()
+        log.info("intake ready", extra={"status": "ready"})
+        try:
+            yield
+        finally:
+            await broker.stop()
+            log.info("intake stopped", extra={"status": "stopped"})
+
+    async def health() -> dict[str, Any]:
+        with contextlib.suppress(Exception):
+            if await asyncio.wait_for(broker.ping(timeout=2.0), 3.0):
+                return {"kafka": "ok"}
+        return {"kafka": "unavailable"}
+
+    app = FastAPI(
+        title="Tierline intake",
+        version="1",
+        description="Takes 'work item completed' events from ticketing systems (SPEC §2).",
+        lifespan=lifespan,
+    )
+    app.state.keys = KeyRing.from_settings(settings)
+    app.include_router(
+        build_router(broker, IntakeMetrics(registry),
+                     publish_timeout=settings.intake_publish_timeout_seconds)
+    )
+    add_operational_routes(app, registry=registry, health=health)
+    return app
+
+
+def main() -> None:
+    from shared.http import serve
+
+    settings = load_settings(IntakeSettings)
+    configure_logging("intake", level=settings.log_level, fmt=settings.log_format)
+    serve(create_app(settings), host=settings.tierline_http_host, port=settings.intake_port)

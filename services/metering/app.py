@@ -1,0 +1,106 @@
+"""Composition root of metering: settings, pool, agreement view, subscriber, usage API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import FastAPI
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import CollectorRegistry
+from pydantic import Field
+
+from services.metering.api import build_router
+from services.metering.handlers import Meter, MeteringMetrics
+from shared.agreement_view import agreement_view
+from shared.auth import KeyRing, KeySettings
+from shared.db import apply_schema, create_pool
+from shared.events import WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED
+from shared.http import add_operational_routes
+from shared.kafka import ensure_topics, make_broker
+from shared.logs import configure_logging
+from shared.settings import DatabaseSettings, Port, load_settings
+
+log = logging.getLogger(__name__)
+GROUP_ID = "tierline-metering"
+
+
+class MeteringSettings(DatabaseSettings, KeySettings):
+    metering_port: Port = 8083
+    metering_max_batch: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    metering_batch_timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+
+
+def create_app(settings: MeteringSettings) -> FastAPI:
+    registry = CollectorRegistry()
+    broker = make_broker(settings.kafka_bootstrap_servers, client_id="tierline-metering",
+                         registry=registry)
+    agreements = agreement_view(settings.kafka_bootstrap_servers)
+    metrics = MeteringMetrics(registry)
+    state: dict[str, Any] = {}
+
+    @broker.subscriber(
+        WORKITEMS_CLASSIFIED,
+        WORKITEMS_UNCLASSIFIED,
+        group_id=GROUP_ID,
+        batch=True,
+        max_records=settings.metering_max_batch,
+        batch_timeout_ms=settings.metering_batch_timeout_ms,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title="meter",
+        description="Counts each (client_id, id) once into PostgreSQL; offsets commit after.",
+    )
+    async def meter_batch(msg: KafkaMessage) -> None:
+        await state["meter"].handle(msg.raw_message)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            partitions=settings.tierline_topic_partitions,
+            replication=settings.tierline_topic_replication,
+        )
+        pool = await create_pool(settings.database_url, size=settings.database_pool_size)
+        await apply_schema(pool)
+        await agreements.start()
+        state["pool"] = pool
+        state["meter"] = Meter(broker, pool, agreements, metrics)
+        app.include_router(build_router(pool, agreements))
+        await broker.start()
+        log.info("metering ready", extra={"status": "ready"})
+        try:
+            yield
+        finally:
+            await broker.stop()  # drains the batch in flight: its transaction and commit finish
+            await agreements.stop()
+            await pool.close()
+            log.info("metering stopped", extra={"status": "stopped"})
+
+    async def health() -> dict[str, Any]:
+        checks: dict[str, Any] = {"kafka": "unavailable", "database": "unavailable"}
+        with contextlib.suppress(Exception):
+            if await broker.ping(timeout=2.0):
+                checks["kafka"] = "ok"
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(state["pool"].fetchval("SELECT 1"), 2.0)
+            checks["database"] = "ok"
+        return checks
+
+    app = FastAPI(title="Tierline metering", version="1", lifespan=lifespan,
+                  description="Exact running counts per client, period and class (SPEC §5).")
+    app.state.keys = KeyRing.from_settings(settings)
+    add_operational_routes(app, registry=registry, health=health)
+    return app
+
+
+def main() -> None:
+    from shared.http import serve
+
+    settings = load_settings(MeteringSettings)
+    configure_logging("metering", level=settings.log_level, fmt=settings.log_format)
+    serve(create_app(settings), host=settings.tierline_http_host, port=settings.metering_port)

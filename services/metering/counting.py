@@ -1,0 +1,109 @@
+"""What a batch of classified items adds to the running counts. Pure: no I/O.
+
+Counts are kept per client, class and 15-minute UTC slot, so a calendar month in any timezone
+(every IANA offset is a multiple of 15 minutes) is an exact sum of slots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shared.events import ClassifiedWorkItem
+from shared.ledger import NO_COMPLEXITY, UNCLASSIFIED
+from shared.periods import period_of
+
+SLOT_SECONDS = 15 * 60
+
+
+@dataclass(frozen=True)
+class MeteredItem:
+    client_id: str
+    item_id: str
+    completed_at: datetime
+    service_line: str
+    complexity: str
+    units: int
+    handling_seconds: int
+    rule_id: str | None
+    agreement_version: int | None
+    late: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.client_id, self.item_id)
+
+
+@dataclass(frozen=True)
+class SlotDelta:
+    client_id: str
+    slot: datetime
+    service_line: str
+    complexity: str
+    items: int
+    units: int
+    handling_seconds: int
+    late_items: int
+
+
+def metered_item(item: ClassifiedWorkItem) -> MeteredItem:
+    return MeteredItem(
+        client_id=item.client_id,
+        item_id=item.id,
+        completed_at=item.completed_at,
+        service_line=item.service_line or UNCLASSIFIED,
+        complexity=item.complexity or NO_COMPLEXITY,
+        units=item.units,
+        handling_seconds=item.handling_seconds or 0,
+        rule_id=item.rule_id,
+        agreement_version=item.agreement_version,
+    )
+
+
+def first_copies(items: Iterable[MeteredItem]) -> list[MeteredItem]:
+    """Within a batch, the first copy of each (client_id, id) is the one that can count."""
+    seen: set[tuple[str, str]] = set()
+    firsts = []
+    for item in items:
+        if item.key not in seen:
+            seen.add(item.key)
+            firsts.append(item)
+    return firsts
+
+
+def flag_late(
+    items: Iterable[MeteredItem],
+    *,
+    timezone_of: Callable[[str], str],
+    closed: set[tuple[str, str]],
+) -> list[MeteredItem]:
+    """Mark items whose period (in the client's timezone) is already closed for the client."""
+    flagged = []
+    for item in items:
+        period = period_of(item.completed_at, timezone_of(item.client_id)).key
+        late = (item.client_id, period) in closed
+        flagged.append(item if late == item.late else _with_late(item, late))
+    return flagged
+
+
+def _with_late(item: MeteredItem, late: bool) -> MeteredItem:
+    return MeteredItem(**{**item.__dict__, "late": late})
+
+
+def slot_of(instant: datetime) -> datetime:
+    seconds = int(instant.timestamp())
+    return datetime.fromtimestamp(seconds - seconds % SLOT_SECONDS, UTC)
+
+
+def slot_deltas(items: Iterable[MeteredItem]) -> list[SlotDelta]:
+    """Sum newly counted items per slot row, sorted so concurrent writers lock rows in one order."""
+    sums: dict[tuple[str, datetime, str, str], list[int]] = {}
+    for item in items:
+        key = (item.client_id, slot_of(item.completed_at), item.service_line, item.complexity)
+        acc = sums.setdefault(key, [0, 0, 0, 0])
+        acc[0] += 1
+        acc[1] += item.units
+        acc[2] += item.handling_seconds
+        acc[3] += 1 if item.late and item.service_line != UNCLASSIFIED else 0
+    return [SlotDelta(*key, *acc) for key, acc in sorted(sums.items())]

@@ -1,0 +1,673 @@
+"""The per-client agreement of SPEC §3: validated, immutable, and back to the wire.
+
+Pure (no I/O). Parse a client's body with `parse_agreement(dict)` or a YAML file with
+`load_agreement_yaml(text)`; both raise a pydantic `ValidationError` whose `loc` names the
+offending field, e.g. `("pricing", "tiers", 1, "up_to")`.
+
+Numbers: weights and `up_to` are JSON numbers (`int` or `Decimal`, as `json.loads(...,
+parse_float=Decimal)` gives them) or decimal strings; a Python `float` is taken by its shortest
+repr. Fees and rates are decimal strings only, with at most the currency's minor digits.
+
+`version` is assigned by the agreement store, never by the client: `parse_agreement` drops a
+`version` found in the body (so a GET response can be PUT back unchanged), while
+`Agreement.model_validate` keeps it (for reading stored or published agreements).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from functools import total_ordering
+from typing import Annotated, Any, Final, Literal, TypeAlias
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from shared.money import format_decimal, format_money, is_currency, minor_units
+from shared.periods import Period, is_timezone
+
+ServiceLine: TypeAlias = Literal[
+    "data_entry", "accounting", "hr", "customer_support", "it_support", "procurement"
+]
+Complexity: TypeAlias = Literal["basic", "standard", "complex"]
+
+#: Service lines in their canonical order (invoice lines and listings follow it).
+SERVICE_LINES: Final[tuple[ServiceLine, ...]] = (
+    "data_entry",
+    "accounting",
+    "hr",
+    "customer_support",
+    "it_support",
+    "procurement",
+)
+#: Complexities, ascending.
+COMPLEXITIES: Final[tuple[Complexity, ...]] = ("basic", "standard", "complex")
+
+#: Fields a rule condition may test; `attributes.<key>` besides.
+CONDITION_FIELDS: Final = ("queue", "title", "source", "tags", "units", "handling_seconds")
+ATTRIBUTE_PREFIX: Final = "attributes."
+OPERATORS: Final = ("in", "regex", "gte", "gt", "lte", "lt", "contains")
+COMPARISONS: Final = ("gte", "gt", "lte", "lt")
+#: Rule ids the classifier itself reports; a client rule may not take them (traceability).
+DEFAULT_RULE_ID: Final = "default"
+BUILTIN_RULE_PREFIX: Final = "builtin:"
+
+CLIENT_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_DECIMAL_TEXT: Final = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+_MONEY_TEXT: Final = re.compile(r"[0-9]+(\.[0-9]+)?")
+_DATE_TEXT: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+# --- service classes ----------------------------------------------------------------------------
+
+
+@total_ordering
+@dataclass(frozen=True, slots=True)
+class ServiceClass:
+    """A (service line, complexity) pair; sorts in the §3 order (line, then complexity)."""
+
+    service_line: ServiceLine
+    complexity: Complexity
+
+    def __post_init__(self) -> None:
+        if self.service_line not in SERVICE_LINES:
+            raise ValueError(f"unknown service line {self.service_line!r}")
+        if self.complexity not in COMPLEXITIES:
+            raise ValueError(f"unknown complexity {self.complexity!r}")
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        return SERVICE_LINES.index(self.service_line), COMPLEXITIES.index(self.complexity)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, ServiceClass):
+            return NotImplemented
+        return self.sort_key < other.sort_key
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+Loc: TypeAlias = tuple[str | int, ...]
+
+
+def _fail(message: str) -> PydanticCustomError:
+    # The message travels as context so braces in it ("{contains: x}") are not a template.
+    return PydanticCustomError("agreement", "{reason}", {"reason": message})
+
+
+def _invalid(title: str, errors: Sequence[tuple[Loc, str, Any]]) -> ValidationError:
+    """One ValidationError carrying several errors, each at its own `loc` below the caller."""
+    return ValidationError.from_exception_data(
+        title,
+        [InitErrorDetails(type=_fail(msg), loc=loc, input=value) for loc, msg, value in errors],
+    )
+
+
+# --- scalar field types -------------------------------------------------------------------------
+
+
+def _decimal(value: Any) -> Decimal:
+    """A JSON number or a decimal string, as an exact Decimal."""
+    if isinstance(value, bool):
+        raise _fail("must be a number, not a boolean")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        value = Decimal(repr(value))  # the literal the float came from, not its binary noise
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise _fail("must be a finite number")
+        return value
+    if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value):
+        return Decimal(value)
+    raise _fail(f'must be a number or a decimal string such as "2.5"; got {value!r}')
+
+
+def _non_negative_decimal(value: Any) -> Decimal:
+    number = _decimal(value)
+    if number < 0:
+        raise _fail("must not be negative")
+    return number
+
+
+def _positive_decimal(value: Any) -> Decimal:
+    number = _decimal(value)
+    if number <= 0:
+        raise _fail("must be greater than 0")
+    return number
+
+
+def _money_text(value: Any) -> Decimal:
+    """A fee or rate: a non-negative decimal string (never a JSON number, so no float ever
+    rounds an amount). The currency's digit limit is checked on the whole agreement."""
+    if isinstance(value, str):
+        if _MONEY_TEXT.fullmatch(value):
+            return Decimal(value)
+        if value.startswith("-") and _MONEY_TEXT.fullmatch(value[1:]):
+            raise _fail("must not be negative")
+    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        raise _fail(f'must be a decimal string such as "10000.00", not the number {value}')
+    raise _fail(f'must be a decimal string such as "10000.00"; got {value!r}')
+
+
+def _client_id(value: Any) -> str:
+    if not isinstance(value, str) or not CLIENT_ID_PATTERN.fullmatch(value):
+        raise _fail(
+            "must be 1-64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _currency(value: Any) -> str:
+    if is_currency(value):
+        return str(value)
+    if isinstance(value, str) and is_currency(value.upper()):
+        raise _fail(f"ISO 4217 codes are upper case: {value.upper()!r}, not {value!r}")
+    raise _fail(f"unknown currency {value!r}: expected an ISO 4217 code such as USD, EUR or JPY")
+
+
+def _timezone(value: Any) -> str:
+    if is_timezone(value):
+        return str(value)
+    raise _fail(f"unknown IANA timezone {value!r}: expected e.g. America/New_York or UTC")
+
+
+def _non_blank(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail("must be a string")
+    if not value.strip():
+        raise _fail("must not be blank")
+    if len(value) > 128:
+        raise _fail("must be at most 128 characters")
+    return value
+
+
+def _date(value: Any) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _DATE_TEXT.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise _fail(f"must be a date YYYY-MM-DD; got {value!r}")
+
+
+Quantity = Annotated[Decimal, PlainValidator(_non_negative_decimal)]
+PositiveQuantity = Annotated[Decimal, PlainValidator(_positive_decimal)]
+MoneyText = Annotated[Decimal, PlainValidator(_money_text)]
+ClientId = Annotated[str, PlainValidator(_client_id)]
+CurrencyCode = Annotated[str, PlainValidator(_currency)]
+TimezoneName = Annotated[str, PlainValidator(_timezone)]
+DateValue = Annotated[date, PlainValidator(_date)]
+NonBlank = Annotated[str, PlainValidator(_non_blank)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- classification -----------------------------------------------------------------------------
+
+Scalar: TypeAlias = str | Decimal | bool
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One field's condition from a rule's `when`; every operator present must hold.
+
+    `equals` is the bare form (`queue: "AP Invoices"`); on `tags` both the bare form and
+    `contains` mean "some tag equals it, ignoring case". Numbers are kept as Decimal; `pattern`
+    is compiled once, when the agreement is read.
+    """
+
+    field: str
+    equals: Scalar | None = None
+    one_of: tuple[Scalar, ...] | None = None
+    pattern: re.Pattern[str] | None = None
+    gte: Decimal | None = None
+    gt: Decimal | None = None
+    lte: Decimal | None = None
+    lt: Decimal | None = None
+    contains: str | None = None
+
+    def to_wire(self) -> Any:
+        if self.equals is not None:
+            return _scalar_to_wire(self.equals)
+        wire: dict[str, Any] = {}
+        if self.one_of is not None:
+            wire["in"] = [_scalar_to_wire(v) for v in self.one_of]
+        if self.pattern is not None:
+            wire["regex"] = self.pattern.pattern
+        for name in COMPARISONS:
+            bound = getattr(self, name)
+            if bound is not None:
+                wire[name] = _scalar_to_wire(bound)
+        if self.contains is not None:
+            wire["contains"] = self.contains
+        return wire
+
+
+def _scalar_to_wire(value: Scalar) -> Any:
+    # A rule operand must stay a JSON number (a string would change its meaning); integral
+    # values go out as int, others as float, whose shortest repr is the decimal that came in.
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _scalar(value: Any) -> Scalar | None:
+    """A bare condition value: string, bool or number (as Decimal); None if it is none of them."""
+    if isinstance(value, str | bool):
+        return value
+    if _is_number(value):
+        return _decimal(value)
+    return None
+
+
+def _condition(field: str, raw: Any) -> Condition | str:
+    """The parsed condition, or a message saying what is wrong with it."""
+    on_tags = field == "tags"
+    if isinstance(raw, Mapping):
+        return _operator_condition(field, raw)
+    bare = _scalar(raw) if raw is not None else None
+    if bare is None:
+        return "must be a string, a number, a boolean or a mapping of operators"
+    if on_tags and not isinstance(bare, str):
+        return "on tags only a bare string or {contains: <string>} applies"
+    return Condition(field, equals=bare)
+
+
+def _operator_condition(field: str, raw: Mapping[Any, Any]) -> Condition | str:
+    if not raw:
+        return "an operator mapping must not be empty"
+    unknown = [op for op in raw if op not in OPERATORS]
+    if unknown:
+        return f"unknown operator {unknown[0]!r}; operators are {', '.join(OPERATORS)}"
+    if field == "tags":
+        others = [op for op in raw if op != "contains"]
+        if others:
+            return f"operator {others[0]!r} does not apply to tags: use a string or {{contains: x}}"
+    elif "contains" in raw:
+        return "operator 'contains' applies only to tags"
+    parts: dict[str, Any] = {}
+    for op, operand in raw.items():
+        if op == "in":
+            if not isinstance(operand, list | tuple) or not operand:
+                return "'in' needs a non-empty list of values"
+            values = [_scalar(v) if v is not None else None for v in operand]
+            if any(v is None for v in values):
+                return "'in' values must be strings, numbers or booleans"
+            parts["one_of"] = tuple(values)
+        elif op == "regex":
+            if not isinstance(operand, str):
+                return "'regex' needs a string pattern"
+            try:
+                parts["pattern"] = re.compile(operand)
+            except re.error as exc:
+                return f"'regex' is not a valid Python regular expression: {exc}"
+        elif op in COMPARISONS:
+            if not _is_number(operand):
+                return f"{op!r} needs a number"
+            parts[op] = _decimal(operand)
+        else:  # contains, on tags
+            if not isinstance(operand, str):
+                return "'contains' needs a string"
+            parts["contains"] = operand
+    return Condition(field, **parts)
+
+
+def _is_condition_field(name: Any) -> bool:
+    if not isinstance(name, str):
+        return False
+    if name.startswith(ATTRIBUTE_PREFIX):
+        return len(name) > len(ATTRIBUTE_PREFIX)
+    return name in CONDITION_FIELDS
+
+
+def _when(value: Any) -> dict[str, Condition]:
+    if not isinstance(value, Mapping):
+        raise _fail("must be a mapping of field to condition ({} always holds)")
+    conditions: dict[str, Condition] = {}
+    errors: list[tuple[Loc, str, Any]] = []
+    for name, raw in value.items():
+        if not _is_condition_field(name):
+            expected = ", ".join(CONDITION_FIELDS)
+            errors.append(
+                ((str(name),), f"unknown field {name!r}: use {expected} or attributes.<key>", raw)
+            )
+            continue
+        parsed = _condition(name, raw)
+        if isinstance(parsed, str):
+            errors.append(((name,), parsed, raw))
+        else:
+            conditions[name] = parsed
+    if errors:
+        raise _invalid("when", errors)
+    return conditions
+
+
+When = Annotated[dict[str, Condition], PlainValidator(_when)]
+
+
+class ClassTarget(_Model):
+    """Where a rule (or the default) puts an item."""
+
+    service_line: ServiceLine
+    complexity: Complexity
+
+    @property
+    def service_class(self) -> ServiceClass:
+        return ServiceClass(self.service_line, self.complexity)
+
+    def to_wire(self) -> dict[str, str]:
+        return {"service_line": self.service_line, "complexity": self.complexity}
+
+
+class Rule(_Model):
+    id: NonBlank
+    when: When = Field(default_factory=dict)
+    then: ClassTarget
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value == DEFAULT_RULE_ID or value.startswith(BUILTIN_RULE_PREFIX):
+            raise _fail(
+                f"{value!r} is reserved for the classifier's own rule ids "
+                f"({DEFAULT_RULE_ID!r}, {BUILTIN_RULE_PREFIX}<service_line>)"
+            )
+        return value
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "when": {name: cond.to_wire() for name, cond in self.when.items()},
+            "then": self.then.to_wire(),
+        }
+
+
+class Classification(_Model):
+    rules: tuple[Rule, ...] = ()
+    default: ClassTarget | None = None
+
+    @model_validator(mode="after")
+    def _unique_rule_ids(self) -> Classification:
+        seen: set[str] = set()
+        errors: list[tuple[Loc, str, Any]] = []
+        for index, rule in enumerate(self.rules):
+            if rule.id in seen:
+                errors.append((("rules", index, "id"), f"duplicate rule id {rule.id!r}", rule.id))
+            seen.add(rule.id)
+        if errors:
+            raise _invalid("Classification", errors)
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "rules": [rule.to_wire() for rule in self.rules],
+            "default": self.default.to_wire() if self.default else None,
+        }
+
+
+# --- pricing ------------------------------------------------------------------------------------
+
+ALL: Final = "all"
+ScopeEntry: TypeAlias = Literal["all"] | tuple[Complexity, ...]
+Scope: TypeAlias = Literal["all"] | dict[ServiceLine, ScopeEntry]
+
+
+def _scope(value: Any) -> Scope:
+    if value == ALL:
+        return ALL
+    if not isinstance(value, Mapping):
+        raise _fail('must be "all" or a mapping of service line to "all" or a list of complexities')
+    scope: dict[ServiceLine, ScopeEntry] = {}
+    errors: list[tuple[Loc, str, Any]] = []
+    for line, entry in value.items():
+        if line not in SERVICE_LINES:
+            errors.append(((str(line),), f"unknown service line; expected one of "
+                           f"{', '.join(SERVICE_LINES)}", line))
+        elif entry == ALL:
+            scope[line] = ALL
+        elif isinstance(entry, list | tuple) and all(c in COMPLEXITIES for c in entry):
+            # Kept in the canonical order, without repeats.
+            scope[line] = tuple(c for c in COMPLEXITIES if c in entry)
+        else:
+            errors.append(((line,), f'must be "all" or a list of {", ".join(COMPLEXITIES)}', entry))
+    if errors:
+        raise _invalid("scope", errors)
+    return scope
+
+
+class Tier(_Model):
+    name: NonBlank
+    #: None: unbounded (only the last tier).
+    up_to: PositiveQuantity | None = None
+    fee: MoneyText
+    scope: Annotated[Scope, PlainValidator(_scope)] = ALL
+
+    def covers(self, service_class: ServiceClass) -> bool:
+        """Whether this tier's scope includes `service_class`."""
+        if self.scope == ALL:
+            return True
+        entry = self.scope.get(service_class.service_line)
+        return entry == ALL or (entry is not None and service_class.complexity in entry)
+
+    def to_wire(self, currency: str) -> dict[str, Any]:
+        scope: Any = (
+            ALL
+            if self.scope == ALL
+            else {
+                line: entry if entry == ALL else list(entry) for line, entry in self.scope.items()
+            }
+        )
+        return {
+            "name": self.name,
+            "up_to": None if self.up_to is None else format_decimal(self.up_to),
+            "fee": format_money(self.fee, currency),
+            "scope": scope,
+        }
+
+
+class Weights(_Model):
+    """Weighted units per item of each complexity."""
+
+    basic: Quantity
+    standard: Quantity
+    complex: Quantity
+
+    def of(self, complexity: Complexity) -> Decimal:
+        weight: Decimal = getattr(self, complexity)
+        return weight
+
+
+class ScopePolicy(_Model):
+    mode: Literal["upgrade", "surcharge"] = "upgrade"
+    min_items: Annotated[StrictInt, Field(ge=1)] = 1
+    out_of_scope_rate: MoneyText = Decimal("0")
+
+
+class Pricing(_Model):
+    weights: Weights
+    unit_basis: dict[ServiceLine, Literal["units"]] = Field(default_factory=dict)
+    tiers: tuple[Tier, ...]
+    overage_rate: MoneyText | None = None
+    scope_policy: ScopePolicy = ScopePolicy()
+
+    @field_validator("tiers")
+    @classmethod
+    def _at_least_one(cls, tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
+        # Checked here rather than with min_length, which also fires (as "0 items") when a
+        # tier is merely invalid.
+        if not tiers:
+            raise _fail("needs at least one tier")
+        return tiers
+
+    @model_validator(mode="after")
+    def _tier_ladder(self) -> Pricing:
+        errors: list[tuple[Loc, str, Any]] = []
+        names: set[str] = set()
+        last = len(self.tiers) - 1
+        previous_up_to: Decimal | None = None
+        for index, tier in enumerate(self.tiers):
+            if tier.name in names:
+                errors.append((("tiers", index, "name"), f"duplicate tier name {tier.name!r}",
+                               tier.name))
+            names.add(tier.name)
+            if tier.up_to is None:
+                if index != last:
+                    errors.append((("tiers", index, "up_to"),
+                                   "only the last tier may be unbounded (up_to: null)", None))
+                continue
+            if previous_up_to is not None and tier.up_to <= previous_up_to:
+                errors.append((("tiers", index, "up_to"),
+                               f"tiers must be strictly ascending: {format_decimal(tier.up_to)} "
+                               f"is not above the previous tier's {format_decimal(previous_up_to)}",
+                               tier.up_to))
+            previous_up_to = tier.up_to
+        if self.tiers[last].up_to is not None and self.overage_rate is None:
+            errors.append((("overage_rate",),
+                           "required when the last tier is bounded (it has an up_to)", None))
+        if errors:
+            raise _invalid("Pricing", errors)
+        return self
+
+    def counts_units(self, service_line: ServiceLine) -> bool:
+        """Whether items of this line weigh their `units` (else each item counts 1)."""
+        return self.unit_basis.get(service_line) == "units"
+
+    def to_wire(self, currency: str) -> dict[str, Any]:
+        policy = self.scope_policy
+        return {
+            "weights": {c: format_decimal(self.weights.of(c)) for c in COMPLEXITIES},
+            "unit_basis": dict(self.unit_basis),
+            "tiers": [tier.to_wire(currency) for tier in self.tiers],
+            "overage_rate": (
+                None if self.overage_rate is None else format_money(self.overage_rate, currency)
+            ),
+            "scope_policy": {
+                "mode": policy.mode,
+                "min_items": policy.min_items,
+                "out_of_scope_rate": format_money(policy.out_of_scope_rate, currency),
+            },
+        }
+
+
+# --- the agreement ------------------------------------------------------------------------------
+
+
+class Agreement(_Model):
+    client_id: ClientId
+    name: Annotated[StrictStr, Field(max_length=200)] | None = None
+    currency: CurrencyCode
+    timezone: TimezoneName = "UTC"
+    #: First day billed under this agreement, in its timezone; None: always in force.
+    effective_from: DateValue | None = None
+    classification: Classification = Classification()
+    pricing: Pricing
+    #: Assigned by the store (1, 2, ...); see the module docstring.
+    version: Annotated[StrictInt, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _amounts_fit_currency(self) -> Agreement:
+        digits = minor_units(self.currency)
+        amounts: list[tuple[Loc, Decimal]] = [
+            (("pricing", "tiers", index, "fee"), tier.fee)
+            for index, tier in enumerate(self.pricing.tiers)
+        ]
+        if self.pricing.overage_rate is not None:
+            amounts.append((("pricing", "overage_rate"), self.pricing.overage_rate))
+        amounts.append(
+            (("pricing", "scope_policy", "out_of_scope_rate"),
+             self.pricing.scope_policy.out_of_scope_rate)
+        )
+        errors: list[tuple[Loc, str, Any]] = []
+        for loc, amount in amounts:
+            places = _decimal_places(amount)
+            if places > digits:
+                errors.append((loc, f"has {places} decimal places; {self.currency} allows at "
+                                    f"most {digits}", f"{amount:f}"))
+        if errors:
+            raise _invalid("Agreement", errors)
+        return self
+
+    def in_force_for(self, period: Period) -> bool:
+        """Whether `period` is billed under this agreement: it ends after `effective_from`
+        begins. Both are local midnights in the agreement's zone, so comparing dates suffices."""
+        return self.effective_from is None or period.next().first_day > self.effective_from
+
+    def with_version(self, version: int) -> Agreement:
+        return self.model_copy(update={"version": version})
+
+    def to_wire(self) -> dict[str, Any]:
+        """JSON-ready: decimals as strings (weights and up_to plain, money with the currency's
+        minor digits), dates ISO 8601."""
+        return {
+            "client_id": self.client_id,
+            "name": self.name,
+            "currency": self.currency,
+            "timezone": self.timezone,
+            "effective_from": self.effective_from.isoformat() if self.effective_from else None,
+            "classification": self.classification.to_wire(),
+            "pricing": self.pricing.to_wire(self.currency),
+            "version": self.version,
+        }
+
+
+def _decimal_places(amount: Decimal) -> int:
+    exponent = amount.as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def parse_agreement(data: Any) -> Agreement:
+    """A client's agreement body (a dict from JSON or YAML), validated. A `version` in the body
+    is ignored: the store assigns it."""
+    if isinstance(data, Mapping) and "version" in data:
+        data = {key: value for key, value in data.items() if key != "version"}
+    return Agreement.model_validate(data)
+
+
+class _DecimalLoader(yaml.SafeLoader):
+    """Safe YAML whose floats are Decimals, so `weights: {standard: 1.1}` stays exact."""
+
+
+def _yaml_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal | float:
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    try:
+        return Decimal(text)
+    except InvalidOperation:  # .inf, .nan, 1:30 (sexagesimal): let validation refuse them
+        return loader.construct_yaml_float(node)
+
+
+_DecimalLoader.add_constructor("tag:yaml.org,2002:float", _yaml_decimal)
+
+
+def load_agreement_yaml(text: str) -> Agreement:
+    """An agreement from a YAML document of the §3 shape. ValueError if it is not YAML or not a
+    mapping; a pydantic ValidationError (a ValueError too) if it is not a valid agreement."""
+    try:
+        data = yaml.load(text, Loader=_DecimalLoader)  # safe: a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ValueError("an agreement YAML document must be a mapping")
+    return parse_agreement(data)

@@ -1,0 +1,174 @@
+"""`tierline up`: the whole system on one machine, with a demo that ends in an invoice.
+
+Starts its own Kafka and PostgreSQL unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are set, then
+the four services, loads the demo agreements, streams a demo workload for last month, closes that
+month and prints the invoices and where to look. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from shared.periods import Period, period_bounds, period_of
+from shared.supervisor import REPO_ROOT, Stack
+from shared.workload import Mix, demo_items
+
+DEMO_DIR = REPO_ROOT / "deploy" / "demo"
+
+
+def say(message: str) -> None:
+    print(f"[tierline {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@contextlib.contextmanager
+def infrastructure(data_dir: Path) -> Iterator[tuple[str, str]]:
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    database = os.environ.get("DATABASE_URL")
+    if kafka and database:
+        say(f"using Kafka at {kafka} and PostgreSQL at {database}")
+        yield kafka, database
+        return
+    from shared.localinfra import LocalInfra
+
+    say("starting a local Kafka broker (KRaft) and PostgreSQL under "
+        f"{data_dir} (the first run fetches the Kafka jars from Maven Central)")
+    with LocalInfra(data_dir, kafka=not kafka, postgres=not database) as infra:
+        yield kafka or infra.kafka_bootstrap, database or infra.database_url
+
+
+def run_demo(stack: Stack, *, now: datetime) -> list[dict[str, Any]]:
+    admin = {"Authorization": f"Bearer {stack.admin_key}"}
+    intake = {"Authorization": f"Bearer {stack.intake_key}"}
+    billing, intake_url = stack.url("billing"), stack.url("intake")
+    period = period_of(now, "UTC").previous()
+    with httpx.Client(timeout=60) as http:
+        for path in sorted(DEMO_DIR.glob("*.yaml")):
+            client_id = path.stem
+            response = http.put(f"{billing}/v1/agreements/{client_id}", content=path.read_bytes(),
+                                headers={**admin, "Content-Type": "application/yaml"})
+            response.raise_for_status()
+            say(f"agreement {client_id} v{response.json()['version']} loaded")
+        items = _demo_workload(period)
+        sent = 0
+        started = time.perf_counter()
+        for chunk in range(0, len(items), 500):
+            batch = items[chunk:chunk + 500]
+            response = http.post(f"{intake_url}/v1/work-items", json=batch, headers=intake)
+            response.raise_for_status()
+            sent += response.json()["accepted"]
+        say(f"streamed {sent} work items for {period.key} ({len(items) - len(set(_keys(items)))} "
+            f"re-sent duplicates) in {time.perf_counter() - started:.1f}s")
+        say(f"closing {period.key} (waits until every accepted item is metered)")
+        response = http.post(f"{billing}/v1/periods/{period.key}/close", headers=admin)
+        response.raise_for_status()
+        invoices: list[dict[str, Any]] = response.json()["invoices"]
+        return invoices
+
+
+def _demo_workload(period: Period) -> list[dict[str, object]]:
+    items: list[dict[str, object]] = []
+    acme_start, acme_end = period_bounds(period, "America/New_York")
+    items += demo_items("acme", acme_start, acme_end, Mix())
+    globex_start, globex_end = period_bounds(period, "Asia/Tokyo")
+    globex = demo_items("globex", globex_start, globex_end, Mix(customer_care=300, data_entry=0,
+                                                                ap_large=0), seed=9)
+    for n, item in enumerate(globex[:40]):
+        item["tags"] = ["payroll"]
+        item["id"] = f"globex-payroll-{n}"
+    items += globex
+    items += items[:25]  # ticketing systems re-send: these must be counted once
+    return items
+
+
+def _keys(items: list[dict[str, object]]) -> Iterator[tuple[object, object]]:
+    return ((item["client_id"], item["id"]) for item in items)
+
+
+def print_invoice(invoice: dict[str, Any]) -> None:
+    print(f"\n  invoice {invoice['invoice_id']}  {invoice['period_start']} .. {invoice['period_end']}")
+    print(f"  tier {invoice['tier']['name']} ({invoice['tier']['reason']}), "
+          f"{invoice['usage']['items']} items, {invoice['usage']['weighted_units']} weighted units")
+    for line in invoice["lines"]:
+        what = line.get("service_line", "")
+        what = f" {what}/{line['complexity']}" if what else ""
+        print(f"    {line['kind']:<16}{what:<26} {line['quantity']:>10} x {line['unit_price']:>12}"
+              f" = {line['amount']:>12} {invoice['currency']}")
+    print(f"    {'total':<53} {invoice['total']:>27} {invoice['currency']}")
+
+
+def up(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stop = {"requested": False}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop["requested"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.perf_counter()
+    try:
+        with infrastructure(data_dir / "infra") as (kafka, database):
+            admin_key = os.environ.get("TIERLINE_ADMIN_KEY", "")
+            intake_keys = os.environ.get("TIERLINE_INTAKE_KEYS", "")
+            if not (admin_key and intake_keys):
+                say("no TIERLINE_ADMIN_KEY / TIERLINE_INTAKE_KEYS set: generated fresh keys")
+            stack = Stack(kafka, database, data_dir / "logs", admin_key=admin_key,
+                          intake_keys=intake_keys, extra_env={"LOG_LEVEL": "INFO"})
+            say("starting intake, classifier, metering and billing")
+            with stack:
+                say(f"all four services healthy after {time.perf_counter() - started:.1f}s")
+                if not args.no_demo:
+                    invoices = run_demo(stack, now=datetime.now(UTC))
+                    say(f"first invoice after {time.perf_counter() - started:.1f}s:")
+                    for invoice in invoices:
+                        print_invoice(invoice)
+                print(f"""
+Tierline is running. Where to look:
+  intake      POST {stack.url('intake')}/v1/work-items      (docs: {stack.url('intake')}/docs)
+  billing     {stack.url('billing')}/v1/invoices            (docs: {stack.url('billing')}/docs)
+  usage       {stack.url('metering')}/v1/usage/acme?period=YYYY-MM
+  metrics     /metrics and /healthz on every service above and {stack.url('classifier')}
+  Kafka       {kafka}    PostgreSQL  {database}
+  logs        {data_dir / 'logs'}
+  admin key   {stack.admin_key}
+  intake keys {stack.intake_keys}
+Press Ctrl-C to stop everything.""", flush=True)
+                while True:
+                    for process in stack.processes.values():
+                        if not process.alive():
+                            say(f"{process.name} exited; its log:\n{process.tail()}")
+                            return 1
+                    time.sleep(1)
+    except KeyboardInterrupt:
+        say("stopping (Ctrl-C)")
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tierline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("up", help="run the whole system (and a demo) on this machine")
+    run.add_argument("--data-dir", default=os.environ.get("TIERLINE_DATA_DIR", "/tmp/tierline"),
+                     help="where local Kafka/PostgreSQL data and service logs go")
+    run.add_argument("--no-demo", action="store_true", help="skip the demo workload")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return up(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

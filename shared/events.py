@@ -1,0 +1,157 @@
+"""The wire contracts: topic names and the messages that travel between the services.
+
+Every service meets the others only here and on Kafka. The intake contract (`WorkItem`) is
+SPEC §2 to the letter: strict types (no coercion), `null` is not a value, unknown fields are
+rejected. Downstream messages extend it, so an item carries everything upstream said about it
+plus what each stage decided.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Final
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+# --- topics ---------------------------------------------------------------------------------
+
+WORKITEMS_COMPLETED: Final = "workitems.completed"
+WORKITEMS_CLASSIFIED: Final = "workitems.classified"
+WORKITEMS_UNCLASSIFIED: Final = "workitems.unclassified"
+AGREEMENTS: Final = "agreements"
+INVOICES: Final = "billing.invoices"
+USAGE_ALERTS: Final = "usage.alerts"
+
+#: Topics some service consumes; each has a `<topic>.dlq` for what cannot be processed.
+CONSUMED_TOPICS: Final = (WORKITEMS_COMPLETED, WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED, AGREEMENTS)
+ALL_TOPICS: Final = (
+    WORKITEMS_COMPLETED,
+    WORKITEMS_CLASSIFIED,
+    WORKITEMS_UNCLASSIFIED,
+    AGREEMENTS,
+    INVOICES,
+    USAGE_ALERTS,
+)
+COMPACTED_TOPICS: Final = frozenset({AGREEMENTS})
+
+
+def dlq(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+# --- the work item (SPEC §2) ------------------------------------------------------------------
+
+CLIENT_ID_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,63}"
+_CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
+# RFC 3339 date-time with a mandatory offset; fractional seconds optional.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+)
+MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
+
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Tag = Annotated[str, StringConstraints(max_length=64)]
+
+
+def _attribute_value(value: Any) -> bool | int | float | str:
+    if isinstance(value, bool | int | float | str):
+        return value
+    raise ValueError("must be a string, a number or a boolean")
+
+
+AttributeValue = Annotated[bool | int | float | str, PlainValidator(_attribute_value)]
+
+_OPTIONAL_FIELDS = ("queue", "title", "tags", "units", "handling_seconds", "attributes")
+
+
+class WorkItem(BaseModel):
+    """A completed unit of back-office work, as a ticketing system reports it."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    client_id: ClientId
+    source: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    completed_at: AwareDatetime
+    queue: Annotated[str, StringConstraints(max_length=200)] | None = None
+    title: Annotated[str, StringConstraints(max_length=500)] | None = None
+    tags: Annotated[list[Tag], Field(max_length=50)] | None = None
+    units: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    handling_seconds: Annotated[int, Field(ge=0, le=604_800)] | None = None
+    attributes: Annotated[dict[str, AttributeValue], Field(max_length=50)] | None = None
+
+    @field_validator(*_OPTIONAL_FIELDS, mode="before")
+    @classmethod
+    def _null_is_not_a_value(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("null is not a value: leave the field out")
+        return value
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id_shape(cls, value: str) -> str:
+        if not _CLIENT_ID.fullmatch(value):
+            raise ValueError(f"must match {CLIENT_ID_PATTERN}")
+        return value
+
+    @field_validator("completed_at", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        # Parsed here because pydantic alone also takes dates, naive times and epoch numbers.
+        if isinstance(value, datetime):
+            return value
+        if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+            raise ValueError(
+                "must be an RFC 3339 timestamp string with an offset, e.g. 2026-10-01T09:30:00Z"
+            )
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("is not a valid date and time") from None
+
+    @field_validator("completed_at")
+    @classmethod
+    def _not_in_the_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+        # Only at the edge: intake passes the receive time; later stages re-read old items.
+        received_at = info.context.get("received_at") if info.context else None
+        if received_at is not None and value > received_at + MAX_FUTURE_SKEW:
+            raise ValueError("is more than 5 minutes in the future")
+        return value
+
+
+class CompletedWorkItem(WorkItem):
+    """A work item intake accepted: what `workitems.completed` carries."""
+
+    received_at: AwareDatetime
+    #: The source system whose intake key sent it (SPEC §2: recorded with the items it sends).
+    key_source: str
+
+
+class ClassifiedWorkItem(CompletedWorkItem):
+    """An item after classification; `service_line` is None for an unclassified item."""
+
+    service_line: str | None = None
+    complexity: str | None = None
+    rule_id: str | None = None
+    agreement_version: int | None = None
+
+    @model_validator(mode="after")
+    def _classified_whole(self) -> ClassifiedWorkItem:
+        if (self.service_line is None) != (self.complexity is None):
+            raise ValueError("service_line and complexity are set together or not at all")
+        return self
+
+    @property
+    def classified(self) -> bool:
+        return self.service_line is not None

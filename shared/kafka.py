@@ -1,0 +1,283 @@
+"""Kafka plumbing every service shares: the broker, topics, dead letters, compacted views, offsets.
+
+The producer is configured for durability first (acks=all, idempotence): intake answers 202 only
+once Kafka has the write, and a retried send never duplicates a record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import CollectorRegistry
+
+from shared.events import ALL_TOPICS, COMPACTED_TOPICS, CONSUMED_TOPICS, dlq
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def make_broker(
+    bootstrap_servers: str,
+    *,
+    client_id: str,
+    registry: CollectorRegistry | None = None,
+    linger_ms: int = 5,
+) -> KafkaBroker:
+    middlewares = (KafkaPrometheusMiddleware(registry=registry),) if registry is not None else ()
+    return KafkaBroker(
+        bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=15_000,
+        allow_auto_create_topics=False,
+        graceful_timeout=15.0,
+        middlewares=middlewares,
+        logger=logging.getLogger(f"faststream.{client_id}"),
+    )
+
+
+def json_bytes(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+async def ensure_topics(
+    bootstrap_servers: str, *, partitions: int, replication: int = 1, attempts: int = 30
+) -> None:
+    """Create every Tierline topic (and each consumed topic's DLQ) if it does not exist."""
+    wanted = [*ALL_TOPICS, *(dlq(topic) for topic in CONSUMED_TOPICS)]
+    for attempt in range(1, attempts + 1):
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="tierline-admin")
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(
+                    name=topic,
+                    num_partitions=partitions,
+                    replication_factor=replication,
+                    topic_configs={"cleanup.policy": "compact"} if topic in COMPACTED_TOPICS else {},
+                )
+                for topic in wanted
+                if topic not in existing
+            ]
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(missing)
+                log.info("created topics", extra={"topic": ",".join(t.name for t in missing)})
+            return
+        except (KafkaError, OSError) as error:
+            if attempt == attempts:
+                raise
+            log.warning("kafka not ready for topic creation, retrying", extra={"error": str(error)})
+            await asyncio.sleep(min(0.2 * attempt, 2.0))
+        finally:
+            await admin.close()
+
+
+async def dead_letter(
+    broker: KafkaBroker, record: ConsumerRecord[Any, Any], error: BaseException | str
+) -> None:
+    """Send a record that cannot be processed to `<topic>.dlq`, saying why and where it was."""
+    headers = {key: value.decode(errors="replace") for key, value in (record.headers or ())}
+    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    headers.update(
+        {
+            "x-error": reason[:4000],
+            "x-error-type": "contract" if isinstance(error, str) else type(error).__name__,
+            "x-original-topic": record.topic,
+            "x-original-partition": str(record.partition),
+            "x-original-offset": str(record.offset),
+            "x-original-timestamp": str(record.timestamp),
+        }
+    )
+    await broker.publish(
+        record.value or b"", dlq(record.topic), key=record.key, headers=headers
+    )
+    log.warning(
+        "dead-lettered a message",
+        extra={
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "error": reason[:500],
+        },
+    )
+
+
+async def publish_all(
+    broker: KafkaBroker, messages: Iterable[tuple[str, bytes, bytes]], *, headers: Mapping[str, str] | None = None
+) -> int:
+    """Publish (topic, key, value) messages pipelined, and return once Kafka acked all of them."""
+    futures: list[Awaitable[Any]] = []
+    for topic, key, value in messages:
+        futures.append(
+            await broker.publish(value, topic, key=key, headers=dict(headers or {}), no_confirm=True)
+        )
+    if futures:
+        await asyncio.gather(*futures)
+    return len(futures)
+
+
+class CompactedView(Generic[T]):
+    """Every service's own view of a compacted topic (the latest value per key), kept current.
+
+    It reads the topic from the beginning without a consumer group, then follows it. `caught_up`
+    waits until the view holds everything written before the call, so a handler never decides
+    with an agreement older than one the caller already saw acknowledged.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        parse: Callable[[bytes], T],
+        *,
+        newer: Callable[[T, T], bool] | None = None,
+    ) -> None:
+        self._bootstrap = bootstrap_servers
+        self._topic = topic
+        self._parse = parse
+        self._newer = newer
+        self._values: dict[str, T] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._task: asyncio.Task[None] | None = None
+        self._progress = asyncio.Condition()
+        self._positions: dict[TopicPartition, int] = {}
+        self.on_change: list[Callable[[str, T], Awaitable[None] | None]] = []
+
+    def get(self, key: str) -> T | None:
+        return self._values.get(key)
+
+    def items(self) -> list[tuple[str, T]]:
+        return list(self._values.items())
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"tierline-view-{self._topic}",
+        )
+        await self._consumer.start()
+        partitions = await partitions_of(self._bootstrap, self._topic)
+        self._partitions = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        self._consumer.assign(self._partitions)
+        await self._consumer.seek_to_beginning(*self._partitions)
+        self._task = asyncio.create_task(self._follow(), name=f"view-{self._topic}")
+        await self.caught_up(timeout=60)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=1000)
+            except KafkaError as error:
+                log.warning("view fetch failed, retrying", extra={"topic": self._topic, "error": str(error)})
+                await asyncio.sleep(0.5)
+                continue
+            for partition, records in batches.items():
+                for record in records:
+                    await self._apply(record)
+            async with self._progress:
+                for partition in self._partitions:
+                    self._positions[partition] = await self._consumer.position(partition)
+                self._progress.notify_all()
+
+    async def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        key = (record.key or b"").decode()
+        if record.value is None:
+            self._values.pop(key, None)
+            return
+        try:
+            value = self._parse(record.value)
+        except Exception as error:  # a bad record must not stop the view; it is reported
+            log.error(
+                "unreadable record in compacted topic",
+                extra={"topic": record.topic, "partition": record.partition,
+                       "offset": record.offset, "error": str(error)},
+            )
+            return
+        current = self._values.get(key)
+        if current is not None and self._newer is not None and not self._newer(value, current):
+            return  # a republished older version must not replace a newer one
+        self._values[key] = value
+        for callback in self.on_change:
+            result = callback(key, value)
+            if result is not None:
+                await result
+
+    async def caught_up(self, timeout: float = 10.0) -> None:
+        """Wait until the view has read every record written to the topic before this call."""
+        assert self._consumer is not None
+        ends = await self._consumer.end_offsets(self._partitions)
+
+        def reached() -> bool:
+            return all(self._positions.get(tp, -1) >= end for tp, end in ends.items())
+
+        async with self._progress:
+            await asyncio.wait_for(self._progress.wait_for(reached), timeout)
+
+
+async def end_offsets(bootstrap_servers: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in await partitions_of(bootstrap_servers, topic)
+        ]
+        return dict(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
+
+
+async def partitions_of(bootstrap_servers: str, topic: str, *, attempts: int = 50) -> list[int]:
+    """The partition numbers of `topic`, waiting briefly for a just-created topic's metadata."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="tierline-admin")
+    await admin.start()
+    try:
+        for _ in range(attempts):
+            described = await admin.describe_topics([topic])
+            partitions = [p["partition"] for d in described if d["error_code"] == 0
+                          for p in d["partitions"]]
+            if partitions:
+                return sorted(partitions)
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+    raise RuntimeError(f"topic {topic} does not exist")
+
+
+async def committed_offsets(bootstrap_servers: str, group_id: str) -> dict[TopicPartition, int]:
+    """The offsets a consumer group has committed (what it has fully processed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="tierline-admin")
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group_id)
+        return {tp: meta.offset for tp, meta in offsets.items()}
+    finally:
+        await admin.close()

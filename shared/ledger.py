@@ -1,0 +1,95 @@
+"""The usage ledger as both metering and billing read it: counts per class over a time range, and
+which periods are closed. Metering writes it (services/metering/store.py); billing closes periods
+against it under `LOCK_FOR_CLOSE`, so no item can be counted between a close's read and its commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import asyncpg
+
+#: Metering's writers take ROW EXCLUSIVE on the counts before reading closed periods; a close
+#: takes SHARE, which waits for writers in flight and holds new ones until the close commits.
+LOCK_FOR_METERING: Final = "LOCK TABLE metering.usage_slots IN ROW EXCLUSIVE MODE"
+LOCK_FOR_CLOSE: Final = "LOCK TABLE metering.usage_slots IN SHARE MODE"
+
+UNCLASSIFIED: Final = "unclassified"
+NO_COMPLEXITY: Final = "none"
+
+
+@dataclass(frozen=True)
+class ClassCount:
+    service_line: str
+    complexity: str
+    items: int
+    units: int
+    handling_seconds: int
+    late_items: int
+
+    @property
+    def classified(self) -> bool:
+        return self.service_line != UNCLASSIFIED
+
+
+async def counts_between(
+    conn: asyncpg.Connection | asyncpg.Pool, client_id: str, start: datetime, end: datetime
+) -> list[ClassCount]:
+    """Every class's counts for items with start <= completed_at < end (15-minute slots)."""
+    rows = await conn.fetch(
+        """
+        SELECT service_line, complexity, sum(items) AS items, sum(units) AS units,
+               sum(handling_seconds) AS handling_seconds, sum(late_items) AS late_items
+          FROM metering.usage_slots
+         WHERE client_id = $1 AND slot >= $2 AND slot < $3
+         GROUP BY service_line, complexity
+        """,
+        client_id,
+        start,
+        end,
+    )
+    return [
+        ClassCount(
+            r["service_line"], r["complexity"], int(r["items"]), int(r["units"]),
+            int(r["handling_seconds"]), int(r["late_items"]),
+        )
+        for r in rows
+    ]
+
+
+async def clients_with_usage_between(
+    conn: asyncpg.Connection | asyncpg.Pool, start: datetime, end: datetime
+) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT client_id FROM metering.usage_slots WHERE slot >= $1 AND slot < $2",
+        start,
+        end,
+    )
+    return [r["client_id"] for r in rows]
+
+
+@dataclass(frozen=True)
+class ClosedPeriod:
+    client_id: str
+    period: str
+    invoice_id: str | None
+    tier_name: str | None
+    tier_reason: str | None
+
+
+async def closed_periods(
+    conn: asyncpg.Connection | asyncpg.Pool, client_ids: list[str]
+) -> dict[tuple[str, str], ClosedPeriod]:
+    rows = await conn.fetch(
+        """SELECT client_id, period, invoice_id, tier_name, tier_reason
+             FROM billing.closed_periods WHERE client_id = ANY($1::text[])""",
+        client_ids,
+    )
+    return {
+        (r["client_id"], r["period"]): ClosedPeriod(
+            r["client_id"], r["period"], r["invoice_id"], r["tier_name"], r["tier_reason"]
+        )
+        for r in rows
+    }

@@ -1,0 +1,90 @@
+-- Tierline's tables. One database, one schema per owning service; applied at every service start
+-- (idempotent) under an advisory lock so concurrent starts do not race.
+--
+-- metering owns metering.*: the dedupe ledger of items and the running counts.
+-- billing owns billing.*: agreements, closed periods, invoices (an outbox for billing.invoices).
+-- billing.closed_periods is the one table both read: metering flags an item late when its period
+-- is closed, and billing's close locks metering.usage_slots so no item slips between the two.
+
+CREATE SCHEMA IF NOT EXISTS metering;
+CREATE SCHEMA IF NOT EXISTS billing;
+
+-- Every item metered, once: (client_id, item_id) is the idempotency key of SPEC §2.
+CREATE TABLE IF NOT EXISTS metering.items (
+    client_id     text        NOT NULL,
+    item_id       text        NOT NULL,
+    completed_at  timestamptz NOT NULL,
+    service_line  text        NOT NULL,   -- 'unclassified' when nothing could place it
+    complexity    text        NOT NULL,   -- 'none' when unclassified
+    units         integer     NOT NULL,
+    rule_id       text,
+    agreement_version integer,
+    late          boolean     NOT NULL,
+    metered_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (client_id, item_id)
+);
+
+-- Running counts per client, class and 15-minute UTC slot. Every IANA offset is a multiple of
+-- 15 minutes, so any timezone's calendar month is an exact sum of slots: a client whose agreement
+-- (and so timezone) arrives or changes later is re-bucketed by reading, never by rewriting.
+CREATE TABLE IF NOT EXISTS metering.usage_slots (
+    client_id        text        NOT NULL,
+    slot             timestamptz NOT NULL,
+    service_line     text        NOT NULL,
+    complexity       text        NOT NULL,
+    items            bigint      NOT NULL,
+    units            bigint      NOT NULL,
+    handling_seconds bigint      NOT NULL,
+    late_items       bigint      NOT NULL,
+    PRIMARY KEY (client_id, slot, service_line, complexity)
+);
+
+-- Threshold alerts, once per client, period and threshold (SPEC §5); unpublished rows are an outbox.
+CREATE TABLE IF NOT EXISTS metering.alerts (
+    client_id  text        NOT NULL,
+    period     text        NOT NULL,
+    threshold  text        NOT NULL,
+    body       jsonb       NOT NULL,
+    published  boolean     NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (client_id, period, threshold)
+);
+
+-- Every version of every agreement; the highest version is current. Unpublished rows are an
+-- outbox for the compacted `agreements` topic.
+CREATE TABLE IF NOT EXISTS billing.agreements (
+    client_id  text        NOT NULL,
+    version    integer     NOT NULL,
+    body       jsonb       NOT NULL,
+    published  boolean     NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (client_id, version)
+);
+
+-- A (client, period) closes once. invoice_id is null for a client that had usage but no
+-- agreement in force (unbilled). billed_total grows with each late adjustment.
+CREATE TABLE IF NOT EXISTS billing.closed_periods (
+    client_id          text        NOT NULL,
+    period             text        NOT NULL,
+    closed_at          timestamptz NOT NULL DEFAULT now(),
+    invoice_id         text,
+    agreement_version  integer,
+    tier_name          text,
+    tier_reason        text,
+    items              bigint      NOT NULL,
+    billed_total       numeric,
+    late_items_settled bigint      NOT NULL DEFAULT 0,
+    PRIMARY KEY (client_id, period)
+);
+
+-- Issued invoices; body is the CloudEvent `data`, fixed at issue. Unpublished rows are an outbox.
+CREATE TABLE IF NOT EXISTS billing.invoices (
+    invoice_id text        PRIMARY KEY,
+    client_id  text        NOT NULL,
+    period     text        NOT NULL,
+    body       jsonb       NOT NULL,
+    issued_at  timestamptz NOT NULL,
+    published  boolean     NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS invoices_by_period ON billing.invoices (period, client_id);
+CREATE INDEX IF NOT EXISTS invoices_unpublished ON billing.invoices (issued_at) WHERE NOT published;

@@ -1,0 +1,174 @@
+"""Run Tierline's four services as separate processes on one machine.
+
+Used by the run command (`./tierline up`), the end-to-end and fault-injection tests and the
+benchmark: each service is a real `python -m services.<name>` process with its own port, log
+file and process group, started against a real Kafka and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+SERVICES: Final = ("intake", "classifier", "metering", "billing")
+DEFAULT_PORTS: Final = {"intake": 8081, "classifier": 8082, "metering": 8083, "billing": 8084}
+PORT_VARIABLES: Final = {name: f"{name.upper()}_PORT" for name in SERVICES}
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.starts += 1
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_healthy(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited during start:\n{self.tail()}")
+            if self.healthy():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not healthy after {timeout}s:\n{self.tail()}")
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM (graceful: in-flight batches finish and commit), SIGKILL if it hangs."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: a crash, as far as the service can tell."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(10)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def new_keys() -> tuple[str, str]:
+    """A fresh admin key and intake keys (`source=key,...`) for a local run."""
+    admin = f"adm_{secrets.token_urlsafe(24)}"
+    intake = ",".join(
+        f"{source}=ik_{source}_{secrets.token_urlsafe(16)}" for source in ("servicenow", "zendesk", "jira")
+    )
+    return admin, intake
+
+
+@dataclass
+class Stack:
+    """The four services against one Kafka and one PostgreSQL."""
+
+    kafka_bootstrap: str
+    database_url: str
+    log_dir: Path
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    admin_key: str = ""
+    intake_keys: str = ""
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.admin_key or not self.intake_keys:
+            self.admin_key, self.intake_keys = new_keys()
+        base = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "DATABASE_URL": self.database_url,
+            "TIERLINE_ADMIN_KEY": self.admin_key,
+            "TIERLINE_INTAKE_KEYS": self.intake_keys,
+            "PYTHONUNBUFFERED": "1",
+            **{PORT_VARIABLES[name]: str(port) for name, port in self.ports.items()},
+            **self.extra_env,
+        }
+        for name in SERVICES:
+            self.processes[name] = ServiceProcess(
+                name, self.ports[name], dict(base), self.log_dir / f"{name}.log"
+            )
+
+    @property
+    def intake_key(self) -> str:
+        return self.intake_keys.split(",")[0].split("=", 1)[1]
+
+    def url(self, name: str) -> str:
+        return self.processes[name].url
+
+    def start(self, names: tuple[str, ...] = SERVICES, *, timeout: float = 90) -> None:
+        for name in names:
+            self.processes[name].start()
+        for name in names:
+            self.processes[name].wait_healthy(timeout)
+
+    def stop(self) -> None:
+        for name in reversed(SERVICES):
+            self.processes[name].stop()
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,84 @@
+"""Realistic demo and benchmark workloads: work items as ticketing systems would send them.
+
+Pure: builds JSON-ready dicts; the caller posts them. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+QUEUES = (
+    ("Customer Care", ("Refund request", "Order status inquiry", "Complaint about delivery")),
+    ("Chat", ("Chat follow-up", "Billing question")),
+    ("Data Entry", ("Key claim forms", "Index scanned contracts")),
+    ("AP Invoices", ("Post supplier invoice", "Three-way match")),
+    ("IT Service Desk", ("Password reset for user", "Laptop replacement", "VPN access")),
+    ("Payroll", ("Payroll correction", "New hire onboarding")),
+    ("Procurement", ("Raise purchase order", "Vendor onboarding")),
+)
+SOURCES = ("servicenow", "zendesk", "jira")
+
+
+@dataclass(frozen=True)
+class Mix:
+    """How many items of each demo kind one client gets in a period."""
+
+    customer_care: int = 600
+    data_entry: int = 150
+    ap_large: int = 12
+
+
+def demo_items(client_id: str, start: datetime, end: datetime, mix: Mix, *, seed: int = 7) -> list[dict[str, object]]:
+    """The demo workload of SPEC §6 example 3 (with the demo agreement's rules)."""
+    rng = random.Random(seed)
+    span = (end - start).total_seconds() - 1
+
+    def at() -> str:
+        return (start + timedelta(seconds=rng.uniform(0, span))).isoformat()
+
+    items: list[dict[str, object]] = []
+    for n in range(mix.customer_care):
+        items.append({"id": f"{client_id}-cc-{n}", "client_id": client_id, "source": "zendesk",
+                      "completed_at": at(), "queue": "Customer Care",
+                      "title": rng.choice(QUEUES[0][1]), "handling_seconds": rng.randint(60, 500)})
+    for n in range(mix.data_entry):
+        items.append({"id": f"{client_id}-de-{n}", "client_id": client_id, "source": "servicenow",
+                      "completed_at": at(), "queue": "Data Entry", "title": "Key claim forms",
+                      "units": 1, "handling_seconds": rng.randint(300, 1200)})
+    for n in range(mix.ap_large):
+        items.append({"id": f"{client_id}-ap-{n}", "client_id": client_id, "source": "servicenow",
+                      "completed_at": at(), "queue": "AP Invoices", "title": "Post supplier invoice",
+                      "units": rng.randint(20, 80), "handling_seconds": rng.randint(3600, 9000),
+                      "tags": ["ap", "invoice"]})
+    rng.shuffle(items)
+    return items
+
+
+def stream_items(
+    clients: list[str], start: datetime, end: datetime, count: int, *, seed: int = 11,
+    duplicate_ratio: float = 0.1,
+) -> Iterator[dict[str, object]]:
+    """A long realistic stream over many clients and queues, with re-sent duplicates."""
+    rng = random.Random(seed)
+    span = (end - start).total_seconds() - 1
+    sent: list[dict[str, object]] = []
+    for n in range(count):
+        if sent and rng.random() < duplicate_ratio:
+            yield rng.choice(sent[-1000:])
+            continue
+        queue, titles = rng.choice(QUEUES)
+        item: dict[str, object] = {
+            "id": f"it-{seed}-{n}",
+            "client_id": rng.choice(clients),
+            "source": rng.choice(SOURCES),
+            "completed_at": (start + timedelta(seconds=rng.uniform(0, span))).isoformat(),
+            "queue": queue,
+            "title": rng.choice(titles),
+            "units": rng.choice((1, 1, 1, 2, 5, 25)),
+            "handling_seconds": rng.choice((120, 300, 900, 2400, 4000)),
+        }
+        sent.append(item)
+        yield item

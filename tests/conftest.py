@@ -1,0 +1,153 @@
+"""Session fixtures: a real Kafka broker and PostgreSQL, started only when a test asks for one.
+
+Each service comes from the first source that works: an address in the environment
+(``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``); testcontainers when a Docker daemon answers;
+else real local processes from ``shared.localinfra`` (fast mode) under a fresh temp dir.
+Unit tests request none of these fixtures, so they start nothing.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from shared.localinfra import LocalInfra
+
+
+class _Unmanaged:
+    """Stands in for LocalKafka/LocalPostgres when this session did not start the service."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name, self.source = name, source
+
+    def restart(self) -> None:
+        raise NotImplementedError(f"cannot restart {self.name}: it comes from {self.source}")
+
+    start = stop = restart
+
+
+_ENV = {"kafka": "KAFKA_BOOTSTRAP_SERVERS", "postgres": "DATABASE_URL"}
+
+
+def _docker_answers() -> bool:
+    if not (os.environ.get("DOCKER_HOST") or Path("/var/run/docker.sock").exists()):
+        return False
+    with warnings.catch_warnings():  # docker-py leaks a socket when no daemon answers
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            import docker
+
+            client = docker.from_env()
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:
+            return False
+        finally:
+            gc.collect()
+
+
+class _Services:
+    """Where this session's Kafka and PostgreSQL come from; each starts on first use."""
+
+    def __init__(self) -> None:
+        self._docker: bool | None = None
+        self._containers: list[Any] = []
+        self._local: LocalInfra | None = None
+
+    @property
+    def local(self) -> LocalInfra:
+        if self._local is None:
+            data_dir = Path(tempfile.mkdtemp(prefix="tierline-test-"))
+            data_dir.chmod(0o755)  # PostgreSQL runs as nobody when we are root
+            self._local = LocalInfra(data_dir, fast=True)
+        return self._local
+
+    def source(self, name: str) -> str:
+        """Which source serves ``name``: "env", "docker" or "local"."""
+        if os.environ.get(_ENV[name]):
+            return "env"
+        if self._docker is None:
+            self._docker = _docker_answers()
+        return "docker" if self._docker else "local"
+
+    def kafka(self) -> str:
+        source = self.source("kafka")
+        if source == "env":
+            return os.environ[_ENV["kafka"]]
+        if source == "docker":
+            try:
+                from testcontainers.community.kafka import KafkaContainer
+            except ImportError:
+                from testcontainers.kafka import KafkaContainer
+            container = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
+            self._containers.append(container.start())
+            return str(container.get_bootstrap_server())
+        return self.local.kafka.start().bootstrap_servers
+
+    def database(self) -> str:
+        source = self.source("postgres")
+        if source == "env":
+            return os.environ[_ENV["postgres"]]
+        if source == "docker":
+            try:
+                from testcontainers.community.postgres import PostgresContainer
+            except ImportError:
+                from testcontainers.postgres import PostgresContainer
+            container = PostgresContainer("postgres:15", driver=None)
+            self._containers.append(container.start())
+            return str(container.get_connection_url())
+        return self.local.postgres.start().url
+
+    def close(self) -> None:
+        for container in reversed(self._containers):
+            container.stop()
+        if self._local is not None:
+            self._local.stop()
+            shutil.rmtree(self._local.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _services() -> Iterator[_Services]:
+    services = _Services()
+    yield services
+    services.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(_services: _Services) -> str:
+    return _services.kafka()
+
+
+@pytest.fixture(scope="session")
+def database_url(_services: _Services) -> str:
+    return _services.database()
+
+
+@pytest.fixture
+def infra(_services: _Services) -> LocalInfra | SimpleNamespace:
+    """The LocalInfra behind the session's services, for restart tests.
+
+    Request it together with ``kafka_bootstrap`` / ``database_url`` (which start the services).
+    A service that comes from the environment or testcontainers is a stand-in whose
+    ``restart()`` raises NotImplementedError.
+    """
+    sources = {name: _services.source(name) for name in _ENV}
+    if all(source == "local" for source in sources.values()):
+        return _services.local
+    return SimpleNamespace(
+        **{
+            name: getattr(_services.local, name) if source == "local" else _Unmanaged(name, source)
+            for name, source in sources.items()
+        }
+    )
