@@ -444,8 +444,13 @@ def _scope(value: Any) -> Scope:
     errors: list[tuple[Loc, str, Any]] = []
     for line, entry in value.items():
         if line not in SERVICE_LINES:
-            errors.append(((str(line),), f"unknown service line; expected one of "
-                           f"{', '.join(SERVICE_LINES)}", line))
+            errors.append(
+                (
+                    (str(line),),
+                    f"unknown service line; expected one of {', '.join(SERVICE_LINES)}",
+                    line,
+                )
+            )
         elif entry == ALL:
             scope[line] = ALL
         elif isinstance(entry, list | tuple) and all(c in COMPLEXITIES for c in entry):
@@ -530,23 +535,38 @@ class Pricing(_Model):
         previous_up_to: Decimal | None = None
         for index, tier in enumerate(self.tiers):
             if tier.name in names:
-                errors.append((("tiers", index, "name"), f"duplicate tier name {tier.name!r}",
-                               tier.name))
+                errors.append(
+                    (("tiers", index, "name"), f"duplicate tier name {tier.name!r}", tier.name)
+                )
             names.add(tier.name)
             if tier.up_to is None:
                 if index != last:
-                    errors.append((("tiers", index, "up_to"),
-                                   "only the last tier may be unbounded (up_to: null)", None))
+                    errors.append(
+                        (
+                            ("tiers", index, "up_to"),
+                            "only the last tier may be unbounded (up_to: null)",
+                            None,
+                        )
+                    )
                 continue
             if previous_up_to is not None and tier.up_to <= previous_up_to:
-                errors.append((("tiers", index, "up_to"),
-                               f"tiers must be strictly ascending: {format_decimal(tier.up_to)} "
-                               f"is not above the previous tier's {format_decimal(previous_up_to)}",
-                               tier.up_to))
+                errors.append(
+                    (
+                        ("tiers", index, "up_to"),
+                        f"tiers must be strictly ascending: {format_decimal(tier.up_to)} "
+                        f"is not above the previous tier's {format_decimal(previous_up_to)}",
+                        tier.up_to,
+                    )
+                )
             previous_up_to = tier.up_to
         if self.tiers[last].up_to is not None and self.overage_rate is None:
-            errors.append((("overage_rate",),
-                           "required when the last tier is bounded (it has an up_to)", None))
+            errors.append(
+                (
+                    ("overage_rate",),
+                    "required when the last tier is bounded (it has an up_to)",
+                    None,
+                )
+            )
         if errors:
             raise _invalid("Pricing", errors)
         return self
@@ -597,15 +617,22 @@ class Agreement(_Model):
         if self.pricing.overage_rate is not None:
             amounts.append((("pricing", "overage_rate"), self.pricing.overage_rate))
         amounts.append(
-            (("pricing", "scope_policy", "out_of_scope_rate"),
-             self.pricing.scope_policy.out_of_scope_rate)
+            (
+                ("pricing", "scope_policy", "out_of_scope_rate"),
+                self.pricing.scope_policy.out_of_scope_rate,
+            )
         )
         errors: list[tuple[Loc, str, Any]] = []
         for loc, amount in amounts:
             places = _decimal_places(amount)
             if places > digits:
-                errors.append((loc, f"has {places} decimal places; {self.currency} allows at "
-                                    f"most {digits}", f"{amount:f}"))
+                errors.append(
+                    (
+                        loc,
+                        f"has {places} decimal places; {self.currency} allows at most {digits}",
+                        f"{amount:f}",
+                    )
+                )
         if errors:
             raise _invalid("Agreement", errors)
         return self

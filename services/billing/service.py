@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from decimal import Decimal
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -120,8 +121,6 @@ class BillingService:
             kind = "invoiced" if outcome.invoice else "unbilled"
             self.metrics.periods_closed.labels(outcome=kind).inc()
             if outcome.invoice:
-                from decimal import Decimal
-
                 self.metrics.invoice_total.labels(currency=outcome.invoice["currency"]).inc(
                     float(Decimal(outcome.invoice["total"]))
                 )
@@ -143,7 +142,13 @@ class BillingService:
         """Close every period whose end plus grace has passed, for every client with an agreement."""
         closed = 0
         agreements = await store.current_agreements(self.pool)
+        grace = timedelta(hours=grace_hours)
         for client_id, agreement in agreements.items():
+            # A backdated agreement gets the same grace from the moment billing learned of it:
+            # items for those periods are still on their way, and closing now would make them late.
+            known_since = await store.first_agreement_at(self.pool, client_id)
+            if known_since is None or known_since + grace > now:
+                continue
             due = [p for p in self._candidate_periods(agreement, now)
                    if is_close_due(p, agreement.timezone, grace_hours, now)]
             if not due:

@@ -195,9 +195,6 @@ BUILTIN_VOCABULARY: Final[dict[ServiceLine, tuple[str, ...]]] = {
     ),
 }  # fmt: skip
 
-#: Fields the built-in classifier reads, in precedence order.
-BUILTIN_FIELDS: Final = ("queue", "title", "tags")
-
 
 def _phrase(text: str) -> str:
     # "on ?boarding": an optional separator; "data entry": at least one.
@@ -227,18 +224,19 @@ def builtin_service_line(item: ItemLike) -> ServiceLine | None:
     invoice 12" is customer_support); two keywords starting at the same place go to the line
     listed first in §3.
     """
-    for name in BUILTIN_FIELDS:
-        value = _get(item, name)
-        if name != "tags":
-            texts = [value]
-        else:
-            texts = value if isinstance(value, list | tuple) else []
-        for text in texts:
-            if isinstance(text, str):
-                line = _keyword_line(text)
-                if line is not None:
-                    return line
+    for text in _builtin_texts(item):
+        line = _keyword_line(text)
+        if line is not None:
+            return line
     return None
+
+
+def _builtin_texts(item: ItemLike) -> list[str]:
+    """queue, title, then each tag: the texts the built-in classifier reads, in order."""
+    tags = _get(item, "tags")
+    texts = [_get(item, "queue"), _get(item, "title")]
+    texts += tags if isinstance(tags, list | tuple) else []
+    return [text for text in texts if isinstance(text, str)]
 
 
 def _keyword_line(text: str) -> ServiceLine | None:

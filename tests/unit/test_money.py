@@ -29,7 +29,9 @@ def test_minor_units(code: str, digits: int) -> None:
 
 def test_table_is_the_whole_active_list() -> None:
     assert len(ISO_4217_MINOR_UNITS) >= 150
-    assert all(len(code) == 3 and code.isalpha() and code.isupper() for code in ISO_4217_MINOR_UNITS)
+    assert all(
+        len(code) == 3 and code.isalpha() and code.isupper() for code in ISO_4217_MINOR_UNITS
+    )
     assert set(ISO_4217_MINOR_UNITS.values()) == {0, 2, 3, 4}
 
 

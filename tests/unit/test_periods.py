@@ -141,9 +141,7 @@ def test_period_of() -> None:
     assert period_of(datetime(2026, 9, 30, 18, 29, 59, tzinfo=UTC), "Asia/Kolkata") == Period(
         2026, 9
     )
-    assert period_of(datetime(2026, 9, 30, 18, 30, tzinfo=UTC), "Asia/Kolkata") == Period(
-        2026, 10
-    )
+    assert period_of(datetime(2026, 9, 30, 18, 30, tzinfo=UTC), "Asia/Kolkata") == Period(2026, 10)
     assert period_of(datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC), "UTC") == Period(2026, 12)
     assert period_of(datetime(2027, 1, 1, tzinfo=UTC), "UTC") == Period(2027, 1)
 

@@ -243,9 +243,9 @@ def test_queue_before_title_before_tags() -> None:
     assert builtin_service_line(item(queue="General", title="Invoice", tags=["vpn"])) == (
         "accounting"
     )
-    assert builtin_service_line(item(queue="General", title="Misc", tags=["x", "vpn", "refund"])) == (
-        "it_support"
-    )
+    assert builtin_service_line(
+        item(queue="General", title="Misc", tags=["x", "vpn", "refund"])
+    ) == ("it_support")
 
 
 def test_earliest_keyword_in_a_field_wins() -> None:
