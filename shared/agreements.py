@@ -26,13 +26,16 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PlainValidator,
     StrictInt,
     StrictStr,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -207,13 +210,15 @@ def _date(value: Any) -> date:
     raise _fail(f"must be a date YYYY-MM-DD; got {value!r}")
 
 
-Quantity = Annotated[Decimal, PlainValidator(_non_negative_decimal)]
-PositiveQuantity = Annotated[Decimal, PlainValidator(_positive_decimal)]
-MoneyText = Annotated[Decimal, PlainValidator(_money_text)]
+# Decimal and date fields parse in a BeforeValidator (not a PlainValidator) so pydantic keeps
+# its own serializer for them and model_dump_json() stays warning-free.
+Quantity = Annotated[Decimal, BeforeValidator(_non_negative_decimal)]
+PositiveQuantity = Annotated[Decimal, BeforeValidator(_positive_decimal)]
+MoneyText = Annotated[Decimal, BeforeValidator(_money_text)]
 ClientId = Annotated[str, PlainValidator(_client_id)]
 CurrencyCode = Annotated[str, PlainValidator(_currency)]
 TimezoneName = Annotated[str, PlainValidator(_timezone)]
-DateValue = Annotated[date, PlainValidator(_date)]
+DateValue = Annotated[date, BeforeValidator(_date)]
 NonBlank = Annotated[str, PlainValidator(_non_blank)]
 
 
@@ -365,7 +370,11 @@ def _when(value: Any) -> dict[str, Condition]:
     return conditions
 
 
-When = Annotated[dict[str, Condition], PlainValidator(_when)]
+def _when_to_wire(when: dict[str, Condition]) -> dict[str, Any]:
+    return {name: condition.to_wire() for name, condition in when.items()}
+
+
+When = Annotated[dict[str, Condition], PlainValidator(_when), PlainSerializer(_when_to_wire)]
 
 
 class ClassTarget(_Model):
@@ -400,7 +409,7 @@ class Rule(_Model):
     def to_wire(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "when": {name: cond.to_wire() for name, cond in self.when.items()},
+            "when": _when_to_wire(self.when),
             "then": self.then.to_wire(),
         }
 
@@ -463,12 +472,18 @@ def _scope(value: Any) -> Scope:
     return scope
 
 
+def _scope_to_wire(scope: Scope) -> Any:
+    if scope == ALL:
+        return ALL
+    return {line: entry if entry == ALL else list(entry) for line, entry in scope.items()}
+
+
 class Tier(_Model):
     name: NonBlank
     #: None: unbounded (only the last tier).
     up_to: PositiveQuantity | None = None
     fee: MoneyText
-    scope: Annotated[Scope, PlainValidator(_scope)] = ALL
+    scope: Annotated[Scope, PlainValidator(_scope), PlainSerializer(_scope_to_wire)] = ALL
 
     def covers(self, service_class: ServiceClass) -> bool:
         """Whether this tier's scope includes `service_class`."""
@@ -478,18 +493,11 @@ class Tier(_Model):
         return entry == ALL or (entry is not None and service_class.complexity in entry)
 
     def to_wire(self, currency: str) -> dict[str, Any]:
-        scope: Any = (
-            ALL
-            if self.scope == ALL
-            else {
-                line: entry if entry == ALL else list(entry) for line, entry in self.scope.items()
-            }
-        )
         return {
             "name": self.name,
             "up_to": None if self.up_to is None else format_decimal(self.up_to),
             "fee": format_money(self.fee, currency),
-            "scope": scope,
+            "scope": _scope_to_wire(self.scope),
         }
 
 
@@ -530,43 +538,27 @@ class Pricing(_Model):
     @model_validator(mode="after")
     def _tier_ladder(self) -> Pricing:
         errors: list[tuple[Loc, str, Any]] = []
-        names: set[str] = set()
         last = len(self.tiers) - 1
-        previous_up_to: Decimal | None = None
         for index, tier in enumerate(self.tiers):
-            if tier.name in names:
+            if tier.name in (earlier.name for earlier in self.tiers[:index]):
                 errors.append(
                     (("tiers", index, "name"), f"duplicate tier name {tier.name!r}", tier.name)
                 )
-            names.add(tier.name)
-            if tier.up_to is None:
-                if index != last:
-                    errors.append(
-                        (
-                            ("tiers", index, "up_to"),
-                            "only the last tier may be unbounded (up_to: null)",
-                            None,
-                        )
-                    )
-                continue
-            if previous_up_to is not None and tier.up_to <= previous_up_to:
+            up_to_loc = ("tiers", index, "up_to")
+            if tier.up_to is None and index != last:
                 errors.append(
-                    (
-                        ("tiers", index, "up_to"),
-                        f"tiers must be strictly ascending: {format_decimal(tier.up_to)} "
-                        f"is not above the previous tier's {format_decimal(previous_up_to)}",
-                        tier.up_to,
-                    )
+                    (up_to_loc, "only the last tier may be unbounded (up_to: null)", None)
                 )
-            previous_up_to = tier.up_to
+            below = self.tiers[index - 1].up_to if index else None
+            if tier.up_to is not None and below is not None and tier.up_to <= below:
+                message = (
+                    f"tiers must be strictly ascending: {format_decimal(tier.up_to)} is not "
+                    f"above the previous tier's {format_decimal(below)}"
+                )
+                errors.append((up_to_loc, message, tier.up_to))
         if self.tiers[last].up_to is not None and self.overage_rate is None:
-            errors.append(
-                (
-                    ("overage_rate",),
-                    "required when the last tier is bounded (it has an up_to)",
-                    None,
-                )
-            )
+            message = "required when the last tier is bounded (it has an up_to)"
+            errors.append((("overage_rate",), message, None))
         if errors:
             raise _invalid("Pricing", errors)
         return self
@@ -616,23 +608,14 @@ class Agreement(_Model):
         ]
         if self.pricing.overage_rate is not None:
             amounts.append((("pricing", "overage_rate"), self.pricing.overage_rate))
-        amounts.append(
-            (
-                ("pricing", "scope_policy", "out_of_scope_rate"),
-                self.pricing.scope_policy.out_of_scope_rate,
-            )
-        )
+        policy_rate = self.pricing.scope_policy.out_of_scope_rate
+        amounts.append((("pricing", "scope_policy", "out_of_scope_rate"), policy_rate))
         errors: list[tuple[Loc, str, Any]] = []
         for loc, amount in amounts:
             places = _decimal_places(amount)
             if places > digits:
-                errors.append(
-                    (
-                        loc,
-                        f"has {places} decimal places; {self.currency} allows at most {digits}",
-                        f"{amount:f}",
-                    )
-                )
+                message = f"has {places} decimal places; {self.currency} allows at most {digits}"
+                errors.append((loc, message, f"{amount:f}"))
         if errors:
             raise _invalid("Agreement", errors)
         return self
@@ -641,6 +624,11 @@ class Agreement(_Model):
         """Whether `period` is billed under this agreement: it ends after `effective_from`
         begins. Both are local midnights in the agreement's zone, so comparing dates suffices."""
         return self.effective_from is None or period.next().first_day > self.effective_from
+
+    @model_serializer(mode="plain")
+    def _serialize(self) -> dict[str, Any]:
+        # model_dump() / model_dump_json() give the wire form too (e.g. as a FastAPI response).
+        return self.to_wire()
 
     def with_version(self, version: int) -> Agreement:
         return self.model_copy(update={"version": version})

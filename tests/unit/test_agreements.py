@@ -149,6 +149,13 @@ def test_to_wire_is_json_ready_and_round_trips() -> None:
     assert parse_agreement(json.loads(text, parse_float=Decimal)) == agreement
 
 
+def test_pydantic_dump_is_the_wire_form() -> None:
+    agreement = load_agreement_yaml(SPEC_YAML).with_version(2)
+    assert agreement.model_dump() == agreement.to_wire()
+    assert json.loads(agreement.model_dump_json()) == agreement.to_wire()  # and no warnings
+    assert json.loads(agreement.pricing.model_dump_json())["tiers"][0]["fee"] == "10000.00"
+
+
 def test_defaults() -> None:
     agreement = parse_agreement(
         {
