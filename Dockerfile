@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for all four services; docker-compose.yml picks the service with
 # `command: python -m services.<intake|classifier|metering|billing>`.
 FROM python:3.11-slim

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
@@ -279,5 +279,7 @@ async def committed_offsets(bootstrap_servers: str, group_id: str) -> dict[Topic
     try:
         offsets = await admin.list_consumer_group_offsets(group_id)
         return {tp: meta.offset for tp, meta in offsets.items()}
+    except GroupCoordinatorNotAvailableError:
+        return {}  # no group has committed on this cluster yet
     finally:
         await admin.close()

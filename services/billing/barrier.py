@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from shared.events import WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, WORKITEMS_UNCLASSIFIED
 from shared.kafka import committed_offsets, end_offsets
@@ -44,7 +45,10 @@ async def _wait_for_group(
 ) -> None:
     delay = 0.02
     while True:
-        behind = lagging(ends, await committed_offsets(bootstrap_servers, group))
+        try:
+            behind = lagging(ends, await committed_offsets(bootstrap_servers, group))
+        except KafkaError:
+            behind = list(ends)  # the coordinator is moving or starting: ask again
         if not behind:
             return
         if time.monotonic() >= deadline:

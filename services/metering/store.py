@@ -39,7 +39,8 @@ async def meter_batch(
     The dedupe insert and the counter update commit together or not at all: a key is never
     claimed without its counts (a crash between them would under-count forever).
     """
-    candidates = first_copies(batch)
+    # Sorted by key so that concurrent writers claim keys in one order and cannot deadlock.
+    candidates = sorted(first_copies(batch), key=lambda item: item.key)
     if not candidates:
         return []
     clients = sorted({item.client_id for item in candidates})

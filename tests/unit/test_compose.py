@@ -160,3 +160,10 @@ def test_compose_defaults_are_valid_settings(
         monkeypatch.setenv(var, with_defaults(value))
     settings = cls()
     assert getattr(settings, "tierline_http_host", None) == "0.0.0.0"
+
+
+def test_deploy_readme_documents_every_variable() -> None:
+    readme = (COMPOSE_FILE.parent / "deploy" / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(\w+)` \|", readme, flags=re.MULTILINE))
+    read = {var for cls in SETTINGS.values() for var in env_names(cls)}
+    assert documented == read, {"undocumented": read - documented, "unread": documented - read}

@@ -1,0 +1,119 @@
+"""The shared Kafka plumbing on a real broker: topics, the agreement view, offsets, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from faststream.kafka import KafkaBroker
+
+from services.billing.barrier import lagging
+from shared.events import AGREEMENTS, ALL_TOPICS, WORKITEMS_COMPLETED, dlq
+from shared.kafka import CompactedView, committed_offsets, dead_letter, end_offsets, ensure_topics
+
+
+async def test_topics_are_created_with_partitions_and_agreements_compacted(kafka_bootstrap: str) -> None:
+    await ensure_topics(kafka_bootstrap, partitions=6)
+    await ensure_topics(kafka_bootstrap, partitions=6)  # idempotent
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        described = {d["topic"]: d for d in await admin.describe_topics(list(ALL_TOPICS))}
+        assert all(len(described[t]["partitions"]) == 6 for t in ALL_TOPICS)
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, AGREEMENTS)]
+        )
+        entries = {entry[0]: entry[1] for entry in response.resources[0][4]}
+        assert entries["cleanup.policy"] == "compact"
+    finally:
+        await admin.close()
+
+
+async def test_the_view_keeps_the_newest_version_and_catches_up(kafka_bootstrap: str) -> None:
+    await ensure_topics(kafka_bootstrap, partitions=6)
+    key = f"view-{uuid.uuid4().hex[:6]}"
+    view: CompactedView[dict[str, int]] = CompactedView(
+        kafka_bootstrap, AGREEMENTS, orjson.loads, newer=lambda a, b: a["version"] >= b["version"]
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    await view.start()
+    try:
+        for version in (1, 3, 2):  # 2 is a late republish: it must not win over 3
+            await producer.send_and_wait(AGREEMENTS, orjson.dumps({"version": version}), key=key.encode())
+        await view.caught_up(timeout=10)
+        assert view.get(key) == {"version": 3}
+    finally:
+        await view.stop()
+        await producer.stop()
+
+
+async def test_committed_offsets_tell_when_a_group_has_caught_up(kafka_bootstrap: str) -> None:
+    topic = f"barrier-{uuid.uuid4().hex[:6]}"
+    group = f"g-{topic}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 2, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    for n in range(10):
+        await producer.send_and_wait(topic, b"x", key=str(n).encode())
+    await producer.stop()
+    ends = await end_offsets(kafka_bootstrap, [topic])
+    assert sum(ends.values()) == 10
+    assert lagging(ends, await committed_offsets(kafka_bootstrap, group))
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=group,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    seen = 0
+    async with asyncio.timeout(20):
+        while seen < 10:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                seen += len(records)
+    await consumer.commit()
+    await consumer.stop()
+    assert not lagging(ends, await committed_offsets(kafka_bootstrap, group))
+
+
+async def test_a_dead_letter_names_the_error_and_where_it_came_from(kafka_bootstrap: str) -> None:
+    await ensure_topics(kafka_bootstrap, partitions=6)
+    broker = KafkaBroker(kafka_bootstrap)
+    await broker.start()
+    marker = uuid.uuid4().hex.encode()
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        meta = await producer.send_and_wait(WORKITEMS_COMPLETED, marker, key=b"poison")
+        await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        tp = TopicPartition(WORKITEMS_COMPLETED, meta.partition)
+        consumer.assign([tp])
+        consumer.seek(tp, meta.offset)
+        record = (await consumer.getmany(tp, timeout_ms=5000))[tp][0]
+        await consumer.stop()
+        await dead_letter(broker, record, "not a valid CompletedWorkItem: id: Field required")
+
+        reader = AIOKafkaConsumer(dlq(WORKITEMS_COMPLETED), bootstrap_servers=kafka_bootstrap,
+                                  auto_offset_reset="earliest", enable_auto_commit=False)
+        await reader.start()
+        found = None
+        async with asyncio.timeout(20):
+            while found is None:
+                for records in (await reader.getmany(timeout_ms=500)).values():
+                    found = next((r for r in records if r.value == marker), found)
+        await reader.stop()
+        headers = {k: v.decode() for k, v in found.headers}
+        assert headers["x-original-topic"] == WORKITEMS_COMPLETED
+        assert headers["x-original-partition"] == str(meta.partition)
+        assert headers["x-original-offset"] == str(meta.offset)
+        assert "id: Field required" in headers["x-error"]
+        assert found.key == b"poison"
+    finally:
+        await broker.stop()

@@ -1,0 +1,96 @@
+"""Metering's counting transaction on a real PostgreSQL: once per key, through replays and races."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from services.metering.counting import MeteredItem
+from services.metering.store import meter_batch
+from shared.db import apply_schema, create_pool
+from shared.ledger import counts_between
+
+START = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, size=6)
+    await apply_schema(pool)
+    yield pool
+    await pool.close()
+
+
+def utc(_: str) -> str:
+    return "UTC"
+
+
+def make(client: str, n: int, *, minutes: int = 0, line: str = "accounting", units: int = 1) -> MeteredItem:
+    return MeteredItem(
+        client_id=client, item_id=f"i-{n}", completed_at=START + timedelta(minutes=minutes + n),
+        service_line=line, complexity="basic", units=units, handling_seconds=60,
+        rule_id="r", agreement_version=1,
+    )
+
+
+async def totals(pool: asyncpg.Pool, client: str) -> tuple[int, int, int]:
+    counts = await counts_between(pool, client, START, START + timedelta(days=40))
+    return (sum(c.items for c in counts), sum(c.units for c in counts),
+            sum(c.late_items for c in counts))
+
+
+async def test_a_replayed_batch_changes_no_count(pool: asyncpg.Pool) -> None:
+    client = f"replay-{uuid.uuid4().hex[:6]}"
+    batch = [make(client, n, units=2) for n in range(500)]
+    assert len(await meter_batch(pool, batch, timezone_of=utc)) == 500
+    assert await totals(pool, client) == (500, 1000, 0)
+    assert await meter_batch(pool, batch, timezone_of=utc) == []
+    assert await totals(pool, client) == (500, 1000, 0)
+
+
+async def test_the_first_copy_counts_even_inside_one_batch(pool: asyncpg.Pool) -> None:
+    client = f"first-{uuid.uuid4().hex[:6]}"
+    original = make(client, 1, units=3)
+    resent = make(client, 1, minutes=60 * 24 * 20, units=7)  # other fields differ: still a copy
+    counted = await meter_batch(pool, [original, resent], timezone_of=utc)
+    assert counted == [original]
+    assert await totals(pool, client) == (1, 3, 0)
+
+
+async def test_items_of_a_closed_period_are_flagged_late(pool: asyncpg.Pool) -> None:
+    client = f"late-{uuid.uuid4().hex[:6]}"
+    await meter_batch(pool, [make(client, 0)], timezone_of=utc)
+    await pool.execute(
+        "INSERT INTO billing.closed_periods (client_id, period, items) VALUES ($1, '2026-10', 1)",
+        client,
+    )
+    await meter_batch(pool, [make(client, 1), make(client, 2)], timezone_of=utc)
+    assert await totals(pool, client) == (3, 3, 2)
+
+
+async def test_concurrent_writers_of_overlapping_batches_count_each_key_once(pool: asyncpg.Pool) -> None:
+    client = f"race-{uuid.uuid4().hex[:6]}"
+    items = [make(client, n) for n in range(2000)]
+    # Four writers, each with an overlapping half of the items, in different orders.
+    batches = [items[:1000], items[500:1500], items[1000:], list(reversed(items[250:1750]))]
+    counted = await asyncio.gather(*(meter_batch(pool, b, timezone_of=utc) for b in batches))
+    assert sum(len(c) for c in counted) == 2000
+    assert await totals(pool, client) == (2000, 2000, 0)
+
+
+async def test_a_month_is_read_in_the_clients_timezone(pool: asyncpg.Pool) -> None:
+    client = f"tz-{uuid.uuid4().hex[:6]}"
+    # 2026-10-01T02:00Z is still September in New York (UTC-4).
+    early = MeteredItem(client, "x", datetime(2026, 10, 1, 2, tzinfo=UTC), "hr", "basic", 1, 0, None, None)
+    await meter_batch(pool, [early], timezone_of=utc)
+    from shared.periods import parse_period, period_bounds
+
+    september = period_bounds(parse_period("2026-09"), "America/New_York")
+    october = period_bounds(parse_period("2026-10"), "America/New_York")
+    assert sum(c.items for c in await counts_between(pool, client, *september)) == 1
+    assert sum(c.items for c in await counts_between(pool, client, *october)) == 0
