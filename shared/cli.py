@@ -42,8 +42,10 @@ def infrastructure(data_dir: Path) -> Iterator[tuple[str, str]]:
         return
     from shared.localinfra import LocalInfra
 
-    say("starting a local Kafka broker (KRaft) and PostgreSQL under "
-        f"{data_dir} (the first run fetches the Kafka jars from Maven Central)")
+    say(
+        "starting a local Kafka broker (KRaft) and PostgreSQL under "
+        f"{data_dir} (the first run fetches the Kafka jars from Maven Central)"
+    )
     with LocalInfra(data_dir, kafka=not kafka, postgres=not database) as infra:
         yield kafka or infra.kafka_bootstrap, database or infra.database_url
 
@@ -56,20 +58,25 @@ def run_demo(stack: Stack, *, now: datetime) -> list[dict[str, Any]]:
     with httpx.Client(timeout=60) as http:
         for path in sorted(DEMO_DIR.glob("*.yaml")):
             client_id = path.stem
-            response = http.put(f"{billing}/v1/agreements/{client_id}", content=path.read_bytes(),
-                                headers={**admin, "Content-Type": "application/yaml"})
+            response = http.put(
+                f"{billing}/v1/agreements/{client_id}",
+                content=path.read_bytes(),
+                headers={**admin, "Content-Type": "application/yaml"},
+            )
             response.raise_for_status()
             say(f"agreement {client_id} v{response.json()['version']} loaded")
         items = _demo_workload(period)
         sent = 0
         started = time.perf_counter()
         for chunk in range(0, len(items), 500):
-            batch = items[chunk:chunk + 500]
+            batch = items[chunk : chunk + 500]
             response = http.post(f"{intake_url}/v1/work-items", json=batch, headers=intake)
             response.raise_for_status()
             sent += response.json()["accepted"]
-        say(f"streamed {sent} work items for {period.key} ({len(items) - len(set(_keys(items)))} "
-            f"re-sent duplicates) in {time.perf_counter() - started:.1f}s")
+        say(
+            f"streamed {sent} work items for {period.key} ({len(items) - len(set(_keys(items)))} "
+            f"re-sent duplicates) in {time.perf_counter() - started:.1f}s"
+        )
         say(f"closing {period.key} (waits until every accepted item is metered)")
         response = http.post(f"{billing}/v1/periods/{period.key}/close", headers=admin)
         response.raise_for_status()
@@ -82,8 +89,9 @@ def _demo_workload(period: Period) -> list[dict[str, object]]:
     acme_start, acme_end = period_bounds(period, "America/New_York")
     items += demo_items("acme", acme_start, acme_end, Mix())
     globex_start, globex_end = period_bounds(period, "Asia/Tokyo")
-    globex = demo_items("globex", globex_start, globex_end, Mix(customer_care=300, data_entry=0,
-                                                                ap_large=0), seed=9)
+    globex = demo_items(
+        "globex", globex_start, globex_end, Mix(customer_care=300, data_entry=0, ap_large=0), seed=9
+    )
     for n, item in enumerate(globex[:40]):
         item["tags"] = ["payroll"]
         item["id"] = f"globex-payroll-{n}"
@@ -97,14 +105,20 @@ def _keys(items: list[dict[str, object]]) -> Iterator[tuple[object, object]]:
 
 
 def print_invoice(invoice: dict[str, Any]) -> None:
-    print(f"\n  invoice {invoice['invoice_id']}  {invoice['period_start']} .. {invoice['period_end']}")
-    print(f"  tier {invoice['tier']['name']} ({invoice['tier']['reason']}), "
-          f"{invoice['usage']['items']} items, {invoice['usage']['weighted_units']} weighted units")
+    print(
+        f"\n  invoice {invoice['invoice_id']}  {invoice['period_start']} .. {invoice['period_end']}"
+    )
+    print(
+        f"  tier {invoice['tier']['name']} ({invoice['tier']['reason']}), "
+        f"{invoice['usage']['items']} items, {invoice['usage']['weighted_units']} weighted units"
+    )
     for line in invoice["lines"]:
         what = line.get("service_line", "")
         what = f" {what}/{line['complexity']}" if what else ""
-        print(f"    {line['kind']:<16}{what:<26} {line['quantity']:>10} x {line['unit_price']:>12}"
-              f" = {line['amount']:>12} {invoice['currency']}")
+        print(
+            f"    {line['kind']:<16}{what:<26} {line['quantity']:>10} x {line['unit_price']:>12}"
+            f" = {line['amount']:>12} {invoice['currency']}"
+        )
     print(f"    {'total':<53} {invoice['total']:>27} {invoice['currency']}")
 
 
@@ -125,8 +139,14 @@ def up(args: argparse.Namespace) -> int:
             intake_keys = os.environ.get("TIERLINE_INTAKE_KEYS", "")
             if not (admin_key and intake_keys):
                 say("no TIERLINE_ADMIN_KEY / TIERLINE_INTAKE_KEYS set: generated fresh keys")
-            stack = Stack(kafka, database, data_dir / "logs", admin_key=admin_key,
-                          intake_keys=intake_keys, extra_env={"LOG_LEVEL": "INFO"})
+            stack = Stack(
+                kafka,
+                database,
+                data_dir / "logs",
+                admin_key=admin_key,
+                intake_keys=intake_keys,
+                extra_env={"LOG_LEVEL": "INFO"},
+            )
             say("starting intake, classifier, metering and billing")
             with stack:
                 say(f"all four services healthy after {time.perf_counter() - started:.1f}s")
@@ -135,17 +155,20 @@ def up(args: argparse.Namespace) -> int:
                     say(f"first invoice after {time.perf_counter() - started:.1f}s:")
                     for invoice in invoices:
                         print_invoice(invoice)
-                print(f"""
+                print(
+                    f"""
 Tierline is running. Where to look:
-  intake      POST {stack.url('intake')}/v1/work-items      (docs: {stack.url('intake')}/docs)
-  billing     {stack.url('billing')}/v1/invoices            (docs: {stack.url('billing')}/docs)
-  usage       {stack.url('metering')}/v1/usage/acme?period=YYYY-MM
-  metrics     /metrics and /healthz on every service above and {stack.url('classifier')}
+  intake      POST {stack.url("intake")}/v1/work-items      (docs: {stack.url("intake")}/docs)
+  billing     {stack.url("billing")}/v1/invoices            (docs: {stack.url("billing")}/docs)
+  usage       {stack.url("metering")}/v1/usage/acme?period=YYYY-MM
+  metrics     /metrics and /healthz on every service above and {stack.url("classifier")}
   Kafka       {kafka}    PostgreSQL  {database}
-  logs        {data_dir / 'logs'}
+  logs        {data_dir / "logs"}
   admin key   {stack.admin_key}
   intake keys {stack.intake_keys}
-Press Ctrl-C to stop everything.""", flush=True)
+Press Ctrl-C to stop everything.""",
+                    flush=True,
+                )
                 while True:
                     for process in stack.processes.values():
                         if not process.alive():
@@ -161,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tierline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("up", help="run the whole system (and a demo) on this machine")
-    run.add_argument("--data-dir", default=os.environ.get("TIERLINE_DATA_DIR", "/tmp/tierline"),
-                     help="where local Kafka/PostgreSQL data and service logs go")
+    run.add_argument(
+        "--data-dir",
+        default=os.environ.get("TIERLINE_DATA_DIR", "/tmp/tierline"),
+        help="where local Kafka/PostgreSQL data and service logs go",
+    )
     run.add_argument("--no-demo", action="store_true", help="skip the demo workload")
     args = parser.parse_args(argv)
     if args.command == "up":

@@ -9,10 +9,15 @@ from importlib.resources import files
 from typing import TypeVar
 
 import asyncpg
+import orjson
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Anything that runs a query: a connection (pooled or not) or the pool itself.
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+Executor = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 
 #: Failures that mean "the database is not reachable right now", worth waiting out.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -35,12 +40,11 @@ async def create_pool(
     *,
     size: int,
     attempts: int = 60,
-    init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> asyncpg.Pool:
     for attempt in range(1, attempts + 1):
         try:
             pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=size, command_timeout=60, init=init
+                url, min_size=1, max_size=size, command_timeout=60, init=_init_connection
             )
             assert pool is not None
             return pool
@@ -50,6 +54,16 @@ async def create_pool(
             log.warning("database not reachable, retrying", extra={"error": str(error)})
             await asyncio.sleep(min(0.25 * attempt, 2.0))
     raise AssertionError("unreachable")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb in and out as plain Python values, encoded by orjson
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
 
 
 async def apply_schema(pool: asyncpg.Pool) -> None:

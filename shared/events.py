@@ -34,7 +34,12 @@ INVOICES: Final = "billing.invoices"
 USAGE_ALERTS: Final = "usage.alerts"
 
 #: Topics some service consumes; each has a `<topic>.dlq` for what cannot be processed.
-CONSUMED_TOPICS: Final = (WORKITEMS_COMPLETED, WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED, AGREEMENTS)
+CONSUMED_TOPICS: Final = (
+    WORKITEMS_COMPLETED,
+    WORKITEMS_CLASSIFIED,
+    WORKITEMS_UNCLASSIFIED,
+    AGREEMENTS,
+)
 ALL_TOPICS: Final = (
     WORKITEMS_COMPLETED,
     WORKITEMS_CLASSIFIED,
@@ -55,9 +60,7 @@ def dlq(topic: str) -> str:
 CLIENT_ID_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,63}"
 _CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
 # RFC 3339 date-time with a mandatory offset; fractional seconds optional.
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64)]

@@ -18,12 +18,16 @@ log = logging.getLogger(__name__)
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def add_operational_routes(app: FastAPI, *, registry: CollectorRegistry, health: HealthCheck) -> None:
+def add_operational_routes(
+    app: FastAPI, *, registry: CollectorRegistry, health: HealthCheck
+) -> None:
     @app.get("/healthz", tags=["operations"], summary="Liveness and dependency health")
     async def healthz() -> Response:
         checks = await health()
         ok = all(value == "ok" for value in checks.values())
-        return JSONResponse({"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503
+        )
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics() -> Response:

@@ -69,7 +69,9 @@ async def ensure_topics(
                     name=topic,
                     num_partitions=partitions,
                     replication_factor=replication,
-                    topic_configs={"cleanup.policy": "compact"} if topic in COMPACTED_TOPICS else {},
+                    topic_configs={"cleanup.policy": "compact"}
+                    if topic in COMPACTED_TOPICS
+                    else {},
                 )
                 for topic in wanted
                 if topic not in existing
@@ -104,9 +106,7 @@ async def dead_letter(
             "x-original-timestamp": str(record.timestamp),
         }
     )
-    await broker.publish(
-        record.value or b"", dlq(record.topic), key=record.key, headers=headers
-    )
+    await broker.publish(record.value or b"", dlq(record.topic), key=record.key, headers=headers)
     log.warning(
         "dead-lettered a message",
         extra={
@@ -119,13 +119,18 @@ async def dead_letter(
 
 
 async def publish_all(
-    broker: KafkaBroker, messages: Iterable[tuple[str, bytes, bytes]], *, headers: Mapping[str, str] | None = None
+    broker: KafkaBroker,
+    messages: Iterable[tuple[str, bytes, bytes]],
+    *,
+    headers: Mapping[str, str] | None = None,
 ) -> int:
     """Publish (topic, key, value) messages pipelined, and return once Kafka acked all of them."""
     futures: list[Awaitable[Any]] = []
     for topic, key, value in messages:
         futures.append(
-            await broker.publish(value, topic, key=key, headers=dict(headers or {}), no_confirm=True)
+            await broker.publish(
+                value, topic, key=key, headers=dict(headers or {}), no_confirm=True
+            )
         )
     if futures:
         await asyncio.gather(*futures)
@@ -195,10 +200,12 @@ class CompactedView(Generic[T]):
             try:
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=1000)
             except KafkaError as error:
-                log.warning("view fetch failed, retrying", extra={"topic": self._topic, "error": str(error)})
+                log.warning(
+                    "view fetch failed, retrying", extra={"topic": self._topic, "error": str(error)}
+                )
                 await asyncio.sleep(0.5)
                 continue
-            for partition, records in batches.items():
+            for records in batches.values():
                 for record in records:
                     await self._apply(record)
             async with self._progress:
@@ -216,8 +223,12 @@ class CompactedView(Generic[T]):
         except Exception as error:  # a bad record must not stop the view; it is reported
             log.error(
                 "unreadable record in compacted topic",
-                extra={"topic": record.topic, "partition": record.partition,
-                       "offset": record.offset, "error": str(error)},
+                extra={
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "error": str(error),
+                },
             )
             return
         current = self._values.get(key)
@@ -262,8 +273,9 @@ async def partitions_of(bootstrap_servers: str, topic: str, *, attempts: int = 5
     try:
         for _ in range(attempts):
             described = await admin.describe_topics([topic])
-            partitions = [p["partition"] for d in described if d["error_code"] == 0
-                          for p in d["partitions"]]
+            partitions = [
+                p["partition"] for d in described if d["error_code"] == 0 for p in d["partitions"]
+            ]
             if partitions:
                 return sorted(partitions)
             await asyncio.sleep(0.1)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, cast
 
-import asyncpg
+from shared.agreements import Complexity, ServiceClass, ServiceLine
+from shared.db import Executor
+from shared.rating import ClassUsage
 
 #: Metering's writers take ROW EXCLUSIVE on the counts before reading closed periods; a close
 #: takes SHARE, which waits for writers in flight and holds new ones until the close commits.
@@ -33,9 +35,23 @@ class ClassCount:
     def classified(self) -> bool:
         return self.service_line != UNCLASSIFIED
 
+    @property
+    def service_class(self) -> ServiceClass:
+        """The class of a classified count (metering only stores valid classes)."""
+        return ServiceClass(cast(ServiceLine, self.service_line), cast(Complexity, self.complexity))
+
+
+def billable_usage(counts: list[ClassCount]) -> list[ClassUsage]:
+    """The usage that is rated: every classified count (unclassified items are never billed)."""
+    return [
+        ClassUsage(c.service_class, c.items, c.units, c.handling_seconds)
+        for c in counts
+        if c.classified
+    ]
+
 
 async def counts_between(
-    conn: asyncpg.Connection | asyncpg.Pool, client_id: str, start: datetime, end: datetime
+    conn: Executor, client_id: str, start: datetime, end: datetime
 ) -> list[ClassCount]:
     """Every class's counts for items with start <= completed_at < end (15-minute slots)."""
     rows = await conn.fetch(
@@ -52,16 +68,18 @@ async def counts_between(
     )
     return [
         ClassCount(
-            r["service_line"], r["complexity"], int(r["items"]), int(r["units"]),
-            int(r["handling_seconds"]), int(r["late_items"]),
+            r["service_line"],
+            r["complexity"],
+            int(r["items"]),
+            int(r["units"]),
+            int(r["handling_seconds"]),
+            int(r["late_items"]),
         )
         for r in rows
     ]
 
 
-async def clients_with_usage_between(
-    conn: asyncpg.Connection | asyncpg.Pool, start: datetime, end: datetime
-) -> list[str]:
+async def clients_with_usage_between(conn: Executor, start: datetime, end: datetime) -> list[str]:
     rows = await conn.fetch(
         "SELECT DISTINCT client_id FROM metering.usage_slots WHERE slot >= $1 AND slot < $2",
         start,
@@ -80,7 +98,7 @@ class ClosedPeriod:
 
 
 async def closed_periods(
-    conn: asyncpg.Connection | asyncpg.Pool, client_ids: list[str]
+    conn: Executor, client_ids: list[str]
 ) -> dict[tuple[str, str], ClosedPeriod]:
     rows = await conn.fetch(
         """SELECT client_id, period, invoice_id, tier_name, tier_reason

@@ -10,8 +10,21 @@ from typing import Any
 import orjson
 
 #: Attributes a log call may pass in `extra=` that belong in the JSON line.
-_FIELDS = ("service", "client_id", "topic", "partition", "offset", "period", "invoice_id",
-           "items", "batch", "error", "duration_ms", "status", "path")
+_FIELDS = (
+    "service",
+    "client_id",
+    "topic",
+    "partition",
+    "offset",
+    "period",
+    "invoice_id",
+    "items",
+    "batch",
+    "error",
+    "duration_ms",
+    "status",
+    "path",
+)
 
 
 class JsonFormatter(logging.Formatter):

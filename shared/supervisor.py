@@ -7,6 +7,7 @@ file and process group, started against a real Kafka and PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -92,10 +93,8 @@ class ServiceProcess:
     def kill(self) -> None:
         """SIGKILL the whole process group: a crash, as far as the service can tell."""
         if self.process is not None and self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.wait(10)
 
     def tail(self, lines: int = 30) -> str:
@@ -109,7 +108,8 @@ def new_keys() -> tuple[str, str]:
     """A fresh admin key and intake keys (`source=key,...`) for a local run."""
     admin = f"adm_{secrets.token_urlsafe(24)}"
     intake = ",".join(
-        f"{source}=ik_{source}_{secrets.token_urlsafe(16)}" for source in ("servicenow", "zendesk", "jira")
+        f"{source}=ik_{source}_{secrets.token_urlsafe(16)}"
+        for source in ("servicenow", "zendesk", "jira")
     )
     return admin, intake
 

@@ -31,7 +31,9 @@ class Mix:
     ap_large: int = 12
 
 
-def demo_items(client_id: str, start: datetime, end: datetime, mix: Mix, *, seed: int = 7) -> list[dict[str, object]]:
+def demo_items(
+    client_id: str, start: datetime, end: datetime, mix: Mix, *, seed: int = 7
+) -> list[dict[str, object]]:
     """The demo workload of SPEC §6 example 3 (with the demo agreement's rules)."""
     rng = random.Random(seed)
     span = (end - start).total_seconds() - 1
@@ -41,24 +43,55 @@ def demo_items(client_id: str, start: datetime, end: datetime, mix: Mix, *, seed
 
     items: list[dict[str, object]] = []
     for n in range(mix.customer_care):
-        items.append({"id": f"{client_id}-cc-{n}", "client_id": client_id, "source": "zendesk",
-                      "completed_at": at(), "queue": "Customer Care",
-                      "title": rng.choice(QUEUES[0][1]), "handling_seconds": rng.randint(60, 500)})
+        items.append(
+            {
+                "id": f"{client_id}-cc-{n}",
+                "client_id": client_id,
+                "source": "zendesk",
+                "completed_at": at(),
+                "queue": "Customer Care",
+                "title": rng.choice(QUEUES[0][1]),
+                "handling_seconds": rng.randint(60, 500),
+            }
+        )
     for n in range(mix.data_entry):
-        items.append({"id": f"{client_id}-de-{n}", "client_id": client_id, "source": "servicenow",
-                      "completed_at": at(), "queue": "Data Entry", "title": "Key claim forms",
-                      "units": 1, "handling_seconds": rng.randint(300, 1200)})
+        items.append(
+            {
+                "id": f"{client_id}-de-{n}",
+                "client_id": client_id,
+                "source": "servicenow",
+                "completed_at": at(),
+                "queue": "Data Entry",
+                "title": "Key claim forms",
+                "units": 1,
+                "handling_seconds": rng.randint(300, 1200),
+            }
+        )
     for n in range(mix.ap_large):
-        items.append({"id": f"{client_id}-ap-{n}", "client_id": client_id, "source": "servicenow",
-                      "completed_at": at(), "queue": "AP Invoices", "title": "Post supplier invoice",
-                      "units": rng.randint(20, 80), "handling_seconds": rng.randint(3600, 9000),
-                      "tags": ["ap", "invoice"]})
+        items.append(
+            {
+                "id": f"{client_id}-ap-{n}",
+                "client_id": client_id,
+                "source": "servicenow",
+                "completed_at": at(),
+                "queue": "AP Invoices",
+                "title": "Post supplier invoice",
+                "units": rng.randint(20, 80),
+                "handling_seconds": rng.randint(3600, 9000),
+                "tags": ["ap", "invoice"],
+            }
+        )
     rng.shuffle(items)
     return items
 
 
 def stream_items(
-    clients: list[str], start: datetime, end: datetime, count: int, *, seed: int = 11,
+    clients: list[str],
+    start: datetime,
+    end: datetime,
+    count: int,
+    *,
+    seed: int = 11,
     duplicate_ratio: float = 0.1,
 ) -> Iterator[dict[str, object]]:
     """A long realistic stream over many clients and queues, with re-sent duplicates."""

@@ -62,7 +62,9 @@ def build_router(service: BillingService) -> APIRouter:
         try:
             stored = await service.put_agreement(agreement)
         except KafkaUnavailable as error:
-            return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "5"})
+            return JSONResponse(
+                {"detail": str(error)}, status_code=503, headers={"Retry-After": "5"}
+            )
         return JSONResponse(stored.to_wire())
 
     @router.get("/v1/agreements/{client_id}", summary="The current agreement of a client")
@@ -90,12 +92,16 @@ def build_router(service: BillingService) -> APIRouter:
             except orjson.JSONDecodeError as error:
                 return unprocessable([{"loc": ["body"], "msg": f"invalid JSON: {error}"}])
             if not isinstance(body, dict) or set(body) - {"client_id"}:
-                return unprocessable([{"loc": ["body"], "msg": "only {\"client_id\": ...} is accepted"}])
+                return unprocessable(
+                    [{"loc": ["body"], "msg": 'only {"client_id": ...} is accepted'}]
+                )
             client_id = body.get("client_id")
             if client_id is not None and (
                 not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id)
             ):
-                return unprocessable([{"loc": ["body", "client_id"], "msg": "not a valid client id"}])
+                return unprocessable(
+                    [{"loc": ["body", "client_id"], "msg": "not a valid client id"}]
+                )
         try:
             result = await service.close(parsed, client_id=client_id, now=now)
         except BarrierTimeout as error:

@@ -14,7 +14,6 @@ from pydantic import Field
 
 from services.billing.api import build_router
 from services.billing.service import BillingMetrics, BillingService, utcnow
-from services.billing.store import init_connection
 from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
 from shared.http import add_operational_routes
@@ -45,8 +44,9 @@ async def _every(seconds: float, what: str, work: Callable[[], Awaitable[Any]]) 
 
 def create_app(settings: BillingSettings) -> FastAPI:
     registry = CollectorRegistry()
-    broker = make_broker(settings.kafka_bootstrap_servers, client_id="tierline-billing",
-                         registry=registry)
+    broker = make_broker(
+        settings.kafka_bootstrap_servers, client_id="tierline-billing", registry=registry
+    )
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
@@ -56,8 +56,7 @@ def create_app(settings: BillingSettings) -> FastAPI:
             partitions=settings.tierline_topic_partitions,
             replication=settings.tierline_topic_replication,
         )
-        pool = await create_pool(settings.database_url, size=settings.database_pool_size,
-                                 init=init_connection)
+        pool = await create_pool(settings.database_url, size=settings.database_pool_size)
         await apply_schema(pool)
         await broker.start()
         service = BillingService(
@@ -76,12 +75,17 @@ def create_app(settings: BillingSettings) -> FastAPI:
             )
         ]
         if settings.billing_auto_close:
-            tasks.append(asyncio.create_task(_every(
-                settings.billing_auto_close_interval_seconds,
-                "auto-close",
-                lambda: service.auto_close(now=utcnow(),
-                                           grace_hours=settings.billing_close_grace_hours),
-            )))
+            tasks.append(
+                asyncio.create_task(
+                    _every(
+                        settings.billing_auto_close_interval_seconds,
+                        "auto-close",
+                        lambda: service.auto_close(
+                            now=utcnow(), grace_hours=settings.billing_close_grace_hours
+                        ),
+                    )
+                )
+            )
         log.info("billing ready", extra={"status": "ready"})
         try:
             yield

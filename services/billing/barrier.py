@@ -32,11 +32,15 @@ async def wait_until_metered(bootstrap_servers: str, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     accepted = await end_offsets(bootstrap_servers, [WORKITEMS_COMPLETED])
     await _wait_for_group(bootstrap_servers, CLASSIFIER_GROUP, accepted, deadline)
-    classified = await end_offsets(bootstrap_servers, [WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED])
+    classified = await end_offsets(
+        bootstrap_servers, [WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED]
+    )
     await _wait_for_group(bootstrap_servers, METERING_GROUP, classified, deadline)
 
 
-def lagging(ends: dict[TopicPartition, int], committed: dict[TopicPartition, int]) -> Sequence[TopicPartition]:
+def lagging(
+    ends: dict[TopicPartition, int], committed: dict[TopicPartition, int]
+) -> Sequence[TopicPartition]:
     return [tp for tp, end in ends.items() if end > 0 and committed.get(tp, 0) < end]
 
 

@@ -9,15 +9,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
+from asyncpg import Record
 
 from services.billing import store
 from services.billing.invoices import build_invoice
 from shared.agreements import Agreement
-from shared.ledger import LOCK_FOR_CLOSE, ClassCount, counts_between
+from shared.db import Connection
+from shared.ledger import LOCK_FOR_CLOSE, billable_usage, counts_between
 from shared.periods import Period, parse_period, period_bounds
-from shared.agreements import ServiceClass
-from shared.rating import ClassUsage, InvoiceLine, late_adjustment_line, rate
+from shared.rating import InvoiceLine, late_adjustment_line, rate
 
 
 @dataclass(frozen=True)
@@ -28,17 +28,8 @@ class CloseOutcome:
     newly_closed: bool = False
 
 
-def billable(counts: list[ClassCount]) -> list[ClassUsage]:
-    return [
-        ClassUsage(ServiceClass(c.service_line, c.complexity), c.items, c.units,  # type: ignore[arg-type]
-                   c.handling_seconds)
-        for c in counts
-        if c.classified
-    ]
-
-
 async def close_for_client(
-    conn: asyncpg.Connection, *, client_id: str, period: Period, now: datetime
+    conn: Connection, *, client_id: str, period: Period, now: datetime
 ) -> CloseOutcome:
     async with conn.transaction():
         # One close per client at a time; metering waits while the period's counts are read.
@@ -59,10 +50,14 @@ async def close_for_client(
             await store.record_close(conn, client_id=client_id, period=period.key, items=items)
             return CloseOutcome(client_id, unbilled_items=items, newly_closed=True)
 
-        rating = rate(agreement, billable(counts))
+        rating = rate(agreement, billable_usage(counts))
         adjustments = await _settle_late_items(conn, agreement)
         invoice = build_invoice(
-            agreement=agreement, period=period, rating=rating, adjustments=adjustments, issued_at=now
+            agreement=agreement,
+            period=period,
+            rating=rating,
+            adjustments=adjustments,
+            issued_at=now,
         )
         await store.record_close(
             conn,
@@ -80,13 +75,13 @@ async def close_for_client(
         return CloseOutcome(client_id, invoice=invoice, newly_closed=True)
 
 
-async def _already_closed(conn: asyncpg.Connection, row: asyncpg.Record) -> CloseOutcome:
+async def _already_closed(conn: Connection, row: Record) -> CloseOutcome:
     if row["invoice_id"] is None:
         return CloseOutcome(row["client_id"], unbilled_items=int(row["items"]))
     return CloseOutcome(row["client_id"], invoice=await store.invoice(conn, row["invoice_id"]))
 
 
-async def _settle_late_items(conn: asyncpg.Connection, agreement: Agreement) -> list[InvoiceLine]:
+async def _settle_late_items(conn: Connection, agreement: Agreement) -> list[InvoiceLine]:
     """Re-rate every invoiced period that received late items since it was last settled."""
     lines = []
     for row in await store.invoiced_periods(conn, agreement.client_id):
@@ -96,13 +91,16 @@ async def _settle_late_items(conn: asyncpg.Connection, agreement: Agreement) -> 
         late = sum(c.late_items for c in counts if c.classified)
         if late <= int(row["late_items_settled"]):
             continue
-        rerated = rate(agreement, billable(counts))
+        rerated = rate(agreement, billable_usage(counts))
         already_billed = Decimal(row["billed_total"])
         lines.append(
             late_adjustment_line(earlier.key, rerated.total, already_billed, agreement.currency)
         )
         await store.record_rerate(
-            conn, client_id=agreement.client_id, period=earlier.key,
-            billed_total=rerated.total, late_items_settled=late,
+            conn,
+            client_id=agreement.client_id,
+            period=earlier.key,
+            billed_total=rerated.total,
+            late_items_settled=late,
         )
     return lines

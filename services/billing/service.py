@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from decimal import Decimal
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -39,14 +39,21 @@ class KafkaUnavailable(Exception):
 class BillingMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.periods_closed = Counter(
-            "tierline_billing_periods_closed", "Client periods closed", ["outcome"], registry=registry
+            "tierline_billing_periods_closed",
+            "Client periods closed",
+            ["outcome"],
+            registry=registry,
         )
         self.invoice_total = Counter(
-            "tierline_billing_invoiced_amount", "Sum of issued invoice totals, by currency",
-            ["currency"], registry=registry,
+            "tierline_billing_invoiced_amount",
+            "Sum of issued invoice totals, by currency",
+            ["currency"],
+            registry=registry,
         )
         self.published = Counter(
-            "tierline_billing_published", "Messages published from the outbox", ["topic"],
+            "tierline_billing_published",
+            "Messages published from the outbox",
+            ["topic"],
             registry=registry,
         )
 
@@ -89,7 +96,9 @@ class BillingService:
         assert agreement.version is not None
         await asyncio.wait_for(
             self.broker.publish(
-                json_bytes(agreement.to_wire()), AGREEMENTS, key=agreement.client_id.encode(),
+                json_bytes(agreement.to_wire()),
+                AGREEMENTS,
+                key=agreement.client_id.encode(),
                 headers={"content-type": "application/json"},
             ),
             timeout=15,
@@ -99,7 +108,9 @@ class BillingService:
 
     # --- closing ------------------------------------------------------------------------------
 
-    async def close(self, period: Period, *, client_id: str | None, now: datetime) -> dict[str, Any]:
+    async def close(
+        self, period: Period, *, client_id: str | None, now: datetime
+    ) -> dict[str, Any]:
         await wait_until_metered(self.bootstrap_servers, timeout=self.barrier_timeout)
         clients = [client_id] if client_id else await self._clients_for(period)
         for client in clients:
@@ -124,8 +135,10 @@ class BillingService:
                 self.metrics.invoice_total.labels(currency=outcome.invoice["currency"]).inc(
                     float(Decimal(outcome.invoice["total"]))
                 )
-            log.info(f"closed {period.key} for {client_id}: {kind}",
-                     extra={"client_id": client_id, "period": period.key})
+            log.info(
+                f"closed {period.key} for {client_id}: {kind}",
+                extra={"client_id": client_id, "period": period.key},
+            )
         return outcome
 
     async def _clients_for(self, period: Period) -> list[str]:
@@ -139,7 +152,7 @@ class BillingService:
         return sorted(in_force | set(with_usage))
 
     async def auto_close(self, *, now: datetime, grace_hours: float) -> int:
-        """Close every period whose end plus grace has passed, for every client with an agreement."""
+        """Close every period whose end plus grace has passed, for each client with an agreement."""
         closed = 0
         agreements = await store.current_agreements(self.pool)
         grace = timedelta(hours=grace_hours)
@@ -149,8 +162,11 @@ class BillingService:
             known_since = await store.first_agreement_at(self.pool, client_id)
             if known_since is None or known_since + grace > now:
                 continue
-            due = [p for p in self._candidate_periods(agreement, now)
-                   if is_close_due(p, agreement.timezone, grace_hours, now)]
+            due = [
+                p
+                for p in self._candidate_periods(agreement, now)
+                if is_close_due(p, agreement.timezone, grace_hours, now)
+            ]
             if not due:
                 continue
             async with self.pool.acquire() as conn:
@@ -204,10 +220,13 @@ class BillingService:
             while batch := await store.unpublished_invoices(self.pool):
                 futures = [
                     await self.broker.publish(
-                        json_bytes(cloudevent(invoice)), INVOICES,
+                        json_bytes(cloudevent(invoice)),
+                        INVOICES,
                         key=invoice["client_id"].encode(),
-                        headers={"content-type": "application/cloudevents+json; charset=utf-8",
-                                 "ce_id": invoice["invoice_id"]},
+                        headers={
+                            "content-type": "application/cloudevents+json; charset=utf-8",
+                            "ce_id": invoice["invoice_id"],
+                        },
                         no_confirm=True,
                     )
                     for invoice in batch

@@ -6,27 +6,19 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from shared.agreements import Agreement
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-async def init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=_json, decoder=orjson.loads, schema="pg_catalog")
-
+from shared.db import Connection, Executor
 
 # --- agreements -------------------------------------------------------------------------------
 
 
-async def store_agreement(conn: asyncpg.Connection, agreement: Agreement) -> Agreement:
+async def store_agreement(conn: Connection, agreement: Agreement) -> Agreement:
     """Store `agreement` as the client's next version (1, 2, …) and return it with that version."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('agreement:' || $1))",
-                           agreement.client_id)
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('agreement:' || $1))", agreement.client_id
+        )
         version = await conn.fetchval(
             "SELECT coalesce(max(version), 0) + 1 FROM billing.agreements WHERE client_id = $1",
             agreement.client_id,
@@ -34,27 +26,29 @@ async def store_agreement(conn: asyncpg.Connection, agreement: Agreement) -> Agr
         stored = agreement.model_copy(update={"version": version})
         await conn.execute(
             "INSERT INTO billing.agreements (client_id, version, body) VALUES ($1, $2, $3)",
-            stored.client_id, version, stored.to_wire(),
+            stored.client_id,
+            version,
+            stored.to_wire(),
         )
     return stored
 
 
-async def mark_agreement_published(conn: asyncpg.Connection | asyncpg.Pool, client_id: str,
-                                   version: int) -> None:
+async def mark_agreement_published(conn: Executor, client_id: str, version: int) -> None:
     await conn.execute(
         "UPDATE billing.agreements SET published = true WHERE client_id = $1 AND version = $2",
-        client_id, version,
+        client_id,
+        version,
     )
 
 
-async def unpublished_agreements(conn: asyncpg.Connection | asyncpg.Pool) -> list[Agreement]:
+async def unpublished_agreements(conn: Executor) -> list[Agreement]:
     rows = await conn.fetch(
         "SELECT body FROM billing.agreements WHERE NOT published ORDER BY client_id, version"
     )
     return [Agreement.model_validate(r["body"]) for r in rows]
 
 
-async def current_agreement(conn: asyncpg.Connection | asyncpg.Pool, client_id: str) -> Agreement | None:
+async def current_agreement(conn: Executor, client_id: str) -> Agreement | None:
     body = await conn.fetchval(
         "SELECT body FROM billing.agreements WHERE client_id = $1 ORDER BY version DESC LIMIT 1",
         client_id,
@@ -62,7 +56,7 @@ async def current_agreement(conn: asyncpg.Connection | asyncpg.Pool, client_id: 
     return Agreement.model_validate(body) if body is not None else None
 
 
-async def current_agreements(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, Agreement]:
+async def current_agreements(conn: Executor) -> dict[str, Agreement]:
     rows = await conn.fetch(
         """SELECT DISTINCT ON (client_id) client_id, body FROM billing.agreements
             ORDER BY client_id, version DESC"""
@@ -70,7 +64,7 @@ async def current_agreements(conn: asyncpg.Connection | asyncpg.Pool) -> dict[st
     return {r["client_id"]: Agreement.model_validate(r["body"]) for r in rows}
 
 
-async def first_agreement_at(conn: asyncpg.Connection | asyncpg.Pool, client_id: str) -> datetime | None:
+async def first_agreement_at(conn: Executor, client_id: str) -> datetime | None:
     value: datetime | None = await conn.fetchval(
         "SELECT min(created_at) FROM billing.agreements WHERE client_id = $1", client_id
     )
@@ -80,14 +74,15 @@ async def first_agreement_at(conn: asyncpg.Connection | asyncpg.Pool, client_id:
 # --- closed periods and invoices --------------------------------------------------------------
 
 
-async def closed_period(conn: asyncpg.Connection, client_id: str, period: str) -> asyncpg.Record | None:
+async def closed_period(conn: Connection, client_id: str, period: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT * FROM billing.closed_periods WHERE client_id = $1 AND period = $2",
-        client_id, period,
+        client_id,
+        period,
     )
 
 
-async def invoiced_periods(conn: asyncpg.Connection, client_id: str) -> list[asyncpg.Record]:
+async def invoiced_periods(conn: Connection, client_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
         """SELECT * FROM billing.closed_periods
             WHERE client_id = $1 AND invoice_id IS NOT NULL ORDER BY period""",
@@ -96,7 +91,7 @@ async def invoiced_periods(conn: asyncpg.Connection, client_id: str) -> list[asy
 
 
 async def record_close(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     client_id: str,
     period: str,
@@ -112,73 +107,97 @@ async def record_close(
         """INSERT INTO billing.closed_periods (client_id, period, invoice_id, agreement_version,
                   tier_name, tier_reason, items, billed_total, late_items_settled)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        client_id, period, invoice_id, agreement_version, tier_name, tier_reason, items,
-        billed_total, late_items_settled,
+        client_id,
+        period,
+        invoice_id,
+        agreement_version,
+        tier_name,
+        tier_reason,
+        items,
+        billed_total,
+        late_items_settled,
     )
 
 
-async def record_rerate(conn: asyncpg.Connection, *, client_id: str, period: str,
-                        billed_total: Any, late_items_settled: int) -> None:
+async def record_rerate(
+    conn: Connection,
+    *,
+    client_id: str,
+    period: str,
+    billed_total: Any,
+    late_items_settled: int,
+) -> None:
     await conn.execute(
         """UPDATE billing.closed_periods SET billed_total = $3, late_items_settled = $4
             WHERE client_id = $1 AND period = $2""",
-        client_id, period, billed_total, late_items_settled,
+        client_id,
+        period,
+        billed_total,
+        late_items_settled,
     )
 
 
-async def insert_invoice(conn: asyncpg.Connection, invoice: dict[str, Any], issued_at: datetime) -> None:
+async def insert_invoice(conn: Connection, invoice: dict[str, Any], issued_at: datetime) -> None:
     await conn.execute(
         """INSERT INTO billing.invoices (invoice_id, client_id, period, body, issued_at)
            VALUES ($1, $2, $3, $4, $5)""",
-        invoice["invoice_id"], invoice["client_id"], invoice["period"], invoice, issued_at,
+        invoice["invoice_id"],
+        invoice["client_id"],
+        invoice["period"],
+        invoice,
+        issued_at,
     )
 
 
 async def invoices(
-    conn: asyncpg.Connection | asyncpg.Pool, *, client_id: str | None = None, period: str | None = None
+    conn: Executor,
+    *,
+    client_id: str | None = None,
+    period: str | None = None,
 ) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         """SELECT body FROM billing.invoices
             WHERE ($1::text IS NULL OR client_id = $1) AND ($2::text IS NULL OR period = $2)
             ORDER BY period, client_id, invoice_id""",
-        client_id, period,
+        client_id,
+        period,
     )
     return [r["body"] for r in rows]
 
 
-async def invoice(conn: asyncpg.Connection | asyncpg.Pool, invoice_id: str) -> dict[str, Any] | None:
+async def invoice(conn: Executor, invoice_id: str) -> dict[str, Any] | None:
     body: dict[str, Any] | None = await conn.fetchval(
         "SELECT body FROM billing.invoices WHERE invoice_id = $1", invoice_id
     )
     return body
 
 
-async def unbilled(
-    conn: asyncpg.Connection | asyncpg.Pool, period: str, client_id: str | None
-) -> list[dict[str, Any]]:
+async def unbilled(conn: Executor, period: str, client_id: str | None) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         """SELECT client_id, items FROM billing.closed_periods
             WHERE period = $1 AND invoice_id IS NULL AND ($2::text IS NULL OR client_id = $2)
             ORDER BY client_id""",
-        period, client_id,
+        period,
+        client_id,
     )
     return [{"client_id": r["client_id"], "items": int(r["items"])} for r in rows]
 
 
-async def unpublished_invoices(conn: asyncpg.Connection | asyncpg.Pool, limit: int = 500) -> list[dict[str, Any]]:
+async def unpublished_invoices(conn: Executor, limit: int = 500) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT body FROM billing.invoices WHERE NOT published ORDER BY issued_at LIMIT $1", limit
     )
     return [r["body"] for r in rows]
 
 
-async def mark_invoices_published(conn: asyncpg.Connection | asyncpg.Pool, invoice_ids: list[str]) -> None:
+async def mark_invoices_published(conn: Executor, invoice_ids: list[str]) -> None:
     await conn.execute(
-        "UPDATE billing.invoices SET published = true WHERE invoice_id = ANY($1::text[])", invoice_ids
+        "UPDATE billing.invoices SET published = true WHERE invoice_id = ANY($1::text[])",
+        invoice_ids,
     )
 
 
-async def closed_periods_of(conn: asyncpg.Connection | asyncpg.Pool, client_id: str) -> list[asyncpg.Record]:
+async def closed_periods_of(conn: Executor, client_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT * FROM billing.closed_periods WHERE client_id = $1 ORDER BY period", client_id
     )

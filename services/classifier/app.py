@@ -33,8 +33,9 @@ class ClassifierSettings(CommonSettings):
 
 def create_app(settings: ClassifierSettings) -> FastAPI:
     registry = CollectorRegistry()
-    broker = make_broker(settings.kafka_bootstrap_servers, client_id="tierline-classifier",
-                         registry=registry)
+    broker = make_broker(
+        settings.kafka_bootstrap_servers, client_id="tierline-classifier", registry=registry
+    )
     agreements = agreement_view(settings.kafka_bootstrap_servers)
     classifier = Classifier(broker, agreements, ClassifierMetrics(registry))
 
@@ -50,7 +51,7 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
         description="Tags each completed work item with its class by the client's agreement rules.",
     )
     async def classify_batch(msg: KafkaMessage) -> None:
-        await classifier.handle(msg.raw_message)  # type: ignore[arg-type]
+        await classifier.handle(msg.raw_message)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,8 +76,12 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
             ok = await broker.ping(timeout=2.0)
         return {"kafka": "ok" if ok else "unavailable"}
 
-    app = FastAPI(title="Tierline classifier", version="1", lifespan=lifespan,
-                  description="Classifies work items by each client's agreement rules (SPEC §4).")
+    app = FastAPI(
+        title="Tierline classifier",
+        version="1",
+        lifespan=lifespan,
+        description="Classifies work items by each client's agreement rules (SPEC §4).",
+    )
     add_operational_routes(app, registry=registry, health=health)
     return app
 

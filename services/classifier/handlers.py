@@ -32,17 +32,26 @@ log = logging.getLogger(__name__)
 class ClassifierMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.items = Counter(
-            "tierline_classifier_items", "Items classified, by outcome", ["outcome"], registry=registry
+            "tierline_classifier_items",
+            "Items classified, by outcome",
+            ["outcome"],
+            registry=registry,
         )
         self.dead_letters = Counter(
-            "tierline_dead_letters", "Messages sent to a dead-letter topic", ["topic"], registry=registry
+            "tierline_dead_letters",
+            "Messages sent to a dead-letter topic",
+            ["topic"],
+            registry=registry,
         )
         self.batch_size = Histogram(
-            "tierline_classifier_batch_size", "Records per consumed batch", registry=registry,
+            "tierline_classifier_batch_size",
+            "Records per consumed batch",
+            registry=registry,
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
         )
         self.batch_seconds = Histogram(
-            "tierline_classifier_batch_seconds", "Time to classify and publish one batch",
+            "tierline_classifier_batch_seconds",
+            "Time to classify and publish one batch",
             registry=registry,
         )
 
@@ -90,7 +99,9 @@ class Classifier:
                 await publish_all(self.broker, out, headers={"content-type": "application/json"})
             except KafkaError as error:
                 # Transient: back off, then fail the batch so it is redelivered, never skipped.
-                log.warning("publish failed; the batch will be retried", extra={"error": repr(error)})
+                log.warning(
+                    "publish failed; the batch will be retried", extra={"error": repr(error)}
+                )
                 await asyncio.sleep(1.0)
                 raise
 
@@ -98,4 +109,5 @@ class Classifier:
 def _contract_error(error: ValidationError) -> str:
     first = error.errors()[0]
     loc = ".".join(str(part) for part in first["loc"]) or "<message>"
-    return f"not a valid {CompletedWorkItem.__name__}: {loc}: {first['msg']} ({error.error_count()} error(s))"
+    count = error.error_count()
+    return f"not a valid CompletedWorkItem: {loc}: {first['msg']} ({count} error(s))"

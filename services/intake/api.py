@@ -33,9 +33,14 @@ RETRY_AFTER_SECONDS = "5"
 class IntakeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
-            "tierline_intake_requests", "Intake requests by HTTP status", ["status"], registry=registry
+            "tierline_intake_requests",
+            "Intake requests by HTTP status",
+            ["status"],
+            registry=registry,
         )
-        self.items = Counter("tierline_intake_items_accepted", "Work items accepted", registry=registry)
+        self.items = Counter(
+            "tierline_intake_items_accepted", "Work items accepted", registry=registry
+        )
         self.publish_seconds = Histogram(
             "tierline_intake_publish_seconds",
             "Time from validated request to every item acknowledged by Kafka",
@@ -51,7 +56,9 @@ def completed_message(item: WorkItem, *, received_at: datetime, key_source: str)
     return json_bytes(body)
 
 
-def build_router(broker: KafkaBroker, metrics: IntakeMetrics, *, publish_timeout: float) -> APIRouter:
+def build_router(
+    broker: KafkaBroker, metrics: IntakeMetrics, *, publish_timeout: float
+) -> APIRouter:
     router = APIRouter()
 
     def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -75,8 +82,13 @@ def build_router(broker: KafkaBroker, metrics: IntakeMetrics, *, publish_timeout
         try:
             kind = media_type(request.headers.get("content-type"))
         except UnsupportedMediaType as error:
-            return answer(415, {"detail": f"unsupported content type {error}; "
-                                          "use application/json or application/x-ndjson"})
+            return answer(
+                415,
+                {
+                    "detail": f"unsupported content type {error}; "
+                    "use application/json or application/x-ndjson"
+                },
+            )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BYTES:
             return answer(413, {"detail": f"the body is over {MAX_BYTES} bytes"})
@@ -108,7 +120,9 @@ def build_router(broker: KafkaBroker, metrics: IntakeMetrics, *, publish_timeout
                 publish_timeout,
             )
         except (KafkaError, TimeoutError, OSError) as error:
-            log.warning("kafka could not take the write", extra={"items": len(items), "error": repr(error)})
+            log.warning(
+                "kafka could not take the write", extra={"items": len(items), "error": repr(error)}
+            )
             return answer(
                 503,
                 {"detail": "Kafka cannot take the write now; retry later"},

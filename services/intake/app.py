@@ -66,8 +66,9 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     )
     app.state.keys = KeyRing.from_settings(settings)
     app.include_router(
-        build_router(broker, IntakeMetrics(registry),
-                     publish_timeout=settings.intake_publish_timeout_seconds)
+        build_router(
+            broker, IntakeMetrics(registry), publish_timeout=settings.intake_publish_timeout_seconds
+        )
     )
     add_operational_routes(app, registry=registry, health=health)
     return app

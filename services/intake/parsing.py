@@ -66,7 +66,8 @@ def parse_work_items(body: bytes, kind: str, *, received_at: datetime) -> list[W
             items.append(WorkItem.model_validate(candidate, context=context))
         except ValidationError as error:
             errors.extend(
-                ItemError(index, tuple(problem["loc"]), _message(problem)) for problem in error.errors()
+                ItemError(index, tuple(problem["loc"]), _message(problem))
+                for problem in error.errors()
             )
     if errors:
         raise InvalidItems(errors)

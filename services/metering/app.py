@@ -37,8 +37,9 @@ class MeteringSettings(DatabaseSettings, KeySettings):
 
 def create_app(settings: MeteringSettings) -> FastAPI:
     registry = CollectorRegistry()
-    broker = make_broker(settings.kafka_bootstrap_servers, client_id="tierline-metering",
-                         registry=registry)
+    broker = make_broker(
+        settings.kafka_bootstrap_servers, client_id="tierline-metering", registry=registry
+    )
     agreements = agreement_view(settings.kafka_bootstrap_servers)
     metrics = MeteringMetrics(registry)
     state: dict[str, Any] = {}
@@ -91,8 +92,12 @@ def create_app(settings: MeteringSettings) -> FastAPI:
             checks["database"] = "ok"
         return checks
 
-    app = FastAPI(title="Tierline metering", version="1", lifespan=lifespan,
-                  description="Exact running counts per client, period and class (SPEC §5).")
+    app = FastAPI(
+        title="Tierline metering",
+        version="1",
+        lifespan=lifespan,
+        description="Exact running counts per client, period and class (SPEC §5).",
+    )
     app.state.keys = KeyRing.from_settings(settings)
     add_operational_routes(app, registry=registry, health=health)
     return app

@@ -29,21 +29,30 @@ log = logging.getLogger(__name__)
 class MeteringMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.metered = Counter(
-            "tierline_metering_items", "Items counted (first copies only), by client",
-            ["client_id"], registry=registry,
+            "tierline_metering_items",
+            "Items counted (first copies only), by client",
+            ["client_id"],
+            registry=registry,
         )
         self.duplicates = Counter(
             "tierline_metering_duplicates", "Copies of items already counted", registry=registry
         )
         self.dead_letters = Counter(
-            "tierline_dead_letters", "Messages sent to a dead-letter topic", ["topic"], registry=registry
+            "tierline_dead_letters",
+            "Messages sent to a dead-letter topic",
+            ["topic"],
+            registry=registry,
         )
         self.batch_size = Histogram(
-            "tierline_metering_batch_size", "Records per consumed batch", registry=registry,
+            "tierline_metering_batch_size",
+            "Records per consumed batch",
+            registry=registry,
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
         )
         self.db_seconds = Histogram(
-            "tierline_metering_db_seconds", "Database time to count one batch", registry=registry,
+            "tierline_metering_db_seconds",
+            "Database time to count one batch",
+            registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
 
@@ -84,12 +93,13 @@ class Meter:
         )
         self.metrics.db_seconds.observe(time.perf_counter() - started)
         self.metrics.duplicates.inc(len(batch) - len(counted))
-        for item in counted:
-            self.metrics.metered.labels(client_id=item.client_id).inc()
+        for counted_item in counted:
+            self.metrics.metered.labels(client_id=counted_item.client_id).inc()
         return counted
 
 
 def _contract_error(error: ValidationError) -> str:
     first = error.errors()[0]
     loc = ".".join(str(part) for part in first["loc"]) or "<message>"
-    return f"not a valid ClassifiedWorkItem: {loc}: {first['msg']} ({error.error_count()} error(s))"
+    count = error.error_count()
+    return f"not a valid ClassifiedWorkItem: {loc}: {first['msg']} ({count} error(s))"

@@ -47,7 +47,8 @@ async def meter_batch(
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(LOCK_FOR_METERING)
         closed_rows = await conn.fetch(
-            "SELECT client_id, period FROM billing.closed_periods WHERE client_id = ANY($1::text[])",
+            """SELECT client_id, period FROM billing.closed_periods
+                WHERE client_id = ANY($1::text[])""",
             clients,
         )
         closed = {(r["client_id"], r["period"]) for r in closed_rows}

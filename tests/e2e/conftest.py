@@ -18,11 +18,18 @@ from shared.supervisor import SERVICES, Stack
 
 
 @pytest.fixture(scope="session")
-def stack(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     ports = {name: free_port() for name in SERVICES}
     logs: Path = tmp_path_factory.mktemp("service-logs")
-    with Stack(kafka_bootstrap, database_url, logs, ports=ports,
-               extra_env={"LOG_LEVEL": "INFO", "BILLING_AUTO_CLOSE_INTERVAL_SECONDS": "5"}) as running:
+    with Stack(
+        kafka_bootstrap,
+        database_url,
+        logs,
+        ports=ports,
+        extra_env={"LOG_LEVEL": "INFO", "BILLING_AUTO_CLOSE_INTERVAL_SECONDS": "5"},
+    ) as running:
         yield running
 
 
@@ -42,14 +49,16 @@ class Api:
     async def put_agreement(self, agreement: dict[str, Any]) -> httpx.Response:
         return await self.http.put(
             f"{self.stack.url('billing')}/v1/agreements/{agreement['client_id']}",
-            json=agreement, headers=self.admin,
+            json=agreement,
+            headers=self.admin,
         )
 
     async def post_items(self, items: list[dict[str, Any]], *, chunk: int = 2000) -> int:
         accepted = 0
         for start in range(0, len(items), chunk):
             response = await self.http.post(
-                f"{self.stack.url('intake')}/v1/work-items", json=items[start:start + chunk],
+                f"{self.stack.url('intake')}/v1/work-items",
+                json=items[start : start + chunk],
                 headers=self.intake,
             )
             assert response.status_code == 202, response.text
@@ -64,7 +73,8 @@ class Api:
 
     async def usage(self, client_id: str, period: str) -> dict[str, Any]:
         response = await self.http.get(
-            f"{self.stack.url('metering')}/v1/usage/{client_id}", params={"period": period},
+            f"{self.stack.url('metering')}/v1/usage/{client_id}",
+            params={"period": period},
             headers=self.admin,
         )
         assert response.status_code == 200, response.text
@@ -86,11 +96,16 @@ async def api(stack: Stack) -> AsyncIterator[Api]:
         yield Api(stack, http)
 
 
-async def invoice_events(bootstrap: str, ids: set[str], *, timeout: float = 30) -> dict[str, dict[str, Any]]:
+async def invoice_events(
+    bootstrap: str, ids: set[str], *, timeout: float = 30
+) -> dict[str, dict[str, Any]]:
     """Read billing.invoices from the beginning until every id in `ids` has been seen."""
     consumer = AIOKafkaConsumer(
-        "billing.invoices", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, group_id=None,
+        "billing.invoices",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     found: dict[str, dict[str, Any]] = {}

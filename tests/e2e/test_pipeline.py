@@ -28,25 +28,49 @@ def spec_agreement(client_id: str) -> dict[str, Any]:
         "effective_from": "2026-01-01",
         "classification": {
             "rules": [
-                {"id": "cs", "when": {"queue": "Customer Care"},
-                 "then": {"service_line": "customer_support", "complexity": "basic"}},
-                {"id": "keying", "when": {"queue": "Data Entry"},
-                 "then": {"service_line": "data_entry", "complexity": "standard"}},
-                {"id": "desk", "when": {"queue": "IT Desk"},
-                 "then": {"service_line": "it_support", "complexity": "complex"}},
+                {
+                    "id": "cs",
+                    "when": {"queue": "Customer Care"},
+                    "then": {"service_line": "customer_support", "complexity": "basic"},
+                },
+                {
+                    "id": "keying",
+                    "when": {"queue": "Data Entry"},
+                    "then": {"service_line": "data_entry", "complexity": "standard"},
+                },
+                {
+                    "id": "desk",
+                    "when": {"queue": "IT Desk"},
+                    "then": {"service_line": "it_support", "complexity": "complex"},
+                },
             ],
         },
         "pricing": {
             "weights": {"basic": 1, "standard": 2, "complex": 5},
             "unit_basis": {"data_entry": "units"},
             "tiers": [
-                {"name": "Essential", "up_to": 1000, "fee": "10000.00",
-                 "scope": {"data_entry": ["basic", "standard"],
-                           "customer_support": ["basic", "standard"]}},
-                {"name": "Professional", "up_to": 5000, "fee": "35000.00",
-                 "scope": {"data_entry": "all", "customer_support": "all",
-                           "accounting": ["basic", "standard"], "hr": ["basic", "standard"],
-                           "it_support": "all", "procurement": ["basic", "standard"]}},
+                {
+                    "name": "Essential",
+                    "up_to": 1000,
+                    "fee": "10000.00",
+                    "scope": {
+                        "data_entry": ["basic", "standard"],
+                        "customer_support": ["basic", "standard"],
+                    },
+                },
+                {
+                    "name": "Professional",
+                    "up_to": 5000,
+                    "fee": "35000.00",
+                    "scope": {
+                        "data_entry": "all",
+                        "customer_support": "all",
+                        "accounting": ["basic", "standard"],
+                        "hr": ["basic", "standard"],
+                        "it_support": "all",
+                        "procurement": ["basic", "standard"],
+                    },
+                },
                 {"name": "Enterprise", "up_to": 15000, "fee": "90000.00", "scope": "all"},
             ],
             "overage_rate": "7.50",
@@ -79,8 +103,9 @@ async def test_spec_examples_1_and_4_end_to_end(api: Api, run_id: str) -> None:
         assert response.status_code == 200, response.text
         assert response.json()["version"] == 1
 
-    first = (items(example1, "Customer Care", 600, period, tz)
-             + items(example1, "Data Entry", 150, period, tz))
+    first = items(example1, "Customer Care", 600, period, tz) + items(
+        example1, "Data Entry", 150, period, tz
+    )
     resent = first[:40]  # a ticketing system re-sends: counted once
     fourth = items(example4, "IT Desk", 3240, period, tz)
     assert await api.post_items(first + resent + fourth) == 750 + 40 + 3240
@@ -112,9 +137,15 @@ async def test_spec_examples_1_and_4_end_to_end(api: Api, run_id: str) -> None:
     assert one["data"]["usage"]["items"] == 750
     assert one["data"]["usage"]["weighted_units"] == "900"
     assert one["data"]["tier"] == {"name": "Essential", "reason": "volume"}
-    assert one["data"]["lines"] == [{"kind": "tier_fee", "description": "Essential tier (volume)",
-                                     "quantity": "1", "unit_price": "10000.00",
-                                     "amount": "10000.00"}]
+    assert one["data"]["lines"] == [
+        {
+            "kind": "tier_fee",
+            "description": "Essential tier (volume)",
+            "quantity": "1",
+            "unit_price": "10000.00",
+            "amount": "10000.00",
+        }
+    ]
     start, end = period_bounds(period, tz)
     assert one["data"]["period_start"] == start.isoformat()
     assert one["data"]["period_end"] == end.isoformat()
@@ -122,8 +153,10 @@ async def test_spec_examples_1_and_4_end_to_end(api: Api, run_id: str) -> None:
 
     assert four["data"]["total"] == "99000.00"
     assert four["data"]["usage"]["weighted_units"] == "16200"
-    assert [(line["kind"], line["quantity"], line["unit_price"], line["amount"])
-            for line in four["data"]["lines"]] == [
+    assert [
+        (line["kind"], line["quantity"], line["unit_price"], line["amount"])
+        for line in four["data"]["lines"]
+    ] == [
         ("tier_fee", "1", "90000.00", "90000.00"),
         ("overage", "1200", "7.50", "9000.00"),
     ]

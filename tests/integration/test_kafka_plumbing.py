@@ -16,7 +16,9 @@ from shared.events import AGREEMENTS, ALL_TOPICS, WORKITEMS_COMPLETED, dlq
 from shared.kafka import CompactedView, committed_offsets, dead_letter, end_offsets, ensure_topics
 
 
-async def test_topics_are_created_with_partitions_and_agreements_compacted(kafka_bootstrap: str) -> None:
+async def test_topics_are_created_with_partitions_and_agreements_compacted(
+    kafka_bootstrap: str,
+) -> None:
     await ensure_topics(kafka_bootstrap, partitions=6)
     await ensure_topics(kafka_bootstrap, partitions=6)  # idempotent
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -44,7 +46,9 @@ async def test_the_view_keeps_the_newest_version_and_catches_up(kafka_bootstrap:
     await view.start()
     try:
         for version in (1, 3, 2):  # 2 is a late republish: it must not win over 3
-            await producer.send_and_wait(AGREEMENTS, orjson.dumps({"version": version}), key=key.encode())
+            await producer.send_and_wait(
+                AGREEMENTS, orjson.dumps({"version": version}), key=key.encode()
+            )
         await view.caught_up(timeout=10)
         assert view.get(key) == {"version": 3}
     finally:
@@ -68,8 +72,13 @@ async def test_committed_offsets_tell_when_a_group_has_caught_up(kafka_bootstrap
     assert sum(ends.values()) == 10
     assert lagging(ends, await committed_offsets(kafka_bootstrap, group))
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=group,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     seen = 0
     async with asyncio.timeout(20):
@@ -100,8 +109,12 @@ async def test_a_dead_letter_names_the_error_and_where_it_came_from(kafka_bootst
         await consumer.stop()
         await dead_letter(broker, record, "not a valid CompletedWorkItem: id: Field required")
 
-        reader = AIOKafkaConsumer(dlq(WORKITEMS_COMPLETED), bootstrap_servers=kafka_bootstrap,
-                                  auto_offset_reset="earliest", enable_auto_commit=False)
+        reader = AIOKafkaConsumer(
+            dlq(WORKITEMS_COMPLETED),
+            bootstrap_servers=kafka_bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         await reader.start()
         found = None
         async with asyncio.timeout(20):

@@ -30,18 +30,29 @@ def utc(_: str) -> str:
     return "UTC"
 
 
-def make(client: str, n: int, *, minutes: int = 0, line: str = "accounting", units: int = 1) -> MeteredItem:
+def make(
+    client: str, n: int, *, minutes: int = 0, line: str = "accounting", units: int = 1
+) -> MeteredItem:
     return MeteredItem(
-        client_id=client, item_id=f"i-{n}", completed_at=START + timedelta(minutes=minutes + n),
-        service_line=line, complexity="basic", units=units, handling_seconds=60,
-        rule_id="r", agreement_version=1,
+        client_id=client,
+        item_id=f"i-{n}",
+        completed_at=START + timedelta(minutes=minutes + n),
+        service_line=line,
+        complexity="basic",
+        units=units,
+        handling_seconds=60,
+        rule_id="r",
+        agreement_version=1,
     )
 
 
 async def totals(pool: asyncpg.Pool, client: str) -> tuple[int, int, int]:
     counts = await counts_between(pool, client, START, START + timedelta(days=40))
-    return (sum(c.items for c in counts), sum(c.units for c in counts),
-            sum(c.late_items for c in counts))
+    return (
+        sum(c.items for c in counts),
+        sum(c.units for c in counts),
+        sum(c.late_items for c in counts),
+    )
 
 
 async def test_a_replayed_batch_changes_no_count(pool: asyncpg.Pool) -> None:
@@ -73,7 +84,9 @@ async def test_items_of_a_closed_period_are_flagged_late(pool: asyncpg.Pool) -> 
     assert await totals(pool, client) == (3, 3, 2)
 
 
-async def test_concurrent_writers_of_overlapping_batches_count_each_key_once(pool: asyncpg.Pool) -> None:
+async def test_concurrent_writers_of_overlapping_batches_count_each_key_once(
+    pool: asyncpg.Pool,
+) -> None:
     client = f"race-{uuid.uuid4().hex[:6]}"
     items = [make(client, n) for n in range(2000)]
     # Four writers, each with an overlapping half of the items, in different orders.
@@ -86,7 +99,9 @@ async def test_concurrent_writers_of_overlapping_batches_count_each_key_once(poo
 async def test_a_month_is_read_in_the_clients_timezone(pool: asyncpg.Pool) -> None:
     client = f"tz-{uuid.uuid4().hex[:6]}"
     # 2026-10-01T02:00Z is still September in New York (UTC-4).
-    early = MeteredItem(client, "x", datetime(2026, 10, 1, 2, tzinfo=UTC), "hr", "basic", 1, 0, None, None)
+    early = MeteredItem(
+        client, "x", datetime(2026, 10, 1, 2, tzinfo=UTC), "hr", "basic", 1, 0, None, None
+    )
     await meter_batch(pool, [early], timezone_of=utc)
     from shared.periods import parse_period, period_bounds
 

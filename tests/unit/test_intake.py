@@ -28,8 +28,9 @@ class Recorder:
         self.messages: list[tuple[str, bytes, bytes]] = []
         self.fail = False
 
-    async def __call__(self, broker: Any, messages: Iterable[tuple[str, bytes, bytes]],
-                       **_: Any) -> int:
+    async def __call__(
+        self, broker: Any, messages: Iterable[tuple[str, bytes, bytes]], **_: Any
+    ) -> int:
         batch = list(messages)
         if self.fail:
             raise KafkaTimeoutError()
@@ -57,13 +58,22 @@ async def client(kafka: Recorder) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def item(**fields: Any) -> dict[str, Any]:
-    base = {"id": "t-1", "client_id": "acme", "source": "zendesk",
-            "completed_at": datetime.now(UTC).isoformat()}
+    base = {
+        "id": "t-1",
+        "client_id": "acme",
+        "source": "zendesk",
+        "completed_at": datetime.now(UTC).isoformat(),
+    }
     return {**base, **fields}
 
 
-async def post(client: httpx.AsyncClient, body: Any, *, key: str | None = KEY,
-               content_type: str = "application/json") -> httpx.Response:
+async def post(
+    client: httpx.AsyncClient,
+    body: Any,
+    *,
+    key: str | None = KEY,
+    content_type: str = "application/json",
+) -> httpx.Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     headers = {"content-type": content_type}
     if key is not None:
@@ -71,7 +81,9 @@ async def post(client: httpx.AsyncClient, body: Any, *, key: str | None = KEY,
     return await client.post("/v1/work-items", content=content, headers=headers)
 
 
-async def test_single_object_is_published_keyed_by_client(client: httpx.AsyncClient, kafka: Recorder) -> None:
+async def test_single_object_is_published_keyed_by_client(
+    client: httpx.AsyncClient, kafka: Recorder
+) -> None:
     response = await post(client, item(tags=["a"], units=3, attributes={"vip": True}))
     assert (response.status_code, response.json()) == (202, {"accepted": 1})
     [(topic, key, value)] = kafka.messages
@@ -115,8 +127,14 @@ async def test_every_invalid_item_is_listed_and_nothing_published(
     assert response.status_code == 422
     found = [(e["index"], e["loc"]) for e in response.json()["errors"]]
     assert found == [
-        (1, ["units"]), (2, ["queue"]), (3, ["client_id"]), (4, ["tags"]),
-        (5, ["completed_at"]), (6, ["extra"]), (7, ["handling_seconds"]), (8, ["completed_at"]),
+        (1, ["units"]),
+        (2, ["queue"]),
+        (3, ["client_id"]),
+        (4, ["tags"]),
+        (5, ["completed_at"]),
+        (6, ["extra"]),
+        (7, ["handling_seconds"]),
+        (8, ["completed_at"]),
         (9, []),
     ]
     assert all(e["msg"] for e in response.json()["errors"])
@@ -152,7 +170,9 @@ async def test_admin_key_is_not_good_for_intake(client: httpx.AsyncClient) -> No
     assert (await post(client, item(), key=ADMIN)).status_code == 403
 
 
-async def test_kafka_unavailable_is_503_with_retry_after(client: httpx.AsyncClient, kafka: Recorder) -> None:
+async def test_kafka_unavailable_is_503_with_retry_after(
+    client: httpx.AsyncClient, kafka: Recorder
+) -> None:
     kafka.fail = True
     response = await post(client, [item(), item(id="t-2")])
     assert response.status_code == 503

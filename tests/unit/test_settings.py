@@ -28,8 +28,12 @@ def start(service: str, **overrides: str | None) -> subprocess.CompletedProcess[
         else:
             env[key] = value
     return subprocess.run(
-        [sys.executable, "-m", f"services.{service}"], cwd=REPO_ROOT, env=env,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", f"services.{service}"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

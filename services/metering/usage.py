@@ -1,0 +1,59 @@
+"""The usage document of SPEC §5, from counts and the agreement. Pure: no I/O."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from shared.agreements import Agreement
+from shared.ledger import ClassCount, billable_usage
+from shared.money import format_decimal
+from shared.periods import Period
+from shared.rating import decide_tier
+
+
+def usage_report(
+    *,
+    client_id: str,
+    period: Period,
+    agreement: Agreement | None,
+    counts: list[ClassCount],
+    billed_tier: dict[str, str] | None,
+    closed: bool,
+) -> dict[str, Any]:
+    """Running counts and the tier they land in if the period closed now.
+
+    A closed period shows the tier it was billed at. Without an agreement in force for the
+    period there is no tier and nothing weighs anything (`weighted_units` "0").
+    """
+    usage = billable_usage(counts)
+    in_force = agreement if agreement is not None and agreement.in_force_for(period) else None
+    decision = decide_tier(in_force.pricing, usage) if in_force is not None else None
+    weights = {c.service_class: c.weighted_units for c in decision.classes} if decision else {}
+    tier = (
+        billed_tier
+        if closed
+        else ({"name": decision.tier.name, "reason": decision.reason} if decision else None)
+    )
+    return {
+        "client_id": client_id,
+        "period": period.key,
+        "status": "closed" if closed else "open",
+        "items": sum(u.items for u in usage),
+        "units": sum(u.units for u in usage),
+        "weighted_units": format_decimal(decision.weighted_units if decision else Decimal(0)),
+        "late_items": sum(c.late_items for c in counts if c.classified),
+        "unclassified_items": sum(c.items for c in counts if not c.classified),
+        "tier": tier,
+        "by_class": [
+            {
+                "service_line": u.service_class.service_line,
+                "complexity": u.service_class.complexity,
+                "items": u.items,
+                "units": u.units,
+                "handling_seconds": u.handling_seconds,
+                "weighted_units": format_decimal(weights.get(u.service_class, Decimal(0))),
+            }
+            for u in sorted(usage, key=lambda u: u.service_class.sort_key)
+        ],
+    }
