@@ -125,13 +125,13 @@ def print_invoice(invoice: dict[str, Any]) -> None:
 def up(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    stop = {"requested": False}
-
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop["requested"] = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_signal)
+    # Explicitly: a shell may start us with SIGINT ignored (a background job), and SIGTERM and
+    # SIGHUP should stop what we started just as Ctrl-C does.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, on_signal)
     started = time.perf_counter()
     try:
         with infrastructure(data_dir / "infra") as (kafka, database):
@@ -176,7 +176,7 @@ Press Ctrl-C to stop everything.""",
                             return 1
                     time.sleep(1)
     except KeyboardInterrupt:
-        say("stopping (Ctrl-C)")
+        say("stopping everything this command started")
         return 0
 
 

@@ -240,13 +240,16 @@ def _kill_stale(arg: str, stop_signal: int, grace: float) -> None:
 
 
 def _tail(path: Path, lines: int = 40, offset: int = 0) -> str:
+    """The last lines of a log, after its first ERROR/FATAL lines (the cause, usually)."""
     try:
         with open(path, "rb") as file:
             file.seek(offset)
-            text = file.read().decode(errors="replace")
+            text = file.read().decode(errors="replace").splitlines()
     except OSError:
         return f"({path} does not exist)"
-    return f"--- {path} (last {lines} lines) ---\n" + "\n".join(text.splitlines()[-lines:])
+    errors = [line for line in text if re.search(r"\b(ERROR|FATAL)\b", line)][:10]
+    first_errors = f"--- {path} (first errors) ---\n" + "\n".join(errors) + "\n" if errors else ""
+    return f"{first_errors}--- {path} (last {lines} lines) ---\n" + "\n".join(text[-lines:])
 
 
 def _set_pdeathsig(sig: int) -> None:
