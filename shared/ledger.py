@@ -111,3 +111,38 @@ async def closed_periods(
         )
         for r in rows
     }
+
+
+async def counts_for_ranges(
+    conn: Executor, ranges: list[tuple[str, str, datetime, datetime]]
+) -> dict[tuple[str, str], list[ClassCount]]:
+    """`counts_between` for many (client_id, label, start, end) at once, in one round trip."""
+    rows = await conn.fetch(
+        """
+        SELECT q.client_id, q.label, s.service_line, s.complexity, sum(s.items) AS items,
+               sum(s.units) AS units, sum(s.handling_seconds) AS handling_seconds,
+               sum(s.late_items) AS late_items
+          FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+               AS q(client_id, label, start_at, end_at)
+          JOIN metering.usage_slots s
+            ON s.client_id = q.client_id AND s.slot >= q.start_at AND s.slot < q.end_at
+         GROUP BY q.client_id, q.label, s.service_line, s.complexity
+        """,
+        [r[0] for r in ranges],
+        [r[1] for r in ranges],
+        [r[2] for r in ranges],
+        [r[3] for r in ranges],
+    )
+    found: dict[tuple[str, str], list[ClassCount]] = {(r[0], r[1]): [] for r in ranges}
+    for r in rows:
+        found[(r["client_id"], r["label"])].append(
+            ClassCount(
+                r["service_line"],
+                r["complexity"],
+                int(r["items"]),
+                int(r["units"]),
+                int(r["handling_seconds"]),
+                int(r["late_items"]),
+            )
+        )
+    return found

@@ -6,9 +6,11 @@ contract goes to `<topic>.dlq` and its partition keeps flowing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -16,12 +18,20 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 
+from services.metering.alerts import alert_event, new_alerts, open_period_additions
 from services.metering.counting import MeteredItem, metered_item
-from services.metering.store import meter_batch
+from services.metering.store import (
+    mark_alerts_published,
+    meter_batch,
+    record_alerts,
+    unpublished_alerts,
+)
 from shared.agreements import Agreement
-from shared.db import retrying
-from shared.events import ClassifiedWorkItem
-from shared.kafka import CompactedView, dead_letter
+from shared.db import Connection, retrying
+from shared.events import USAGE_ALERTS, ClassifiedWorkItem
+from shared.kafka import CompactedView, dead_letter, json_bytes
+from shared.ledger import billable_usage, counts_for_ranges
+from shared.periods import period_bounds
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +59,9 @@ class MeteringMetrics:
             registry=registry,
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
         )
+        self.alerts = Counter(
+            "tierline_usage_alerts", "Usage threshold alerts published", registry=registry
+        )
         self.db_seconds = Histogram(
             "tierline_metering_db_seconds",
             "Database time to count one batch",
@@ -69,6 +82,9 @@ class Meter:
         self.pool = pool
         self.agreements = agreements
         self.metrics = metrics
+        #: True when alerts were recorded and not yet published (also at start: a crash may
+        #: have left some).
+        self.alerts_pending = True
 
     def timezone_of(self, client_id: str) -> str:
         agreement = self.agreements.get(client_id)
@@ -89,13 +105,69 @@ class Meter:
             return []
         started = time.perf_counter()
         counted = await retrying(
-            lambda: meter_batch(self.pool, batch, timezone_of=self.timezone_of), what="meter batch"
+            lambda: meter_batch(
+                self.pool, batch, timezone_of=self.timezone_of, then=self.record_alerts
+            ),
+            what="meter batch",
         )
         self.metrics.db_seconds.observe(time.perf_counter() - started)
         self.metrics.duplicates.inc(len(batch) - len(counted))
         for counted_item in counted:
             self.metrics.metered.labels(client_id=counted_item.client_id).inc()
+        if self.alerts_pending:
+            await self.publish_alerts()
         return counted
+
+    async def record_alerts(self, conn: Connection, counted: list[MeteredItem]) -> None:
+        """In the counting transaction: the thresholds this batch made open periods cross."""
+        timezones = {
+            client: agreement.timezone
+            for client in {item.client_id for item in counted}
+            if (agreement := self.agreements.get(client)) is not None
+        }
+        groups = {
+            key: added
+            for key, added in open_period_additions(counted, timezones).items()
+            if (agreement := self.agreements.get(key[0])) is not None
+            and agreement.in_force_for(key[1])
+        }
+        if not groups:
+            return
+        ranges = [
+            (client, period.key, *period_bounds(period, timezones[client]))
+            for client, period in groups
+        ]
+        counts = await counts_for_ranges(conn, ranges)
+        now = datetime.now(UTC)
+        rows = []
+        for (client, period), added in groups.items():
+            agreement = self.agreements.get(client)
+            assert agreement is not None
+            after = billable_usage(counts[(client, period.key)])
+            for alert in new_alerts(agreement, after, added):
+                event = alert_event(agreement, period, alert, after, now)
+                rows.append((client, period.key, f"{alert.threshold}:{alert.tier_name}", event))
+        if rows:
+            await record_alerts(conn, rows)
+            self.alerts_pending = True
+
+    async def publish_alerts(self) -> None:
+        """Publish recorded alerts (an outbox: a crash before this republishes them later)."""
+        pending = await unpublished_alerts(self.pool)
+        futures = [
+            await self.broker.publish(
+                json_bytes(body),
+                USAGE_ALERTS,
+                key=client.encode(),
+                no_confirm=True,
+                headers={"content-type": "application/cloudevents+json; charset=utf-8"},
+            )
+            for client, _, _, body in pending
+        ]
+        await asyncio.gather(*futures)
+        await mark_alerts_published(self.pool, [(c, p, t) for c, p, t, _ in pending])
+        self.metrics.alerts.inc(len(pending))
+        self.alerts_pending = False
 
 
 def _contract_error(error: ValidationError) -> str:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
 from services.metering.counting import MeteredItem, first_copies, flag_late, slot_deltas
+from shared.db import Connection
 from shared.ledger import LOCK_FOR_METERING
+
+#: (client_id, period, threshold, CloudEvent body) of one usage alert.
+AlertRow = tuple[str, str, str, dict[str, Any]]
 
 _INSERT_ITEMS = """
 INSERT INTO metering.items (client_id, item_id, completed_at, service_line, complexity, units,
@@ -32,12 +37,18 @@ ON CONFLICT (client_id, slot, service_line, complexity) DO UPDATE
 
 
 async def meter_batch(
-    pool: asyncpg.Pool, batch: list[MeteredItem], *, timezone_of: Callable[[str], str]
+    pool: asyncpg.Pool,
+    batch: list[MeteredItem],
+    *,
+    timezone_of: Callable[[str], str],
+    then: Callable[[Connection, list[MeteredItem]], Awaitable[None]] | None = None,
 ) -> list[MeteredItem]:
     """Count every item not counted before; return those that were new.
 
     The dedupe insert and the counter update commit together or not at all: a key is never
-    claimed without its counts (a crash between them would under-count forever).
+    claimed without its counts (a crash between them would under-count forever). `then` runs in
+    the same transaction with the newly counted items (alerts are recorded there, so a crash
+    cannot lose one).
     """
     # Sorted by key so that concurrent writers claim keys in one order and cannot deadlock.
     candidates = sorted(first_copies(batch), key=lambda item: item.key)
@@ -80,4 +91,31 @@ async def meter_batch(
                 [d.handling_seconds for d in deltas],
                 [d.late_items for d in deltas],
             )
+        if then is not None and new_items:
+            await then(conn, new_items)
     return new_items
+
+
+async def record_alerts(conn: Connection, alerts: list[AlertRow]) -> None:
+    """Remember (client, period, threshold) alerts; one that exists already is not raised twice."""
+    await conn.executemany(
+        """INSERT INTO metering.alerts (client_id, period, threshold, body) VALUES ($1, $2, $3, $4)
+           ON CONFLICT DO NOTHING""",
+        alerts,
+    )
+
+
+async def unpublished_alerts(pool: asyncpg.Pool) -> list[AlertRow]:
+    rows = await pool.fetch(
+        """SELECT client_id, period, threshold, body FROM metering.alerts
+            WHERE NOT published ORDER BY created_at LIMIT 1000"""
+    )
+    return [(r["client_id"], r["period"], r["threshold"], r["body"]) for r in rows]
+
+
+async def mark_alerts_published(pool: asyncpg.Pool, keys: list[tuple[str, str, str]]) -> None:
+    await pool.executemany(
+        """UPDATE metering.alerts SET published = true
+            WHERE client_id = $1 AND period = $2 AND threshold = $3""",
+        keys,
+    )

@@ -28,7 +28,11 @@ def stack(
         database_url,
         logs,
         ports=ports,
-        extra_env={"LOG_LEVEL": "INFO", "BILLING_AUTO_CLOSE_INTERVAL_SECONDS": "5"},
+        extra_env={
+            "LOG_LEVEL": "INFO",
+            "BILLING_AUTO_CLOSE_INTERVAL_SECONDS": "5",
+            "BILLING_CLOSE_BARRIER_TIMEOUT_SECONDS": "10",
+        },
     ) as running:
         yield running
 

@@ -1,0 +1,89 @@
+"""Usage alerts of SPEC §5: an open period's W first crossing 80 % and 100 % of its tier's
+`up_to`, and scope alone moving it up — once per threshold, client and period. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from services.metering.counting import MeteredItem
+from shared.agreements import Agreement, ServiceClass
+from shared.ledger import UNCLASSIFIED
+from shared.money import format_decimal
+from shared.periods import Period, period_of
+from shared.rating import ClassUsage, ThresholdAlert, decide_tier, threshold_alerts
+
+ALERT_TYPE = "bpo.usage.threshold"
+
+
+def open_period_additions(
+    items: Iterable[MeteredItem], timezone_of: dict[str, str]
+) -> dict[tuple[str, Period], list[MeteredItem]]:
+    """Newly counted billable items of open periods, by client and period."""
+    groups: dict[tuple[str, Period], list[MeteredItem]] = {}
+    for item in items:
+        if item.late or item.service_line == UNCLASSIFIED or item.client_id not in timezone_of:
+            continue
+        period = period_of(item.completed_at, timezone_of[item.client_id])
+        groups.setdefault((item.client_id, period), []).append(item)
+    return groups
+
+
+def usage_before(after: list[ClassUsage], added: Iterable[MeteredItem]) -> list[ClassUsage]:
+    """The period's usage as it was before `added` were counted."""
+    removed: dict[ServiceClass, list[int]] = {}
+    for item in added:
+        cls = ServiceClass(item.service_line, item.complexity)  # type: ignore[arg-type]
+        acc = removed.setdefault(cls, [0, 0, 0])
+        acc[0] += 1
+        acc[1] += item.units
+        acc[2] += item.handling_seconds
+    before = []
+    for usage in after:
+        items, units, seconds = removed.get(usage.service_class, [0, 0, 0])
+        if usage.items - items > 0:
+            before.append(
+                ClassUsage(
+                    usage.service_class,
+                    usage.items - items,
+                    usage.units - units,
+                    usage.handling_seconds - seconds,
+                )
+            )
+    return before
+
+
+def new_alerts(
+    agreement: Agreement, after: list[ClassUsage], added: Iterable[MeteredItem]
+) -> tuple[ThresholdAlert, ...]:
+    return threshold_alerts(agreement.pricing, usage_before(after, added), after)
+
+
+def alert_event(
+    agreement: Agreement,
+    period: Period,
+    alert: ThresholdAlert,
+    after: list[ClassUsage],
+    at: datetime,
+) -> dict[str, Any]:
+    decision = decide_tier(agreement.pricing, after)
+    tier = next(t for t in agreement.pricing.tiers if t.name == alert.tier_name)
+    return {
+        "specversion": "1.0",
+        "type": ALERT_TYPE,
+        "source": "/tierline/metering",
+        "id": f"{agreement.client_id}-{period.key}-{alert.threshold}-{alert.tier_name}",
+        "subject": agreement.client_id,
+        "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "datacontenttype": "application/json",
+        "data": {
+            "client_id": agreement.client_id,
+            "period": period.key,
+            "threshold": alert.threshold,
+            "tier": alert.tier_name,
+            "up_to": format_decimal(tier.up_to) if tier.up_to is not None else None,
+            "weighted_units": format_decimal(decision.weighted_units),
+            "current_tier": {"name": decision.tier.name, "reason": decision.reason},
+        },
+    }
