@@ -22,6 +22,8 @@ Executor = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 #: Failures that mean "the database is not reachable right now", worth waiting out.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -73,4 +74,8 @@ def serve(app: FastAPI, *, host: str, port: int) -> None:
         loop="uvloop",
         http="httptools",
     )
+    # uvicorn re-raises the stop signal after its graceful shutdown; with these handlers in
+    # place that re-raise is a no-op, so a clean SIGTERM stop exits 0 (a crash does not).
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda signum, frame: None)
     uvicorn.Server(config).run()

@@ -247,7 +247,13 @@ def _tail(path: Path, lines: int = 40, offset: int = 0) -> str:
             text = file.read().decode(errors="replace").splitlines()
     except OSError:
         return f"({path} does not exist)"
-    errors = [line for line in text if re.search(r"\b(ERROR|FATAL)\b", line)][:10]
+    errors: list[str] = []  # each ERROR/FATAL line and the exception message under it
+    for i, line in enumerate(text):
+        if len(errors) < 20 and re.search(r"\b(ERROR|FATAL)\b", line):
+            errors.append(line)
+            following = text[i + 1] if i + 1 < len(text) else ""
+            if following and not following.startswith("["):
+                errors.append(following)
     first_errors = f"--- {path} (first errors) ---\n" + "\n".join(errors) + "\n" if errors else ""
     return f"{first_errors}--- {path} (last {lines} lines) ---\n" + "\n".join(text[-lines:])
 
@@ -325,6 +331,7 @@ def _guard_main(argv: list[str]) -> int:
             deadline = time.monotonic() + args.grace
         elif deadline is not None and time.monotonic() > deadline:
             server.kill()
+            deadline = float("inf")
         if parent_gone:
             time.sleep(0.1)
         elif select.select([0], [], [], 0.2)[0] and not os.read(0, 1):

@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +23,12 @@ from pathlib import Path
 from typing import Final
 
 SERVICES: Final = ("intake", "classifier", "metering", "billing")
-DEFAULT_PORTS: Final = {"intake": 8081, "classifier": 8082, "metering": 8083, "billing": 8084}
+DEFAULT_PORTS: Final = {
+    "intake": 8081,
+    "classifier": 8082,
+    "metering": 8083,
+    "billing": 8084,
+}
 PORT_VARIABLES: Final = {name: f"{name.upper()}_PORT" for name in SERVICES}
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 
@@ -33,8 +39,15 @@ class ServiceProcess:
     port: int
     env: dict[str, str]
     log_path: Path
+    #: The service this process runs (`services.<module>`); an instance name may differ
+    #: ("metering-2" runs metering).
+    module: str = ""
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+
+    def __post_init__(self) -> None:
+        self.module = self.module or self.name
+        self.env[PORT_VARIABLES[self.module]] = str(self.port)
 
     @property
     def url(self) -> str:
@@ -48,7 +61,7 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"],
+            [sys.executable, "-m", f"services.{self.module}"],
             cwd=REPO_ROOT,
             env=self.env,
             stdout=log,
@@ -104,6 +117,13 @@ class ServiceProcess:
             return ""
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def new_keys() -> tuple[str, str]:
     """A fresh admin key and intake keys (`source=key,...`) for a local run."""
     admin = f"adm_{secrets.token_urlsafe(24)}"
@@ -116,7 +136,7 @@ def new_keys() -> tuple[str, str]:
 
 @dataclass
 class Stack:
-    """The four services against one Kafka and one PostgreSQL."""
+    """The services against one Kafka and one PostgreSQL."""
 
     kafka_bootstrap: str
     database_url: str
@@ -125,6 +145,8 @@ class Stack:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     admin_key: str = ""
     intake_keys: str = ""
+    #: Extra instances per service beyond the first (scale-out: one consumer group).
+    instances: Mapping[str, int] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -144,6 +166,12 @@ class Stack:
             self.processes[name] = ServiceProcess(
                 name, self.ports[name], dict(base), self.log_dir / f"{name}.log"
             )
+            for n in range(2, self.instances.get(name, 1) + 1):
+                instance = f"{name}-{n}"
+                self.processes[instance] = ServiceProcess(
+                    instance, _free_port(), dict(base), self.log_dir / f"{instance}.log",
+                    module=name,
+                )
 
     @property
     def intake_key(self) -> str:
@@ -152,15 +180,16 @@ class Stack:
     def url(self, name: str) -> str:
         return self.processes[name].url
 
-    def start(self, names: tuple[str, ...] = SERVICES, *, timeout: float = 90) -> None:
-        for name in names:
+    def start(self, names: tuple[str, ...] | None = None, *, timeout: float = 90) -> None:
+        chosen = list(self.processes) if names is None else list(names)
+        for name in chosen:
             self.processes[name].start()
-        for name in names:
+        for name in chosen:
             self.processes[name].wait_healthy(timeout)
 
     def stop(self) -> None:
-        for name in reversed(SERVICES):
-            self.processes[name].stop()
+        for process in reversed(list(self.processes.values())):
+            process.stop()
 
     def __enter__(self) -> Stack:
         try:

@@ -20,6 +20,7 @@ from services.billing.invoices import cloudevent
 from shared.agreements import Agreement
 from shared.db import retrying
 from shared.events import AGREEMENTS, INVOICES
+from shared.faults import crash_point
 from shared.kafka import json_bytes
 from shared.ledger import clients_with_usage_between
 from shared.periods import Period, is_close_due, period_bounds, period_of
@@ -115,6 +116,7 @@ class BillingService:
         clients = [client_id] if client_id else await self._clients_for(period)
         for client in clients:
             await self._close_client(client, period, now)
+        crash_point("billing.after_close_commit")
         await self.publish_outbox()
         return {
             "period": period.key,

@@ -24,6 +24,7 @@ from shared.events import (
     WORKITEMS_UNCLASSIFIED,
     CompletedWorkItem,
 )
+from shared.faults import crash_point
 from shared.kafka import CompactedView, dead_letter, json_bytes, publish_all
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class Classifier:
                 out.append((topic, item.client_id.encode(), body))
             try:
                 await publish_all(self.broker, out, headers={"content-type": "application/json"})
+                crash_point("classifier.after_publish")  # before the offsets commit
             except KafkaError as error:
                 # Transient: back off, then fail the batch so it is redelivered, never skipped.
                 log.warning(

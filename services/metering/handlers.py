@@ -29,6 +29,7 @@ from services.metering.store import (
 from shared.agreements import Agreement
 from shared.db import Connection, retrying
 from shared.events import USAGE_ALERTS, ClassifiedWorkItem
+from shared.faults import crash_point
 from shared.kafka import CompactedView, dead_letter, json_bytes
 from shared.ledger import billable_usage, counts_for_ranges
 from shared.periods import period_bounds
@@ -110,6 +111,7 @@ class Meter:
             ),
             what="meter batch",
         )
+        crash_point("metering.after_commit")  # before the offsets commit: a redelivery follows
         self.metrics.db_seconds.observe(time.perf_counter() - started)
         self.metrics.duplicates.inc(len(batch) - len(counted))
         for counted_item in counted:

@@ -16,10 +16,25 @@ from aiokafka import AIOKafkaConsumer
 from shared.localinfra import free_port
 from shared.supervisor import SERVICES, Stack
 
+BASE_ENV = {
+    "LOG_LEVEL": "INFO",
+    "BILLING_AUTO_CLOSE_INTERVAL_SECONDS": "5",
+    "BILLING_CLOSE_BARRIER_TIMEOUT_SECONDS": "10",
+}
 
-@pytest.fixture(scope="session")
+
+@pytest.fixture(scope="module")
+def stack_options() -> dict[str, Any]:
+    """Extra environment and instance counts for this module's stack; a module may override."""
+    return {"env": {}, "instances": {}}
+
+
+@pytest.fixture(scope="module")
 def stack(
-    kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
+    kafka_bootstrap: str,
+    database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    stack_options: dict[str, Any],
 ) -> Iterator[Stack]:
     ports = {name: free_port() for name in SERVICES}
     logs: Path = tmp_path_factory.mktemp("service-logs")
@@ -28,11 +43,8 @@ def stack(
         database_url,
         logs,
         ports=ports,
-        extra_env={
-            "LOG_LEVEL": "INFO",
-            "BILLING_AUTO_CLOSE_INTERVAL_SECONDS": "5",
-            "BILLING_CLOSE_BARRIER_TIMEOUT_SECONDS": "10",
-        },
+        extra_env={**BASE_ENV, **stack_options["env"]},
+        instances=stack_options["instances"],
     ) as running:
         yield running
 
