@@ -1,5 +1,5 @@
-# One image for all four services; docker-compose.yml picks the service with
-# `command: python -m services.<intake|classifier|metering|billing>`.
+# One image for all five services; docker-compose.yml picks the service with
+# `command: python -m services.<intake|classifier|metering|billing|console>`.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -25,7 +25,7 @@ RUN pip install --no-deps . \
 
 USER tierline
 
-EXPOSE 8081 8082 8083 8084
+EXPOSE 8081 8082 8083 8084 8085
 
 # No default service: say how to pick one.
-CMD ["python", "-c", "raise SystemExit('run one service: python -m services.<intake|classifier|metering|billing>')"]
+CMD ["python", "-c", "raise SystemExit('run one service: python -m services.<intake|classifier|metering|billing|console>')"]

@@ -125,6 +125,7 @@ def print_invoice(invoice: dict[str, Any]) -> None:
 def up(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
@@ -147,9 +148,9 @@ def up(args: argparse.Namespace) -> int:
                 intake_keys=intake_keys,
                 extra_env={"LOG_LEVEL": "INFO"},
             )
-            say("starting intake, classifier, metering and billing")
+            say("starting intake, classifier, metering, billing and the console")
             with stack:
-                say(f"all four services healthy after {time.perf_counter() - started:.1f}s")
+                say(f"all services healthy after {time.perf_counter() - started:.1f}s")
                 if not args.no_demo:
                     invoices = run_demo(stack, now=datetime.now(UTC))
                     say(f"first invoice after {time.perf_counter() - started:.1f}s:")
@@ -158,6 +159,7 @@ def up(args: argparse.Namespace) -> int:
                 print(
                     f"""
 Tierline is running. Where to look:
+  console     {stack.url("console")}/?key={stack.admin_key}
   intake      POST {stack.url("intake")}/v1/work-items      (docs: {stack.url("intake")}/docs)
   billing     {stack.url("billing")}/v1/invoices            (docs: {stack.url("billing")}/docs)
   usage       {stack.url("metering")}/v1/usage/acme?period=YYYY-MM

@@ -34,12 +34,10 @@ INVOICES: Final = "billing.invoices"
 USAGE_ALERTS: Final = "usage.alerts"
 
 #: Topics some service consumes; each has a `<topic>.dlq` for what cannot be processed.
-CONSUMED_TOPICS: Final = (
-    WORKITEMS_COMPLETED,
-    WORKITEMS_CLASSIFIED,
-    WORKITEMS_UNCLASSIFIED,
-    AGREEMENTS,
-)
+#: `workitems.unclassified` is for people and downstream tools: metering reads every outcome,
+#: unclassified included, from `workitems.classified`, so all copies of one (client_id, id)
+#: reach it in one partition, in order, and the first copy is the one that counts.
+CONSUMED_TOPICS: Final = (WORKITEMS_COMPLETED, WORKITEMS_CLASSIFIED, AGREEMENTS)
 ALL_TOPICS: Final = (
     WORKITEMS_COMPLETED,
     WORKITEMS_CLASSIFIED,

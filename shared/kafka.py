@@ -13,14 +13,16 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
 from shared.events import ALL_TOPICS, COMPACTED_TOPICS, CONSUMED_TOPICS, dlq
+from shared.logs import record_fields
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +109,7 @@ async def dead_letter(
         }
     )
     await broker.publish(record.value or b"", dlq(record.topic), key=record.key, headers=headers)
-    log.warning(
-        "dead-lettered a message",
-        extra={
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "error": reason[:500],
-        },
-    )
+    log.warning("dead-lettered a message", extra={**record_fields(record), "error": reason[:500]})
 
 
 async def publish_all(
@@ -159,6 +153,9 @@ class CompactedView(Generic[T]):
         self._newer = newer
         self._values: dict[str, T] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        #: A second client just for end offsets: on the follower's connection a ListOffsets
+        #: request would queue behind its long-poll fetch (up to fetch_max_wait_ms).
+        self._offsets: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
         self._task: asyncio.Task[None] | None = None
         self._progress = asyncio.Condition()
@@ -179,6 +176,12 @@ class CompactedView(Generic[T]):
             client_id=f"tierline-view-{self._topic}",
         )
         await self._consumer.start()
+        self._offsets = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            enable_auto_commit=False,
+            client_id=f"tierline-view-offsets-{self._topic}",
+        )
+        await self._offsets.start()
         partitions = await partitions_of(self._bootstrap, self._topic)
         self._partitions = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         self._consumer.assign(self._partitions)
@@ -193,6 +196,8 @@ class CompactedView(Generic[T]):
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
+        if self._offsets is not None:
+            await self._offsets.stop()
 
     async def _follow(self) -> None:
         assert self._consumer is not None
@@ -223,12 +228,7 @@ class CompactedView(Generic[T]):
         except Exception as error:  # a bad record must not stop the view; it is reported
             log.error(
                 "unreadable record in compacted topic",
-                extra={
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "error": str(error),
-                },
+                extra={**record_fields(record), "error": str(error)},
             )
             return
         current = self._values.get(key)
@@ -242,8 +242,8 @@ class CompactedView(Generic[T]):
 
     async def caught_up(self, timeout: float = 10.0) -> None:
         """Wait until the view has read every record written to the topic before this call."""
-        assert self._consumer is not None
-        ends = await self._consumer.end_offsets(self._partitions)
+        assert self._offsets is not None
+        ends = await self._offsets.end_offsets(self._partitions)
 
         def reached() -> bool:
             return all(self._positions.get(tp, -1) >= end for tp, end in ends.items())
@@ -295,3 +295,82 @@ async def committed_offsets(bootstrap_servers: str, group_id: str) -> dict[Topic
         return {}  # no group has committed on this cluster yet
     finally:
         await admin.close()
+
+
+class BatchProducer:
+    """The hot path's producer: many keyed messages per call, framed into per-partition batches.
+
+    FastStream's `publish` costs tens of microseconds per message in middleware and framing;
+    here a message costs an append to a record batch. Partitions are chosen exactly as every
+    Kafka client chooses them (murmur2 of the key), so a client's messages keep one partition
+    and their order. Durability is the same as the broker's: acks=all, idempotence on.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, client_id: str, linger_ms: int = 5) -> None:
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "client_id": client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": linger_ms,
+            "max_batch_size": 512 * 1024,
+            "request_timeout_ms": 15_000,
+        }
+        self._producer_: AIOKafkaProducer | None = None
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+
+    @property
+    def _producer(self) -> AIOKafkaProducer:
+        if self._producer_ is None:
+            raise RuntimeError("BatchProducer.start() was not awaited")
+        return self._producer_
+
+    async def start(self) -> None:
+        # Built here, not in __init__: aiokafka binds to the running event loop.
+        self._producer_ = AIOKafkaProducer(**self._options)
+        await self._producer_.start()
+
+    async def stop(self) -> None:
+        if self._producer_ is not None:
+            await self._producer_.stop()
+
+    async def _partitions_for(self, topic: str) -> list[int]:
+        if topic not in self._partitions:
+            self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        return self._partitions[topic]
+
+    async def send_many(
+        self,
+        messages: Iterable[tuple[str, bytes, bytes]],
+        *,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> int:
+        """Send (topic, key, value) messages; return once Kafka acknowledged every one."""
+        batches: dict[tuple[str, int], Any] = {}
+        futures: list[Awaitable[Any]] = []
+        sent = 0
+        for topic, key, value in messages:
+            partitions = await self._partitions_for(topic)
+            partition = self._partitioner(key, partitions, partitions)
+            batch = batches.get((topic, partition))
+            if batch is None:
+                batch = batches[(topic, partition)] = self._producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+                futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+                batch = batches[(topic, partition)] = self._producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None, headers=list(headers))
+            sent += 1
+        for (topic, partition), batch in batches.items():
+            if batch.record_count():
+                futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+        if futures:
+            await asyncio.gather(*futures)
+        return sent
+
+
+async def skip_decoding(message: Any) -> None:
+    """A subscriber decoder that decodes nothing: our batch handlers read the raw records
+    themselves (each one validated once, with the errors kept for the dead-letter topic), so
+    FastStream's own JSON decoding of every body would be wasted work on the hot path."""
+    return None

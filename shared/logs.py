@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from aiokafka import ConsumerRecord
 
 #: Attributes a log call may pass in `extra=` that belong in the JSON line.
 _FIELDS = (
@@ -16,6 +18,9 @@ _FIELDS = (
     "topic",
     "partition",
     "offset",
+    "offsets",
+    "group_id",
+    "message_id",
     "period",
     "invoice_id",
     "items",
@@ -58,6 +63,42 @@ def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json") -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # FastStream's own loggers ("Received"/"Processed" per message or batch, with topic,
+    # group_id and message_id) do not propagate and print coloured text: give them our lines.
+    for name in ("faststream", "faststream.access", "faststream.access.kafka"):
+        logging.getLogger(name).handlers[:] = [handler]
     # aiokafka is chatty at INFO about every rebalance step; keep its warnings.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def record_fields(record: ConsumerRecord[Any, Any]) -> dict[str, Any]:
+    """`extra=` for a log line about one Kafka record: its client (the key) and coordinates."""
+    key = record.key.decode(errors="replace") if isinstance(record.key, bytes) else record.key
+    return {
+        "client_id": key or None,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+    }
+
+
+def batch_fields(records: Sequence[ConsumerRecord[Any, Any]]) -> dict[str, Any]:
+    """`extra=` for a log line about a batch: its topic(s), size and offset range per partition
+    (`offsets`: "topic/partition:first-last,..."); `partition`/`offset` are the first record's."""
+    if not records:
+        return {"batch": 0}
+    ranges: dict[tuple[str, int], tuple[int, int]] = {}
+    for record in records:
+        first, last = ranges.get((record.topic, record.partition), (record.offset, record.offset))
+        ranges[(record.topic, record.partition)] = (
+            min(first, record.offset),
+            max(last, record.offset),
+        )
+    return {
+        "topic": ",".join(sorted({topic for topic, _ in ranges})),
+        "partition": records[0].partition,
+        "offset": records[0].offset,
+        "batch": len(records),
+        "offsets": ",".join(f"{t}/{p}:{a}-{b}" for (t, p), (a, b) in sorted(ranges.items())),
+    }

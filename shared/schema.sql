@@ -20,9 +20,12 @@ CREATE TABLE IF NOT EXISTS metering.items (
     rule_id       text,
     agreement_version integer,
     late          boolean     NOT NULL,
+    received_at   timestamptz,            -- when intake received it: ingest latency
     metered_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (client_id, item_id)
 );
+
+ALTER TABLE metering.items ADD COLUMN IF NOT EXISTS received_at timestamptz;
 
 -- Running counts per client, class and 15-minute UTC slot. Every IANA offset is a multiple of
 -- 15 minutes, so any timezone's calendar month is an exact sum of slots: a client whose agreement

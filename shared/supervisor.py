@@ -1,4 +1,4 @@
-"""Run Tierline's four services as separate processes on one machine.
+"""Run Tierline's services (the four of the pipeline and the console) as processes on one machine.
 
 Used by the run command (`./tierline up`), the end-to-end and fault-injection tests and the
 benchmark: each service is a real `python -m services.<name>` process with its own port, log
@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-SERVICES: Final = ("intake", "classifier", "metering", "billing")
+SERVICES: Final = ("intake", "classifier", "metering", "billing", "console")
 DEFAULT_PORTS: Final = {
     "intake": 8081,
     "classifier": 8082,
     "metering": 8083,
     "billing": 8084,
+    "console": 8085,
 }
 PORT_VARIABLES: Final = {name: f"{name.upper()}_PORT" for name in SERVICES}
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
@@ -169,7 +170,10 @@ class Stack:
             for n in range(2, self.instances.get(name, 1) + 1):
                 instance = f"{name}-{n}"
                 self.processes[instance] = ServiceProcess(
-                    instance, _free_port(), dict(base), self.log_dir / f"{instance}.log",
+                    instance,
+                    _free_port(),
+                    dict(base),
+                    self.log_dir / f"{instance}.log",
                     module=name,
                 )
 

@@ -13,9 +13,12 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field
 
 from services.billing.api import build_router
+from services.billing.insight_api import build_insight_router
 from services.billing.service import BillingMetrics, BillingService, utcnow
+from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
+from shared.events import AGREEMENTS, INVOICES
 from shared.http import add_operational_routes
 from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
@@ -47,6 +50,7 @@ def create_app(settings: BillingSettings) -> FastAPI:
     broker = make_broker(
         settings.kafka_bootstrap_servers, client_id="tierline-billing", registry=registry
     )
+    declare_publishers(broker, AGREEMENTS, INVOICES)
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
@@ -67,6 +71,7 @@ def create_app(settings: BillingSettings) -> FastAPI:
             metrics=BillingMetrics(registry),
         )
         app.include_router(build_router(service))
+        app.include_router(build_insight_router(pool))
         state["pool"] = pool
         await service.publish_outbox()  # whatever a crash left unpublished
         tasks = [
@@ -115,6 +120,7 @@ def create_app(settings: BillingSettings) -> FastAPI:
     )
     app.state.keys = KeyRing.from_settings(settings)
     add_operational_routes(app, registry=registry, health=health)
+    add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
 
 

@@ -4,7 +4,7 @@ the request must be metered.
 Intake answers 202 only once an item is in `workitems.completed`, so "accepted before the request"
 means "below that topic's end offsets now". The classifier commits an offset only after its
 output is acknowledged, so once its committed offsets pass those ends, every such item is in the
-classified/unclassified topics below *their* ends at that moment; metering commits only after
+`workitems.classified` below *its* ends at that moment; metering commits only after
 its database transaction, so once its committed offsets pass those, every item is counted.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from shared.events import WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, WORKITEMS_UNCLASSIFIED
+from shared.events import WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED
 from shared.kafka import committed_offsets, end_offsets
 
 CLASSIFIER_GROUP = "tierline-classifier"
@@ -32,9 +32,7 @@ async def wait_until_metered(bootstrap_servers: str, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     accepted = await end_offsets(bootstrap_servers, [WORKITEMS_COMPLETED])
     await _wait_for_group(bootstrap_servers, CLASSIFIER_GROUP, accepted, deadline)
-    classified = await end_offsets(
-        bootstrap_servers, [WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED]
-    )
+    classified = await end_offsets(bootstrap_servers, [WORKITEMS_CLASSIFIED])
     await _wait_for_group(bootstrap_servers, METERING_GROUP, classified, deadline)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.billing import store
 from services.billing.barrier import wait_until_metered
@@ -56,6 +56,13 @@ class BillingMetrics:
             "Messages published from the outbox",
             ["topic"],
             registry=registry,
+        )
+        self.db_seconds = Histogram(
+            "tierline_billing_db_seconds",
+            "Database time of one client's period close (read counts, rate, store)",
+            ["operation"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
 
 
@@ -129,7 +136,8 @@ class BillingService:
             async with self.pool.acquire() as conn:
                 return await close_for_client(conn, client_id=client_id, period=period, now=now)
 
-        outcome = await retrying(attempt, what="close period")
+        with self.metrics.db_seconds.labels(operation="close").time():
+            outcome = await retrying(attempt, what="close period")
         if outcome.newly_closed:
             kind = "invoiced" if outcome.invoice else "unbilled"
             self.metrics.periods_closed.labels(outcome=kind).inc()

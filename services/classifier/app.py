@@ -15,9 +15,15 @@ from pydantic import Field
 
 from services.classifier.handlers import Classifier, ClassifierMetrics
 from shared.agreement_view import agreement_view
-from shared.events import WORKITEMS_COMPLETED
+from shared.asyncapi import add_asyncapi_routes, declare_publishers
+from shared.events import (
+    WORKITEMS_CLASSIFIED,
+    WORKITEMS_COMPLETED,
+    WORKITEMS_UNCLASSIFIED,
+    dlq,
+)
 from shared.http import add_operational_routes
-from shared.kafka import ensure_topics, make_broker
+from shared.kafka import BatchProducer, ensure_topics, make_broker, skip_decoding
 from shared.logs import configure_logging
 from shared.settings import CommonSettings, Port, load_settings
 
@@ -37,7 +43,16 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
         settings.kafka_bootstrap_servers, client_id="tierline-classifier", registry=registry
     )
     agreements = agreement_view(settings.kafka_bootstrap_servers)
-    classifier = Classifier(broker, agreements, ClassifierMetrics(registry))
+    producer = BatchProducer(settings.kafka_bootstrap_servers, client_id="tierline-classifier")
+    classifier = Classifier(
+        broker=broker,
+        producer=producer,
+        agreements=agreements,
+        metrics=ClassifierMetrics(registry),
+    )
+    declare_publishers(
+        broker, WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED, dlq(WORKITEMS_COMPLETED)
+    )
 
     @broker.subscriber(
         WORKITEMS_COMPLETED,
@@ -47,6 +62,7 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
         batch_timeout_ms=settings.classifier_batch_timeout_ms,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=skip_decoding,
         title="classify",
         description="Tags each completed work item with its class by the client's agreement rules.",
     )
@@ -61,12 +77,14 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
             replication=settings.tierline_topic_replication,
         )
         await agreements.start()
+        await producer.start()
         await broker.start()
         log.info("classifier ready", extra={"status": "ready"})
         try:
             yield
         finally:
             await broker.stop()  # drains the batch in flight and commits it
+            await producer.stop()
             await agreements.stop()
             log.info("classifier stopped", extra={"status": "stopped"})
 
@@ -83,6 +101,7 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
         description="Classifies work items by each client's agreement rules (SPEC §4).",
     )
     add_operational_routes(app, registry=registry, health=health)
+    add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
 
 

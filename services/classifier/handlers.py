@@ -25,7 +25,8 @@ from shared.events import (
     CompletedWorkItem,
 )
 from shared.faults import crash_point
-from shared.kafka import CompactedView, dead_letter, json_bytes, publish_all
+from shared.kafka import BatchProducer, CompactedView, dead_letter, json_bytes
+from shared.logs import batch_fields
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +58,41 @@ class ClassifierMetrics:
         )
 
 
-def classified_message(item: CompletedWorkItem, agreement: Agreement | None) -> tuple[str, bytes]:
-    """The topic and body for one item: what the rules decided, and under which version."""
+def classified_messages(
+    item: CompletedWorkItem, agreement: Agreement | None
+) -> list[tuple[str, bytes]]:
+    """The (topic, body) messages for one item: what the rules decided, under which version.
+
+    Every outcome goes to `workitems.classified` (an unclassified item without a class), so
+    metering sees all copies of an item in one partition in order; an unclassified item is
+    also published to `workitems.unclassified` for the people who place it.
+    """
     decision = classify(item, agreement)
     body: dict[str, Any] = item.model_dump(mode="json", exclude_none=True)
     body["agreement_version"] = agreement.version if agreement is not None else None
     if decision is None:
-        return WORKITEMS_UNCLASSIFIED, json_bytes(body)
+        value = json_bytes(body)
+        return [(WORKITEMS_CLASSIFIED, value), (WORKITEMS_UNCLASSIFIED, value)]
     body["service_line"] = decision.service_line
     body["complexity"] = decision.complexity
     body["rule_id"] = decision.rule_id
-    return WORKITEMS_CLASSIFIED, json_bytes(body)
+    return [(WORKITEMS_CLASSIFIED, json_bytes(body))]
+
+
+JSON_HEADERS = (("content-type", b"application/json"),)
 
 
 class Classifier:
     def __init__(
-        self, broker: KafkaBroker, agreements: CompactedView[Agreement], metrics: ClassifierMetrics
+        self,
+        *,
+        broker: KafkaBroker,
+        producer: BatchProducer,
+        agreements: CompactedView[Agreement],
+        metrics: ClassifierMetrics,
     ) -> None:
-        self.broker = broker
+        self.broker = broker  # dead letters
+        self.producer = producer  # the classified stream
         self.agreements = agreements
         self.metrics = metrics
 
@@ -84,6 +102,7 @@ class Classifier:
             # Never classify with an agreement older than one already acknowledged to a caller.
             await self.agreements.caught_up()
             out: list[tuple[str, bytes, bytes]] = []
+            seen: set[tuple[str, str]] = set()
             for record in records:
                 try:
                     item = CompletedWorkItem.model_validate_json(record.value or b"")
@@ -91,18 +110,26 @@ class Classifier:
                     await dead_letter(self.broker, record, _contract_error(error))
                     self.metrics.dead_letters.labels(topic=record.topic).inc()
                     continue
-                topic, body = classified_message(item, self.agreements.get(item.client_id))
+                if (item.client_id, item.id) in seen:
+                    # A later copy in the same batch can never count (the first one does), and
+                    # dropping it here means no failed-then-retried send can put it first.
+                    self.metrics.items.labels(outcome="duplicate").inc()
+                    continue
+                seen.add((item.client_id, item.id))
+                messages = classified_messages(item, self.agreements.get(item.client_id))
                 self.metrics.items.labels(
-                    outcome="classified" if topic == WORKITEMS_CLASSIFIED else "unclassified"
+                    outcome="classified" if len(messages) == 1 else "unclassified"
                 ).inc()
-                out.append((topic, item.client_id.encode(), body))
+                key = item.client_id.encode()
+                out += [(topic, key, body) for topic, body in messages]
             try:
-                await publish_all(self.broker, out, headers={"content-type": "application/json"})
+                await self.producer.send_many(out, headers=JSON_HEADERS)
                 crash_point("classifier.after_publish")  # before the offsets commit
             except KafkaError as error:
                 # Transient: back off, then fail the batch so it is redelivered, never skipped.
                 log.warning(
-                    "publish failed; the batch will be retried", extra={"error": repr(error)}
+                    "publish failed; the batch will be retried",
+                    extra={**batch_fields(records), "error": repr(error)},
                 )
                 await asyncio.sleep(1.0)
                 raise

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.intake.parsing import (
@@ -24,7 +24,7 @@ from services.intake.parsing import (
 )
 from shared.events import WORKITEMS_COMPLETED, WorkItem
 from shared.http import IntakeCaller
-from shared.kafka import json_bytes, publish_all
+from shared.kafka import BatchProducer, json_bytes
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "5"
@@ -56,8 +56,16 @@ def completed_message(item: WorkItem, *, received_at: datetime, key_source: str)
     return json_bytes(body)
 
 
+JSON_HEADERS = (("content-type", b"application/json"),)
+
+
+async def send_all(producer: BatchProducer, messages: Iterable[tuple[str, bytes, bytes]]) -> int:
+    """Publish and wait for every acknowledgement (acks=all): only then may intake answer 202."""
+    return await producer.send_many(messages, headers=JSON_HEADERS)
+
+
 def build_router(
-    broker: KafkaBroker, metrics: IntakeMetrics, *, publish_timeout: float
+    producer: BatchProducer, metrics: IntakeMetrics, *, publish_timeout: float
 ) -> APIRouter:
     router = APIRouter()
 
@@ -115,10 +123,7 @@ def build_router(
             for item in items
         )
         try:
-            await asyncio.wait_for(
-                publish_all(broker, messages, headers={"content-type": "application/json"}),
-                publish_timeout,
-            )
+            await asyncio.wait_for(send_all(producer, messages), publish_timeout)
         except (KafkaError, TimeoutError, OSError) as error:
             log.warning(
                 "kafka could not take the write", extra={"items": len(items), "error": repr(error)}

@@ -13,9 +13,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field
 
 from services.intake.api import IntakeMetrics, build_router
+from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
+from shared.events import WORKITEMS_COMPLETED
 from shared.http import add_operational_routes
-from shared.kafka import ensure_topics, make_broker
+from shared.kafka import BatchProducer, ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.settings import CommonSettings, Port, load_settings
 
@@ -36,6 +38,12 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         registry=registry,
         linger_ms=settings.intake_linger_ms,
     )
+    declare_publishers(broker, WORKITEMS_COMPLETED)
+    producer = BatchProducer(
+        settings.kafka_bootstrap_servers,
+        client_id="tierline-intake",
+        linger_ms=settings.intake_linger_ms,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,10 +53,12 @@ def create_app(settings: IntakeSettings) -> FastAPI:
             replication=settings.tierline_topic_replication,
         )
         await broker.start()
+        await producer.start()
         log.info("intake ready", extra={"status": "ready"})
         try:
             yield
         finally:
+            await producer.stop()  # flushes: every 202 already had its acks
             await broker.stop()
             log.info("intake stopped", extra={"status": "stopped"})
 
@@ -67,10 +77,13 @@ def create_app(settings: IntakeSettings) -> FastAPI:
     app.state.keys = KeyRing.from_settings(settings)
     app.include_router(
         build_router(
-            broker, IntakeMetrics(registry), publish_timeout=settings.intake_publish_timeout_seconds
+            producer,
+            IntakeMetrics(registry),
+            publish_timeout=settings.intake_publish_timeout_seconds,
         )
     )
     add_operational_routes(app, registry=registry, health=health)
+    add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
 
 

@@ -87,3 +87,39 @@ def alert_event(
             "current_tier": {"name": decision.tier.name, "reason": decision.reason},
         },
     }
+
+
+def usage_plus(usage: list[ClassUsage], added: Iterable[MeteredItem]) -> list[ClassUsage]:
+    """`usage` with `added` counted in."""
+    totals = {u.service_class: [u.items, u.units, u.handling_seconds] for u in usage}
+    for item in added:
+        cls = ServiceClass(item.service_line, item.complexity)  # type: ignore[arg-type]
+        acc = totals.setdefault(cls, [0, 0, 0])
+        acc[0] += 1
+        acc[1] += item.units
+        acc[2] += item.handling_seconds
+    return [ClassUsage(cls, *acc) for cls, acc in totals.items()]
+
+
+class PeriodUsageCache:
+    """Each open period's usage as this instance last knew it, so a batch's alerts cost no
+    scan of the period's counts. Entries expire: another instance (around a rebalance) may
+    have counted items here too, and a stale entry may only ever *under*-count, which delays
+    an alert until the entry is reloaded but never raises one early."""
+
+    def __init__(self, ttl_seconds: float = 30.0) -> None:
+        self.ttl = ttl_seconds
+        self._entries: dict[tuple[str, str, str], tuple[float, list[ClassUsage]]] = {}
+
+    def get(self, key: tuple[str, str, str], now: float) -> list[ClassUsage] | None:
+        entry = self._entries.get(key)
+        if entry is None or now - entry[0] > self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, key: tuple[str, str, str], usage: list[ClassUsage], now: float) -> None:
+        loaded = self._entries.get(key, (now, usage))[0]
+        self._entries[key] = (loaded, usage)
+
+    def load(self, key: tuple[str, str, str], usage: list[ClassUsage], now: float) -> None:
+        self._entries[key] = (now, usage)

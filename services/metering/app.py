@@ -17,11 +17,12 @@ from pydantic import Field
 from services.metering.api import build_router
 from services.metering.handlers import Meter, MeteringMetrics
 from shared.agreement_view import agreement_view
+from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
-from shared.events import WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED
+from shared.events import USAGE_ALERTS, WORKITEMS_CLASSIFIED, dlq
 from shared.http import add_operational_routes
-from shared.kafka import ensure_topics, make_broker
+from shared.kafka import ensure_topics, make_broker, skip_decoding
 from shared.logs import configure_logging
 from shared.settings import DatabaseSettings, Port, load_settings
 
@@ -42,17 +43,18 @@ def create_app(settings: MeteringSettings) -> FastAPI:
     )
     agreements = agreement_view(settings.kafka_bootstrap_servers)
     metrics = MeteringMetrics(registry)
+    declare_publishers(broker, USAGE_ALERTS, dlq(WORKITEMS_CLASSIFIED))
     state: dict[str, Any] = {}
 
     @broker.subscriber(
         WORKITEMS_CLASSIFIED,
-        WORKITEMS_UNCLASSIFIED,
         group_id=GROUP_ID,
         batch=True,
         max_records=settings.metering_max_batch,
         batch_timeout_ms=settings.metering_batch_timeout_ms,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=skip_decoding,
         title="meter",
         description="Counts each (client_id, id) once into PostgreSQL; offsets commit after.",
     )
@@ -100,6 +102,7 @@ def create_app(settings: MeteringSettings) -> FastAPI:
     )
     app.state.keys = KeyRing.from_settings(settings)
     add_operational_routes(app, registry=registry, health=health)
+    add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
 
 

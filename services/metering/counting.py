@@ -28,6 +28,7 @@ class MeteredItem:
     handling_seconds: int
     rule_id: str | None
     agreement_version: int | None
+    received_at: datetime | None = None
     late: bool = False
 
     @property
@@ -58,6 +59,7 @@ def metered_item(item: ClassifiedWorkItem) -> MeteredItem:
         handling_seconds=item.handling_seconds or 0,
         rule_id=item.rule_id,
         agreement_version=item.agreement_version,
+        received_at=item.received_at,
     )
 
 

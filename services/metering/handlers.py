@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -18,7 +18,13 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 
-from services.metering.alerts import alert_event, new_alerts, open_period_additions
+from services.metering.alerts import (
+    PeriodUsageCache,
+    alert_event,
+    new_alerts,
+    open_period_additions,
+    usage_plus,
+)
 from services.metering.counting import MeteredItem, metered_item
 from services.metering.store import (
     mark_alerts_published,
@@ -32,7 +38,8 @@ from shared.events import USAGE_ALERTS, ClassifiedWorkItem
 from shared.faults import crash_point
 from shared.kafka import CompactedView, dead_letter, json_bytes
 from shared.ledger import billable_usage, counts_for_ranges
-from shared.periods import period_bounds
+from shared.periods import Period, period_bounds
+from shared.rating import ClassUsage
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,9 @@ class Meter:
         #: True when alerts were recorded and not yet published (also at start: a crash may
         #: have left some).
         self.alerts_pending = True
+        self.usage_cache = PeriodUsageCache()
+        #: What this batch's transaction learned about period usage; applied after it commits.
+        self.cache_updates: list[tuple[str, tuple[str, str, str], list[ClassUsage]]] = []
 
     def timezone_of(self, client_id: str) -> str:
         agreement = self.agreements.get(client_id)
@@ -105,12 +115,10 @@ class Meter:
         if not batch:
             return []
         started = time.perf_counter()
-        counted = await retrying(
-            lambda: meter_batch(
-                self.pool, batch, timezone_of=self.timezone_of, then=self.record_alerts
-            ),
-            what="meter batch",
-        )
+        counted = await retrying(self._count(batch), what="meter batch")
+        clock = time.monotonic()
+        for kind, key, usage in self.cache_updates:  # committed: now the cache may know
+            (self.usage_cache.put if kind == "put" else self.usage_cache.load)(key, usage, clock)
         crash_point("metering.after_commit")  # before the offsets commit: a redelivery follows
         self.metrics.db_seconds.observe(time.perf_counter() - started)
         self.metrics.duplicates.inc(len(batch) - len(counted))
@@ -119,6 +127,15 @@ class Meter:
         if self.alerts_pending:
             await self.publish_alerts()
         return counted
+
+    def _count(self, batch: list[MeteredItem]) -> Callable[[], Awaitable[list[MeteredItem]]]:
+        async def attempt() -> list[MeteredItem]:
+            self.cache_updates = []  # a retried transaction starts over
+            return await meter_batch(
+                self.pool, batch, timezone_of=self.timezone_of, then=self.record_alerts
+            )
+
+        return attempt
 
     async def record_alerts(self, conn: Connection, counted: list[MeteredItem]) -> None:
         """In the counting transaction: the thresholds this batch made open periods cross."""
@@ -135,17 +152,33 @@ class Meter:
         }
         if not groups:
             return
-        ranges = [
-            (client, period.key, *period_bounds(period, timezones[client]))
-            for client, period in groups
-        ]
-        counts = await counts_for_ranges(conn, ranges)
+        clock = time.monotonic()
+        known: dict[tuple[str, Period], list[ClassUsage]] = {}
+        for client, period in groups:
+            cached = self.usage_cache.get((client, period.key, timezones[client]), clock)
+            if cached is not None:
+                known[(client, period)] = cached
+        missing = [key for key in groups if key not in known]
+        loaded = (
+            await counts_for_ranges(
+                conn,
+                [(c, p.key, *period_bounds(p, timezones[c])) for c, p in missing],
+            )
+            if missing
+            else {}
+        )
         now = datetime.now(UTC)
         rows = []
         for (client, period), added in groups.items():
             agreement = self.agreements.get(client)
             assert agreement is not None
-            after = billable_usage(counts[(client, period.key)])
+            cache_key = (client, period.key, timezones[client])
+            if (client, period) in known:
+                after = usage_plus(known[(client, period)], added)
+                self.cache_updates.append(("put", cache_key, after))
+            else:  # read in this transaction: it already holds this batch
+                after = billable_usage(loaded[(client, period.key)])
+                self.cache_updates.append(("load", cache_key, after))
             for alert in new_alerts(agreement, after, added):
                 event = alert_event(agreement, period, alert, after, now)
                 rows.append((client, period.key, f"{alert.threshold}:{alert.tier_name}", event))

@@ -16,9 +16,9 @@ AlertRow = tuple[str, str, str, dict[str, Any]]
 
 _INSERT_ITEMS = """
 INSERT INTO metering.items (client_id, item_id, completed_at, service_line, complexity, units,
-                            rule_id, agreement_version, late)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                     $6::int[], $7::text[], $8::int[], $9::bool[])
+                            rule_id, agreement_version, late, received_at, metered_at)
+SELECT *, clock_timestamp() FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[],
+                     $5::text[], $6::int[], $7::text[], $8::int[], $9::bool[], $10::timestamptz[])
 ON CONFLICT (client_id, item_id) DO NOTHING
 RETURNING client_id, item_id
 """
@@ -75,6 +75,7 @@ async def meter_batch(
             [i.rule_id for i in items],
             [i.agreement_version for i in items],
             [i.late for i in items],
+            [i.received_at for i in items],
         )
         new_keys = {(r["client_id"], r["item_id"]) for r in inserted}
         new_items = [i for i in items if i.key in new_keys]

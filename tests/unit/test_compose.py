@@ -7,6 +7,7 @@ variable renamed in code and not in the compose file (or the other way round) fa
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic_settings import BaseSettings
 
 from services.billing.app import BillingSettings
 from services.classifier.app import ClassifierSettings
+from services.console.app import ConsoleSettings
 from services.intake.app import IntakeSettings
 from services.metering.app import MeteringSettings
 
@@ -28,8 +30,12 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "classifier": ClassifierSettings,
     "metering": MeteringSettings,
     "billing": BillingSettings,
+    "console": ConsoleSettings,
 }
 INFRASTRUCTURE = ("kafka", "postgres")
+#: Third-party images for watching it; the Settings checks below do not apply to them.
+MONITORING = ("prometheus", "grafana", "kafka-ui")
+DEPLOY = COMPOSE_FILE.parent / "deploy"
 
 # `${NAME}`, `${NAME:-default}` or `${NAME-default}`, as compose interpolates them.
 _INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<sep>:?-)(?P<default>[^}]*))?\}")
@@ -86,7 +92,7 @@ def test_settings_classes_read_unprefixed_variables() -> None:
 
 
 def test_defines_infrastructure_and_every_service(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) >= {*INFRASTRUCTURE, *SETTINGS}
+    assert set(services) >= {*INFRASTRUCTURE, *SETTINGS, *MONITORING}
 
 
 @pytest.mark.parametrize("name", SETTINGS)
@@ -125,9 +131,9 @@ def test_service_waits_for_healthy_infrastructure(
         assert depends_on[dependency].get("condition") == "service_healthy", (name, dependency)
 
 
-def test_metering_and_billing_are_the_services_with_a_database() -> None:
+def test_metering_billing_and_the_console_are_the_services_with_a_database() -> None:
     with_database = {name for name, cls in SETTINGS.items() if "DATABASE_URL" in env_names(cls)}
-    assert with_database == {"metering", "billing"}
+    assert with_database == {"metering", "billing", "console"}
 
 
 @pytest.mark.parametrize("name", SETTINGS)
@@ -167,3 +173,78 @@ def test_deploy_readme_documents_every_variable() -> None:
     documented = set(re.findall(r"^\| `(\w+)` \|", readme, flags=re.MULTILINE))
     read = {var for cls in SETTINGS.values() for var in env_names(cls)}
     assert documented == read, {"undocumented": read - documented, "unread": documented - read}
+
+
+# --- Prometheus, Grafana and Kafka UI -----------------------------------------------------------
+
+
+def mounted_sources(entry: dict[str, Any]) -> dict[str, str]:
+    """{container path: host path} of an entry's bind mounts (`./host:/container[:ro]`)."""
+    mounts: dict[str, str] = {}
+    for volume in entry.get("volumes", []):
+        source, target, *_ = str(volume).split(":")
+        if source.startswith("."):
+            mounts[target] = source
+    return mounts
+
+
+def test_monitoring_mounts_exist(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("prometheus", "grafana"):
+        for source in mounted_sources(services[name]).values():
+            assert (COMPOSE_FILE.parent / source).exists(), f"{name} mounts missing {source}"
+
+
+def test_prometheus_scrapes_every_service_on_its_port(services: dict[str, dict[str, Any]]) -> None:
+    mounts = mounted_sources(services["prometheus"])
+    config = yaml.safe_load(
+        (COMPOSE_FILE.parent / mounts["/etc/prometheus/prometheus.yml"]).read_text()
+    )
+    targets = {
+        job["job_name"]: [t for static in job["static_configs"] for t in static["targets"]]
+        for job in config["scrape_configs"]
+    }
+    for name in SETTINGS:
+        port = with_defaults(str(environment(services[name])[f"{name.upper()}_PORT"]))
+        assert targets.get(name) == [f"{name}:{port}"], (name, targets.get(name))
+
+
+def test_grafana_dashboard_uses_the_provisioned_datasource() -> None:
+    datasources = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"]
+    uids = {source["uid"] for source in datasources}
+    assert any(source["url"] == "http://prometheus:9090" for source in datasources)
+    dashboard = json.loads((DEPLOY / "grafana/dashboards/tierline.json").read_text())
+    assert dashboard["panels"], "the dashboard has no panels"
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] in uids, panel["title"]
+        assert panel["targets"] and all(target["expr"] for target in panel["targets"]), panel[
+            "title"
+        ]
+
+
+def test_grafana_dashboard_covers_what_operators_watch() -> None:
+    dashboard = json.loads((DEPLOY / "grafana/dashboards/tierline.json").read_text())
+    queries = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in (
+        "tierline_intake_requests_total",
+        "tierline_classifier_items_total",
+        "tierline_metering_items_total",
+        "tierline_consumer_lag",
+        "tierline_dead_letters_total",
+        "tierline_dead_letter_messages",
+        "tierline_classifier_batch_size_bucket",
+        "tierline_metering_batch_size_bucket",
+        "tierline_metering_db_seconds_bucket",
+        "tierline_billing_db_seconds_bucket",
+        "tierline_billing_periods_closed_total",
+        "tierline_billing_invoiced_amount_total",
+    ):
+        assert metric in queries, f"no panel shows {metric}"
+
+
+def test_kafka_ui_browses_the_compose_kafka(services: dict[str, dict[str, Any]]) -> None:
+    entry = services["kafka-ui"]
+    assert str(entry["image"]).startswith("provectuslabs/kafka-ui")
+    assert environment(entry)["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"] == "kafka:9092"
+    assert entry["depends_on"]["kafka"]["condition"] == "service_healthy"

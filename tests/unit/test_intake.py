@@ -1,6 +1,6 @@
 """Intake's HTTP contract (SPEC §2), with Kafka replaced by a recorder or a failure.
 
-The route is the real one; only `publish_all` — the call that waits for Kafka's acks — is faked,
+The route is the real one; only `send_all` — the call that waits for Kafka's acks — is faked,
 so these tests pin the status codes and error shapes. The real broker path is in tests/e2e.
 """
 
@@ -28,9 +28,7 @@ class Recorder:
         self.messages: list[tuple[str, bytes, bytes]] = []
         self.fail = False
 
-    async def __call__(
-        self, broker: Any, messages: Iterable[tuple[str, bytes, bytes]], **_: Any
-    ) -> int:
+    async def __call__(self, producer: Any, messages: Iterable[tuple[str, bytes, bytes]]) -> int:
         batch = list(messages)
         if self.fail:
             raise KafkaTimeoutError()
@@ -41,7 +39,7 @@ class Recorder:
 @pytest.fixture
 def kafka(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
-    monkeypatch.setattr(intake_api, "publish_all", recorder)
+    monkeypatch.setattr(intake_api, "send_all", recorder)
     return recorder
 
 

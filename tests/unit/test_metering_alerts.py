@@ -19,7 +19,7 @@ OCTOBER = datetime(2026, 10, 10, tzinfo=UTC)
 def item(
     n: int, *, line: str = "customer_support", complexity: str = "basic", late: bool = False
 ) -> MeteredItem:
-    return MeteredItem("acme", f"i{n}", OCTOBER, line, complexity, 1, 0, None, 1, late)
+    return MeteredItem("acme", f"i{n}", OCTOBER, line, complexity, 1, 0, None, 1, late=late)
 
 
 def after(basic: int, accounting_complex: int = 0) -> list[ClassCount]:

@@ -1,0 +1,94 @@
+"""Billing's insight endpoints (SPEC §8): the open period's forecast and right-sizing advice.
+
+Reads only (the current agreement, the ledger's counts, the invoiced periods); the figures come
+from the pure `services.billing.insight`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from services.billing import store
+from services.billing.insight import BilledPeriod, forecast, recommendations
+from shared.agreements import Agreement
+from shared.db import Executor
+from shared.http import AdminCaller
+from shared.ledger import billable_usage, counts_between, counts_for_ranges
+from shared.periods import Period, parse_period, period_bounds, period_of
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _no_agreement(client_id: str) -> Response:
+    return JSONResponse({"detail": f"no agreement for {client_id}"}, status_code=404)
+
+
+def build_insight_router(pool: Executor, *, clock: Callable[[], datetime] = _utcnow) -> APIRouter:
+    """`GET /v1/forecast/{client_id}` and `GET /v1/recommendations/{client_id}` (admin key).
+
+    `clock` gives "now" (tests pin it)."""
+    router = APIRouter(tags=["insight"])
+
+    @router.get("/v1/forecast/{client_id}", summary="The period's projected W, tier and total")
+    async def get_forecast(client_id: str, _: AdminCaller, period: str | None = None) -> Response:
+        agreement = await store.current_agreement(pool, client_id)
+        if agreement is None:
+            return _no_agreement(client_id)
+        now = clock()
+        try:
+            wanted = parse_period(period) if period else period_of(now, agreement.timezone)
+        except ValueError as error:
+            return JSONResponse(
+                {
+                    "detail": f"period: {error}",
+                    "errors": [{"loc": ["query", "period"], "msg": str(error)}],
+                },
+                status_code=422,
+            )
+        if not agreement.in_force_for(wanted):
+            return _not_in_force(agreement, wanted)
+        start, end = period_bounds(wanted, agreement.timezone)
+        counts = await counts_between(pool, client_id, start, end)
+        return JSONResponse(forecast(agreement, wanted, counts, now))
+
+    @router.get(
+        "/v1/recommendations/{client_id}",
+        summary="Scope vs volume over the invoiced periods, and the cheapest change",
+    )
+    async def get_recommendations(client_id: str, _: AdminCaller) -> Response:
+        agreement = await store.current_agreement(pool, client_id)
+        if agreement is None:
+            return _no_agreement(client_id)
+        rows = [r for r in await store.closed_periods_of(pool, client_id) if r["invoice_id"]]
+        periods = {r["period"]: parse_period(r["period"]) for r in rows}
+        ranges = [
+            (client_id, key, *period_bounds(period, agreement.timezone))
+            for key, period in periods.items()
+        ]
+        counts = await counts_for_ranges(pool, ranges) if ranges else {}
+        history: list[BilledPeriod] = [
+            (
+                periods[r["period"]],
+                billable_usage(counts[(client_id, r["period"])]),
+                str(r["tier_name"]),
+                str(r["tier_reason"]),
+            )
+            for r in rows
+        ]
+        return JSONResponse(recommendations(agreement, history))
+
+    return router
+
+
+def _not_in_force(agreement: Agreement, period: Period) -> Response:
+    detail = (
+        f"the agreement of {agreement.client_id} takes effect on {agreement.effective_from}; "
+        f"{period.key} is not billed under it"
+    )
+    return JSONResponse({"detail": detail}, status_code=404)

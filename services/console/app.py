@@ -1,0 +1,131 @@
+"""Composition root of the console: settings, Kafka watch, pool, the page and its JSON API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Final
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
+from pydantic import Field
+
+from services.console.api import STATIC_DIR, build_router
+from services.console.business import CachedOverview
+from services.console.watch import KafkaProbe, KafkaWatch
+from shared.auth import KeyRing, KeySettings
+from shared.db import apply_schema, create_pool
+from shared.events import (
+    ALL_TOPICS,
+    CONSUMED_TOPICS,
+    WORKITEMS_CLASSIFIED,
+    WORKITEMS_COMPLETED,
+    dlq,
+)
+from shared.http import add_operational_routes
+from shared.kafka import ensure_topics
+from shared.logs import configure_logging
+from shared.settings import DatabaseSettings, Port, load_settings
+
+log = logging.getLogger(__name__)
+
+#: The consumer groups of the pipeline and what each consumes (the classifier's and metering's
+#: GROUP_ID; billing's close barrier waits on the same two).
+GROUPS: Final = {
+    "tierline-classifier": (WORKITEMS_COMPLETED,),
+    "tierline-metering": (WORKITEMS_CLASSIFIED,),
+}
+DEAD_LETTER_TOPICS: Final = tuple(dlq(topic) for topic in CONSUMED_TOPICS)
+WATCHED_TOPICS: Final = (*ALL_TOPICS, *DEAD_LETTER_TOPICS)
+
+
+class ConsoleSettings(DatabaseSettings, KeySettings):
+    console_port: Port = 8085
+    console_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 2
+    console_history_seconds: Annotated[float, Field(ge=10, le=86_400)] = 600
+    console_dead_letters_shown: Annotated[int, Field(ge=1, le=500)] = 20
+    console_invoices_shown: Annotated[int, Field(ge=1, le=500)] = 20
+    database_pool_size: Annotated[int, Field(ge=1, le=100)] = 2
+
+
+def create_app(settings: ConsoleSettings) -> FastAPI:
+    registry = CollectorRegistry()
+    watch = KafkaWatch(
+        KafkaProbe(settings.kafka_bootstrap_servers, topics=WATCHED_TOPICS, groups=list(GROUPS)),
+        groups=GROUPS,
+        dead_letter_topics=DEAD_LETTER_TOPICS,
+        interval=settings.console_poll_seconds,
+        history_seconds=settings.console_history_seconds,
+        dead_letters_shown=settings.console_dead_letters_shown,
+        registry=registry,
+    )
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            partitions=settings.tierline_topic_partitions,
+            replication=settings.tierline_topic_replication,
+        )
+        pool = await create_pool(settings.database_url, size=settings.database_pool_size)
+        await apply_schema(pool)  # the tables it reads exist even before metering/billing start
+        state["pool"] = pool
+        business = CachedOverview(
+            pool,
+            invoices_shown=settings.console_invoices_shown,
+            ttl=settings.console_poll_seconds / 2,
+        )
+        app.include_router(
+            build_router(
+                watch,
+                business,
+                topics=ALL_TOPICS,
+                poll_seconds=settings.console_poll_seconds,
+            )
+        )
+        await watch.poll_once()
+        poller = asyncio.create_task(watch.run(), name="kafka-watch")
+        log.info("console ready", extra={"status": "ready"})
+        try:
+            yield
+        finally:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+            await watch.probe.close()
+            await pool.close()
+            log.info("console stopped", extra={"status": "stopped"})
+
+    async def health() -> dict[str, Any]:
+        checks: dict[str, Any] = {
+            "kafka": "ok" if watch.error is None and watch.history.latest else "unavailable",
+            "database": "unavailable",
+        }
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(state["pool"].fetchval("SELECT 1"), 2.0)
+            checks["database"] = "ok"
+        return checks
+
+    app = FastAPI(
+        title="Tierline console",
+        version="1",
+        description=(
+            "The operator page: topics, consumer lag, dead letters, usage and invoices, live."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.keys = KeyRing.from_settings(settings)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    add_operational_routes(app, registry=registry, health=health)
+    return app
+
+
+def main() -> None:
+    from shared.http import serve
+
+    settings = load_settings(ConsoleSettings)
+    configure_logging("console", level=settings.log_level, fmt=settings.log_format)
+    serve(create_app(settings), host=settings.tierline_http_host, port=settings.console_port)

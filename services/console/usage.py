@@ -1,0 +1,97 @@
+"""A client's open period on the page: counts so far, the tier now, and the projected tier. Pure.
+
+The projection is the run rate so far carried to the period's end: every class's items and units
+× (period length / time elapsed), rated with the same tier decision as the invoice (SPEC §6, §8).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from shared.agreements import Agreement
+from shared.ledger import ClassCount, billable_usage
+from shared.money import format_decimal, format_money
+from shared.periods import Period
+from shared.rating import ClassUsage, TierDecision, decide_tier
+
+
+def elapsed_fraction(start: datetime, end: datetime, now: datetime) -> float:
+    """How much of [start, end) has passed at `now`, between 0 and 1."""
+    total = (end - start).total_seconds()
+    if total <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (now - start).total_seconds() / total))
+
+
+def project(usage: list[ClassUsage], fraction: float) -> list[ClassUsage]:
+    """Each class's counts scaled from `fraction` of the period to all of it (half-up)."""
+    if fraction <= 0 or fraction >= 1:
+        return list(usage)
+    factor = Decimal(1) / Decimal(repr(fraction))
+
+    def scaled(count: int) -> int:
+        return int((count * factor).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+    return [
+        ClassUsage(u.service_class, scaled(u.items), scaled(u.units), scaled(u.handling_seconds))
+        for u in usage
+    ]
+
+
+def _tier(decision: TierDecision | None) -> dict[str, str] | None:
+    return {"name": decision.tier.name, "reason": decision.reason} if decision else None
+
+
+def client_usage(
+    *,
+    client_id: str,
+    agreement: Agreement | None,
+    period: Period,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    counts: list[ClassCount],
+    closed: bool,
+) -> dict[str, Any]:
+    """The usage card of one client: counts, tier now, projected tier, and the tier ladder."""
+    usage = billable_usage(counts)
+    fraction = elapsed_fraction(start, end, now)
+    in_force = agreement if agreement is not None and agreement.in_force_for(period) else None
+    decision = decide_tier(in_force.pricing, usage) if in_force else None
+    projected_usage = project(usage, fraction)
+    projected = decide_tier(in_force.pricing, projected_usage) if in_force else None
+    return {
+        "client_id": client_id,
+        "name": agreement.name if agreement is not None else None,
+        "agreement_version": agreement.version if agreement is not None else None,
+        "currency": agreement.currency if agreement is not None else None,
+        "period": period.key,
+        "status": "closed" if closed else "open",
+        "elapsed": round(fraction, 4),
+        "items": sum(u.items for u in usage),
+        "unclassified_items": sum(c.items for c in counts if not c.classified),
+        "weighted_units": format_decimal(decision.weighted_units) if decision else "0",
+        "tier": _tier(decision),
+        "projected": {
+            "items": sum(u.items for u in projected_usage),
+            "weighted_units": format_decimal(projected.weighted_units) if projected else "0",
+            "tier": _tier(projected),
+        },
+        "tiers": [
+            {
+                "name": tier.name,
+                "up_to": format_decimal(tier.up_to) if tier.up_to is not None else None,
+                "fee": format_money(tier.fee, in_force.currency),
+            }
+            for tier in in_force.pricing.tiers
+        ]
+        if in_force
+        else [],
+    }
+
+
+def sort_key(card: dict[str, Any]) -> tuple[Decimal, str]:
+    """Busiest first (projected weighted units), then by client id."""
+    return (-Decimal(card["projected"]["weighted_units"]), card["client_id"])

@@ -1,0 +1,507 @@
+"""SPEC §8 insight: the forecast and the recommendations (pure), and their HTTP routes over a fake
+pool. Every expected figure is worked out by hand in the comments, on the §3 agreement:
+
+    Essential    up_to 1000   fee 10000.00  scope data_entry, customer_support: basic, standard
+    Professional up_to 5000   fee 35000.00  scope data_entry, customer_support, it_support: all;
+                                                  accounting, hr, procurement: basic, standard
+    Enterprise   up_to 15000  fee 90000.00  scope all
+    weights basic 1, standard 2, complex 5; data_entry weighs units; min_items 10;
+    out_of_scope_rate 12.00; overage_rate 7.50
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.billing.insight import BilledPeriod, forecast, recommendations
+from services.billing.insight_api import build_insight_router
+from shared.agreements import Complexity, ServiceClass, ServiceLine, load_agreement_yaml
+from shared.auth import KeyRing
+from shared.db import Executor
+from shared.ledger import ClassCount
+from shared.periods import Period, period_of
+from shared.rating import ClassUsage
+
+SPEC_YAML = """\
+client_id: acme
+currency: USD
+timezone: America/New_York
+pricing:
+  weights: {basic: 1, standard: 2, complex: 5}
+  unit_basis: {data_entry: units}
+  tiers:
+    - {name: Essential,    up_to: 1000,  fee: "10000.00",
+       scope: {data_entry: [basic, standard], customer_support: [basic, standard]}}
+    - {name: Professional, up_to: 5000,  fee: "35000.00",
+       scope: {data_entry: all, customer_support: all, accounting: [basic, standard],
+               hr: [basic, standard], it_support: all, procurement: [basic, standard]}}
+    - {name: Enterprise,   up_to: 15000, fee: "90000.00", scope: all}
+  overage_rate: "7.50"
+  scope_policy: {mode: upgrade, min_items: 10, out_of_scope_rate: "12.00"}
+"""
+ACME = load_agreement_yaml(SPEC_YAML).with_version(3)
+NEW_YORK = ZoneInfo("America/New_York")
+JUNE = Period(2026, 6)  # 30 days, no DST change: 2026-06-01T04:00Z .. 2026-07-01T04:00Z
+
+
+def count(
+    line: str, complexity: str, items: int, units: int | None = None, late: int = 0
+) -> ClassCount:
+    return ClassCount(line, complexity, items, items if units is None else units, 0, late)
+
+
+def usage(line: ServiceLine, complexity: Complexity, items: int) -> ClassUsage:
+    return ClassUsage(ServiceClass(line, complexity), items, items)
+
+
+def new_york(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=NEW_YORK)
+
+
+ESSENTIAL_FEE_LINE = {
+    "kind": "tier_fee",
+    "description": "Essential tier (volume)",
+    "quantity": "1",
+    "unit_price": "10000.00",
+    "amount": "10000.00",
+}
+
+
+# --- forecast -----------------------------------------------------------------------------------
+
+
+def test_halfway_through_the_month_doubles_the_counts() -> None:
+    # 15 of June's 30 days have passed: factor 2. data_entry weighs units (100 -> 200, × 2).
+    # So far W = 300×1 + 100×2 = 500; projected W = 600×1 + 200×2 = 1000: still Essential,
+    # exactly at its up_to. The unclassified count is no usage.
+    counts = [
+        count("customer_support", "basic", 300),
+        count("data_entry", "standard", 75, units=100),
+        count("unclassified", "none", 7),
+    ]
+    assert forecast(ACME, JUNE, counts, new_york(2026, 6, 16)) == {
+        "client_id": "acme",
+        "period": "2026-06",
+        "currency": "USD",
+        "as_of": "2026-06-16T04:00:00Z",
+        "elapsed_fraction": "0.5000",
+        "so_far": {
+            "items": 375,
+            "weighted_units": "500",
+            "tier": {"name": "Essential", "reason": "volume"},
+            "total": "10000.00",
+        },
+        "projected": {
+            "items": 750,
+            "weighted_units": "1000",
+            "tier": {"name": "Essential", "reason": "volume"},
+            "total": "10000.00",
+            "lines": [ESSENTIAL_FEE_LINE],
+        },
+        "by_class": [
+            {"service_line": "data_entry", "complexity": "standard", "items": 75,
+             "projected_items": 150, "weighted_units": "200", "projected_weighted_units": "400"},
+            {"service_line": "customer_support", "complexity": "basic", "items": 300,
+             "projected_items": 600, "weighted_units": "300", "projected_weighted_units": "600"},
+        ],
+    }  # fmt: skip
+
+
+def test_the_projection_crosses_into_the_next_tier() -> None:
+    # 12 of 30 days: fraction 0.4, factor 2.5, rounded half-up per class:
+    # 301 -> 752.5 -> 753 basic customer_support; 101 -> 252.5 -> 253 standard data_entry.
+    # So far W = 301 + 2×101 = 503 (Essential); projected W = 753 + 2×253 = 1259 > 1000:
+    # Professional by volume, 35000.00.
+    counts = [count("customer_support", "basic", 301), count("data_entry", "standard", 101)]
+    result = forecast(ACME, JUNE, counts, new_york(2026, 6, 13))
+    assert result["elapsed_fraction"] == "0.4000"
+    assert result["so_far"] == {
+        "items": 402,
+        "weighted_units": "503",
+        "tier": {"name": "Essential", "reason": "volume"},
+        "total": "10000.00",
+    }
+    assert result["projected"] == {
+        "items": 1006,
+        "weighted_units": "1259",
+        "tier": {"name": "Professional", "reason": "volume"},
+        "total": "35000.00",
+        "lines": [
+            {"kind": "tier_fee", "description": "Professional tier (volume)", "quantity": "1",
+             "unit_price": "35000.00", "amount": "35000.00"},
+        ],
+    }  # fmt: skip
+    assert [(c["projected_items"], c["projected_weighted_units"]) for c in result["by_class"]] == [
+        (253, "506"),
+        (753, "753"),
+    ]
+
+
+def test_a_projected_scope_upgrade_and_an_unrounded_fraction() -> None:
+    # 14 of 30 days: 14/30 = 0.46666… -> "0.4667"; factor 15/7. 7 complex accounting items
+    # (under min_items 10) become 15: scope moves the projection to Enterprise.
+    counts = [count("customer_support", "basic", 140), count("accounting", "complex", 7)]
+    result = forecast(ACME, JUNE, counts, new_york(2026, 6, 15))
+    assert result["elapsed_fraction"] == "0.4667"
+    # So far: W = 140 + 35 = 175, Essential, plus out_of_scope 35 × 12.00 = 420.00.
+    assert result["so_far"]["total"] == "10420.00"
+    # Projected: 300 + 15×5 = 375 weighted units; accounting/complex 15 >= 10 -> Enterprise.
+    assert result["projected"]["weighted_units"] == "375"
+    assert result["projected"]["tier"] == {"name": "Enterprise", "reason": "scope"}
+    assert result["projected"]["total"] == "90000.00"
+
+
+def test_elapsed_time_is_measured_on_utc_instants_across_dst() -> None:
+    # November 2026 in New York: 2026-11-01T04:00Z .. 2026-12-01T05:00Z is 721 hours (the
+    # clocks go back on the 1st). At 2026-11-16T00:00-05:00, 361 hours have passed:
+    # 361/721 = 0.50069… (the wall clock would say 15/30 = 0.5). 361 items project to
+    # 361 × 721/361 = 721.
+    counts = [count("customer_support", "basic", 361)]
+    result = forecast(ACME, Period(2026, 11), counts, new_york(2026, 11, 16))
+    assert result["elapsed_fraction"] == "0.5007"
+    assert result["as_of"] == "2026-11-16T05:00:00Z"
+    assert result["projected"]["items"] == 721
+
+
+def test_at_the_period_start_the_projection_is_the_floor() -> None:
+    result = forecast(ACME, JUNE, [], new_york(2026, 6, 1))
+    floor = {
+        "items": 0,
+        "weighted_units": "0",
+        "tier": {"name": "Essential", "reason": "volume"},
+        "total": "10000.00",
+    }
+    assert result["elapsed_fraction"] == "0.0000"
+    assert result["so_far"] == floor
+    assert result["projected"] == {**floor, "lines": [ESSENTIAL_FEE_LINE]}
+    assert result["by_class"] == []
+
+
+def test_too_little_elapsed_time_is_not_extrapolated() -> None:
+    # 30 minutes in: a factor of 1440 would be noise, so the projection is the usage so far.
+    counts = [count("customer_support", "basic", 50)]
+    result = forecast(ACME, JUNE, counts, new_york(2026, 6, 1, 0, 30))
+    assert result["elapsed_fraction"] == "0.0007"
+    assert result["projected"]["items"] == result["so_far"]["items"] == 50
+    assert result["by_class"][0]["projected_items"] == 50
+    # One hour in, it is: 50 × 720 = 36000 weighted units -> Enterprise with overage
+    # (36000 - 15000) × 7.50 = 157500.00 -> 247500.00.
+    result = forecast(ACME, JUNE, counts, new_york(2026, 6, 1, 1))
+    assert result["projected"]["items"] == 36000
+    assert result["projected"]["total"] == "247500.00"
+
+
+def test_before_and_after_the_period_the_projection_is_the_usage() -> None:
+    counts = [count("customer_support", "basic", 900)]
+    before = forecast(ACME, JUNE, counts, new_york(2026, 5, 20))
+    after = forecast(ACME, JUNE, counts, new_york(2026, 7, 3))
+    assert (before["elapsed_fraction"], after["elapsed_fraction"]) == ("0.0000", "1.0000")
+    for result in (before, after):
+        assert result["projected"]["weighted_units"] == "900"
+        assert result["projected"]["total"] == "10000.00"
+
+
+def test_forecast_needs_an_aware_now() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        forecast(ACME, JUNE, [], datetime(2026, 6, 16))
+
+
+# --- recommendations ----------------------------------------------------------------------------
+
+BASE = [usage("customer_support", "basic", 600), usage("data_entry", "standard", 150)]
+#: January: W 900, Essential by volume, 10000.00.
+#: February: + 12 complex accounting (W 960): scope -> Enterprise, 90000.00.
+#: March: 700 basic customer_support + 20 basic it_support (W 720): scope -> Professional,
+#: 35000.00. Re-rated history: 10000 + 90000 + 35000 = 135000.00.
+HISTORY: list[BilledPeriod] = [
+    (Period(2026, 3), [usage("customer_support", "basic", 700), usage("it_support", "basic", 20)],
+     "Professional", "scope"),
+    (Period(2026, 1), BASE, "Essential", "volume"),
+    (Period(2026, 2), [*BASE, usage("accounting", "complex", 12)], "Enterprise", "scope"),
+]  # fmt: skip
+
+
+def options_by(result: dict[str, Any], change: str) -> list[dict[str, Any]]:
+    return [option for option in result["options"] if option["change"] == change]
+
+
+def test_scope_share_and_the_cost_of_each_tier() -> None:
+    result = recommendations(ACME, HISTORY)
+    assert result["client_id"] == "acme"
+    assert result["currency"] == "USD"
+    assert result["scope_share"] == {"count": 2, "periods": 3, "fraction": "0.6667"}
+    assert [p["period"] for p in result["periods"]] == ["2026-01", "2026-02", "2026-03"]
+    # February in Essential: 10000 + accounting/complex 60 × 12.00 = 10720.00; in Professional
+    # (accounting only basic, standard): 35000 + 720 = 35720.00; Enterprise covers all.
+    assert result["periods"][1] == {
+        "period": "2026-02",
+        "items": 762,
+        "weighted_units": "960",
+        "tier": {"name": "Enterprise", "reason": "scope"},
+        "rated": {"tier": {"name": "Enterprise", "reason": "scope"}, "total": "90000.00"},
+        "by_tier": [
+            {"tier": "Essential", "total": "10720.00", "fits_volume": True},
+            {"tier": "Professional", "total": "35720.00", "fits_volume": True},
+            {"tier": "Enterprise", "total": "90000.00", "fits_volume": True},
+        ],
+    }
+    # March in Essential: 10000 + it_support/basic 20 × 12.00 = 10240.00.
+    assert [t["total"] for t in result["periods"][2]["by_tier"]] == [
+        "10240.00",
+        "35000.00",
+        "90000.00",
+    ]
+
+
+def test_a_higher_min_items_stops_the_scope_upgrades() -> None:
+    # The upgrades were forced by 12 accounting/complex and 20 it_support/basic items: at
+    # min_items 21 neither counts, every period stays in Essential and pays out of scope:
+    # 10000 + 10720 + 10240 = 30960.00, a saving of 135000 - 30960 = 104040.00.
+    [option] = options_by(recommendations(ACME, HISTORY), "min_items")
+    assert option == {
+        "change": "min_items",
+        "description": "Raise min_items from 10 to 21: no class seen would upgrade the tier by "
+        "scope; its items are charged out of scope instead",
+        "details": {"min_items": 21, "current": 10},
+        "total_before": "135000.00",
+        "total_after": "30960.00",
+        "saving": "104040.00",
+    }
+
+
+def test_moving_a_forcing_class_into_the_volume_tiers_scope() -> None:
+    result = recommendations(ACME, HISTORY)
+    scope = options_by(result, "scope")
+    summary = [
+        ([(c["service_line"], c["complexity"], c["tier"]) for c in o["details"]["classes"]],
+         o["total_after"], o["saving"])
+        for o in scope
+    ]  # fmt: skip
+    assert summary == [
+        # Both classes in Essential: all three periods at 10000.00 -> 30000.00.
+        (
+            [("accounting", "complex", "Essential"), ("it_support", "basic", "Essential")],
+            "30000.00",
+            "105000.00",
+        ),
+        # accounting/complex only: February drops to 10000 -> 10000 + 10000 + 35000.
+        ([("accounting", "complex", "Essential")], "55000.00", "80000.00"),
+        # it_support/basic only: March drops to 10000 -> 10000 + 90000 + 10000.
+        ([("it_support", "basic", "Essential")], "110000.00", "25000.00"),
+    ]
+    assert scope[0]["description"] == (
+        "Move accounting/complex into the Essential tier's scope and it_support/basic into the "
+        "Essential tier's scope, so they no longer force a higher tier"
+    )
+    assert result["cheapest"] == scope[0]
+
+
+def test_options_are_sorted_by_saving() -> None:
+    # Surcharge mode and committing to Essential both give 30960.00 here, like min_items 21;
+    # ties keep the order min_items, scope, mode, tier.
+    result = recommendations(ACME, HISTORY)
+    assert [(o["change"], o["saving"]) for o in result["options"]] == [
+        ("scope", "105000.00"),
+        ("min_items", "104040.00"),
+        ("mode", "104040.00"),
+        ("tier", "104040.00"),
+        ("scope", "80000.00"),
+        ("scope", "25000.00"),
+    ]
+    assert options_by(result, "mode")[0]["details"] == {"mode": "surcharge", "current": "upgrade"}
+    assert options_by(result, "tier")[0]["details"] == {"tier": "Essential"}
+
+
+def test_nothing_saves_money_so_there_is_no_cheapest() -> None:
+    # No upgrades: 900 W in Essential; 3 complex accounting (under min_items) are charged out of
+    # scope, 15 × 12.00 = 180.00 -> 10180.00; 4000 W of it_support is Professional by volume.
+    history: list[BilledPeriod] = [
+        (Period(2026, 1), BASE, "Essential", "volume"),
+        (Period(2026, 2), [*BASE, usage("accounting", "complex", 3)], "Essential", "volume"),
+        (Period(2026, 3), [usage("it_support", "standard", 2000)], "Professional", "volume"),
+    ]
+    result = recommendations(ACME, history)
+    assert result["scope_share"] == {"count": 0, "periods": 3, "fraction": "0.0000"}
+    # Committing to a tier must hold March's volume: Professional at best,
+    # 35000 × 2 + (35000 + 180) = 105180.00 against 10000 + 10180 + 35000 = 55180.00.
+    assert [(o["change"], o["total_after"], o["saving"]) for o in result["options"]] == [
+        ("mode", "55180.00", "0.00"),
+        ("tier", "105180.00", "-50000.00"),
+    ]
+    assert result["cheapest"] is None
+
+
+def test_no_closed_periods_no_options() -> None:
+    result = recommendations(ACME, [])
+    assert result == {
+        "client_id": "acme",
+        "currency": "USD",
+        "scope_share": {"count": 0, "periods": 0, "fraction": "0.0000"},
+        "periods": [],
+        "options": [],
+        "cheapest": None,
+    }
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+ADMIN = "admin-key-0123456789abcdef"
+INTAKE = "zendesk-key-1"
+NOW = datetime(2026, 6, 16, 4, tzinfo=UTC)  # halfway through June in New York
+
+
+class FakePool:
+    """Answers the queries billing's store and the ledger make, from plain data."""
+
+    def __init__(
+        self,
+        agreement_body: dict[str, Any] | None,
+        counts: dict[str, list[ClassCount]],
+        closed: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        self.agreement_body = agreement_body
+        self.counts = counts
+        self.closed = list(closed)
+        self.ranges: list[tuple[datetime, datetime]] = []
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        assert "billing.agreements" in query
+        return self.agreement_body
+
+    async def fetch(self, query: str, *args: Any) -> list[dict[str, Any]]:
+        if "billing.closed_periods" in query:
+            return self.closed
+        if "unnest" in query:  # counts_for_ranges
+            ranges = zip(*args, strict=True)  # client ids, labels, starts, ends
+            return [
+                {"client_id": client_id, "label": label, **self._row(c)}
+                for client_id, label, start, end in ranges
+                for c in self._counts(start, end)
+            ]
+        _client_id, start, end = args  # counts_between
+        return [self._row(c) for c in self._counts(start, end)]
+
+    def _counts(self, start: datetime, end: datetime) -> list[ClassCount]:
+        self.ranges.append((start, end))
+        return self.counts.get(period_of(start, "America/New_York").key, [])
+
+    @staticmethod
+    def _row(c: ClassCount) -> dict[str, Any]:
+        return {
+            "service_line": c.service_line,
+            "complexity": c.complexity,
+            "items": c.items,
+            "units": c.units,
+            "handling_seconds": c.handling_seconds,
+            "late_items": c.late_items,
+        }
+
+
+def closed_row(period: str, tier: str | None, reason: str | None) -> dict[str, Any]:
+    invoice = f"acme-{period}-1" if tier else None
+    return {"period": period, "tier_name": tier, "tier_reason": reason, "invoice_id": invoice}
+
+
+@pytest.fixture
+def pool() -> FakePool:
+    counts = {
+        "2026-01": [count("customer_support", "basic", 600), count("data_entry", "standard", 150)],
+        "2026-02": [
+            count("customer_support", "basic", 600),
+            count("data_entry", "standard", 150),
+            count("accounting", "complex", 12, late=2),  # late items count as they stand
+        ],
+        "2026-06": [count("customer_support", "basic", 300), count("unclassified", "none", 4)],
+    }
+    closed = [
+        closed_row("2026-01", "Essential", "volume"),
+        closed_row("2026-02", "Enterprise", "scope"),
+        closed_row("2026-03", None, None),  # closed unbilled: not part of the history
+    ]
+    return FakePool(ACME.to_wire(), counts, closed)
+
+
+@pytest.fixture
+async def client(pool: FakePool) -> AsyncIterator[httpx.AsyncClient]:
+    app = FastAPI()
+    app.state.keys = KeyRing(admin_key=ADMIN, intake_keys={INTAKE: "zendesk"})
+    app.include_router(build_insight_router(cast(Executor, pool), clock=lambda: NOW))
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://b", headers=headers) as http:
+        yield http
+
+
+async def test_forecast_route_reads_the_open_period(
+    client: httpx.AsyncClient, pool: FakePool
+) -> None:
+    response = await client.get("/v1/forecast/acme")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["period"], body["as_of"], body["elapsed_fraction"]) == (
+        "2026-06",
+        "2026-06-16T04:00:00Z",
+        "0.5000",
+    )
+    assert body["projected"]["weighted_units"] == "600"
+    # Counted over the month in the agreement's zone.
+    start = datetime(2026, 6, 1, 4, tzinfo=UTC)
+    assert pool.ranges == [(start, start + timedelta(days=30))]
+
+
+async def test_forecast_route_takes_a_period(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/forecast/acme", params={"period": "2026-01"})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["period"], body["elapsed_fraction"]) == ("2026-01", "1.0000")
+    assert body["projected"]["total"] == "10000.00"
+
+
+async def test_recommendations_route_uses_invoiced_periods(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/recommendations/acme")
+    assert response.status_code == 200
+    body = response.json()
+    assert [p["period"] for p in body["periods"]] == ["2026-01", "2026-02"]
+    assert body["scope_share"] == {"count": 1, "periods": 2, "fraction": "0.5000"}
+    # min_items 13 keeps February in Essential with 720.00 out of scope: 90000 -> 10720.
+    assert options_by(body, "min_items")[0]["saving"] == "79280.00"
+    # accounting/complex in Essential's scope: February at 10000.00, the cheapest change.
+    assert body["cheapest"]["change"] == "scope"
+    assert body["cheapest"]["saving"] == "80000.00"
+
+
+@pytest.mark.parametrize("path", ["/v1/forecast/acme", "/v1/recommendations/acme"])
+async def test_routes_take_the_admin_key(client: httpx.AsyncClient, path: str) -> None:
+    assert (await client.get(path, headers={"Authorization": ""})).status_code == 401
+    intake = {"Authorization": f"Bearer {INTAKE}"}
+    assert (await client.get(path, headers=intake)).status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/v1/forecast/nobody", "/v1/recommendations/nobody"])
+async def test_unknown_client_is_404(client: httpx.AsyncClient, pool: FakePool, path: str) -> None:
+    pool.agreement_body = None
+    response = await client.get(path)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no agreement for nobody"}
+
+
+async def test_a_bad_period_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/forecast/acme", params={"period": "2026-13"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["query", "period"]
+
+
+async def test_a_period_before_the_agreement_is_404(
+    client: httpx.AsyncClient, pool: FakePool
+) -> None:
+    pool.agreement_body = {**ACME.to_wire(), "effective_from": "2026-07-01"}
+    response = await client.get("/v1/forecast/acme")
+    assert response.status_code == 404
+    assert "2026-06 is not billed" in response.json()["detail"]
