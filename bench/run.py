@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,14 @@ from shared.supervisor import REPO_ROOT, SERVICES, Stack, _free_port
 from shared.workload import stream_items
 
 CLIENTS = 50
+#: Set per run so that runs against one database never count each other's items.
+RUN_TAG = {"tag": ""}
+
+
+def tagged(name: str) -> str:
+    return f"{name}{RUN_TAG['tag']}-"
+
+
 REQUEST_ITEMS = 1000
 CONCURRENCY = 6
 
@@ -162,17 +171,17 @@ async def throughput_phase(
     results: Results,
 ) -> None:
     say(f"throughput: generating {items:,} items ({CLIENTS} clients, 10 % duplicates)")
-    bodies, unique = request_bodies("tp", items, period, seed=1)
+    bodies, unique = request_bodies(tagged("tp"), items, period, seed=1)
     say(
         f"throughput: posting {len(bodies)} requests of {REQUEST_ITEMS} items, "
         f"{CONCURRENCY} concurrent"
     )
     url = f"{stack.url('intake')}/v1/work-items"
     started = time.monotonic()
-    progress = asyncio.create_task(report_progress(pool, "tp", unique, started))
+    progress = asyncio.create_task(report_progress(pool, tagged("tp"), unique, started))
     accepted = await post_all(http, url, stack.intake_key, bodies)
     accepted_at = time.monotonic()
-    done_at = await wait_counted(pool, "tp", unique, timeout=3600)
+    done_at = await wait_counted(pool, tagged("tp"), unique, timeout=3600)
     progress.cancel()
     elapsed = done_at - started
     results.throughput = {
@@ -204,7 +213,7 @@ async def latency_phase(
     period: Period,
     results: Results,
 ) -> None:
-    prefix = f"lat{rate}x"
+    prefix = tagged(f"lat{rate}x")
     total = int(rate * seconds)
     bodies_items = max(1, rate // 20)  # one request every 50 ms
     start, end = period_bounds(period, "UTC")
@@ -548,7 +557,7 @@ async def profile_phase(
     items: int,
     service: str | None = None,
 ) -> None:
-    bodies, unique = request_bodies("prof", items, period, seed=3)
+    bodies, unique = request_bodies(tagged("prof"), items, period, seed=3)
     url = f"{stack.url('intake')}/v1/work-items"
     before = {n: process_figures(p.pid)[0] for n, p in stack.processes.items() if p.pid}
     posting = asyncio.create_task(post_all(http, url, stack.intake_key, bodies))
@@ -558,7 +567,7 @@ async def profile_phase(
     say(f"profile: sampling {busiest} (the busiest service) with py-spy for 15s")
     frames = await asyncio.to_thread(profile, stack.processes[busiest].pid or 0, 15)
     await posting
-    await wait_counted(pool, "prof", unique, timeout=1200)
+    await wait_counted(pool, tagged("prof"), unique, timeout=1200)
     results.profile = {"service": busiest, "frames": frames}
 
 
@@ -712,7 +721,11 @@ async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> Non
                 timeout=120, limits=httpx.Limits(max_connections=64)
             ) as http:
                 admin = {"Authorization": f"Bearer {stack.admin_key}"}
-                for prefix in ("tp", "prof", *(f"lat{r}x" for r in args.rates)):
+                for prefix in (
+                    tagged("tp"),
+                    tagged("prof"),
+                    *(tagged(f"lat{r}x") for r in args.rates),
+                ):
                     for n in range(CLIENTS):
                         client = f"{prefix}{n}"
                         response = await http.put(
@@ -760,8 +773,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ceiling-records", type=int, default=1_000_000)
     parser.add_argument("--skip-ceiling", action="store_true")
+    parser.add_argument(
+        "--tag", default=uuid.uuid4().hex[:4], help="client id tag of this run (default: random)"
+    )
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "RESULTS.md"))
     args = parser.parse_args(argv)
+    RUN_TAG["tag"] = args.tag
     results = Results(
         machine=machine(), command="./tierline bench " + " ".join(argv or sys.argv[1:])
     )

@@ -1,0 +1,52 @@
+"""A small run of the benchmark command keeps it working (its figures are not judged here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from shared.supervisor import REPO_ROOT
+
+
+def test_the_benchmark_runs_end_to_end_and_reports_every_figure(
+    kafka_bootstrap: str, database_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "RESULTS.md"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DATABASE_URL": database_url}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--items",
+            "3000",
+            "--rates",
+            "400",
+            "--rate-seconds",
+            "2",
+            "--profile-items",
+            "0",
+            "--skip-ceiling",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert figures["throughput"]["items_accepted"] == 3000
+    assert figures["throughput"]["end_to_end_items_per_s"] > 0
+    [latency] = figures["latency"]
+    assert latency["items"] == 800 and 0 < latency["p50_ms"] <= latency["p99_ms"]
+    assert set(latency["median_stage_ms"]) == {"intake", "classifier", "metering"}
+    assert figures["close"]["seconds"] > 0
+    assert {"intake", "classifier", "metering", "billing"} <= set(figures["resources"])
+    report = out.read_text()
+    assert "End-to-end throughput" in report and "Latency" in report
