@@ -499,26 +499,30 @@ def profile(pid: int, seconds: int) -> dict[str, list[tuple[str, float]]]:
     the stack (inclusive) and the leaf functions themselves (self), as % of samples."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-        subprocess.run(
-            [
-                py_spy,
-                "record",
-                "-p",
-                str(pid),
-                "-d",
-                str(seconds),
-                "-f",
-                "raw",
-                "-o",
-                out.name,
-                "-r",
-                "50",
-                "--nonblocking",
-            ],
-            capture_output=True,
-            timeout=seconds + 60,
-            check=False,
-        )
+        try:
+            subprocess.run(
+                [
+                    py_spy,
+                    "record",
+                    "-p",
+                    str(pid),
+                    "-d",
+                    str(seconds),
+                    "-f",
+                    "raw",
+                    "-o",
+                    out.name,
+                    "-r",
+                    "50",
+                    "--nonblocking",
+                ],
+                capture_output=True,
+                timeout=seconds + 60,
+                check=False,
+            )
+        except OSError as error:  # py-spy missing or not permitted
+            say(f"profile: skipped ({error})")
+            return {"inclusive": [], "self": []}
         text = Path(out.name).read_text()
     inclusive: dict[str, float] = {}
     leaf: dict[str, float] = {}
@@ -548,6 +552,14 @@ def _short(frame: str) -> str:
     return re.sub(r" \(.*?/(site-packages|lib/python3\.11|main)/", " (", frame)
 
 
+def slowest_stage(results: Results) -> str | None:
+    """The service whose stage took longest at the highest fixed rate that was measured."""
+    if not results.latency:
+        return None
+    stages: dict[str, float] = results.latency[-1]["median_stage_ms"]
+    return max(stages, key=lambda stage: stages[stage]) if stages else None
+
+
 async def profile_phase(
     stack: Stack,
     pool: asyncpg.Pool,
@@ -563,8 +575,8 @@ async def profile_phase(
     posting = asyncio.create_task(post_all(http, url, stack.intake_key, bodies))
     await asyncio.sleep(3)
     mid = {n: process_figures(p.pid)[0] for n, p in stack.processes.items() if p.pid}
-    busiest = service or max(mid, key=lambda n: mid[n] - before[n])
-    say(f"profile: sampling {busiest} (the busiest service) with py-spy for 15s")
+    busiest = service or slowest_stage(results) or max(mid, key=lambda n: mid[n] - before[n])
+    say(f"profile: sampling {busiest} with py-spy for 15s, the burst at full speed")
     frames = await asyncio.to_thread(profile, stack.processes[busiest].pid or 0, 15)
     await posting
     await wait_counted(pool, tagged("prof"), unique, timeout=1200)
@@ -697,6 +709,12 @@ def infrastructure(data_dir: Path) -> Iterator[tuple[str, str, Any]]:
         yield infra.kafka_bootstrap, infra.database_url, infra
 
 
+def save(results: Results, out: str) -> None:
+    """Write what is known so far: a failure late in the run keeps the earlier figures."""
+    Path(out).with_suffix(".json").write_text(json.dumps(results.__dict__, indent=2))
+    Path(out).write_text(render(results))
+
+
 async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> None:
     say(f"starting Kafka and PostgreSQL under {data_dir}")
     with infrastructure(data_dir) as (kafka, database, infra):
@@ -735,16 +753,29 @@ async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> Non
                         )
                         response.raise_for_status()
                 await throughput_phase(stack, pool, http, args.items, period, results)
+                save(results, args.out)
                 for rate in args.rates:
                     await latency_phase(stack, pool, http, rate, args.rate_seconds, period, results)
+                    save(results, args.out)
                 if args.profile_items:
-                    await profile_phase(
-                        stack, pool, http, period, results, args.profile_items, args.profile_service
-                    )
+                    try:
+                        await profile_phase(
+                            stack,
+                            pool,
+                            http,
+                            period,
+                            results,
+                            args.profile_items,
+                            args.profile_service,
+                        )
+                    except (OSError, subprocess.SubprocessError) as error:
+                        say(f"profile: skipped ({error})")
                 await close_phase(stack, http, period, results, await counted(pool, ""))
+                save(results, args.out)
             await pool.close()
             results.resources = resources(stack, infra)
             say(f"resources: {json.dumps(results.resources)}")
+            save(results, args.out)
         if not args.skip_ceiling:
             message_bytes = 350
             ceiling_phase(kafka, message_bytes, args.ceiling_records, results)
@@ -785,8 +816,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="tierline-bench-"))
     data_dir.chmod(0o755)  # PostgreSQL runs as nobody when we are root
     asyncio.run(run(args, results, data_dir))
-    Path(args.out).with_suffix(".json").write_text(json.dumps(results.__dict__, indent=2))
-    Path(args.out).write_text(render(results))
+    save(results, args.out)
     say(f"wrote {args.out}")
     return 0
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -27,6 +27,14 @@ from shared.logs import record_fields
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+#: Fetch settings of the hot-path consumers: under load the broker waits up to 25 ms to fill a
+#: fetch with 64 KiB instead of answering each poll with a handful of records. Fewer, fuller
+#: fetches cost the broker far less CPU per message and make fuller batches downstream (one
+#: database transaction per batch); an idle pipeline pays at most 25 ms per stage.
+HOT_FETCH_MIN_BYTES: Final = 64 * 1024
+HOT_FETCH_MAX_WAIT_MS: Final = 25
 
 
 def make_broker(

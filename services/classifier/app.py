@@ -23,7 +23,14 @@ from shared.events import (
     dlq,
 )
 from shared.http import add_operational_routes
-from shared.kafka import BatchProducer, ensure_topics, make_broker, skip_decoding
+from shared.kafka import (
+    HOT_FETCH_MAX_WAIT_MS,
+    HOT_FETCH_MIN_BYTES,
+    BatchProducer,
+    ensure_topics,
+    make_broker,
+    skip_decoding,
+)
 from shared.logs import configure_logging
 from shared.settings import CommonSettings, Port, load_settings
 
@@ -60,6 +67,8 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
         batch=True,
         max_records=settings.classifier_max_batch,
         batch_timeout_ms=settings.classifier_batch_timeout_ms,
+        fetch_min_bytes=HOT_FETCH_MIN_BYTES,
+        fetch_max_wait_ms=HOT_FETCH_MAX_WAIT_MS,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=skip_decoding,

@@ -7,11 +7,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from services.metering.counting import MeteredItem
+from services.metering.counting import MeteredItem, period_of_item
 from shared.agreements import Agreement, ServiceClass
 from shared.ledger import UNCLASSIFIED
 from shared.money import format_decimal
-from shared.periods import Period, period_of
+from shared.periods import Period
 from shared.rating import ClassUsage, ThresholdAlert, decide_tier, threshold_alerts
 
 ALERT_TYPE = "bpo.usage.threshold"
@@ -25,7 +25,7 @@ def open_period_additions(
     for item in items:
         if item.late or item.service_line == UNCLASSIFIED or item.client_id not in timezone_of:
             continue
-        period = period_of(item.completed_at, timezone_of[item.client_id])
+        period = period_of_item(item, timezone_of[item.client_id])
         groups.setdefault((item.client_id, period), []).append(item)
     return groups
 

@@ -22,7 +22,13 @@ from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
 from shared.events import USAGE_ALERTS, WORKITEMS_CLASSIFIED, dlq
 from shared.http import add_operational_routes
-from shared.kafka import ensure_topics, make_broker, skip_decoding
+from shared.kafka import (
+    HOT_FETCH_MAX_WAIT_MS,
+    HOT_FETCH_MIN_BYTES,
+    ensure_topics,
+    make_broker,
+    skip_decoding,
+)
 from shared.logs import configure_logging
 from shared.settings import DatabaseSettings, Port, load_settings
 
@@ -52,6 +58,8 @@ def create_app(settings: MeteringSettings) -> FastAPI:
         batch=True,
         max_records=settings.metering_max_batch,
         batch_timeout_ms=settings.metering_batch_timeout_ms,
+        fetch_min_bytes=HOT_FETCH_MIN_BYTES,
+        fetch_max_wait_ms=HOT_FETCH_MAX_WAIT_MS,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=skip_decoding,

@@ -6,13 +6,14 @@ Counts are kept per client, class and 15-minute UTC slot, so a calendar month in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.events import ClassifiedWorkItem
 from shared.ledger import NO_COMPLEXITY, UNCLASSIFIED
-from shared.periods import period_of
+from shared.periods import Period, period_of
 
 SLOT_SECONDS = 15 * 60
 
@@ -83,10 +84,22 @@ def flag_late(
     """Mark items whose period (in the client's timezone) is already closed for the client."""
     flagged = []
     for item in items:
-        period = period_of(item.completed_at, timezone_of(item.client_id)).key
+        period = period_of_item(item, timezone_of(item.client_id)).key
         late = (item.client_id, period) in closed
         flagged.append(item if late == item.late else _with_late(item, late))
     return flagged
+
+
+def period_of_item(item: MeteredItem, tz: str) -> Period:
+    """The item's period in `tz`, computed once per 15-minute slot: every IANA offset is a
+    multiple of 15 minutes, so all of a slot lies in one month in any zone."""
+    seconds = int(item.completed_at.timestamp())
+    return _period_of_slot(seconds - seconds % SLOT_SECONDS, tz)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _period_of_slot(slot_seconds: int, tz: str) -> Period:
+    return period_of(datetime.fromtimestamp(slot_seconds, UTC), tz)
 
 
 def _with_late(item: MeteredItem, late: bool) -> MeteredItem:

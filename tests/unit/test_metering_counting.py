@@ -1,0 +1,87 @@
+"""Metering's pure counting: first copies, late flags, slots and the per-slot period shortcut."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.metering.counting import (
+    MeteredItem,
+    first_copies,
+    flag_late,
+    period_of_item,
+    slot_deltas,
+    slot_of,
+)
+from shared.periods import period_of
+
+ZONES = (
+    "UTC",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",
+    "Pacific/Chatham",
+    "America/St_Johns",
+    "Europe/Berlin",
+)
+
+
+def item(n: int, at: datetime, **fields: object) -> MeteredItem:
+    base = {
+        "client_id": "c",
+        "item_id": f"i{n}",
+        "completed_at": at,
+        "service_line": "hr",
+        "complexity": "basic",
+        "units": 2,
+        "handling_seconds": 30,
+        "rule_id": None,
+        "agreement_version": None,
+    }
+    return MeteredItem(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2020, 1, 1), max_value=datetime(2035, 1, 1), timezones=st.just(UTC)
+    ),
+    st.sampled_from(ZONES),
+)
+def test_the_slot_shortcut_gives_the_same_period_as_the_instant(at: datetime, tz: str) -> None:
+    assert period_of_item(item(0, at), tz) == period_of(at, tz)
+
+
+def test_month_edges_across_daylight_saving() -> None:
+    last_second = datetime(2026, 11, 1, 3, 59, 59, tzinfo=UTC)  # 23:59:59 EDT on Oct 31
+    assert period_of_item(item(0, last_second), "America/New_York").key == "2026-10"
+    assert (
+        period_of_item(item(0, last_second + timedelta(seconds=1)), "America/New_York").key
+        == "2026-11"
+    )
+
+
+def test_the_first_copy_of_a_key_is_kept() -> None:
+    at = datetime(2026, 10, 5, tzinfo=UTC)
+    first, again, other = item(1, at, units=3), item(1, at, units=9), item(2, at)
+    assert first_copies([first, again, other]) == [first, other]
+
+
+def test_items_of_closed_periods_are_flagged_late() -> None:
+    october = item(1, datetime(2026, 10, 31, 23, tzinfo=UTC))
+    november = item(2, datetime(2026, 11, 1, 1, tzinfo=UTC))
+    flagged = flag_late([october, november], timezone_of=lambda _: "UTC", closed={("c", "2026-10")})
+    assert [i.late for i in flagged] == [True, False]
+
+
+def test_slot_deltas_sum_per_slot_and_class() -> None:
+    at = datetime(2026, 10, 5, 10, 7, tzinfo=UTC)
+    deltas = slot_deltas(
+        [item(1, at), item(2, at + timedelta(minutes=7)), item(3, at + timedelta(minutes=9))]
+    )
+    assert [(d.slot, d.items, d.units) for d in deltas] == [
+        (slot_of(at), 2, 4),
+        (datetime(2026, 10, 5, 10, 15, tzinfo=UTC), 1, 2),
+    ]
