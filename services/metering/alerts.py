@@ -5,14 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from services.metering.counting import MeteredItem, period_of_item
-from shared.agreements import Agreement, ServiceClass
+from shared.agreements import Agreement, Pricing, ServiceClass
 from shared.ledger import UNCLASSIFIED
 from shared.money import format_decimal
 from shared.periods import Period
-from shared.rating import ClassUsage, ThresholdAlert, decide_tier, threshold_alerts
+from shared.rating import (
+    ClassUsage,
+    ThresholdAlert,
+    decide_tier,
+    threshold_alerts,
+    weighted_units,
+)
 
 ALERT_TYPE = "bpo.usage.threshold"
 
@@ -57,7 +64,39 @@ def usage_before(after: list[ClassUsage], added: Iterable[MeteredItem]) -> list[
 def new_alerts(
     agreement: Agreement, after: list[ClassUsage], added: Iterable[MeteredItem]
 ) -> tuple[ThresholdAlert, ...]:
-    return threshold_alerts(agreement.pricing, usage_before(after, added), after)
+    before = usage_before(after, added)
+    if not may_cross(agreement.pricing, before, after):
+        return ()
+    return threshold_alerts(agreement.pricing, before, after)
+
+
+def may_cross(pricing: Pricing, before: list[ClassUsage], after: list[ClassUsage]) -> bool:
+    """Whether growing from `before` to `after` can raise any alert, cheaply.
+
+    If W passed no 80 %/100 % level of any tier and the set of classes with at least
+    `min_items` items is the same, then the volume tier, the scope tier, the tier and the
+    thresholds it stands at are all unchanged: no alert is possible, and the full tier
+    decision (the expensive part, once per client and batch) can be skipped.
+    """
+
+    def weight(usage: list[ClassUsage]) -> Decimal:
+        return sum(
+            (weighted_units(pricing, u.service_class, u.items, u.units) for u in usage),
+            Decimal(0),
+        )
+
+    low, high = weight(before), weight(after)
+    for tier in pricing.tiers:
+        if tier.up_to is not None and any(
+            low < level <= high for level in (tier.up_to * Decimal("0.8"), tier.up_to)
+        ):
+            return True
+    minimum = pricing.scope_policy.min_items
+
+    def qualifying(usage: list[ClassUsage]) -> set[ServiceClass]:
+        return {u.service_class for u in usage if u.items >= minimum}
+
+    return qualifying(before) != qualifying(after)
 
 
 def alert_event(

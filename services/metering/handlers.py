@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -122,8 +123,8 @@ class Meter:
         crash_point("metering.after_commit")  # before the offsets commit: a redelivery follows
         self.metrics.db_seconds.observe(time.perf_counter() - started)
         self.metrics.duplicates.inc(len(batch) - len(counted))
-        for counted_item in counted:
-            self.metrics.metered.labels(client_id=counted_item.client_id).inc()
+        for client, count in Tally(item.client_id for item in counted).items():
+            self.metrics.metered.labels(client_id=client).inc(count)
         if self.alerts_pending:
             await self.publish_alerts()
         return counted

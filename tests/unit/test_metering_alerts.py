@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.metering.alerts import alert_event, new_alerts, open_period_additions, usage_before
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.metering.alerts import (
+    alert_event,
+    may_cross,
+    new_alerts,
+    open_period_additions,
+    usage_before,
+)
 from services.metering.counting import MeteredItem
 from shared.agreements import ServiceClass
 from shared.ledger import ClassCount, billable_usage
 from shared.periods import Period
-from shared.rating import ThresholdAlert
+from shared.rating import ClassUsage, ThresholdAlert, threshold_alerts
 from tests.unit.test_rating import ACME
 
 BASIC_CS = ServiceClass("customer_support", "basic")
@@ -84,3 +93,31 @@ def test_the_event_names_client_period_threshold_and_tier() -> None:
         "weighted_units": "805",
         "current_tier": {"name": "Essential", "reason": "volume"},
     }
+
+
+CLASSES = [
+    ServiceClass("customer_support", "basic"),
+    ServiceClass("accounting", "complex"),
+    ServiceClass("data_entry", "standard"),
+    ServiceClass("hr", "complex"),
+]
+
+
+def usage_from(spec: list[tuple[int, int]]) -> list[ClassUsage]:
+    totals: dict[ServiceClass, int] = {}
+    for index, items in spec:
+        totals[CLASSES[index]] = totals.get(CLASSES[index], 0) + items
+    return [ClassUsage(cls, items, items) for cls, items in totals.items()]
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3000)), max_size=5),
+    st.lists(st.tuples(st.integers(0, 3), st.integers(1, 400)), min_size=1, max_size=4),
+)
+def test_the_cheap_shortcut_never_hides_an_alert(
+    before_spec: list[tuple[int, int]], added_spec: list[tuple[int, int]]
+) -> None:
+    before = usage_from(before_spec)
+    after = usage_from(before_spec + added_spec)
+    if not may_cross(ACME.pricing, before, after):
+        assert threshold_alerts(ACME.pricing, before, after) == ()
