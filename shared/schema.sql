@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS metering.usage_slots (
     handling_seconds bigint      NOT NULL,
     late_items       bigint      NOT NULL,
     PRIMARY KEY (client_id, slot, service_line, complexity)
-);
+) WITH (fillfactor = 70);  -- room on each page: counter updates stay HOT, little for vacuum
 
 -- Threshold alerts, once per client, period and threshold (SPEC §5); unpublished rows are an outbox.
 CREATE TABLE IF NOT EXISTS metering.alerts (

@@ -271,3 +271,56 @@ async def test_periods_close_automatically_after_the_grace(api: Api, run_id: str
     finally:
         eager.stop()
     assert found[0]["total"] == "10.00" and found[0]["usage"]["items"] == 5
+
+
+async def test_every_put_is_a_new_version_and_items_record_the_one_used(
+    api: Api, run_id: str
+) -> None:
+    client = f"versions-{run_id}"
+    first = agreement(client, "USD", "UTC", ("1.00", "2.00"))
+    second = {
+        **first,
+        "classification": {
+            "rules": [
+                {
+                    "id": "all-care-is-hr",
+                    "when": {"queue": "Care"},
+                    "then": {"service_line": "hr", "complexity": "complex"},
+                },
+            ]
+        },
+    }
+    assert (await api.put_agreement(first)).json()["version"] == 1
+    assert (await api.put_agreement(first)).json()["version"] == 2  # also when nothing changed
+    stored = (await api.put_agreement(second)).json()
+    assert stored["version"] == 3
+    current = await api.http.get(
+        f"{api.stack.url('billing')}/v1/agreements/{client}", headers=api.admin
+    )
+    assert current.json() == stored
+    await api.post_items(care(client, "v", 1, *period_bounds(last_month(), "UTC")))
+    [classified] = await read_topic(
+        api.stack.kafka_bootstrap, "workitems.classified", {client.encode()}, 1
+    )
+    assert (classified["agreement_version"], classified["rule_id"]) == (3, "all-care-is-hr")
+    assert (classified["service_line"], classified["complexity"]) == ("hr", "complex")
+
+
+async def test_an_invalid_agreement_is_rejected_naming_the_field(api: Api, run_id: str) -> None:
+    client = f"invalid-{run_id}"
+    body = agreement(client, "USD", "UTC", ("1.00", "2.00"))
+    body["pricing"]["tiers"][1]["up_to"] = 500  # not ascending
+    response = await api.put_agreement(body)
+    assert response.status_code == 422
+    assert ["pricing", "tiers", 1, "up_to"] in [e["loc"] for e in response.json()["errors"]]
+    wrong_path = await api.http.put(
+        f"{api.stack.url('billing')}/v1/agreements/someone-else",
+        json=agreement(client, "USD", "UTC", ("1.00", "2.00")),
+        headers=api.admin,
+    )
+    assert wrong_path.status_code == 422
+    assert wrong_path.json()["errors"][0]["loc"] == ["client_id"]
+    missing = await api.http.get(
+        f"{api.stack.url('billing')}/v1/agreements/{client}", headers=api.admin
+    )
+    assert missing.status_code == 404
