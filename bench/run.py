@@ -667,6 +667,8 @@ def render(results: Results) -> str:
         "",
         f"Command: `{results.command}`",
         "",
+        *targets(results),
+        "",
         "## End-to-end throughput (intake over HTTP → counted in PostgreSQL)",
         "",
         "| items accepted | unique | intake | end to end | items/s accepted → counted | unique/s |",
@@ -741,6 +743,60 @@ def render(results: Results) -> str:
         lines += ["", "Leaf functions (self time):", "", "| % | frame |", "| --- | --- |"]
         lines += [f"| {pct} | `{name}` |" for name, pct in frames["self"]]
     return "\n".join(lines) + "\n"
+
+
+def targets(results: Results) -> list[str]:
+    """Issue 5's targets against this run's figures, with the distance where one is missed."""
+    rows = []
+    e2e = results.throughput.get("end_to_end_items_per_s")
+    if e2e:
+        rows.append(
+            (
+                "≥ 10,000 items/s end to end, sustained",
+                f"{e2e:,}/s",
+                "met" if e2e >= 10_000 else f"missed by {1 - e2e / 10_000:.0%}",
+            )
+        )
+    at_5000 = next((r for r in results.latency if r["offered_per_s"] == 5000), None)
+    if at_5000:
+        p99 = at_5000["p99_ms"]
+        rows.append(
+            (
+                "p99 ≤ 500 ms at 5,000 items/s",
+                f"{p99} ms",
+                "met" if p99 <= 500 else f"missed: {p99 / 500:.1f}× the target",
+            )
+        )
+    if results.close:
+        seconds = results.close["seconds"]
+        rows.append(
+            (
+                f"close a {results.close['items']:,}-item period in ≤ 5 s",
+                f"{seconds} s",
+                "met" if seconds <= 5 else f"missed by {seconds - 5:.1f} s",
+            )
+        )
+    services = {n: f for n, f in results.resources.items() if n not in ("kafka", "postgres")}
+    if services:
+        worst = max(services, key=lambda n: services[n]["peak_rss_mib"])
+        peak = services[worst]["peak_rss_mib"]
+        rows.append(
+            (
+                "no service above 300 MiB resident",
+                f"{worst} {peak} MiB",
+                "met" if peak <= 300 else "missed",
+            )
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Targets",
+        "",
+        "| target | this run | |",
+        "| --- | --- | --- |",
+        *(f"| {t} | {v} | {verdict} |" for t, v, verdict in rows),
+    ]
 
 
 def share(ours: float, theirs: float) -> str:
