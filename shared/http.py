@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import asyncpg
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
+from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from shared.auth import Caller, KeyRing, Role
@@ -33,6 +37,24 @@ def add_operational_routes(
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def kafka_status(broker: KafkaBroker) -> str:
+    """'ok' when the broker answers a metadata request within 3 s."""
+    with contextlib.suppress(Exception):
+        if await asyncio.wait_for(broker.ping(timeout=2.0), 3.0):
+            return "ok"
+    return "unavailable"
+
+
+async def database_status(pool: asyncpg.Pool | None) -> str:
+    """'ok' when PostgreSQL answers `SELECT 1` within 2 s."""
+    if pool is None:
+        return "unavailable"
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(pool.fetchval("SELECT 1"), 2.0)
+        return "ok"
+    return "unavailable"
 
 
 def caller_of(request: Request, authorization: str | None) -> Caller:

@@ -20,6 +20,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from shared.events import ALL_TOPICS, COMPACTED_TOPICS, CONSUMED_TOPICS, dlq
 from shared.logs import record_fields
@@ -98,6 +99,14 @@ async def ensure_topics(
             await asyncio.sleep(min(0.2 * attempt, 2.0))
         finally:
             await admin.close()
+
+
+def contract_error(model: str, error: ValidationError) -> str:
+    """The dead-letter reason for a message that is not a valid `model`: the first problem,
+    where it is, and how many there were."""
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"]) or "<message>"
+    return f"not a valid {model}: {loc}: {first['msg']} ({error.error_count()} error(s))"
 
 
 async def dead_letter(

@@ -19,7 +19,7 @@ from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
 from shared.events import AGREEMENTS, INVOICES
-from shared.http import add_operational_routes
+from shared.http import add_operational_routes, database_status, kafka_status
 from shared.kafka import ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.settings import DatabaseSettings, Port, load_settings
@@ -103,14 +103,10 @@ def create_app(settings: BillingSettings) -> FastAPI:
             log.info("billing stopped", extra={"status": "stopped"})
 
     async def health() -> dict[str, Any]:
-        checks: dict[str, Any] = {"kafka": "unavailable", "database": "unavailable"}
-        with contextlib.suppress(Exception):
-            if await broker.ping(timeout=2.0):
-                checks["kafka"] = "ok"
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(state["pool"].fetchval("SELECT 1"), 2.0)
-            checks["database"] = "ok"
-        return checks
+        return {
+            "kafka": await kafka_status(broker),
+            "database": await database_status(state.get("pool")),
+        }
 
     app = FastAPI(
         title="Tierline billing",

@@ -22,7 +22,7 @@ from shared.events import (
     WORKITEMS_UNCLASSIFIED,
     dlq,
 )
-from shared.http import add_operational_routes
+from shared.http import add_operational_routes, kafka_status
 from shared.kafka import (
     HOT_FETCH_MAX_WAIT_MS,
     HOT_FETCH_MIN_BYTES,
@@ -98,10 +98,7 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
             log.info("classifier stopped", extra={"status": "stopped"})
 
     async def health() -> dict[str, Any]:
-        ok = False
-        with contextlib.suppress(Exception):
-            ok = await broker.ping(timeout=2.0)
-        return {"kafka": "ok" if ok else "unavailable"}
+        return {"kafka": await kafka_status(broker)}
 
     app = FastAPI(
         title="Tierline classifier",

@@ -25,7 +25,7 @@ from shared.events import (
     CompletedWorkItem,
 )
 from shared.faults import crash_point
-from shared.kafka import BatchProducer, CompactedView, dead_letter, json_bytes
+from shared.kafka import BatchProducer, CompactedView, contract_error, dead_letter, json_bytes
 from shared.logs import batch_fields
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,9 @@ class Classifier:
                 try:
                     item = CompletedWorkItem.model_validate_json(record.value or b"")
                 except ValidationError as error:
-                    await dead_letter(self.broker, record, _contract_error(error))
+                    await dead_letter(
+                        self.broker, record, contract_error("CompletedWorkItem", error)
+                    )
                     self.metrics.dead_letters.labels(topic=record.topic).inc()
                     continue
                 if (item.client_id, item.id) in seen:
@@ -133,10 +135,3 @@ class Classifier:
                 )
                 await asyncio.sleep(1.0)
                 raise
-
-
-def _contract_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    loc = ".".join(str(part) for part in first["loc"]) or "<message>"
-    count = error.error_count()
-    return f"not a valid CompletedWorkItem: {loc}: {first['msg']} ({count} error(s))"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ from services.intake.api import IntakeMetrics, build_router
 from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
 from shared.events import WORKITEMS_COMPLETED
-from shared.http import add_operational_routes
+from shared.http import add_operational_routes, kafka_status
 from shared.kafka import BatchProducer, ensure_topics, make_broker
 from shared.logs import configure_logging
 from shared.settings import CommonSettings, Port, load_settings
@@ -63,10 +62,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
             log.info("intake stopped", extra={"status": "stopped"})
 
     async def health() -> dict[str, Any]:
-        with contextlib.suppress(Exception):
-            if await asyncio.wait_for(broker.ping(timeout=2.0), 3.0):
-                return {"kafka": "ok"}
-        return {"kafka": "unavailable"}
+        return {"kafka": await kafka_status(broker)}
 
     app = FastAPI(
         title="Tierline intake",

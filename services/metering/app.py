@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
 from shared.events import USAGE_ALERTS, WORKITEMS_CLASSIFIED, dlq
-from shared.http import add_operational_routes
+from shared.http import add_operational_routes, database_status, kafka_status
 from shared.kafka import (
     HOT_FETCH_MAX_WAIT_MS,
     HOT_FETCH_MIN_BYTES,
@@ -93,14 +92,10 @@ def create_app(settings: MeteringSettings) -> FastAPI:
             log.info("metering stopped", extra={"status": "stopped"})
 
     async def health() -> dict[str, Any]:
-        checks: dict[str, Any] = {"kafka": "unavailable", "database": "unavailable"}
-        with contextlib.suppress(Exception):
-            if await broker.ping(timeout=2.0):
-                checks["kafka"] = "ok"
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(state["pool"].fetchval("SELECT 1"), 2.0)
-            checks["database"] = "ok"
-        return checks
+        return {
+            "kafka": await kafka_status(broker),
+            "database": await database_status(state.get("pool")),
+        }
 
     app = FastAPI(
         title="Tierline metering",

@@ -37,7 +37,7 @@ from shared.agreements import Agreement
 from shared.db import Connection, retrying
 from shared.events import USAGE_ALERTS, ClassifiedWorkItem
 from shared.faults import crash_point
-from shared.kafka import CompactedView, dead_letter, json_bytes
+from shared.kafka import CompactedView, contract_error, dead_letter, json_bytes
 from shared.ledger import billable_usage, counts_for_ranges
 from shared.periods import Period, period_bounds
 from shared.rating import ClassUsage
@@ -109,7 +109,7 @@ class Meter:
             try:
                 item = ClassifiedWorkItem.model_validate_json(record.value or b"")
             except ValidationError as error:
-                await dead_letter(self.broker, record, _contract_error(error))
+                await dead_letter(self.broker, record, contract_error("ClassifiedWorkItem", error))
                 self.metrics.dead_letters.labels(topic=record.topic).inc()
                 continue
             batch.append(metered_item(item))
@@ -204,10 +204,3 @@ class Meter:
         await mark_alerts_published(self.pool, [(c, p, t) for c, p, t, _ in pending])
         self.metrics.alerts.inc(len(pending))
         self.alerts_pending = False
-
-
-def _contract_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    loc = ".".join(str(part) for part in first["loc"]) or "<message>"
-    count = error.error_count()
-    return f"not a valid ClassifiedWorkItem: {loc}: {first['msg']} ({count} error(s))"
