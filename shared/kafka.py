@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from shared.events import ALL_TOPICS, COMPACTED_TOPICS, CONSUMED_TOPICS, dlq
 from shared.logs import record_fields
+from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,15 @@ def contract_error(model: str, error: ValidationError) -> str:
     first = error.errors()[0]
     loc = ".".join(str(part) for part in first["loc"]) or "<message>"
     return f"not a valid {model}: {loc}: {first['msg']} ({error.error_count()} error(s))"
+
+
+async def ensure_service_topics(settings: CommonSettings) -> None:
+    """`ensure_topics` with the partitions and replication a service was configured with."""
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        partitions=settings.tierline_topic_partitions,
+        replication=settings.tierline_topic_replication,
+    )
 
 
 async def dead_letter(

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, cast
 
+import asyncpg
+
 from shared.agreements import Complexity, ServiceClass, ServiceLine
 from shared.db import Executor
 from shared.rating import ClassUsage
@@ -30,6 +32,18 @@ class ClassCount:
     units: int
     handling_seconds: int
     late_items: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> ClassCount:
+        """A row of summed counts (the columns of `counts_between`)."""
+        return cls(
+            row["service_line"],
+            row["complexity"],
+            int(row["items"]),
+            int(row["units"]),
+            int(row["handling_seconds"]),
+            int(row["late_items"]),
+        )
 
     @property
     def classified(self) -> bool:
@@ -66,17 +80,7 @@ async def counts_between(
         start,
         end,
     )
-    return [
-        ClassCount(
-            r["service_line"],
-            r["complexity"],
-            int(r["items"]),
-            int(r["units"]),
-            int(r["handling_seconds"]),
-            int(r["late_items"]),
-        )
-        for r in rows
-    ]
+    return [ClassCount.from_row(r) for r in rows]
 
 
 async def clients_with_usage_between(conn: Executor, start: datetime, end: datetime) -> list[str]:
@@ -135,14 +139,5 @@ async def counts_for_ranges(
     )
     found: dict[tuple[str, str], list[ClassCount]] = {(r[0], r[1]): [] for r in ranges}
     for r in rows:
-        found[(r["client_id"], r["label"])].append(
-            ClassCount(
-                r["service_line"],
-                r["complexity"],
-                int(r["items"]),
-                int(r["units"]),
-                int(r["handling_seconds"]),
-                int(r["late_items"]),
-            )
-        )
+        found[(r["client_id"], r["label"])].append(ClassCount.from_row(r))
     return found

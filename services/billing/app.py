@@ -20,7 +20,7 @@ from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
 from shared.events import AGREEMENTS, INVOICES
 from shared.http import add_operational_routes, database_status, kafka_status
-from shared.kafka import ensure_topics, make_broker
+from shared.kafka import ensure_service_topics, make_broker
 from shared.logs import configure_logging
 from shared.settings import DatabaseSettings, Port, load_settings
 
@@ -55,11 +55,7 @@ def create_app(settings: BillingSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            partitions=settings.tierline_topic_partitions,
-            replication=settings.tierline_topic_replication,
-        )
+        await ensure_service_topics(settings)
         pool = await create_pool(settings.database_url, size=settings.database_pool_size)
         await apply_schema(pool)
         await broker.start()

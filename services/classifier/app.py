@@ -27,7 +27,7 @@ from shared.kafka import (
     HOT_FETCH_MAX_WAIT_MS,
     HOT_FETCH_MIN_BYTES,
     BatchProducer,
-    ensure_topics,
+    ensure_service_topics,
     make_broker,
     skip_decoding,
 )
@@ -80,11 +80,7 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            partitions=settings.tierline_topic_partitions,
-            replication=settings.tierline_topic_replication,
-        )
+        await ensure_service_topics(settings)
         await agreements.start()
         await producer.start()
         await broker.start()

@@ -26,7 +26,7 @@ from shared.events import (
     dlq,
 )
 from shared.http import add_operational_routes, database_status
-from shared.kafka import ensure_topics
+from shared.kafka import ensure_service_topics
 from shared.logs import configure_logging
 from shared.settings import DatabaseSettings, Port, load_settings
 
@@ -66,11 +66,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            partitions=settings.tierline_topic_partitions,
-            replication=settings.tierline_topic_replication,
-        )
+        await ensure_service_topics(settings)
         pool = await create_pool(settings.database_url, size=settings.database_pool_size)
         await apply_schema(pool)  # the tables it reads exist even before metering/billing start
         state["pool"] = pool

@@ -16,7 +16,7 @@ from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
 from shared.events import WORKITEMS_COMPLETED
 from shared.http import add_operational_routes, kafka_status
-from shared.kafka import BatchProducer, ensure_topics, make_broker
+from shared.kafka import BatchProducer, ensure_service_topics, make_broker
 from shared.logs import configure_logging
 from shared.settings import CommonSettings, Port, load_settings
 
@@ -46,11 +46,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            partitions=settings.tierline_topic_partitions,
-            replication=settings.tierline_topic_replication,
-        )
+        await ensure_service_topics(settings)
         await broker.start()
         await producer.start()
         log.info("intake ready", extra={"status": "ready"})

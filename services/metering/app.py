@@ -24,7 +24,7 @@ from shared.http import add_operational_routes, database_status, kafka_status
 from shared.kafka import (
     HOT_FETCH_MAX_WAIT_MS,
     HOT_FETCH_MIN_BYTES,
-    ensure_topics,
+    ensure_service_topics,
     make_broker,
     skip_decoding,
 )
@@ -70,11 +70,7 @@ def create_app(settings: MeteringSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            partitions=settings.tierline_topic_partitions,
-            replication=settings.tierline_topic_replication,
-        )
+        await ensure_service_topics(settings)
         pool = await create_pool(settings.database_url, size=settings.database_pool_size)
         await apply_schema(pool)
         await agreements.start()
