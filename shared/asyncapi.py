@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import msgspec
 import orjson
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -173,6 +174,8 @@ def declare_publishers(broker: KafkaBroker, *topics: str) -> None:
     """Declare the topics this broker writes, so its AsyncAPI lists them with their payload."""
     for topic in topics:
         schema, description = TOPICS[topic]
+        if _is_struct(schema):  # FastStream knows pydantic only: filled in afterwards
+            schema = None
         broker.publisher(topic, title=f"{topic}:publish", description=description, schema=schema)
 
 
@@ -191,18 +194,39 @@ def _fill_subscriber_payloads(document: dict[str, Any]) -> None:
     messages = components.get("messages", {})
     for channel in document.get("channels", {}).values():
         known = TOPICS.get(channel.get("address", ""))
-        if known is None or not isinstance(known[0], type) or not issubclass(known[0], BaseModel):
+        if known is None or not (_is_struct(known[0]) or _is_model(known[0])):
             continue
-        model: type[BaseModel] = known[0]
+        model: type[Any] = known[0]
         for reference in channel.get("messages", {}).values():
             message = messages.get(reference["$ref"].rsplit("/", 1)[-1], {})
-            if message.get("payload", {}).get("$ref", "").endswith("/EmptyPayload"):
-                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                schemas.update(schema.pop("$defs", {}))
-                schemas[model.__name__] = schema
+            payload = message.get("payload", {}).get("$ref", "").rsplit("/", 1)[-1]
+            if payload == "EmptyPayload" or schemas.get(payload) == {}:
+                if payload != "EmptyPayload":
+                    del schemas[payload]  # a publisher declared without a (pydantic) schema
+                schemas.update(_json_schemas(model))
                 message["payload"] = {"$ref": f"#/components/schemas/{model.__name__}"}
     if not any("EmptyPayload" in str(m.get("payload")) for m in messages.values()):
         schemas.pop("EmptyPayload", None)
+
+
+def _is_struct(schema: Any) -> bool:
+    return isinstance(schema, type) and issubclass(schema, msgspec.Struct)
+
+
+def _is_model(schema: Any) -> bool:
+    return isinstance(schema, type) and issubclass(schema, BaseModel)
+
+
+def _json_schemas(model: type[Any]) -> dict[str, Any]:
+    """The JSON Schema of a pydantic model or msgspec Struct and of every type it refers to,
+    by name, with references into `#/components/schemas/`."""
+    if _is_struct(model):
+        _, components = msgspec.json.schema_components(
+            [model], ref_template="#/components/schemas/{name}"
+        )
+        return dict(components)
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs", {}), model.__name__: schema}
 
 
 def add_asyncapi_routes(app: FastAPI, broker: KafkaBroker, *, title: str, description: str) -> None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter as Tally
 from collections.abc import Sequence
-from typing import Any
 
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from pydantic import ValidationError
 
 from services.classifier.rules import classify
 from shared.agreements import Agreement
@@ -23,9 +22,13 @@ from shared.events import (
     WORKITEMS_CLASSIFIED,
     WORKITEMS_UNCLASSIFIED,
     CompletedWorkItem,
+    ContractError,
+    decode_completed,
+    encode_record,
+    with_outcome,
 )
 from shared.faults import crash_point
-from shared.kafka import BatchProducer, CompactedView, contract_error, dead_letter, json_bytes
+from shared.kafka import BatchProducer, CompactedView, dead_letter
 from shared.logs import batch_fields
 
 log = logging.getLogger(__name__)
@@ -68,18 +71,18 @@ def classified_messages(
     also published to `workitems.unclassified` for the people who place it.
     """
     decision = classify(item, agreement)
-    body: dict[str, Any] = item.model_dump(mode="json", exclude_none=True)
-    body["agreement_version"] = agreement.version if agreement is not None else None
+    value = encode_record(
+        with_outcome(
+            item,
+            service_line=decision.service_line if decision else None,
+            complexity=decision.complexity if decision else None,
+            rule_id=decision.rule_id if decision else None,
+            agreement_version=agreement.version if agreement is not None else None,
+        )
+    )
     if decision is None:
-        value = json_bytes(body)
         return [(WORKITEMS_CLASSIFIED, value), (WORKITEMS_UNCLASSIFIED, value)]
-    body["service_line"] = decision.service_line
-    body["complexity"] = decision.complexity
-    body["rule_id"] = decision.rule_id
-    return [(WORKITEMS_CLASSIFIED, json_bytes(body))]
-
-
-JSON_HEADERS = (("content-type", b"application/json"),)
+    return [(WORKITEMS_CLASSIFIED, value)]
 
 
 class Classifier:
@@ -102,30 +105,27 @@ class Classifier:
             # Never classify with an agreement older than one already acknowledged to a caller.
             await self.agreements.caught_up()
             out: list[tuple[str, bytes, bytes]] = []
+            outcomes: Tally[str] = Tally()
             seen: set[tuple[str, str]] = set()
             for record in records:
                 try:
-                    item = CompletedWorkItem.model_validate_json(record.value or b"")
-                except ValidationError as error:
-                    await dead_letter(
-                        self.broker, record, contract_error("CompletedWorkItem", error)
-                    )
+                    item = decode_completed(record.value)
+                except ContractError as error:
+                    await dead_letter(self.broker, record, str(error))
                     self.metrics.dead_letters.labels(topic=record.topic).inc()
                     continue
                 if (item.client_id, item.id) in seen:
                     # A later copy in the same batch can never count (the first one does), and
                     # dropping it here means no failed-then-retried send can put it first.
-                    self.metrics.items.labels(outcome="duplicate").inc()
+                    outcomes["duplicate"] += 1
                     continue
                 seen.add((item.client_id, item.id))
                 messages = classified_messages(item, self.agreements.get(item.client_id))
-                self.metrics.items.labels(
-                    outcome="classified" if len(messages) == 1 else "unclassified"
-                ).inc()
+                outcomes["classified" if len(messages) == 1 else "unclassified"] += 1
                 key = item.client_id.encode()
                 out += [(topic, key, body) for topic, body in messages]
             try:
-                await self.producer.send_many(out, headers=JSON_HEADERS)
+                await self.producer.send_many(out)
                 crash_point("classifier.after_publish")  # before the offsets commit
             except KafkaError as error:
                 # Transient: back off, then fail the batch so it is redelivered, never skipped.
@@ -135,3 +135,5 @@ class Classifier:
                 )
                 await asyncio.sleep(1.0)
                 raise
+            for outcome, count in outcomes.items():
+                self.metrics.items.labels(outcome=outcome).inc(count)

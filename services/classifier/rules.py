@@ -10,6 +10,7 @@ An item is a mapping (a decoded JSON object) or any object with the work item's 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -114,9 +115,9 @@ def _field(item: ItemLike, name: str) -> Any:
 
 
 def _get(item: ItemLike, name: str) -> Any:
-    if isinstance(item, Mapping):
-        return item.get(name)
-    return getattr(item, name, None)
+    if type(item) is not dict and not isinstance(item, Mapping):  # the dict test is the fast one
+        return getattr(item, name, None)
+    return item.get(name)
 
 
 def _equals(value: Any, expected: Scalar) -> bool:
@@ -239,7 +240,9 @@ def _builtin_texts(item: ItemLike) -> list[str]:
     return [text for text in texts if isinstance(text, str)]
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def _keyword_line(text: str) -> ServiceLine | None:
+    """Memoised: queues and titles repeat, and the search is most of a classification."""
     match = _BUILTIN_PATTERN.search(text)
     if match is None:
         return None
@@ -251,7 +254,7 @@ def _keyword_line(text: str) -> ServiceLine | None:
 
 def complexity_for(handling_seconds: Any) -> Complexity:
     """Under 10 minutes basic, under an hour standard, else complex; unknown effort standard."""
-    seconds = _number(handling_seconds)
+    seconds = handling_seconds if type(handling_seconds) is int else _number(handling_seconds)
     if seconds is None:
         return "standard"
     if seconds < 600:

@@ -22,9 +22,9 @@ from services.intake.parsing import (
     media_type,
     parse_work_items,
 )
-from shared.events import WORKITEMS_COMPLETED, WorkItem
+from shared.events import WORKITEMS_COMPLETED, CompletedWorkItem, WorkItem, encode_record
 from shared.http import IntakeCaller
-from shared.kafka import BatchProducer, json_bytes
+from shared.kafka import BatchProducer
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "5"
@@ -50,18 +50,16 @@ class IntakeMetrics:
 
 
 def completed_message(item: WorkItem, *, received_at: datetime, key_source: str) -> bytes:
-    body: dict[str, Any] = item.model_dump(mode="json", exclude_none=True)
-    body["received_at"] = received_at.isoformat()
-    body["key_source"] = key_source
-    return json_bytes(body)
-
-
-JSON_HEADERS = (("content-type", b"application/json"),)
+    """The `workitems.completed` record of an accepted item (its fields as validated, not
+    re-validated: the record type's constraints are the ones `WorkItem` just checked)."""
+    return encode_record(
+        CompletedWorkItem(**item.__dict__, received_at=received_at, key_source=key_source)
+    )
 
 
 async def send_all(producer: BatchProducer, messages: Iterable[tuple[str, bytes, bytes]]) -> int:
     """Publish and wait for every acknowledgement (acks=all): only then may intake answer 202."""
-    return await producer.send_many(messages, headers=JSON_HEADERS)
+    return await producer.send_many(messages)
 
 
 def build_router(

@@ -26,43 +26,56 @@ ALERT_TYPE = "bpo.usage.threshold"
 
 def open_period_additions(
     items: Iterable[MeteredItem], timezone_of: dict[str, str]
-) -> dict[tuple[str, Period], list[MeteredItem]]:
-    """Newly counted billable items of open periods, by client and period."""
+) -> dict[tuple[str, Period], list[ClassUsage]]:
+    """What newly counted billable items add to open periods, by client and period."""
     groups: dict[tuple[str, Period], list[MeteredItem]] = {}
     for item in items:
         if item.late or item.service_line == UNCLASSIFIED or item.client_id not in timezone_of:
             continue
         period = period_of_item(item, timezone_of[item.client_id])
         groups.setdefault((item.client_id, period), []).append(item)
-    return groups
+    return {key: tally(added) for key, added in groups.items()}
 
 
-def usage_before(after: list[ClassUsage], added: Iterable[MeteredItem]) -> list[ClassUsage]:
-    """The period's usage as it was before `added` were counted."""
-    removed: dict[ServiceClass, list[int]] = {}
-    for item in added:
-        cls = ServiceClass(item.service_line, item.complexity)  # type: ignore[arg-type]
-        acc = removed.setdefault(cls, [0, 0, 0])
+def tally(items: Iterable[MeteredItem]) -> list[ClassUsage]:
+    """The usage `items` make up, per class (each class validated once, not once per item)."""
+    sums: dict[tuple[str, str], list[int]] = {}
+    for item in items:
+        acc = sums.get((item.service_line, item.complexity))
+        if acc is None:
+            acc = sums[(item.service_line, item.complexity)] = [0, 0, 0]
         acc[0] += 1
         acc[1] += item.units
         acc[2] += item.handling_seconds
+    return [
+        ClassUsage(ServiceClass(line, complexity), *acc)  # type: ignore[arg-type]
+        for (line, complexity), acc in sums.items()
+    ]
+
+
+def usage_before(after: list[ClassUsage], added: list[ClassUsage]) -> list[ClassUsage]:
+    """The period's usage as it was before `added` was counted."""
+    removed = {u.service_class: u for u in added}
     before = []
     for usage in after:
-        items, units, seconds = removed.get(usage.service_class, [0, 0, 0])
-        if usage.items - items > 0:
+        gone = removed.get(usage.service_class)
+        if gone is None:
+            if usage.items > 0:
+                before.append(usage)
+        elif usage.items - gone.items > 0:
             before.append(
                 ClassUsage(
                     usage.service_class,
-                    usage.items - items,
-                    usage.units - units,
-                    usage.handling_seconds - seconds,
+                    usage.items - gone.items,
+                    usage.units - gone.units,
+                    usage.handling_seconds - gone.handling_seconds,
                 )
             )
     return before
 
 
 def new_alerts(
-    agreement: Agreement, after: list[ClassUsage], added: Iterable[MeteredItem]
+    agreement: Agreement, after: list[ClassUsage], added: list[ClassUsage]
 ) -> tuple[ThresholdAlert, ...]:
     before = usage_before(after, added)
     if not may_cross(agreement.pricing, before, after):
@@ -128,15 +141,14 @@ def alert_event(
     }
 
 
-def usage_plus(usage: list[ClassUsage], added: Iterable[MeteredItem]) -> list[ClassUsage]:
+def usage_plus(usage: list[ClassUsage], added: list[ClassUsage]) -> list[ClassUsage]:
     """`usage` with `added` counted in."""
     totals = {u.service_class: [u.items, u.units, u.handling_seconds] for u in usage}
-    for item in added:
-        cls = ServiceClass(item.service_line, item.complexity)  # type: ignore[arg-type]
-        acc = totals.setdefault(cls, [0, 0, 0])
-        acc[0] += 1
-        acc[1] += item.units
-        acc[2] += item.handling_seconds
+    for more in added:
+        acc = totals.setdefault(more.service_class, [0, 0, 0])
+        acc[0] += more.items
+        acc[1] += more.units
+        acc[2] += more.handling_seconds
     return [ClassUsage(cls, *acc) for cls, acc in totals.items()]
 
 

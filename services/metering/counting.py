@@ -1,4 +1,5 @@
-"""What a batch of classified items adds to the running counts. Pure: no I/O.
+"""What metering keeps of each classified item, which copy of it can count, and which are late.
+Pure: no I/O. (The per-slot sums are the database's: `store._COUNT_BATCH`.)
 
 Counts are kept per client, class and 15-minute UTC slot, so a calendar month in any timezone
 (every IANA offset is a multiple of 15 minutes) is an exact sum of slots.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
+
+import msgspec
 
 from shared.events import ClassifiedWorkItem
 from shared.ledger import NO_COMPLEXITY, UNCLASSIFIED
@@ -18,8 +21,10 @@ from shared.periods import Period, period_of
 SLOT_SECONDS = 15 * 60
 
 
-@dataclass(frozen=True)
-class MeteredItem:
+class MeteredItem(msgspec.Struct, frozen=True):
+    """What metering keeps of a classified item (a Struct: built once per item on the hot
+    path, where a frozen dataclass's `__init__` costs several times as much)."""
+
     client_id: str
     item_id: str
     completed_at: datetime
@@ -37,18 +42,6 @@ class MeteredItem:
         return (self.client_id, self.item_id)
 
 
-@dataclass(frozen=True)
-class SlotDelta:
-    client_id: str
-    slot: datetime
-    service_line: str
-    complexity: str
-    items: int
-    units: int
-    handling_seconds: int
-    late_items: int
-
-
 def metered_item(item: ClassifiedWorkItem) -> MeteredItem:
     return MeteredItem(
         client_id=item.client_id,
@@ -64,13 +57,18 @@ def metered_item(item: ClassifiedWorkItem) -> MeteredItem:
     )
 
 
+#: An item's (client_id, item_id), the key it is counted once under; as a fast sort key.
+item_key: Callable[[MeteredItem], tuple[str, str]] = attrgetter("client_id", "item_id")
+
+
 def first_copies(items: Iterable[MeteredItem]) -> list[MeteredItem]:
     """Within a batch, the first copy of each (client_id, id) is the one that can count."""
     seen: set[tuple[str, str]] = set()
     firsts = []
     for item in items:
-        if item.key not in seen:
-            seen.add(item.key)
+        key = item_key(item)
+        if key not in seen:
+            seen.add(key)
             firsts.append(item)
     return firsts
 
@@ -82,6 +80,8 @@ def flag_late(
     closed: set[tuple[str, str]],
 ) -> list[MeteredItem]:
     """Mark items whose period (in the client's timezone) is already closed for the client."""
+    if not closed:  # the usual case, so it skips each item's period
+        return [item if not item.late else _with_late(item, False) for item in items]
     flagged = []
     for item in items:
         period = period_of_item(item, timezone_of(item.client_id)).key
@@ -103,22 +103,4 @@ def _period_of_slot(slot_seconds: int, tz: str) -> Period:
 
 
 def _with_late(item: MeteredItem, late: bool) -> MeteredItem:
-    return MeteredItem(**{**item.__dict__, "late": late})
-
-
-def slot_of(instant: datetime) -> datetime:
-    seconds = int(instant.timestamp())
-    return datetime.fromtimestamp(seconds - seconds % SLOT_SECONDS, UTC)
-
-
-def slot_deltas(items: Iterable[MeteredItem]) -> list[SlotDelta]:
-    """Sum newly counted items per slot row, sorted so concurrent writers lock rows in one order."""
-    sums: dict[tuple[str, datetime, str, str], list[int]] = {}
-    for item in items:
-        key = (item.client_id, slot_of(item.completed_at), item.service_line, item.complexity)
-        acc = sums.setdefault(key, [0, 0, 0, 0])
-        acc[0] += 1
-        acc[1] += item.units
-        acc[2] += item.handling_seconds
-        acc[3] += 1 if item.late and item.service_line != UNCLASSIFIED else 0
-    return [SlotDelta(*key, *acc) for key, acc in sorted(sums.items())]
+    return msgspec.structs.replace(item, late=late)

@@ -17,7 +17,6 @@ import asyncpg
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from pydantic import ValidationError
 
 from services.metering.alerts import (
     PeriodUsageCache,
@@ -35,9 +34,9 @@ from services.metering.store import (
 )
 from shared.agreements import Agreement
 from shared.db import Connection, retrying
-from shared.events import USAGE_ALERTS, ClassifiedWorkItem
+from shared.events import USAGE_ALERTS, ContractError, decode_classified
 from shared.faults import crash_point
-from shared.kafka import CompactedView, contract_error, dead_letter, json_bytes
+from shared.kafka import CompactedView, dead_letter, json_bytes
 from shared.ledger import billable_usage, counts_for_ranges
 from shared.periods import Period, period_bounds
 from shared.rating import ClassUsage
@@ -107,9 +106,9 @@ class Meter:
         batch: list[MeteredItem] = []
         for record in records:
             try:
-                item = ClassifiedWorkItem.model_validate_json(record.value or b"")
-            except ValidationError as error:
-                await dead_letter(self.broker, record, contract_error("ClassifiedWorkItem", error))
+                item = decode_classified(record.value)
+            except ContractError as error:
+                await dead_letter(self.broker, record, str(error))
                 self.metrics.dead_letters.labels(topic=record.topic).inc()
                 continue
             batch.append(metered_item(item))

@@ -7,32 +7,49 @@ from typing import Any
 
 import asyncpg
 
-from services.metering.counting import MeteredItem, first_copies, flag_late, slot_deltas
+from services.metering.counting import MeteredItem, first_copies, flag_late, item_key
 from shared.db import Connection
-from shared.ledger import LOCK_FOR_METERING
+from shared.ledger import LOCK_FOR_METERING, UNCLASSIFIED
 
 #: (client_id, period, threshold, CloudEvent body) of one usage alert.
 AlertRow = tuple[str, str, str, dict[str, Any]]
 
-_INSERT_ITEMS = """
-INSERT INTO metering.items (client_id, item_id, completed_at, service_line, complexity, units,
-                            rule_id, agreement_version, late, received_at, metered_at)
-SELECT *, clock_timestamp() FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[],
-                     $5::text[], $6::int[], $7::text[], $8::int[], $9::bool[], $10::timestamptz[])
-ON CONFLICT (client_id, item_id) DO NOTHING
-RETURNING client_id, item_id
-"""
-
-_ADD_TO_SLOTS = """
-INSERT INTO metering.usage_slots AS s (client_id, slot, service_line, complexity, items, units,
-                                       handling_seconds, late_items)
-SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::bigint[],
-                     $6::bigint[], $7::bigint[], $8::bigint[])
-ON CONFLICT (client_id, slot, service_line, complexity) DO UPDATE
-   SET items = s.items + excluded.items,
-       units = s.units + excluded.units,
-       handling_seconds = s.handling_seconds + excluded.handling_seconds,
-       late_items = s.late_items + excluded.late_items
+#: One statement, one round trip: claim each key not claimed before, and add what the newly
+#: claimed items hold to their 15-minute slot rows (in key order, so concurrent writers lock rows
+#: in one order and cannot deadlock). Returns the batch positions (1-based) that were new.
+_COUNT_BATCH = """
+WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+                         $6::int[], $7::int[], $8::text[], $9::int[], $10::bool[],
+                         $11::timestamptz[])
+        WITH ORDINALITY AS b(client_id, item_id, completed_at, service_line, complexity, units,
+                             handling_seconds, rule_id, agreement_version, late, received_at, n)
+), claimed AS (
+    INSERT INTO metering.items (client_id, item_id, completed_at, service_line, complexity,
+                                units, rule_id, agreement_version, late, received_at, metered_at)
+    SELECT client_id, item_id, completed_at, service_line, complexity, units, rule_id,
+           agreement_version, late, received_at, clock_timestamp()
+      FROM batch
+    ON CONFLICT (client_id, item_id) DO NOTHING
+    RETURNING client_id, item_id
+), counted AS (
+    SELECT b.* FROM claimed JOIN batch b USING (client_id, item_id)
+), added AS (
+    INSERT INTO metering.usage_slots AS s (client_id, slot, service_line, complexity, items,
+                                           units, handling_seconds, late_items)
+    SELECT client_id, date_bin('15 minutes', completed_at, timestamptz '2000-01-01 00:00Z'),
+           service_line, complexity, count(*), sum(units), sum(handling_seconds),
+           count(*) FILTER (WHERE late AND service_line <> $12)
+      FROM counted
+     GROUP BY 1, 2, 3, 4
+     ORDER BY 1, 2, 3, 4
+    ON CONFLICT (client_id, slot, service_line, complexity) DO UPDATE
+       SET items = s.items + excluded.items,
+           units = s.units + excluded.units,
+           handling_seconds = s.handling_seconds + excluded.handling_seconds,
+           late_items = s.late_items + excluded.late_items
+)
+SELECT n FROM counted
 """
 
 
@@ -45,13 +62,13 @@ async def meter_batch(
 ) -> list[MeteredItem]:
     """Count every item not counted before; return those that were new.
 
-    The dedupe insert and the counter update commit together or not at all: a key is never
-    claimed without its counts (a crash between them would under-count forever). `then` runs in
-    the same transaction with the newly counted items (alerts are recorded there, so a crash
-    cannot lose one).
+    The dedupe insert and the counter update commit together or not at all (they are one
+    statement): a key is never claimed without its counts, so a crash cannot under-count. `then`
+    runs in the same transaction with the newly counted items (alerts are recorded there, so a
+    crash cannot lose one).
     """
     # Sorted by key so that concurrent writers claim keys in one order and cannot deadlock.
-    candidates = sorted(first_copies(batch), key=lambda item: item.key)
+    candidates = sorted(first_copies(batch), key=item_key)
     if not candidates:
         return []
     clients = sorted({item.client_id for item in candidates})
@@ -63,38 +80,31 @@ async def meter_batch(
             clients,
         )
         closed = {(r["client_id"], r["period"]) for r in closed_rows}
-        items = flag_late(candidates, timezone_of=timezone_of, closed=closed)
-        inserted = await conn.fetch(
-            _INSERT_ITEMS,
-            [i.client_id for i in items],
-            [i.item_id for i in items],
-            [i.completed_at for i in items],
-            [i.service_line for i in items],
-            [i.complexity for i in items],
-            [i.units for i in items],
-            [i.rule_id for i in items],
-            [i.agreement_version for i in items],
-            [i.late for i in items],
-            [i.received_at for i in items],
+        items = (
+            flag_late(candidates, timezone_of=timezone_of, closed=closed) if closed else candidates
         )
-        new_keys = {(r["client_id"], r["item_id"]) for r in inserted}
-        new_items = [i for i in items if i.key in new_keys]
-        deltas = slot_deltas(new_items)
-        if deltas:
-            await conn.execute(
-                _ADD_TO_SLOTS,
-                [d.client_id for d in deltas],
-                [d.slot for d in deltas],
-                [d.service_line for d in deltas],
-                [d.complexity for d in deltas],
-                [d.items for d in deltas],
-                [d.units for d in deltas],
-                [d.handling_seconds for d in deltas],
-                [d.late_items for d in deltas],
-            )
+        positions = await conn.fetch(_COUNT_BATCH, *_columns(items), UNCLASSIFIED)
+        new_items = [items[row[0] - 1] for row in positions]
         if then is not None and new_items:
             await then(conn, new_items)
     return new_items
+
+
+def _columns(items: list[MeteredItem]) -> list[list[Any]]:
+    """`_COUNT_BATCH`'s first eleven parameters: one array per column."""
+    return [
+        [i.client_id for i in items],
+        [i.item_id for i in items],
+        [i.completed_at for i in items],
+        [i.service_line for i in items],
+        [i.complexity for i in items],
+        [i.units for i in items],
+        [i.handling_seconds for i in items],
+        [i.rule_id for i in items],
+        [i.agreement_version for i in items],
+        [i.late for i in items],
+        [i.received_at for i in items],
+    ]
 
 
 async def record_alerts(conn: Connection, alerts: list[AlertRow]) -> None:

@@ -109,3 +109,27 @@ async def test_a_month_is_read_in_the_clients_timezone(pool: asyncpg.Pool) -> No
     october = period_bounds(parse_period("2026-10"), "America/New_York")
     assert sum(c.items for c in await counts_between(pool, client, *september)) == 1
     assert sum(c.items for c in await counts_between(pool, client, *october)) == 0
+
+
+async def test_counts_are_summed_per_utc_quarter_hour_and_class(pool: asyncpg.Pool) -> None:
+    client = f"slots-{uuid.uuid4().hex[:6]}"
+    at = datetime(2026, 10, 5, 10, 7, tzinfo=UTC)
+
+    def one(n: int, minutes: int, line: str = "hr", *, units: int = 2) -> MeteredItem:
+        return MeteredItem(
+            client, f"s{n}", at + timedelta(minutes=minutes), line, "basic", units, 30 * n, None, 1
+        )
+
+    batch = [one(1, 0), one(2, 7), one(3, 9), one(4, 1, "accounting", units=5)]
+    assert len(await meter_batch(pool, batch, timezone_of=utc)) == 4
+    await meter_batch(pool, [one(5, 8)], timezone_of=utc)  # onto an existing row
+    rows = await pool.fetch(
+        """SELECT slot, service_line, items, units, handling_seconds FROM metering.usage_slots
+            WHERE client_id = $1 ORDER BY slot, service_line""",
+        client,
+    )
+    assert [tuple(r) for r in rows] == [
+        (datetime(2026, 10, 5, 10, 0, tzinfo=UTC), "accounting", 1, 5, 120),
+        (datetime(2026, 10, 5, 10, 0, tzinfo=UTC), "hr", 2, 4, 30 + 60),  # 10:07, 10:14
+        (datetime(2026, 10, 5, 10, 15, tzinfo=UTC), "hr", 2, 4, 90 + 150),  # 10:16, then 10:15
+    ]

@@ -12,6 +12,7 @@ from services.metering.alerts import (
     may_cross,
     new_alerts,
     open_period_additions,
+    tally,
     usage_before,
 )
 from services.metering.counting import MeteredItem
@@ -42,36 +43,44 @@ def after(basic: int, accounting_complex: int = 0) -> list[ClassCount]:
 
 def test_crossing_eighty_percent_raises_one_alert() -> None:
     added = [item(n) for n in range(10)]
-    raised = new_alerts(ACME, billable_usage(after(805)), added)
+    raised = new_alerts(ACME, billable_usage(after(805)), tally(added))
     assert raised == (ThresholdAlert("80", "Essential"),)
 
 
 def test_staying_below_eighty_percent_raises_nothing() -> None:
-    assert new_alerts(ACME, billable_usage(after(799)), [item(1)]) == ()
+    assert new_alerts(ACME, billable_usage(after(799)), tally([item(1)])) == ()
 
 
 def test_a_big_batch_can_cross_both_thresholds_at_once() -> None:
     added = [item(n) for n in range(500)]
-    raised = new_alerts(ACME, billable_usage(after(1000)), added)
+    raised = new_alerts(ACME, billable_usage(after(1000)), tally(added))
     assert raised == (ThresholdAlert("80", "Essential"), ThresholdAlert("100", "Essential"))
 
 
 def test_scope_moving_the_tier_up_raises_a_scope_alert() -> None:
     added = [item(n, line="accounting", complexity="complex") for n in range(1)]
-    raised = new_alerts(ACME, billable_usage(after(100, accounting_complex=10)), added)
+    raised = new_alerts(ACME, billable_usage(after(100, accounting_complex=10)), tally(added))
     assert ThresholdAlert("scope", "Enterprise") in raised
 
 
+def test_a_batch_is_tallied_per_class() -> None:
+    added = [item(1), item(2), item(3, line="accounting", complexity="complex")]
+    assert tally(added) == [
+        ClassUsage(BASIC_CS, 2, 2, 0),
+        ClassUsage(ServiceClass("accounting", "complex"), 1, 1, 0),
+    ]
+
+
 def test_before_is_after_minus_the_batch() -> None:
-    before = usage_before(billable_usage(after(12)), [item(1), item(2)])
+    before = usage_before(billable_usage(after(12)), tally([item(1), item(2)]))
     assert [(u.service_class, u.items) for u in before] == [(BASIC_CS, 10)]
-    assert usage_before(billable_usage(after(2)), [item(1), item(2)]) == []
+    assert usage_before(billable_usage(after(2)), tally([item(1), item(2)])) == []
 
 
 def test_late_and_unclassified_items_and_unknown_clients_raise_nothing() -> None:
     items = [item(1, late=True), item(2, line="unclassified", complexity="none"), item(3)]
     groups = open_period_additions(items, {"acme": "UTC"})
-    assert groups == {("acme", Period(2026, 10)): [items[2]]}
+    assert groups == {("acme", Period(2026, 10)): tally([items[2]])}
     assert open_period_additions(items, {}) == {}
 
 

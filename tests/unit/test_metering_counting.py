@@ -1,4 +1,4 @@
-"""Metering's pure counting: first copies, late flags, slots and the per-slot period shortcut."""
+"""Metering's pure counting: first copies, late flags and the per-slot period shortcut."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from services.metering.counting import (
     first_copies,
     flag_late,
     period_of_item,
-    slot_deltas,
-    slot_of,
 )
 from shared.periods import period_of
 
@@ -74,14 +72,3 @@ def test_items_of_closed_periods_are_flagged_late() -> None:
     november = item(2, datetime(2026, 11, 1, 1, tzinfo=UTC))
     flagged = flag_late([october, november], timezone_of=lambda _: "UTC", closed={("c", "2026-10")})
     assert [i.late for i in flagged] == [True, False]
-
-
-def test_slot_deltas_sum_per_slot_and_class() -> None:
-    at = datetime(2026, 10, 5, 10, 7, tzinfo=UTC)
-    deltas = slot_deltas(
-        [item(1, at), item(2, at + timedelta(minutes=7)), item(3, at + timedelta(minutes=9))]
-    )
-    assert [(d.slot, d.items, d.units) for d in deltas] == [
-        (slot_of(at), 2, 4),
-        (datetime(2026, 10, 5, 10, 15, tzinfo=UTC), 1, 2),
-    ]
