@@ -63,7 +63,8 @@ def dlq(topic: str) -> str:
 CLIENT_ID_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,63}"
 _CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
 # RFC 3339 date-time with a mandatory offset; fractional seconds optional.
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+RFC3339_PATTERN: Final = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+_RFC3339 = re.compile(RFC3339_PATTERN)
 MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64)]

@@ -346,6 +346,7 @@ class BatchProducer:
         self._producer_: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
+        self._partition_cache: dict[tuple[str, bytes], int] = {}
 
     @property
     def _producer(self) -> AIOKafkaProducer:
@@ -362,10 +363,19 @@ class BatchProducer:
         if self._producer_ is not None:
             await self._producer_.stop()
 
-    async def _partitions_for(self, topic: str) -> list[int]:
-        if topic not in self._partitions:
-            self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
-        return self._partitions[topic]
+    async def _partition_of(self, topic: str, key: bytes) -> int:
+        """The key's partition, as every Kafka client picks it (murmur2, which aiokafka computes
+        in Python: a few µs, so it is remembered per key — keys are client ids, few of them)."""
+        partition = self._partition_cache.get((topic, key))
+        if partition is None:
+            if topic not in self._partitions:
+                self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+            partitions = self._partitions[topic]
+            partition = self._partitioner(key, partitions, partitions)
+            if len(self._partition_cache) >= 100_000:
+                self._partition_cache.clear()
+            self._partition_cache[(topic, key)] = partition
+        return partition
 
     async def send_many(
         self,
@@ -377,16 +387,19 @@ class BatchProducer:
         batches: dict[tuple[str, int], Any] = {}
         futures: list[Awaitable[Any]] = []
         sent = 0
+        cache = self._partition_cache
+        record_headers = list(headers)
         for topic, key, value in messages:
-            partitions = await self._partitions_for(topic)
-            partition = self._partitioner(key, partitions, partitions)
+            partition = cache.get((topic, key))
+            if partition is None:
+                partition = await self._partition_of(topic, key)
             batch = batches.get((topic, partition))
             if batch is None:
                 batch = batches[(topic, partition)] = self._producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+            if batch.append(key=key, value=value, timestamp=None, headers=record_headers) is None:
                 futures.append(await self._producer.send_batch(batch, topic, partition=partition))
                 batch = batches[(topic, partition)] = self._producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None, headers=list(headers))
+                batch.append(key=key, value=value, timestamp=None, headers=record_headers)
             sent += 1
         for (topic, partition), batch in batches.items():
             if batch.record_count():

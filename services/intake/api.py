@@ -22,7 +22,7 @@ from services.intake.parsing import (
     media_type,
     parse_work_items,
 )
-from shared.events import WORKITEMS_COMPLETED, CompletedWorkItem, WorkItem, encode_record
+from shared.events import WORKITEMS_COMPLETED, encode_record
 from shared.http import IntakeCaller
 from shared.kafka import BatchProducer
 
@@ -47,14 +47,6 @@ class IntakeMetrics:
             registry=registry,
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-
-
-def completed_message(item: WorkItem, *, received_at: datetime, key_source: str) -> bytes:
-    """The `workitems.completed` record of an accepted item (its fields as validated, not
-    re-validated: the record type's constraints are the ones `WorkItem` just checked)."""
-    return encode_record(
-        CompletedWorkItem(**item.__dict__, received_at=received_at, key_source=key_source)
-    )
 
 
 async def send_all(producer: BatchProducer, messages: Iterable[tuple[str, bytes, bytes]]) -> int:
@@ -104,27 +96,25 @@ def build_router(
             if len(body) > MAX_BYTES:
                 return answer(413, {"detail": f"the body is over {MAX_BYTES} bytes"})
         try:
-            items = parse_work_items(bytes(body), kind, received_at=received_at)
+            records = parse_work_items(
+                bytes(body), kind, received_at=received_at, key_source=caller.source or ""
+            )
         except TooManyItems as error:
             return answer(413, {"detail": str(error)})
         except InvalidItems as error:
             return answer(422, {"errors": [e.to_wire() for e in error.errors]})
 
-        key_source = caller.source or ""
         started = time.perf_counter()
         messages = (
-            (
-                WORKITEMS_COMPLETED,
-                item.client_id.encode(),
-                completed_message(item, received_at=received_at, key_source=key_source),
-            )
-            for item in items
+            (WORKITEMS_COMPLETED, record.client_id.encode(), encode_record(record))
+            for record in records
         )
         try:
             await asyncio.wait_for(send_all(producer, messages), publish_timeout)
         except (KafkaError, TimeoutError, OSError) as error:
             log.warning(
-                "kafka could not take the write", extra={"items": len(items), "error": repr(error)}
+                "kafka could not take the write",
+                extra={"items": len(records), "error": repr(error)},
             )
             return answer(
                 503,
@@ -132,7 +122,7 @@ def build_router(
                 headers={"Retry-After": RETRY_AFTER_SECONDS},
             )
         metrics.publish_seconds.observe(time.perf_counter() - started)
-        metrics.items.inc(len(items))
-        return answer(202, {"accepted": len(items)})
+        metrics.items.inc(len(records))
+        return answer(202, {"accepted": len(records)})
 
     return router

@@ -1,18 +1,34 @@
-"""Turning a request body into work items, or into the list of everything wrong with it (SPEC §2).
+"""Turning a request body into the records intake publishes, or into the list of everything
+wrong with it (SPEC §2).
 
 Pure: no I/O. All or nothing — a body with any invalid item yields only errors.
+
+Two paths, one contract. `WorkItem` (pydantic) is the contract of record: its errors, every one
+with its index and field, are what a caller sees. It costs about 20 µs an item, so a body is first
+decoded in one pass by msgspec against `_FastItem`, which holds the same rules or stricter ones;
+a body it takes whole needs nothing more (about 3 µs an item). Anything it refuses, for any
+reason, goes through `WorkItem`, which decides. A test holds the fast path to never accepting
+what `WorkItem` refuses and to producing the same records when both accept.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
+import msgspec
 import orjson
+from msgspec import UNSET, Meta, UnsetType
 from pydantic import ValidationError
 
-from shared.events import WorkItem
+from shared.events import (
+    CLIENT_ID_PATTERN,
+    MAX_FUTURE_SKEW,
+    RFC3339_PATTERN,
+    CompletedWorkItem,
+    WorkItem,
+)
 
 MAX_ITEMS: Final = 5_000
 MAX_BYTES: Final = 10 * 1024 * 1024
@@ -51,7 +67,21 @@ def media_type(content_type: str | None) -> str:
     return kind
 
 
-def parse_work_items(body: bytes, kind: str, *, received_at: datetime) -> list[WorkItem]:
+def parse_work_items(
+    body: bytes, kind: str, *, received_at: datetime, key_source: str
+) -> list[CompletedWorkItem]:
+    """The `workitems.completed` records of a request's items, or InvalidItems / TooManyItems."""
+    fast = _fast_records(body, kind, received_at=received_at, key_source=key_source)
+    if fast is not None:
+        return fast
+    return [
+        CompletedWorkItem(**item.__dict__, received_at=received_at, key_source=key_source)
+        for item in _checked_items(body, kind, received_at=received_at)
+    ]
+
+
+def _checked_items(body: bytes, kind: str, *, received_at: datetime) -> list[WorkItem]:
+    """The contract of record: every item through `WorkItem`, every error collected."""
     raw = _decode(body, kind)
     if len(raw) > MAX_ITEMS:
         raise TooManyItems(f"{len(raw)} items; at most {MAX_ITEMS} per request")
@@ -72,6 +102,88 @@ def parse_work_items(body: bytes, kind: str, *, received_at: datetime) -> list[W
     if errors:
         raise InvalidItems(errors)
     return items
+
+
+# --- the fast path --------------------------------------------------------------------------
+
+
+def _anchored(pattern: str) -> str:
+    return rf"\A(?:{pattern})\Z"  # the whole string, as WorkItem's fullmatch (no "$\n")
+
+
+Text = Annotated[str, Meta(min_length=1, max_length=64)]
+#: JSON integers msgspec would keep exact beyond 64 bits, where orjson (the checked path)
+#: reads a float: left to the checked path.
+Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+Tags = Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=50)]
+Attributes = Annotated[dict[str, bool | Int64 | float | str], Meta(max_length=50)]
+
+
+class _FastItem(msgspec.Struct, forbid_unknown_fields=True):
+    """SPEC §2 as `WorkItem` has it, never more lenient: null is refused (a field is either a
+    value or absent), no coercion, unknown fields refused, the same bounds and patterns."""
+
+    id: Annotated[str, Meta(min_length=1, max_length=128)]
+    client_id: Annotated[str, Meta(pattern=_anchored(CLIENT_ID_PATTERN))]
+    source: Text
+    completed_at: Annotated[str, Meta(pattern=_anchored(RFC3339_PATTERN))]
+    queue: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
+    title: Annotated[str, Meta(max_length=500)] | UnsetType = UNSET
+    tags: Tags | UnsetType = UNSET
+    units: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
+    handling_seconds: Annotated[int, Meta(ge=0, le=604_800)] | UnsetType = UNSET
+    attributes: (
+        Annotated[dict[str, bool | Int64 | float | str], Meta(max_length=50)] | UnsetType
+    ) = UNSET
+
+
+_FAST_BODY = msgspec.json.Decoder(list[_FastItem] | _FastItem)
+_FAST_LINE = msgspec.json.Decoder(_FastItem)
+
+
+def _fast_records(
+    body: bytes, kind: str, *, received_at: datetime, key_source: str
+) -> list[CompletedWorkItem] | None:
+    """The records, if every item passes the fast checks; None sends the body to `WorkItem`."""
+    try:
+        if kind == NDJSON:
+            items = [_FAST_LINE.decode(line) for line in body.split(b"\n") if line.strip()]
+        else:
+            decoded = _FAST_BODY.decode(body)
+            items = decoded if isinstance(decoded, list) else [decoded]
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if len(items) > MAX_ITEMS:
+        raise TooManyItems(f"{len(items)} items; at most {MAX_ITEMS} per request")
+    latest = received_at + MAX_FUTURE_SKEW
+    records = []
+    for item in items:
+        try:
+            completed_at = datetime.fromisoformat(item.completed_at)
+        except ValueError:
+            return None
+        if completed_at > latest:
+            return None
+        records.append(
+            CompletedWorkItem(
+                id=item.id,
+                client_id=item.client_id,
+                source=item.source,
+                completed_at=completed_at,
+                received_at=received_at,
+                key_source=key_source,
+                queue=None if item.queue is UNSET else item.queue,
+                title=None if item.title is UNSET else item.title,
+                tags=None if item.tags is UNSET else item.tags,
+                units=item.units,
+                handling_seconds=None if item.handling_seconds is UNSET else item.handling_seconds,
+                attributes=None if item.attributes is UNSET else item.attributes,
+            )
+        )
+    return records
+
+
+# --- decoding for the checked path ---------------------------------------------------------
 
 
 def _decode(body: bytes, kind: str) -> list[Any]:

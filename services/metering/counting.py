@@ -1,5 +1,5 @@
-"""What metering keeps of each classified item, which copy of it can count, and which are late.
-Pure: no I/O. (The per-slot sums are the database's: `store._COUNT_BATCH`.)
+"""What metering keeps of each classified item, and which items are late. Pure: no I/O.
+(Which copy of an item counts, and the per-slot sums, are the database's: `store._COUNT_BATCH`.)
 
 Counts are kept per client, class and 15-minute UTC slot, so a calendar month in any timezone
 (every IANA offset is a multiple of 15 minutes) is an exact sum of slots.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from operator import attrgetter
 
 import msgspec
 
@@ -37,10 +36,6 @@ class MeteredItem(msgspec.Struct, frozen=True):
     received_at: datetime | None = None
     late: bool = False
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.client_id, self.item_id)
-
 
 def metered_item(item: ClassifiedWorkItem) -> MeteredItem:
     return MeteredItem(
@@ -57,22 +52,6 @@ def metered_item(item: ClassifiedWorkItem) -> MeteredItem:
     )
 
 
-#: An item's (client_id, item_id), the key it is counted once under; as a fast sort key.
-item_key: Callable[[MeteredItem], tuple[str, str]] = attrgetter("client_id", "item_id")
-
-
-def first_copies(items: Iterable[MeteredItem]) -> list[MeteredItem]:
-    """Within a batch, the first copy of each (client_id, id) is the one that can count."""
-    seen: set[tuple[str, str]] = set()
-    firsts = []
-    for item in items:
-        key = item_key(item)
-        if key not in seen:
-            seen.add(key)
-            firsts.append(item)
-    return firsts
-
-
 def flag_late(
     items: Iterable[MeteredItem],
     *,
@@ -80,7 +59,7 @@ def flag_late(
     closed: set[tuple[str, str]],
 ) -> list[MeteredItem]:
     """Mark items whose period (in the client's timezone) is already closed for the client."""
-    if not closed:  # the usual case, so it skips each item's period
+    if not closed:  # the usual case: no item's period needs working out
         return [item if not item.late else _with_late(item, False) for item in items]
     flagged = []
     for item in items:

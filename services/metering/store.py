@@ -7,16 +7,18 @@ from typing import Any
 
 import asyncpg
 
-from services.metering.counting import MeteredItem, first_copies, flag_late, item_key
+from services.metering.counting import MeteredItem, flag_late
 from shared.db import Connection
 from shared.ledger import LOCK_FOR_METERING, UNCLASSIFIED
 
 #: (client_id, period, threshold, CloudEvent body) of one usage alert.
 AlertRow = tuple[str, str, str, dict[str, Any]]
 
-#: One statement, one round trip: claim each key not claimed before, and add what the newly
-#: claimed items hold to their 15-minute slot rows (in key order, so concurrent writers lock rows
-#: in one order and cannot deadlock). Returns the batch positions (1-based) that were new.
+#: One statement, one round trip: the first copy of each key in the batch claims the key if no
+#: earlier batch did, and what the newly claimed items hold is added to their 15-minute slot rows.
+#: Keys are claimed and rows updated in key order, so concurrent writers (two instances around a
+#: rebalance) lock in one order and cannot deadlock. Returns the batch positions (1-based) of the
+#: items that were new, in batch order.
 _COUNT_BATCH = """
 WITH batch AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
@@ -24,16 +26,19 @@ WITH batch AS (
                          $11::timestamptz[])
         WITH ORDINALITY AS b(client_id, item_id, completed_at, service_line, complexity, units,
                              handling_seconds, rule_id, agreement_version, late, received_at, n)
+), firsts AS (
+    SELECT DISTINCT ON (client_id, item_id) * FROM batch ORDER BY client_id, item_id, n
 ), claimed AS (
     INSERT INTO metering.items (client_id, item_id, completed_at, service_line, complexity,
                                 units, rule_id, agreement_version, late, received_at, metered_at)
     SELECT client_id, item_id, completed_at, service_line, complexity, units, rule_id,
            agreement_version, late, received_at, clock_timestamp()
-      FROM batch
+      FROM firsts
+     ORDER BY client_id, item_id
     ON CONFLICT (client_id, item_id) DO NOTHING
     RETURNING client_id, item_id
 ), counted AS (
-    SELECT b.* FROM claimed JOIN batch b USING (client_id, item_id)
+    SELECT f.* FROM claimed JOIN firsts f USING (client_id, item_id)
 ), added AS (
     INSERT INTO metering.usage_slots AS s (client_id, slot, service_line, complexity, items,
                                            units, handling_seconds, late_items)
@@ -49,7 +54,7 @@ WITH batch AS (
            handling_seconds = s.handling_seconds + excluded.handling_seconds,
            late_items = s.late_items + excluded.late_items
 )
-SELECT n FROM counted
+SELECT n FROM counted ORDER BY n
 """
 
 
@@ -67,11 +72,9 @@ async def meter_batch(
     runs in the same transaction with the newly counted items (alerts are recorded there, so a
     crash cannot lose one).
     """
-    # Sorted by key so that concurrent writers claim keys in one order and cannot deadlock.
-    candidates = sorted(first_copies(batch), key=item_key)
-    if not candidates:
+    if not batch:
         return []
-    clients = sorted({item.client_id for item in candidates})
+    clients = sorted({item.client_id for item in batch})
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(LOCK_FOR_METERING)
         closed_rows = await conn.fetch(
@@ -80,9 +83,7 @@ async def meter_batch(
             clients,
         )
         closed = {(r["client_id"], r["period"]) for r in closed_rows}
-        items = (
-            flag_late(candidates, timezone_of=timezone_of, closed=closed) if closed else candidates
-        )
+        items = flag_late(batch, timezone_of=timezone_of, closed=closed)
         positions = await conn.fetch(_COUNT_BATCH, *_columns(items), UNCLASSIFIED)
         new_items = [items[row[0] - 1] for row in positions]
         if then is not None and new_items:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from services.intake.api import completed_message
+from services.intake.parsing import JSON, parse_work_items
 from shared.events import (
     ContractError,
     WorkItem,
@@ -42,8 +42,8 @@ def completed(**changes: Any) -> dict[str, Any]:
 
 
 def test_what_intake_writes_decodes_with_every_field() -> None:
-    item = WorkItem.model_validate(ITEM)
-    record = decode_completed(completed_message(item, received_at=RECEIVED, key_source="zd"))
+    (accepted,) = parse_work_items(orjson.dumps(ITEM), JSON, received_at=RECEIVED, key_source="zd")
+    record = decode_completed(encode_record(accepted))
     assert record.client_id == "acme" and record.id == "t-1"
     assert record.completed_at == datetime(2026, 10, 1, 7, 30, tzinfo=UTC)
     assert record.received_at == RECEIVED and record.key_source == "zd"
@@ -57,10 +57,11 @@ def test_what_intake_writes_decodes_with_every_field() -> None:
 
 
 def test_absent_optionals_stay_absent_on_the_wire() -> None:
-    minimal = WorkItem.model_validate(
-        {k: ITEM[k] for k in ("id", "client_id", "source", "completed_at")}
+    minimal = {k: ITEM[k] for k in ("id", "client_id", "source", "completed_at")}
+    (accepted,) = parse_work_items(
+        orjson.dumps(minimal), JSON, received_at=RECEIVED, key_source="zd"
     )
-    wire = orjson.loads(completed_message(minimal, received_at=RECEIVED, key_source="zd"))
+    wire = orjson.loads(encode_record(accepted))
     assert set(wire) == {"id", "client_id", "source", "completed_at", "received_at", "key_source"}
     assert decode_completed(orjson.dumps(wire)).units == 1  # SPEC §2's default
 

@@ -1,4 +1,4 @@
-"""Metering's pure counting: first copies, late flags and the per-slot period shortcut."""
+"""Metering's pure counting: late flags and the per-slot period shortcut."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from services.metering.counting import (
     MeteredItem,
-    first_copies,
     flag_late,
     period_of_item,
 )
@@ -59,12 +58,6 @@ def test_month_edges_across_daylight_saving() -> None:
         period_of_item(item(0, last_second + timedelta(seconds=1)), "America/New_York").key
         == "2026-11"
     )
-
-
-def test_the_first_copy_of_a_key_is_kept() -> None:
-    at = datetime(2026, 10, 5, tzinfo=UTC)
-    first, again, other = item(1, at, units=3), item(1, at, units=9), item(2, at)
-    assert first_copies([first, again, other]) == [first, other]
 
 
 def test_items_of_closed_periods_are_flagged_late() -> None:
