@@ -253,6 +253,7 @@ async def latency_phase(
     url = f"{stack.url('intake')}/v1/work-items"
     headers = {"Authorization": f"Bearer {stack.intake_key}", "Content-Type": "application/json"}
     say(f"latency: {rate:,} items/s offered for {seconds:.0f}s")
+    batches_before = await batch_figures(http, stack)
     started = time.monotonic()
     since_ms = int(time.time() * 1000)
     refused = 0
@@ -276,6 +277,10 @@ async def latency_phase(
     await asyncio.gather(*requests)
     sent_seconds = time.monotonic() - started
     await wait_counted(stack, pool, prefix, unique, timeout=600)
+    batches = {
+        name: after - batches_before[name]
+        for name, after in (await batch_figures(http, stack)).items()
+    }
     row = await pool.fetchrow(
         """SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP
                   (ORDER BY extract(epoch FROM metered_at - received_at)) AS p,
@@ -295,9 +300,29 @@ async def latency_phase(
         "max_ms": round(float(row["worst"]) * 1000, 1),
         "requests_retried": refused,
         "median_stage_ms": await stage_medians(stack.kafka_bootstrap, pool, prefix, since_ms),
+        "metering_batches": round(batches["count"]),
+        "metering_mean_batch": round(batches["records"] / max(1, batches["count"])),
+        "metering_mean_db_ms": round(1000 * batches["db_seconds"] / max(1, batches["count"]), 1),
     }
     results.latency.append(figures)
     say(f"latency: {figures}")
+
+
+async def batch_figures(http: httpx.AsyncClient, stack: Stack) -> dict[str, float]:
+    """Metering's batches so far, from its /metrics: how many, their records and database time."""
+    text = (await http.get(f"{stack.url('metering')}/metrics")).text
+    wanted = {
+        "count": "tierline_metering_batch_size_count",
+        "records": "tierline_metering_batch_size_sum",
+        "db_seconds": "tierline_metering_db_seconds_sum",
+    }
+    figures = dict.fromkeys(wanted, 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        for key, metric in wanted.items():
+            if name == metric:
+                figures[key] = float(value)
+    return figures
 
 
 async def stage_medians(

@@ -18,7 +18,7 @@ AlertRow = tuple[str, str, str, dict[str, Any]]
 #: earlier batch did, and what the newly claimed items hold is added to their 15-minute slot rows.
 #: Keys are claimed and rows updated in key order, so concurrent writers (two instances around a
 #: rebalance) lock in one order and cannot deadlock. Returns the batch positions (1-based) of the
-#: items that were new, in batch order.
+#: items that were new, in batch order, as one array.
 _COUNT_BATCH = """
 WITH batch AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
@@ -54,7 +54,7 @@ WITH batch AS (
            handling_seconds = s.handling_seconds + excluded.handling_seconds,
            late_items = s.late_items + excluded.late_items
 )
-SELECT n FROM counted ORDER BY n
+SELECT coalesce(array_agg(n ORDER BY n), '{}') FROM counted
 """
 
 
@@ -84,8 +84,8 @@ async def meter_batch(
         )
         closed = {(r["client_id"], r["period"]) for r in closed_rows}
         items = flag_late(batch, timezone_of=timezone_of, closed=closed)
-        positions = await conn.fetch(_COUNT_BATCH, *_columns(items), UNCLASSIFIED)
-        new_items = [items[row[0] - 1] for row in positions]
+        positions = await conn.fetchval(_COUNT_BATCH, *_columns(items), UNCLASSIFIED)
+        new_items = [items[n - 1] for n in positions]
         if then is not None and new_items:
             await then(conn, new_items)
     return new_items
