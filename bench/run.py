@@ -3,12 +3,17 @@
     ./tierline bench                # the full run (≥ 1,000,000 items), writes bench/RESULTS.md
     ./tierline bench --items 50000 --rates 1000 --rate-seconds 5 --skip-ceiling --out /tmp/r.md
 
+The stack runs as deployed for volume: one process per service, except metering, which runs as
+two instances of one consumer group (three partitions each), so one instance's transaction is in
+PostgreSQL while the other decodes its next batch (`--instances` changes it).
+
 Phases, each printing its figures as it goes:
 1. throughput — intake over HTTP at full speed (concurrent clients, 1,000-item requests, 10 %
    re-sent duplicates), from the first request to the moment PostgreSQL holds every unique item;
 2. latency at fixed offered rates — intake's receipt to counted (`metering.items.received_at` to
-   `metered_at`), p50/p95/p99;
-3. closing the period that holds the throughput phase's items;
+   `metered_at`), p50/p95/p99, with metering's batch sizes and database time;
+3. closing the period that holds the throughput phase's items (and only those: the other phases
+   use the month before);
 4. CPU seconds and peak resident memory of each service, Kafka and PostgreSQL;
 5. the ceiling on the same broker: Kafka's ProducerPerformance / ConsumerPerformance at the same
    message size, and a bare aiokafka consume→produce loop; Tierline as a ratio of each;
@@ -687,8 +692,11 @@ def render(results: Results) -> str:
         "",
         f"Machine: {results.machine['cpus']} cores ({results.machine['cpu_model']}), "
         f"{results.machine['memory_gib']} GiB, Python {results.machine['python']}; Kafka 4.1.1 "
-        "(single node, KRaft) and PostgreSQL 15 on the same machine, all services one process "
-        f"each. Run on {results.machine['date']}.",
+        "(single node, KRaft) and PostgreSQL 15 on the same machine; one process per service"
+        + "".join(
+            f", {name} × {count}" for name, count in results.machine.get("instances", {}).items()
+        )
+        + f". Run on {results.machine['date']}.",
         "",
         f"Command: `{results.command}`",
         "",
@@ -929,7 +937,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=1_112_000,
+        help="items of the throughput run; with 10 %% re-sent, the default puts just over "
+        "1,000,000 unique items in the period that is then closed",
+    )
     parser.add_argument(
         "--rates", type=lambda s: [int(x) for x in s.split(",") if x], default=[1000, 5000, 10000]
     )
@@ -948,8 +962,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--instances",
         type=lambda s: {k: int(v) for k, v in (p.split("=") for p in s.split(",") if p)},
-        default={},
-        help="instances per service, e.g. metering=2,classifier=2 (default: one each)",
+        default={"metering": 2},
+        help="instances per service, e.g. metering=2,classifier=2 (default: metering=2, "
+        "one of each other service)",
     )
     parser.add_argument(
         "--tag", default=uuid.uuid4().hex[:4], help="client id tag of this run (default: random)"
@@ -958,7 +973,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     RUN_TAG["tag"] = args.tag
     results = Results(
-        machine=machine(), command="./tierline bench " + " ".join(argv or sys.argv[1:])
+        machine={**machine(), "instances": args.instances},
+        command="./tierline bench " + " ".join(argv or sys.argv[1:]),
     )
     data_dir = Path(tempfile.mkdtemp(prefix="tierline-bench-"))
     data_dir.chmod(0o755)  # PostgreSQL runs as nobody when we are root

@@ -46,7 +46,12 @@ def test_the_benchmark_runs_end_to_end_and_reports_every_figure(
     [latency] = figures["latency"]
     assert latency["items"] == 800 and 0 < latency["p50_ms"] <= latency["p99_ms"]
     assert set(latency["median_stage_ms"]) == {"intake", "classifier", "metering"}
+    assert latency["metering_batches"] > 0 and latency["metering_mean_batch"] > 0
     assert figures["close"]["seconds"] > 0
-    assert {"intake", "classifier", "metering", "billing"} <= set(figures["resources"])
+    # the closed period holds the throughput run's items alone
+    assert figures["close"]["items"] == figures["throughput"]["unique_items"]
+    assert {"intake", "classifier", "metering", "metering-2", "billing"} <= set(
+        figures["resources"]
+    )
     report = out.read_text()
     assert "End-to-end throughput" in report and "Latency" in report
