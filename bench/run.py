@@ -314,19 +314,23 @@ async def latency_phase(
 
 
 async def batch_figures(http: httpx.AsyncClient, stack: Stack) -> dict[str, float]:
-    """Metering's batches so far, from its /metrics: how many, their records and database time."""
-    text = (await http.get(f"{stack.url('metering')}/metrics")).text
+    """Metering's batches so far, over its instances, from their /metrics: how many, their
+    records and database time."""
     wanted = {
         "count": "tierline_metering_batch_size_count",
         "records": "tierline_metering_batch_size_sum",
         "db_seconds": "tierline_metering_db_seconds_sum",
     }
     figures = dict.fromkeys(wanted, 0.0)
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        for key, metric in wanted.items():
-            if name == metric:
-                figures[key] = float(value)
+    for name, process in stack.processes.items():
+        if process.module != "metering":
+            continue
+        text = (await http.get(f"{stack.url(name)}/metrics")).text
+        for line in text.splitlines():
+            metric, _, value = line.partition(" ")
+            for key, expected in wanted.items():
+                if metric == expected:
+                    figures[key] += float(value)
     return figures
 
 
