@@ -15,9 +15,12 @@ from shared.agreements import Complexity, ServiceClass, ServiceLine
 from shared.db import Executor
 from shared.rating import ClassUsage
 
-#: Metering's writers take ROW EXCLUSIVE on the counts before reading closed periods; a close
-#: takes SHARE, which waits for writers in flight and holds new ones until the close commits.
-LOCK_FOR_METERING: Final = "LOCK TABLE metering.usage_slots IN ROW EXCLUSIVE MODE"
+#: Metering's writers take ROW EXCLUSIVE on the counts before reading closed periods (both in
+#: one round trip: `metering.lock_and_read_closed` in schema.sql); a close takes SHARE, which
+#: waits for writers in flight and holds new ones until the close commits.
+LOCK_AND_READ_CLOSED: Final = (
+    "SELECT client_id, period FROM metering.lock_and_read_closed($1::text[])"
+)
 LOCK_FOR_CLOSE: Final = "LOCK TABLE metering.usage_slots IN SHARE MODE"
 
 UNCLASSIFIED: Final = "unclassified"

@@ -91,3 +91,16 @@ CREATE TABLE IF NOT EXISTS billing.invoices (
 );
 CREATE INDEX IF NOT EXISTS invoices_by_period ON billing.invoices (period, client_id);
 CREATE INDEX IF NOT EXISTS invoices_unpublished ON billing.invoices (issued_at) WHERE NOT published;
+
+-- Metering's first step in each counting transaction, in one round trip: take ROW EXCLUSIVE on
+-- the counters (a close's SHARE lock waits for this transaction; this one waits for a close in
+-- flight), and only then read which of these clients' periods are closed.
+CREATE OR REPLACE FUNCTION metering.lock_and_read_closed(clients text[])
+RETURNS TABLE (client_id text, period text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    LOCK TABLE metering.usage_slots IN ROW EXCLUSIVE MODE;
+    RETURN QUERY SELECT c.client_id, c.period FROM billing.closed_periods c
+                  WHERE c.client_id = ANY (clients);
+END
+$$;

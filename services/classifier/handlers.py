@@ -102,24 +102,18 @@ class Classifier:
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         with self.metrics.batch_seconds.time():
             self.metrics.batch_size.observe(len(records))
-            # Never classify with an agreement older than one already acknowledged to a caller.
-            await self.agreements.caught_up()
-            out: list[tuple[str, bytes, bytes]] = []
             outcomes: Tally[str] = Tally()
-            seen: set[tuple[str, str]] = set()
-            for record in records:
-                try:
-                    item = decode_completed(record.value)
-                except ContractError as error:
-                    await dead_letter(self.broker, record, str(error))
-                    self.metrics.dead_letters.labels(topic=record.topic).inc()
-                    continue
-                if (item.client_id, item.id) in seen:
-                    # A later copy in the same batch can never count (the first one does), and
-                    # dropping it here means no failed-then-retried send can put it first.
-                    outcomes["duplicate"] += 1
-                    continue
-                seen.add((item.client_id, item.id))
+            # Never classify with an agreement older than one already acknowledged to a caller.
+            # That check is a round trip to Kafka: it runs while the batch is decoded.
+            caught_up = asyncio.ensure_future(self.agreements.caught_up())
+            try:
+                items = await self.decode(records, outcomes)
+            except BaseException:
+                caught_up.cancel()
+                raise
+            await caught_up
+            out: list[tuple[str, bytes, bytes]] = []
+            for item in items:
                 messages = classified_messages(item, self.agreements.get(item.client_id))
                 outcomes["classified" if len(messages) == 1 else "unclassified"] += 1
                 key = item.client_id.encode()
@@ -137,3 +131,26 @@ class Classifier:
                 raise
             for outcome, count in outcomes.items():
                 self.metrics.items.labels(outcome=outcome).inc(count)
+
+    async def decode(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]], outcomes: Tally[str]
+    ) -> list[CompletedWorkItem]:
+        """The batch's items, first copies only; a record that breaks the contract is
+        dead-lettered."""
+        items: list[CompletedWorkItem] = []
+        seen: set[tuple[str, str]] = set()
+        for record in records:
+            try:
+                item = decode_completed(record.value)
+            except ContractError as error:
+                await dead_letter(self.broker, record, str(error))
+                self.metrics.dead_letters.labels(topic=record.topic).inc()
+                continue
+            if (item.client_id, item.id) in seen:
+                # A later copy in the same batch can never count (the first one does), and
+                # dropping it here means no failed-then-retried send can put it first.
+                outcomes["duplicate"] += 1
+                continue
+            seen.add((item.client_id, item.id))
+            items.append(item)
+        return items

@@ -9,7 +9,7 @@ import asyncpg
 
 from services.metering.counting import MeteredItem, flag_late
 from shared.db import Connection
-from shared.ledger import LOCK_FOR_METERING, UNCLASSIFIED
+from shared.ledger import LOCK_AND_READ_CLOSED, UNCLASSIFIED
 
 #: (client_id, period, threshold, CloudEvent body) of one usage alert.
 AlertRow = tuple[str, str, str, dict[str, Any]]
@@ -76,13 +76,7 @@ async def meter_batch(
         return []
     clients = sorted({item.client_id for item in batch})
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(LOCK_FOR_METERING)
-        closed_rows = await conn.fetch(
-            """SELECT client_id, period FROM billing.closed_periods
-                WHERE client_id = ANY($1::text[])""",
-            clients,
-        )
-        closed = {(r["client_id"], r["period"]) for r in closed_rows}
+        closed = {(c, p) for c, p in await conn.fetch(LOCK_AND_READ_CLOSED, clients)}
         items = flag_late(batch, timezone_of=timezone_of, closed=closed)
         positions = await conn.fetchval(_COUNT_BATCH, *_columns(items), UNCLASSIFIED)
         new_items = [items[n - 1] for n in positions]
