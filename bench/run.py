@@ -60,6 +60,8 @@ def tagged(name: str) -> str:
     return f"{name}{RUN_TAG['tag']}-"
 
 
+#: Not Tierline's services: the figures of the broker and the database are reported apart.
+INFRASTRUCTURE = frozenset({"kafka", "postgres"})
 REQUEST_ITEMS = 1000
 CONCURRENCY = 6
 
@@ -78,6 +80,8 @@ class Results:
     resources: dict[str, dict[str, float]] = field(default_factory=dict)
     ceiling: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
+    #: Headline figures of earlier complete runs written to the same file, newest last.
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --- the workload ----------------------------------------------------------------------------
@@ -735,6 +739,24 @@ def render(results: Results) -> str:
         f"| {r.get('requests_retried', 0)} |"
         for r in results.latency
     ]
+    if results.history:
+        lines += [
+            "",
+            "## Run to run (this file's recent complete runs, newest last)",
+            "",
+            "Two cores shared with Kafka and PostgreSQL on a virtual machine: the figures move "
+            "from run to run, so read one run beside the others.",
+            "",
+            "| when (UTC) | commit | metering instances | items | items/s end to end "
+            "| p99 ms at 5,000/s | close s (items) | largest service RSS MiB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {h['at']} | {h['commit']} | {h['metering_instances']} | {h['items'] or 0:,} "
+            f"| {h['items_per_s'] or 0:,} | {h['p99_ms_at_5000']} "
+            f"| {h['close_seconds']} ({h['close_items'] or 0:,}) | {h['peak_service_rss_mib']} |"
+            for h in results.history
+        ]
     if results.close:
         lines += [
             "",
@@ -816,7 +838,7 @@ def targets(results: Results) -> list[str]:
                 "met" if seconds <= 5 else f"missed by {seconds - 5:.1f} s",
             )
         )
-    services = {n: f for n, f in results.resources.items() if n not in ("kafka", "postgres")}
+    services = {n: f for n, f in results.resources.items() if n not in INFRASTRUCTURE}
     if services:
         worst = max(services, key=lambda n: services[n]["peak_rss_mib"])
         peak = services[worst]["peak_rss_mib"]
@@ -982,10 +1004,52 @@ def main(argv: list[str] | None = None) -> int:
     )
     data_dir = Path(tempfile.mkdtemp(prefix="tierline-bench-"))
     data_dir.chmod(0o755)  # PostgreSQL runs as nobody when we are root
+    results.history = earlier_runs(args.out)
     asyncio.run(run(args, results, data_dir))
+    results.history = [*results.history, headline(results)][-HISTORY_RUNS:]
     save(results, args.out)
     say(f"wrote {args.out}")
     return 0
+
+
+HISTORY_RUNS = 10
+
+
+def earlier_runs(out: str) -> list[dict[str, Any]]:
+    """The run history kept in `out`'s JSON: one machine's figures vary from run to run (other
+    tenants, which partitions the run's client ids hash to), so one run alone can mislead."""
+    try:
+        history: list[dict[str, Any]] = json.loads(Path(out).with_suffix(".json").read_text())[
+            "history"
+        ]
+    except (OSError, ValueError, KeyError):
+        return []
+    return history
+
+
+def headline(results: Results) -> dict[str, Any]:
+    at_5000 = next((r for r in results.latency if r["offered_per_s"] == 5000), {})
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "commit": commit or "?",
+        "items": results.throughput.get("items_accepted"),
+        "items_per_s": results.throughput.get("end_to_end_items_per_s"),
+        "p99_ms_at_5000": at_5000.get("p99_ms"),
+        "close_seconds": results.close.get("seconds"),
+        "close_items": results.close.get("items"),
+        "metering_instances": results.machine.get("instances", {}).get("metering", 1),
+        "peak_service_rss_mib": max(
+            (r["peak_rss_mib"] for n, r in results.resources.items() if n not in INFRASTRUCTURE),
+            default=None,
+        ),
+    }
 
 
 if __name__ == "__main__":
