@@ -19,10 +19,9 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError, Topic
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
+from prometheus_client import CollectorRegistry, Counter
 
-from shared.events import ALL_TOPICS, COMPACTED_TOPICS, CONSUMED_TOPICS, dlq
+from shared.events import ALL_TOPICS, COMPACTED_TOPICS, CONSUMED_TOPICS, ContractError, dlq
 from shared.logs import record_fields
 from shared.settings import CommonSettings
 
@@ -102,14 +101,6 @@ async def ensure_topics(
             await admin.close()
 
 
-def contract_error(model: str, error: ValidationError) -> str:
-    """The dead-letter reason for a message that is not a valid `model`: the first problem,
-    where it is, and how many there were."""
-    first = error.errors()[0]
-    loc = ".".join(str(part) for part in first["loc"]) or "<message>"
-    return f"not a valid {model}: {loc}: {first['msg']} ({error.error_count()} error(s))"
-
-
 async def ensure_service_topics(settings: CommonSettings) -> None:
     """`ensure_topics` with the partitions and replication a service was configured with."""
     await ensure_topics(
@@ -137,6 +128,25 @@ async def dead_letter(
     )
     await broker.publish(record.value or b"", dlq(record.topic), key=record.key, headers=headers)
     log.warning("dead-lettered a message", extra={**record_fields(record), "error": reason[:500]})
+
+
+async def decode_all(
+    broker: KafkaBroker,
+    records: Sequence[ConsumerRecord[bytes, bytes]],
+    decode: Callable[[bytes | None], T],
+    dead_letters: Counter,
+) -> list[T]:
+    """The records decoded, in order. One that breaks its topic's contract (`ContractError`)
+    goes to `<topic>.dlq` with the reason and is counted in `dead_letters` (labelled by topic);
+    the rest of the partition keeps flowing."""
+    decoded: list[T] = []
+    for record in records:
+        try:
+            decoded.append(decode(record.value))
+        except ContractError as error:
+            await dead_letter(broker, record, str(error))
+            dead_letters.labels(topic=record.topic).inc()
+    return decoded
 
 
 async def publish_all(

@@ -22,13 +22,12 @@ from shared.events import (
     WORKITEMS_CLASSIFIED,
     WORKITEMS_UNCLASSIFIED,
     CompletedWorkItem,
-    ContractError,
     decode_completed,
     encode_record,
     with_outcome,
 )
 from shared.faults import crash_point
-from shared.kafka import BatchProducer, CompactedView, dead_letter
+from shared.kafka import BatchProducer, CompactedView, decode_all
 from shared.logs import batch_fields
 
 log = logging.getLogger(__name__)
@@ -139,13 +138,9 @@ class Classifier:
         dead-lettered."""
         items: list[CompletedWorkItem] = []
         seen: set[tuple[str, str]] = set()
-        for record in records:
-            try:
-                item = decode_completed(record.value)
-            except ContractError as error:
-                await dead_letter(self.broker, record, str(error))
-                self.metrics.dead_letters.labels(topic=record.topic).inc()
-                continue
+        for item in await decode_all(
+            self.broker, records, decode_completed, self.metrics.dead_letters
+        ):
             if (item.client_id, item.id) in seen:
                 # A later copy in the same batch can never count (the first one does), and
                 # dropping it here means no failed-then-retried send can put it first.

@@ -34,9 +34,9 @@ from services.metering.store import (
 )
 from shared.agreements import Agreement
 from shared.db import Connection, retrying
-from shared.events import USAGE_ALERTS, ContractError, decode_classified
+from shared.events import USAGE_ALERTS, decode_classified
 from shared.faults import crash_point
-from shared.kafka import CompactedView, dead_letter, json_bytes
+from shared.kafka import CompactedView, decode_all, json_bytes
 from shared.ledger import billable_usage, counts_for_ranges
 from shared.periods import Period, period_bounds
 from shared.rating import ClassUsage
@@ -103,15 +103,10 @@ class Meter:
 
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[MeteredItem]:
         self.metrics.batch_size.observe(len(records))
-        batch: list[MeteredItem] = []
-        for record in records:
-            try:
-                item = decode_classified(record.value)
-            except ContractError as error:
-                await dead_letter(self.broker, record, str(error))
-                self.metrics.dead_letters.labels(topic=record.topic).inc()
-                continue
-            batch.append(metered_item(item))
+        decoded = await decode_all(
+            self.broker, records, decode_classified, self.metrics.dead_letters
+        )
+        batch = [metered_item(item) for item in decoded]
         if not batch:
             return []
         started = time.perf_counter()

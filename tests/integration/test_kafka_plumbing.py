@@ -10,10 +10,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry, Counter
 
 from services.billing.barrier import lagging
-from shared.events import AGREEMENTS, ALL_TOPICS, WORKITEMS_COMPLETED, dlq
-from shared.kafka import CompactedView, committed_offsets, dead_letter, end_offsets, ensure_topics
+from shared.events import AGREEMENTS, ALL_TOPICS, WORKITEMS_COMPLETED, decode_completed, dlq
+from shared.kafka import CompactedView, committed_offsets, decode_all, end_offsets, ensure_topics
 
 
 async def test_topics_are_created_with_partitions_and_agreements_compacted(
@@ -90,7 +91,9 @@ async def test_committed_offsets_tell_when_a_group_has_caught_up(kafka_bootstrap
     assert not lagging(ends, await committed_offsets(kafka_bootstrap, group))
 
 
-async def test_a_dead_letter_names_the_error_and_where_it_came_from(kafka_bootstrap: str) -> None:
+async def test_a_record_that_breaks_the_contract_is_dead_lettered_with_its_error(
+    kafka_bootstrap: str,
+) -> None:
     await ensure_topics(kafka_bootstrap, partitions=6)
     broker = KafkaBroker(kafka_bootstrap)
     await broker.start()
@@ -107,7 +110,9 @@ async def test_a_dead_letter_names_the_error_and_where_it_came_from(kafka_bootst
         consumer.seek(tp, meta.offset)
         record = (await consumer.getmany(tp, timeout_ms=5000))[tp][0]
         await consumer.stop()
-        await dead_letter(broker, record, "not a valid CompletedWorkItem: id: Field required")
+        dead_letters = Counter("dead_letters", "test", ["topic"], registry=CollectorRegistry())
+        assert await decode_all(broker, [record], decode_completed, dead_letters) == []
+        assert dead_letters.labels(topic=WORKITEMS_COMPLETED)._value.get() == 1
 
         reader = AIOKafkaConsumer(
             dlq(WORKITEMS_COMPLETED),
@@ -126,7 +131,8 @@ async def test_a_dead_letter_names_the_error_and_where_it_came_from(kafka_bootst
         assert headers["x-original-topic"] == WORKITEMS_COMPLETED
         assert headers["x-original-partition"] == str(meta.partition)
         assert headers["x-original-offset"] == str(meta.offset)
-        assert "id: Field required" in headers["x-error"]
+        assert headers["x-error"].startswith("not a valid CompletedWorkItem: ")
+        assert headers["x-error-type"] == "contract"
         assert found.key == b"poison"
     finally:
         await broker.stop()
