@@ -375,16 +375,14 @@ class BatchProducer:
 
     async def _partition_of(self, topic: str, key: bytes) -> int:
         """The key's partition, as every Kafka client picks it (murmur2, which aiokafka computes
-        in Python: a few µs, so it is remembered per key — keys are client ids, few of them)."""
-        partition = self._partition_cache.get((topic, key))
-        if partition is None:
-            if topic not in self._partitions:
-                self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
-            partitions = self._partitions[topic]
-            partition = self._partitioner(key, partitions, partitions)
-            if len(self._partition_cache) >= 100_000:
-                self._partition_cache.clear()
-            self._partition_cache[(topic, key)] = partition
+        in Python: a few µs, so `send_many` remembers it per key; keys are client ids, few)."""
+        if topic not in self._partitions:
+            self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        partitions = self._partitions[topic]
+        partition: int = self._partitioner(key, partitions, partitions)
+        if len(self._partition_cache) >= 100_000:
+            self._partition_cache.clear()
+        self._partition_cache[(topic, key)] = partition
         return partition
 
     async def send_many(

@@ -26,7 +26,9 @@ from shared.events import (
     CLIENT_ID_PATTERN,
     MAX_FUTURE_SKEW,
     RFC3339_PATTERN,
+    Attributes,
     CompletedWorkItem,
+    Tags,
     WorkItem,
 )
 
@@ -111,30 +113,20 @@ def _anchored(pattern: str) -> str:
     return rf"\A(?:{pattern})\Z"  # the whole string, as WorkItem's fullmatch (no "$\n")
 
 
-Text = Annotated[str, Meta(min_length=1, max_length=64)]
-#: JSON integers msgspec would keep exact beyond 64 bits, where orjson (the checked path)
-#: reads a float: left to the checked path.
-Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
-Tags = Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=50)]
-Attributes = Annotated[dict[str, bool | Int64 | float | str], Meta(max_length=50)]
-
-
 class _FastItem(msgspec.Struct, forbid_unknown_fields=True):
     """SPEC §2 as `WorkItem` has it, never more lenient: null is refused (a field is either a
     value or absent), no coercion, unknown fields refused, the same bounds and patterns."""
 
     id: Annotated[str, Meta(min_length=1, max_length=128)]
     client_id: Annotated[str, Meta(pattern=_anchored(CLIENT_ID_PATTERN))]
-    source: Text
+    source: Annotated[str, Meta(min_length=1, max_length=64)]
     completed_at: Annotated[str, Meta(pattern=_anchored(RFC3339_PATTERN))]
     queue: Annotated[str, Meta(max_length=200)] | UnsetType = UNSET
     title: Annotated[str, Meta(max_length=500)] | UnsetType = UNSET
     tags: Tags | UnsetType = UNSET
     units: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
     handling_seconds: Annotated[int, Meta(ge=0, le=604_800)] | UnsetType = UNSET
-    attributes: (
-        Annotated[dict[str, bool | Int64 | float | str], Meta(max_length=50)] | UnsetType
-    ) = UNSET
+    attributes: Attributes | UnsetType = UNSET
 
 
 _FAST_BODY = msgspec.json.Decoder(list[_FastItem] | _FastItem)
