@@ -131,12 +131,12 @@ class AgreementDoc(_Doc):
 
 
 DEAD_LETTER_HEADERS: Final = {
-    "x-error": "why it could not be processed",
-    "x-error-type": "contract, or the exception's type",
-    "x-original-topic": "where it was read",
-    "x-original-partition": "its partition there",
-    "x-original-offset": "its offset there",
-    "x-original-timestamp": "its timestamp there (ms)",
+    "error": "why it could not be processed",
+    "error_type": "contract, or the exception's type",
+    "origin_topic": "where it was read",
+    "origin_partition": "its partition there",
+    "origin_offset": "its offset there",
+    "origin_timestamp": "its timestamp there (ms)",
 }
 
 #: topic -> (payload schema, what it carries). Every message is keyed by client_id.

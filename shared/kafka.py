@@ -118,12 +118,12 @@ async def dead_letter(
     reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     headers.update(
         {
-            "x-error": reason[:4000],
-            "x-error-type": "contract" if isinstance(error, str) else type(error).__name__,
-            "x-original-topic": record.topic,
-            "x-original-partition": str(record.partition),
-            "x-original-offset": str(record.offset),
-            "x-original-timestamp": str(record.timestamp),
+            "error": reason[:4000],
+            "error_type": "contract" if isinstance(error, str) else type(error).__name__,
+            "origin_topic": record.topic,
+            "origin_partition": str(record.partition),
+            "origin_offset": str(record.offset),
+            "origin_timestamp": str(record.timestamp),
         }
     )
     await broker.publish(record.value or b"", dlq(record.topic), key=record.key, headers=headers)

@@ -90,10 +90,10 @@ async def test_poison_messages_are_dead_lettered_and_their_partition_keeps_flowi
         if r.value in (garbage, breaks_contract)
     }
     assert set(mine) == {garbage, breaks_contract}
-    assert mine[garbage]["x-original-topic"] == WORKITEMS_COMPLETED
-    assert mine[breaks_contract]["x-original-topic"] == WORKITEMS_CLASSIFIED
-    assert "source" in mine[breaks_contract]["x-error"]  # names the missing field
-    assert all(h["x-original-offset"].isdigit() for h in mine.values())
+    assert mine[garbage]["origin_topic"] == WORKITEMS_COMPLETED
+    assert mine[breaks_contract]["origin_topic"] == WORKITEMS_CLASSIFIED
+    assert "source" in mine[breaks_contract]["error"]  # names the missing field
+    assert all(h["origin_offset"].isdigit() for h in mine.values())
 
 
 async def test_a_crash_between_commit_and_publish_republishes_the_same_invoice(

@@ -128,11 +128,11 @@ async def test_a_record_that_breaks_the_contract_is_dead_lettered_with_its_error
                     found = next((r for r in records if r.value == marker), found)
         await reader.stop()
         headers = {k: v.decode() for k, v in found.headers}
-        assert headers["x-original-topic"] == WORKITEMS_COMPLETED
-        assert headers["x-original-partition"] == str(meta.partition)
-        assert headers["x-original-offset"] == str(meta.offset)
-        assert headers["x-error"].startswith("not a valid CompletedWorkItem: ")
-        assert headers["x-error-type"] == "contract"
+        assert headers["origin_topic"] == WORKITEMS_COMPLETED
+        assert headers["origin_partition"] == str(meta.partition)
+        assert headers["origin_offset"] == str(meta.offset)
+        assert headers["error"].startswith("not a valid CompletedWorkItem: ")
+        assert headers["error_type"] == "contract"
         assert found.key == b"poison"
     finally:
         await broker.stop()

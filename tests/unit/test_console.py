@@ -97,10 +97,10 @@ def test_dead_letter_decoding_keeps_the_error_headers_and_survives_bad_bytes() -
         key=b"acme",
         value=b"\xff" + b"x" * 400,
         headers=[
-            ("x-error", b"not a valid CompletedWorkItem"),
-            ("x-original-topic", b"workitems.completed"),
-            ("x-original-partition", b"3"),
-            ("x-original-offset", b"not-a-number"),
+            ("error", b"not a valid CompletedWorkItem"),
+            ("origin_topic", b"workitems.completed"),
+            ("origin_partition", b"3"),
+            ("origin_offset", b"not-a-number"),
         ],
     ).to_json()
     assert entry["error"] == "not a valid CompletedWorkItem"

@@ -369,7 +369,7 @@
               h("td", { class: "subtle" }, ago(e.time)),
               h("td", { class: "mono" }, `${e.original_topic ?? "?"} [${e.original_partition ?? "?"}] @${e.original_offset ?? "?"}`),
               h("td", { class: "mono" }, e.key ?? ""),
-              h("td", { class: "dlq-error", title: e.value_preview }, e.error_type ? h("b", {}, `${e.error_type}: `) : null, e.error ?? "(no x-error header)")))))
+              h("td", { class: "dlq-error", title: e.value_preview }, e.error_type ? h("b", {}, `${e.error_type}: `) : null, e.error ?? "(no error header)")))))
       : h("div", { class: "empty" }, "Nothing has been dead-lettered.");
     $("dead-letters").replaceChildren(pills, table);
   }
