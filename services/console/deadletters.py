@@ -39,6 +39,7 @@ from services.console.redrive import (
     republished_headers,
 )
 from services.console.redrive_store import lock_topic, marks_for, record_redrives
+from shared.kafka import partitions_of
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,11 @@ class DeadLetterLog:
             await consumer.stop()
 
     async def _bounds(self, consumer: AIOKafkaConsumer, topic: str) -> dict[int, tuple[int, int]]:
-        await consumer.topics()  # fresh metadata: a partition added later is read too
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            raise KafkaUnavailable(f"topic {topic} has no partitions (does it exist?)")
+        try:
+            partitions = await partitions_of(self.bootstrap_servers, topic, attempts=3)
+        except RuntimeError as error:  # the topic is gone: ensure_topics creates it at start
+            raise KafkaUnavailable(str(error)) from error
+        tps = [TopicPartition(topic, p) for p in partitions]
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         return {tp.partition: (starts[tp], ends[tp]) for tp in tps}
