@@ -206,6 +206,9 @@ def refusal(record: DeadLetterRecord, origin_topic: str) -> str | None:
         return f"its origin topic {origin.topic!r} is not a topic Tierline consumes"
     if origin.topic != origin_topic:
         return f"its origin topic {origin.topic!r} is not {origin_topic!r} (the topic asked for)"
+    if record.value is None:
+        # Published as is, a null value is a tombstone: on `agreements` it would delete one.
+        return "it has no value (null): re-published, it would be a tombstone"
     return None
 
 

@@ -192,16 +192,18 @@ def test_a_missing_record_or_a_foreign_origin_fails_with_its_reason() -> None:
     foreign = dead_letter(2, origin_topic="billing.invoices")
     other = dead_letter(3, origin_topic="agreements")
     no_origin = DeadLetterRecord(DLQ, 0, 4, 0, None, b"{}", (("error", b"x"),))
+    tombstone = DeadLetterRecord(DLQ, 0, 5, 0, b"acme", None, dead_letter(5).headers)
     decisions = chosen_plan(
-        [Position(0, 1), Position(0, 2), Position(0, 3), Position(0, 4)],
-        [foreign, other, no_origin],
+        [Position(0, 1), Position(0, 2), Position(0, 3), Position(0, 4), Position(0, 5)],
+        [foreign, other, no_origin, tombstone],
     )
-    assert [d.outcome for d in decisions] == [Outcome.FAILED] * 4
+    assert [d.outcome for d in decisions] == [Outcome.FAILED] * 5
     reasons = [d.reason or "" for d in decisions]
     assert "holds no record at 0:1" in reasons[0]
     assert "not a topic Tierline consumes" in reasons[1]
     assert "is not 'workitems.completed'" in reasons[2]
     assert "missing or malformed" in reasons[3]
+    assert "tombstone" in reasons[4]
 
 
 def test_a_redriven_record_keeps_its_own_headers_and_names_its_dead_letter() -> None:
