@@ -39,6 +39,7 @@ from services.console.redrive import (
     republished_headers,
 )
 from services.console.redrive_store import lock_topic, marks_for, record_redrives
+from shared.faults import crash_point
 from shared.kafka import partitions_of
 
 log = logging.getLogger(__name__)
@@ -323,6 +324,7 @@ class DeadLetters:
             else:
                 records = [d.record for d in to_publish if d.record is not None]
                 landed = await self.log.publish(origin_topic, records)
+                crash_point("console.after_redrive_publish")  # published, not yet recorded
                 published = {
                     record.position: where for record, where in zip(records, landed, strict=True)
                 }

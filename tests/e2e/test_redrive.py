@@ -15,6 +15,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.events import (
@@ -25,11 +27,12 @@ from shared.events import (
     encode_record,
     with_outcome,
 )
+from shared.localinfra import free_port
 from shared.periods import Period, period_bounds
-from shared.supervisor import REPO_ROOT
+from shared.supervisor import REPO_ROOT, ServiceProcess
 from tests.e2e.conftest import Api
 from tests.e2e.test_billing_rules import agreement, care
-from tests.e2e.test_faults import close_when_ready
+from tests.e2e.test_faults import close_when_ready, read_all
 from tests.e2e.test_pipeline import last_month
 
 
@@ -219,6 +222,47 @@ async def test_the_cli_lists_shows_and_redrives_with_a_progress_bar(api: Api, ru
     refused = await tierline_dlq(api, "list", "billing.invoices")
     assert refused.code == 2
     assert "404" in refused.err and "billing.invoices" in refused.err
+
+
+async def test_a_crash_between_publish_and_record_republishes_once_and_counts_once(
+    api: Api, run_id: str
+) -> None:
+    client = f"redrive-crash-{run_id}"
+    period = last_month()
+    await api.put_agreement(agreement(client, "USD", "UTC", ("1.00", "2.00")))
+    lost = lost_items(client, "crash", 4, period)
+    positions = await write_dead_letters(
+        api.stack.kafka_bootstrap,
+        WORKITEMS_COMPLETED,
+        [(client.encode(), encode_record(item)) for item in lost],
+        error=f"RuntimeError: classifier bug {run_id}",
+        base=3 * 10**12 + int(run_id, 16),
+    )
+    chosen = {"records": [{"partition": p, "offset": o} for p, o in positions]}
+    path = f"/v1/dead-letters/{WORKITEMS_COMPLETED}/redrive"
+    console = api.stack.processes["console"]
+    env = {**console.env, "TIERLINE_CRASH_AT": "console.after_redrive_publish"}
+    crashing = ServiceProcess("console", free_port(), env, api.stack.log_dir / "console-crash.log")
+    crashing.start()
+    try:
+        crashing.wait_healthy()
+        with pytest.raises(httpx.TransportError):  # it dies once Kafka has the copies
+            await api.http.post(f"{crashing.url}{path}", json=chosen, headers=api.admin)
+        assert crashing.process is not None
+        assert crashing.process.wait(10) == 137
+    finally:
+        crashing.kill()
+
+    # Nothing recorded the copies, so the next redrive publishes them again: once more, at most.
+    again = await api.http.post(f"{console.url}{path}", json=chosen, headers=api.admin)
+    assert again.status_code == 200, again.text
+    assert (again.json()["redriven"], again.json()["skipped"]) == (4, 0)
+    third = await api.http.post(f"{console.url}{path}", json=chosen, headers=api.admin)
+    assert (third.json()["redriven"], third.json()["skipped"]) == (0, 4)
+    copies = await read_all(api.stack.kafka_bootstrap, [WORKITEMS_COMPLETED])
+    values = {encode_record(item) for item in lost}
+    assert len([c for c in copies if c.value in values]) == 8  # two copies of each
+    assert await metered(api, client, period) == 4  # each counted once
 
 
 # --- helpers ---------------------------------------------------------------------------------
