@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from shared.dlq_cli import add_dlq_commands
+from shared.dlq_cli import run as run_dlq
 from shared.periods import Period, period_bounds, period_of
 from shared.supervisor import REPO_ROOT, Stack
 from shared.workload import Mix, demo_items
@@ -192,9 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         help="where local Kafka/PostgreSQL data and service logs go",
     )
     run.add_argument("--no-demo", action="store_true", help="skip the demo workload")
+    add_dlq_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "up":
         return up(args)
+    if args.command == "dlq":
+        return run_dlq(args)
     return 2
 
 

@@ -15,6 +15,9 @@ from pydantic import Field
 
 from services.console.api import STATIC_DIR, build_router
 from services.console.business import CachedOverview
+from services.console.deadletters import DeadLetterLog, DeadLetters
+from services.console.redrive_api import build_redrive_router
+from services.console.redrive_store import apply_redrive_schema
 from services.console.watch import KafkaProbe, KafkaWatch
 from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
@@ -69,7 +72,11 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         await ensure_service_topics(settings)
         pool = await create_pool(settings.database_url, size=settings.database_pool_size)
         await apply_schema(pool)  # the tables it reads exist even before metering/billing start
+        await apply_redrive_schema(pool)  # ops.redrives: the one table the console writes
         state["pool"] = pool
+        dead_letter_log = DeadLetterLog(settings.kafka_bootstrap_servers)
+        await dead_letter_log.start()
+        app.include_router(build_redrive_router(DeadLetters(dead_letter_log, pool, registry)))
         business = CachedOverview(
             pool,
             invoices_shown=settings.console_invoices_shown,
@@ -92,6 +99,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
             await watch.probe.close()
+            await dead_letter_log.stop()
             await pool.close()
             log.info("console stopped", extra={"status": "stopped"})
 
