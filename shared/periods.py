@@ -92,6 +92,11 @@ def parse_period(text: str) -> Period:
     return period
 
 
+def timezone_names() -> frozenset[str]:
+    """Every IANA zone a client can be in (what `is_timezone` accepts)."""
+    return _zone_names()
+
+
 def is_timezone(name: object) -> bool:
     return isinstance(name, str) and name in _zone_names()
 

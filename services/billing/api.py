@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 
 from services.billing.barrier import BarrierTimeout
 from services.billing.openapi import (
@@ -96,8 +98,32 @@ _CLOSE_BODY = {
 }
 
 
+class _PathRoute(APIRoute):
+    """A route whose 405 names every method of its path in `Allow`. Starlette answers 405 from
+    the first route whose path matches and names only that route's methods; GET and PUT of
+    /v1/agreements/{client_id} are two routes."""
+
+    path_methods: frozenset[str] = frozenset()
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods and self.path_methods:
+            allow = ", ".join(sorted(self.path_methods))
+            raise HTTPException(405, "Method Not Allowed", headers={"Allow": allow})
+        await super().handle(scope, receive, send)
+
+
+def _share_methods(router: APIRouter) -> None:
+    by_path: dict[str, set[str]] = {}
+    for route in router.routes:
+        if isinstance(route, _PathRoute):
+            by_path.setdefault(route.path, set()).update(route.methods or ())
+    for route in router.routes:
+        if isinstance(route, _PathRoute):
+            route.path_methods = frozenset(by_path[route.path])
+
+
 def build_router(service: BillingService) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=_PathRoute)
 
     @router.put(
         "/v1/agreements/{client_id}",
@@ -209,7 +235,9 @@ def build_router(service: BillingService) -> APIRouter:
     @router.get(
         "/v1/invoices/{invoice_id}",
         summary="One invoice",
-        responses=responses(INVOICE_SCHEMA, 404),
+        # 422 never comes from this route (a bad id is a 404); documented so the framework's
+        # default entry, whose body billing never sends, is not.
+        responses=responses(INVOICE_SCHEMA, 404, 422),
     )
     async def get_invoice(invoice_id: InvoiceIdPath, _: AdminCaller) -> Response:
         # Anything not shaped like an invoice id (NUL, garbage, too long) names no invoice.
@@ -219,4 +247,5 @@ def build_router(service: BillingService) -> APIRouter:
             return JSONResponse({"detail": f"no invoice {shown}"}, status_code=404)
         return JSONResponse(found)
 
+    _share_methods(router)
     return router

@@ -22,7 +22,8 @@ from shared.agreements import (
     SERVICE_LINES,
 )
 from shared.events import CLIENT_ID_PATTERN
-from shared.periods import Period, PeriodError, parse_period
+from shared.money import ISO_4217_MINOR_UNITS
+from shared.periods import Period, PeriodError, parse_period, timezone_names
 
 # --- parameters ----------------------------------------------------------------------------------
 
@@ -204,8 +205,12 @@ def _agreement_schema(*, stored: bool) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "client_id": {"type": "string", "pattern": f"^{CLIENT_ID_PATTERN}$"},
         "name": {"type": ["string", "null"], "maxLength": 200},
-        "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217"},
-        "timezone": {"type": "string", "description": "IANA, e.g. America/New_York"},
+        "currency": {
+            "type": "string",
+            "enum": sorted(ISO_4217_MINOR_UNITS),
+            "description": "ISO 4217",
+        },
+        "timezone": {"type": "string", "enum": sorted(timezone_names()), "description": "IANA"},
         "effective_from": {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]},
         "classification": classification,
         "pricing": pricing,
@@ -299,7 +304,12 @@ CLOSE_SCHEMA: Final = _object(
 )
 #: Optional: `{"client_id": ...}` closes the period for that client only.
 CLOSE_BODY_SCHEMA: Final = _object(
-    {"client_id": {"type": "string", "pattern": f"^{CLIENT_ID_PATTERN}$"}}, required=[]
+    {
+        "client_id": {
+            "anyOf": [{"type": "string", "pattern": f"^{CLIENT_ID_PATTERN}$"}, {"type": "null"}]
+        }
+    },
+    required=[],
 )
 _SUMMARY: Final = _object(
     {
