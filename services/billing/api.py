@@ -31,6 +31,7 @@ from services.billing.openapi import (
     bad_client_id,
     is_invoice_id,
     period_or_error,
+    printable,
     responses,
     unprocessable,
 )
@@ -243,7 +244,7 @@ def build_router(service: BillingService) -> APIRouter:
         # Anything not shaped like an invoice id (NUL, garbage, too long) names no invoice.
         found = await service.invoice(invoice_id) if is_invoice_id(invoice_id) else None
         if found is None:
-            shown = invoice_id if len(invoice_id) <= 80 else invoice_id[:80] + "..."
+            shown = printable(invoice_id if len(invoice_id) <= 80 else invoice_id[:80] + "...")
             return JSONResponse({"detail": f"no invoice {shown}"}, status_code=404)
         return JSONResponse(found)
 

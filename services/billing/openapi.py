@@ -37,8 +37,21 @@ _CLIENT_ID: Final = re.compile(CLIENT_ID_PATTERN)
 _INVOICE_ID: Final = re.compile(INVOICE_ID_PATTERN)
 
 
+def printable(text: str) -> str:
+    """`text` safe to echo in a response: a lone surrogate (or an undecodable byte a path
+    smuggled in) becomes a backslash escape, so the answer is valid UTF-8 JSON."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def unprocessable(errors: list[dict[str, Any]]) -> Response:
     """422 `{"detail": "<where>: <first problem>", "errors": [{"loc", "msg"}, ...]}`."""
+    errors = [
+        {
+            "loc": [part if isinstance(part, int) else printable(str(part)) for part in e["loc"]],
+            "msg": printable(str(e["msg"])),
+        }
+        for e in errors
+    ]
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
     return JSONResponse({"detail": f"{where}: {first['msg']}", "errors": errors}, status_code=422)
