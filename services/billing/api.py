@@ -79,7 +79,8 @@ async def read_bounded(request: Request, limit: int = MAX_BODY_BYTES) -> bytes |
 
 
 def _media_type(request: Request) -> str:
-    return (request.headers.get("content-type") or "application/json").split(";")[0].strip()
+    media = request.headers.get("content-type") or "application/json"
+    return media.split(";")[0].strip().lower()
 
 
 _AGREEMENT_BODY = {
