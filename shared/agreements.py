@@ -8,6 +8,12 @@ Numbers: weights and `up_to` are JSON numbers (`int` or `Decimal`, as `json.load
 parse_float=Decimal)` gives them) or decimal strings; a Python `float` is taken by its shortest
 repr. Fees and rates are decimal strings only, with at most the currency's minor digits.
 
+Bounds (SPEC §3, §13): every decimal at most 10^12 with at most 6 decimal places; every string
+valid Unicode without U+0000 or lone surrogates; at most 500 rules; `regex` patterns at most
+1,000 characters, compiled with RE2 (linear time whatever the input). `parse_agreement_body`
+reads a raw HTTP body (JSON or YAML) with nesting and size bounds, so no body can recurse the
+parser to death; `wire_size` says how many bytes the agreement takes on the `agreements` topic.
+
 `version` is assigned by the agreement store, never by the client: `parse_agreement` drops a
 `version` found in the body (so a GET response can be PUT back unchanged), while
 `Agreement.model_validate` keeps it (for reading stored or published agreements).
@@ -15,14 +21,19 @@ repr. Fees and rates are decimal strings only, with at most the currency's minor
 
 from __future__ import annotations
 
+import json
 import re
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import total_ordering
+from itertools import accumulate
 from typing import Annotated, Any, Final, Literal, TypeAlias
 
+import orjson
+import re2  # type: ignore[import-untyped]
 import yaml
 from pydantic import (
     BaseModel,
@@ -34,6 +45,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -73,6 +85,19 @@ CLIENT_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _DECIMAL_TEXT: Final = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 _MONEY_TEXT: Final = re.compile(r"[0-9]+(\.[0-9]+)?")
 _DATE_TEXT: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+#: SPEC §3/§13 bounds.
+MAX_DECIMAL: Final = Decimal(10) ** 12
+MAX_DECIMAL_PLACES: Final = 6
+MAX_RULES: Final = 500
+MAX_PATTERN_LENGTH: Final = 1_000
+#: Agreement bodies (JSON or YAML) larger than this are refused (413) before parsing.
+MAX_BODY_BYTES: Final = 1024 * 1024
+#: The largest encoded agreement the `agreements` topic carries (the broker's record limit,
+#: with room for key, headers and batch framing): a larger one is refused at the PUT (413).
+MAX_WIRE_BYTES: Final = 1_000_000
+#: The deepest nesting of lists and mappings a body may have (a real agreement needs ~8).
+MAX_NESTING: Final = 32
 
 
 # --- service classes ----------------------------------------------------------------------------
@@ -128,16 +153,41 @@ def _decimal(value: Any) -> Decimal:
     if isinstance(value, bool):
         raise _fail("must be a number, not a boolean")
     if isinstance(value, int):
-        return Decimal(value)
+        return _bounded(Decimal(value))
     if isinstance(value, float):
         value = Decimal(repr(value))  # the literal the float came from, not its binary noise
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise _fail("must be a finite number")
-        return value
+        return _bounded(value)
     if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value):
-        return Decimal(value)
-    raise _fail(f'must be a number or a decimal string such as "2.5"; got {value!r}')
+        return _bounded(Decimal(value))
+    raise _fail(f'must be a number or a decimal string such as "2.5"; got {_shown(value)}')
+
+
+def _bounded(number: Decimal) -> Decimal:
+    """SPEC §13: at most 10^12 in magnitude, at most 6 decimal places (trailing zeros aside).
+    Exact comparisons only: no context arithmetic, which overflows on `1e2000000`."""
+    if number.copy_abs() > MAX_DECIMAL:
+        raise _fail("must be at most 10^12 (1000000000000)")
+    if _significant_places(number) > MAX_DECIMAL_PLACES:
+        raise _fail(f"must have at most {MAX_DECIMAL_PLACES} decimal places")
+    return number
+
+
+def _significant_places(number: Decimal) -> int:
+    """Decimal places without trailing zeros: 2.50 has 1, 1e-7 has 7, 1e5 has 0."""
+    _sign, digits, exponent = number.as_tuple()
+    if not isinstance(exponent, int) or not any(digits):
+        return 0
+    trailing = len(digits) - len(bytes(digits).rstrip(b"\x00"))
+    return max(0, -(exponent + trailing))
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """`value` as an error message quotes it: short, whatever its size."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _non_negative_decimal(value: Any) -> Decimal:
@@ -159,12 +209,12 @@ def _money_text(value: Any) -> Decimal:
     rounds an amount). The currency's digit limit is checked on the whole agreement."""
     if isinstance(value, str):
         if _MONEY_TEXT.fullmatch(value):
-            return Decimal(value)
+            return _bounded(Decimal(value))
         if value.startswith("-") and _MONEY_TEXT.fullmatch(value[1:]):
             raise _fail("must not be negative")
     elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        raise _fail(f'must be a decimal string such as "10000.00", not the number {value}')
-    raise _fail(f'must be a decimal string such as "10000.00"; got {value!r}')
+        raise _fail(f'must be a decimal string such as "10000.00", not the number {_shown(value)}')
+    raise _fail(f'must be a decimal string such as "10000.00"; got {_shown(value)}')
 
 
 def _client_id(value: Any) -> str:
@@ -180,13 +230,15 @@ def _currency(value: Any) -> str:
         return str(value)
     if isinstance(value, str) and is_currency(value.upper()):
         raise _fail(f"ISO 4217 codes are upper case: {value.upper()!r}, not {value!r}")
-    raise _fail(f"unknown currency {value!r}: expected an ISO 4217 code such as USD, EUR or JPY")
+    raise _fail(
+        f"unknown currency {_shown(value)}: expected an ISO 4217 code such as USD, EUR or JPY"
+    )
 
 
 def _timezone(value: Any) -> str:
     if is_timezone(value):
         return str(value)
-    raise _fail(f"unknown IANA timezone {value!r}: expected e.g. America/New_York or UTC")
+    raise _fail(f"unknown IANA timezone {_shown(value)}: expected e.g. America/New_York or UTC")
 
 
 def _non_blank(value: Any) -> str:
@@ -207,7 +259,7 @@ def _date(value: Any) -> date:
             return date.fromisoformat(value)
         except ValueError:
             pass
-    raise _fail(f"must be a date YYYY-MM-DD; got {value!r}")
+    raise _fail(f"must be a date YYYY-MM-DD; got {_shown(value)}")
 
 
 # Decimal and date fields parse in a BeforeValidator (not a PlainValidator) so pydantic keeps
@@ -231,6 +283,64 @@ class _Model(BaseModel):
 Scalar: TypeAlias = str | Decimal | bool
 
 
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is the client's 422, not a line on stderr
+    options.never_capture = True  # only "does it match" is asked: the DFA answers alone
+    return options
+
+
+_RE2_OPTIONS: Final = _re2_options()
+_UNANCHORED: Final = re2._re2.RE2.Anchor.UNANCHORED
+
+
+class RegexError(ValueError):
+    """A pattern RE2 cannot run (its syntax, a backreference or lookaround, or its size)."""
+
+
+class RulePattern:
+    """A `regex` condition: an unanchored RE2 search, linear in the text whatever the pattern.
+
+    RE2 syntax and semantics (SPEC §3): `(?i)` ignores case, `\\w` and `\\b` are ASCII, there
+    are no backreferences or lookaround. Compiled once, when the agreement is read.
+    """
+
+    __slots__ = ("_regexp", "pattern")
+
+    def __init__(self, pattern: str) -> None:
+        if len(pattern) > MAX_PATTERN_LENGTH:
+            raise RegexError(
+                f"'regex' is {len(pattern)} characters; a pattern has at most {MAX_PATTERN_LENGTH}"
+            )
+        self.pattern = pattern
+        self._regexp = re2._re2.RE2(_utf8(pattern), _RE2_OPTIONS)
+        if not self._regexp.ok():
+            reason = self._regexp.error()
+            reason = reason.decode(errors="replace") if isinstance(reason, bytes) else reason
+            raise RegexError(f"'regex' is not a pattern RE2 can run: {reason}")
+
+    def search(self, text: str) -> bool:
+        """Whether the pattern occurs anywhere in `text`."""
+        encoded = _utf8(text)
+        span = self._regexp.Match(_UNANCHORED, encoded, 0, len(encoded))[0]
+        return bool(span[0] >= 0)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RulePattern) and other.pattern == self.pattern
+
+    def __hash__(self) -> int:
+        return hash(self.pattern)
+
+    def __repr__(self) -> str:
+        return f"RulePattern({self.pattern!r})"
+
+
+def _utf8(text: str) -> bytes:
+    # surrogatepass: a lone surrogate (never in a valid item) is bytes RE2 does not match,
+    # rather than an exception in the classifier.
+    return text.encode("utf-8", "surrogatepass")
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     """One field's condition from a rule's `when`; every operator present must hold.
@@ -243,7 +353,7 @@ class Condition:
     field: str
     equals: Scalar | None = None
     one_of: tuple[Scalar, ...] | None = None
-    pattern: re.Pattern[str] | None = None
+    pattern: RulePattern | None = None
     gte: Decimal | None = None
     gt: Decimal | None = None
     lte: Decimal | None = None
@@ -288,56 +398,72 @@ def _scalar(value: Any) -> Scalar | None:
     return None
 
 
-def _condition(field: str, raw: Any) -> Condition | str:
-    """The parsed condition, or a message saying what is wrong with it."""
+#: What is wrong with a condition: the place below the field (`("regex",)`, `("in", 2)`) and why.
+_Problem: TypeAlias = tuple[Loc, str]
+
+
+def _condition(field: str, raw: Any) -> Condition | _Problem:
+    """The parsed condition, or where and why it is wrong."""
     on_tags = field == "tags"
-    if isinstance(raw, Mapping):
-        return _operator_condition(field, raw)
-    bare = _scalar(raw) if raw is not None else None
+    try:
+        if isinstance(raw, Mapping):
+            return _operator_condition(field, raw)
+        bare = _scalar(raw) if raw is not None else None
+    except PydanticCustomError as error:
+        return (), error.message()
     if bare is None:
-        return "must be a string, a number, a boolean or a mapping of operators"
+        return (), "must be a string, a number, a boolean or a mapping of operators"
     if on_tags and not isinstance(bare, str):
-        return "on tags only a bare string or {contains: <string>} applies"
+        return (), "on tags only a bare string or {contains: <string>} applies"
     return Condition(field, equals=bare)
 
 
-def _operator_condition(field: str, raw: Mapping[Any, Any]) -> Condition | str:
+def _operator_condition(field: str, raw: Mapping[Any, Any]) -> Condition | _Problem:
     if not raw:
-        return "an operator mapping must not be empty"
+        return (), "an operator mapping must not be empty"
     unknown = [op for op in raw if op not in OPERATORS]
     if unknown:
-        return f"unknown operator {unknown[0]!r}; operators are {', '.join(OPERATORS)}"
+        return (), f"unknown operator {_shown(unknown[0])}; operators are {', '.join(OPERATORS)}"
     if field == "tags":
         others = [op for op in raw if op != "contains"]
         if others:
-            return f"operator {others[0]!r} does not apply to tags: use a string or {{contains: x}}"
+            return (
+                (),
+                f"operator {others[0]!r} does not apply to tags: use a string or {{contains: x}}",
+            )
     elif "contains" in raw:
-        return "operator 'contains' applies only to tags"
+        return (), "operator 'contains' applies only to tags"
     parts: dict[str, Any] = {}
     for op, operand in raw.items():
-        if op == "in":
-            if not isinstance(operand, list | tuple) or not operand:
-                return "'in' needs a non-empty list of values"
-            values = [_scalar(v) if v is not None else None for v in operand]
-            if any(v is None for v in values):
-                return "'in' values must be strings, numbers or booleans"
-            parts["one_of"] = tuple(values)
-        elif op == "regex":
-            if not isinstance(operand, str):
-                return "'regex' needs a string pattern"
-            try:
-                parts["pattern"] = re.compile(operand)
-            except re.error as exc:
-                return f"'regex' is not a valid Python regular expression: {exc}"
-        elif op in COMPARISONS:
-            if not _is_number(operand):
-                return f"{op!r} needs a number"
-            parts[op] = _decimal(operand)
-        else:  # contains, on tags
-            if not isinstance(operand, str):
-                return "'contains' needs a string"
-            parts["contains"] = operand
+        try:
+            parts.update(_operand(op, operand))
+        except PydanticCustomError as error:
+            return (op,), error.message()
+        except RegexError as error:
+            return (op,), str(error)
     return Condition(field, **parts)
+
+
+def _operand(op: str, operand: Any) -> dict[str, Any]:
+    """One operator's operand as Condition fields; raises saying what is wrong with it."""
+    if op == "in":
+        if not isinstance(operand, list | tuple) or not operand:
+            raise _fail("'in' needs a non-empty list of values")
+        values = [_scalar(v) if v is not None else None for v in operand]
+        if any(v is None for v in values):
+            raise _fail("'in' values must be strings, numbers or booleans")
+        return {"one_of": tuple(values)}
+    if op == "regex":
+        if not isinstance(operand, str):
+            raise _fail("'regex' needs a string pattern")
+        return {"pattern": RulePattern(operand)}
+    if op in COMPARISONS:
+        if not _is_number(operand):
+            raise _fail(f"{op!r} needs a number")
+        return {op: _decimal(operand)}
+    if not isinstance(operand, str):  # contains, on tags
+        raise _fail("'contains' needs a string")
+    return {"contains": operand}
 
 
 def _is_condition_field(name: Any) -> bool:
@@ -348,21 +474,23 @@ def _is_condition_field(name: Any) -> bool:
     return name in CONDITION_FIELDS
 
 
-def _when(value: Any) -> dict[str, Condition]:
+def _when(value: Any, info: ValidationInfo) -> dict[str, Condition]:
     if not isinstance(value, Mapping):
         raise _fail("must be a mapping of field to condition ({} always holds)")
+    rule_id = info.data.get("id")
+    named = f"rule {_shown(rule_id)}: " if isinstance(rule_id, str) else ""
     conditions: dict[str, Condition] = {}
     errors: list[tuple[Loc, str, Any]] = []
     for name, raw in value.items():
         if not _is_condition_field(name):
             expected = ", ".join(CONDITION_FIELDS)
-            errors.append(
-                ((str(name),), f"unknown field {name!r}: use {expected} or attributes.<key>", raw)
-            )
+            message = f"unknown field {_shown(name)}: use {expected} or attributes.<key>"
+            errors.append(((str(name),), message, raw))
             continue
         parsed = _condition(name, raw)
-        if isinstance(parsed, str):
-            errors.append(((name,), parsed, raw))
+        if isinstance(parsed, tuple):
+            below, message = parsed
+            errors.append(((name, *below), named + message, raw))
         else:
             conditions[name] = parsed
     if errors:
@@ -417,6 +545,13 @@ class Rule(_Model):
 class Classification(_Model):
     rules: tuple[Rule, ...] = ()
     default: ClassTarget | None = None
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _at_most_max_rules(cls, rules: Any) -> Any:
+        if isinstance(rules, list | tuple) and len(rules) > MAX_RULES:
+            raise _fail(f"has {len(rules)} rules; an agreement has at most {MAX_RULES}")
+        return rules
 
     @model_validator(mode="after")
     def _unique_rule_ids(self) -> Classification:
@@ -515,7 +650,7 @@ class Weights(_Model):
 
 class ScopePolicy(_Model):
     mode: Literal["upgrade", "surcharge"] = "upgrade"
-    min_items: Annotated[StrictInt, Field(ge=1)] = 1
+    min_items: Annotated[StrictInt, Field(ge=1, le=10**12)] = 1
     out_of_scope_rate: MoneyText = Decimal("0")
 
 
@@ -597,7 +732,15 @@ class Agreement(_Model):
     classification: Classification = Classification()
     pricing: Pricing
     #: Assigned by the store (1, 2, ...); see the module docstring.
-    version: Annotated[StrictInt, Field(ge=1)] | None = None
+    version: Annotated[StrictInt, Field(ge=1, le=2**63 - 1)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strings_and_nesting(cls, data: Any) -> Any:
+        errors = _text_problems(data)
+        if errors:
+            raise _invalid("Agreement", errors)
+        return data
 
     @model_validator(mode="after")
     def _amounts_fit_currency(self) -> Agreement:
@@ -648,6 +791,43 @@ class Agreement(_Model):
         }
 
 
+def _text_problems(data: Any) -> list[tuple[Loc, str, Any]]:
+    """SPEC §13 for a raw body: every string (mapping keys too) valid Unicode without U+0000
+    or lone surrogates, and lists and mappings nested at most MAX_NESTING deep. Iterative, so
+    any depth is safe to walk."""
+    errors: list[tuple[Loc, str, Any]] = []
+    stack: list[tuple[Loc, Any]] = [((), data)]
+    while stack and len(errors) < 20:
+        loc, value = stack.pop()
+        if isinstance(value, str):
+            problem = _text_problem(value)
+            if problem:
+                errors.append((loc, problem, _shown(value)))
+        elif isinstance(value, Mapping | list | tuple):
+            if len(loc) >= MAX_NESTING:
+                errors.append((loc, f"nested deeper than {MAX_NESTING} levels", "..."))
+                continue
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    problem = _text_problem(key) if isinstance(key, str) else None
+                    if problem:
+                        errors.append(((*loc, key), f"field name {problem}", _shown(key)))
+                    stack.append(((*loc, key if isinstance(key, str | int) else str(key)), item))
+            else:
+                stack.extend(((*loc, index), item) for index, item in enumerate(value))
+    return errors
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "must not contain U+0000 (NUL)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode: it holds a lone surrogate"
+    return None
+
+
 def _decimal_places(amount: Decimal) -> int:
     exponent = amount.as_tuple().exponent
     return -exponent if isinstance(exponent, int) and exponent < 0 else 0
@@ -661,8 +841,32 @@ def parse_agreement(data: Any) -> Agreement:
     return Agreement.model_validate(data)
 
 
+class AgreementTooLarge(ValueError):
+    """A body over MAX_BODY_BYTES, or an agreement whose wire form is over MAX_WIRE_BYTES (413)."""
+
+
 class _DecimalLoader(yaml.SafeLoader):
-    """Safe YAML whose floats are Decimals, so `weights: {standard: 1.1}` stays exact."""
+    """Safe YAML whose floats are Decimals, so `weights: {standard: 1.1}` stays exact.
+
+    Bounded: nesting deeper than MAX_NESTING and aliases (`*name`, whose expansion can be
+    exponential) are refused while composing, before any recursion can run away."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        refusal = None
+        if self.check_event(yaml.AliasEvent):
+            refusal = "YAML aliases (*name) are not accepted in an agreement"
+        elif self._depth >= MAX_NESTING:
+            refusal = f"nested deeper than {MAX_NESTING} levels"
+        if refusal is not None:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, refusal, mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _yaml_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal | float:
@@ -683,6 +887,71 @@ def load_agreement_yaml(text: str) -> Agreement:
         data = yaml.load(text, Loader=_DecimalLoader)  # safe: a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ValueError(f"not valid YAML: {exc}") from exc
+    except RecursionError:  # a backstop: compose_node bounds the depth first
+        raise ValueError(f"not accepted: nested deeper than {MAX_NESTING} levels") from None
     if not isinstance(data, Mapping):
         raise ValueError("an agreement YAML document must be a mapping")
     return parse_agreement(data)
+
+
+YAML_MEDIA_TYPES: Final = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
+
+_JSON_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS: Final = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEPS: Final = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def json_nesting(text: str) -> int:
+    """How deep lists and objects nest in a JSON text (an estimate for malformed text), found
+    without recursion: strings are skipped, every `[`/`{` is +1 and `]`/`}` -1."""
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text)).encode("ascii")
+    steps = array("b", brackets.translate(_BRACKET_STEPS))
+    return max(accumulate(steps), default=0)
+
+
+def parse_agreement_body(raw: bytes, media_type: str = "application/json") -> Agreement:
+    """An agreement from an HTTP body: JSON (numbers kept exact) or, for a YAML media type, YAML.
+
+    AgreementTooLarge over MAX_BODY_BYTES or when its wire form would not fit a Kafka record;
+    another ValueError (a pydantic ValidationError for an invalid agreement) saying what is wrong
+    otherwise: invalid UTF-8 (with its byte offset), invalid JSON or YAML, nesting deeper than
+    MAX_NESTING."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise AgreementTooLarge(f"the body is {len(raw)} bytes; at most {MAX_BODY_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"the body is not valid UTF-8: byte {error.start} ({error.reason})"
+        ) from None
+    if media_type in YAML_MEDIA_TYPES:
+        agreement = load_agreement_yaml(text)
+    else:
+        if json_nesting(text) > MAX_NESTING:
+            raise ValueError(f"not accepted: nested deeper than {MAX_NESTING} levels")
+        try:
+            data = json.loads(text, parse_float=Decimal)  # exact decimals
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+            ) from None
+        except RecursionError:  # a backstop: json_nesting bounds the depth first
+            raise ValueError(f"not accepted: nested deeper than {MAX_NESTING} levels") from None
+        agreement = parse_agreement(data)
+    size = wire_size(agreement)
+    if size > MAX_WIRE_BYTES:
+        raise AgreementTooLarge(
+            f"this agreement takes {size} bytes on the agreements topic; a Kafka record holds "
+            f"at most {MAX_WIRE_BYTES}"
+        )
+    return agreement
+
+
+def wire_bytes(agreement: Agreement) -> bytes:
+    """The agreement as billing publishes it on the `agreements` topic."""
+    return orjson.dumps(agreement.to_wire())
+
+
+def wire_size(agreement: Agreement) -> int:
+    """Bytes on the `agreements` topic once stored (with the largest version number)."""
+    return len(wire_bytes(agreement.with_version(2**63 - 1)))

@@ -63,17 +63,38 @@ class Period:
         return (day.year, day.month) == (self.year, self.month)
 
 
+class PeriodError(ValueError):
+    """A period key that is not `YYYY-MM` within FIRST_PERIOD..LAST_PERIOD; the message says
+    what is expected (an API answers it as a 422 naming its parameter)."""
+
+
+#: SPEC §13: periods outside 2000-01..2099-12 are refused on every endpoint (422).
+FIRST_PERIOD: Final = Period(2000, 1)
+LAST_PERIOD: Final = Period(2099, 12)
+
+
 def parse_period(text: str) -> Period:
-    """`"2026-10"` -> `Period(2026, 10)`; anything else is a ValueError saying what is expected."""
+    """`"2026-10"` -> `Period(2026, 10)`; anything else — not `YYYY-MM`, no such month, or
+    outside 2000-01..2099-12 — is a PeriodError (a ValueError) saying what is expected."""
     match = _PERIOD_KEY.fullmatch(text) if isinstance(text, str) else None
     if match is None:
-        raise ValueError(f"period must be YYYY-MM, e.g. 2026-10; got {text!r}")
+        shown = repr(text) if len(repr(text)) <= 40 else repr(text)[:40] + "..."
+        raise PeriodError(f"period must be YYYY-MM, e.g. 2026-10; got {shown}")
     year, month = int(match.group(1)), int(match.group(2))
     if not 1 <= month <= 12:
-        raise ValueError(f"period {text!r} has no month {month:02d}; months are 01..12")
-    if year == 0:
-        raise ValueError(f"period {text!r}: year 0000 does not exist")
-    return Period(year, month)
+        raise PeriodError(f"period {text!r} has no month {month:02d}; months are 01..12")
+    period = Period(year, month) if year else None
+    if period is None or not FIRST_PERIOD <= period <= LAST_PERIOD:
+        raise PeriodError(
+            f"period {text!r} is outside {FIRST_PERIOD.key}..{LAST_PERIOD.key}, "
+            "the periods Tierline bills"
+        )
+    return period
+
+
+def timezone_names() -> frozenset[str]:
+    """Every IANA zone a client can be in (what `is_timezone` accepts)."""
+    return _zone_names()
 
 
 def is_timezone(name: object) -> bool:

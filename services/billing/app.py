@@ -69,7 +69,10 @@ def create_app(settings: BillingSettings) -> FastAPI:
         app.include_router(build_router(service))
         app.include_router(build_insight_router(pool))
         state["pool"] = pool
-        await service.publish_outbox()  # whatever a crash left unpublished
+        try:  # whatever a crash left unpublished; a row Kafka refuses never stops the start
+            await service.publish_outbox()
+        except Exception as error:  # the outbox loop below retries
+            log.warning("outbox at start failed; will retry", extra={"error": repr(error)})
         tasks = [
             asyncio.create_task(
                 _every(settings.billing_outbox_interval_seconds, "outbox", service.publish_outbox)

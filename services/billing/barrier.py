@@ -29,11 +29,20 @@ class BarrierTimeout(Exception):
 
 
 async def wait_until_metered(bootstrap_servers: str, *, timeout: float) -> None:
+    """Returns once everything accepted so far is metered; BarrierTimeout (a 503: nothing is
+    closed, the caller retries) when that takes longer than `timeout` or Kafka cannot answer."""
     deadline = time.monotonic() + timeout
-    accepted = await end_offsets(bootstrap_servers, [WORKITEMS_COMPLETED])
+    accepted = await _ends(bootstrap_servers, WORKITEMS_COMPLETED)
     await _wait_for_group(bootstrap_servers, CLASSIFIER_GROUP, accepted, deadline)
-    classified = await end_offsets(bootstrap_servers, [WORKITEMS_CLASSIFIED])
+    classified = await _ends(bootstrap_servers, WORKITEMS_CLASSIFIED)
     await _wait_for_group(bootstrap_servers, METERING_GROUP, classified, deadline)
+
+
+async def _ends(bootstrap_servers: str, topic: str) -> dict[TopicPartition, int]:
+    try:
+        return await end_offsets(bootstrap_servers, [topic])
+    except (KafkaError, OSError, TimeoutError) as error:  # an outage: a 503, never a 500
+        raise BarrierTimeout(f"Kafka cannot tell the end of {topic}: {error!r}") from error
 
 
 def lagging(

@@ -8,17 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response
 
 from services.billing import store
 from services.billing.insight import BilledPeriod, forecast, recommendations
+from services.billing.openapi import (
+    CLIENT_ID_SCHEMA,
+    FORECAST_SCHEMA,
+    PERIOD_SCHEMA,
+    RECOMMENDATIONS_SCHEMA,
+    bad_client_id,
+    period_or_error,
+    responses,
+)
 from shared.agreements import Agreement
 from shared.db import Executor
 from shared.http import AdminCaller
 from shared.ledger import billable_usage, counts_between, counts_for_ranges
 from shared.periods import Period, parse_period, period_bounds, period_of
+
+ClientIdPath = Annotated[str, Path(json_schema_extra=CLIENT_ID_SCHEMA)]
 
 
 def _utcnow() -> datetime:
@@ -35,22 +47,26 @@ def build_insight_router(pool: Executor, *, clock: Callable[[], datetime] = _utc
     `clock` gives "now" (tests pin it)."""
     router = APIRouter(tags=["insight"])
 
-    @router.get("/v1/forecast/{client_id}", summary="The period's projected W, tier and total")
-    async def get_forecast(client_id: str, _: AdminCaller, period: str | None = None) -> Response:
+    @router.get(
+        "/v1/forecast/{client_id}",
+        summary="The period's projected W, tier and total",
+        responses=responses(FORECAST_SCHEMA, 404, 422),
+    )
+    async def get_forecast(
+        client_id: ClientIdPath,
+        _: AdminCaller,
+        period: Annotated[str | None, Query(json_schema_extra=PERIOD_SCHEMA)] = None,
+    ) -> Response:
+        if bad := bad_client_id(client_id, "path"):
+            return bad
+        asked = period_or_error(period, "query") if period is not None else None
+        if isinstance(asked, Response):
+            return asked
         agreement = await store.current_agreement(pool, client_id)
         if agreement is None:
             return _no_agreement(client_id)
         now = clock()
-        try:
-            wanted = parse_period(period) if period else period_of(now, agreement.timezone)
-        except ValueError as error:
-            return JSONResponse(
-                {
-                    "detail": f"period: {error}",
-                    "errors": [{"loc": ["query", "period"], "msg": str(error)}],
-                },
-                status_code=422,
-            )
+        wanted = asked or period_of(now, agreement.timezone)
         if not agreement.in_force_for(wanted):
             return _not_in_force(agreement, wanted)
         start, end = period_bounds(wanted, agreement.timezone)
@@ -60,8 +76,11 @@ def build_insight_router(pool: Executor, *, clock: Callable[[], datetime] = _utc
     @router.get(
         "/v1/recommendations/{client_id}",
         summary="Scope vs volume over the invoiced periods, and the cheapest change",
+        responses=responses(RECOMMENDATIONS_SCHEMA, 404, 422),
     )
-    async def get_recommendations(client_id: str, _: AdminCaller) -> Response:
+    async def get_recommendations(client_id: ClientIdPath, _: AdminCaller) -> Response:
+        if bad := bad_client_id(client_id, "path"):
+            return bad
         agreement = await store.current_agreement(pool, client_id)
         if agreement is None:
             return _no_agreement(client_id)

@@ -13,6 +13,9 @@ from shared.periods import Period, period_bounds
 from shared.rating import InvoiceLine, Rating
 
 EVENT_TYPE: Final = "bpo.invoice.issued"
+#: Kafka headers of an invoice event: CloudEvents structured mode (SPEC §7). No `ce_*` header:
+#: the CloudEvents SDK's `from_kafka_event` reads one as binary mode and fails on the envelope.
+CLOUDEVENT_HEADERS: Final = (("content-type", "application/cloudevents+json; charset=utf-8"),)
 EVENT_SOURCE: Final = "/tierline/billing"
 FIRST_REVISION: Final = 1
 

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Hashable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+)
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.billing import store
 from services.billing.barrier import wait_until_metered
 from services.billing.closing import CloseOutcome, close_for_client
-from services.billing.invoices import cloudevent
-from shared.agreements import Agreement
+from services.billing.invoices import CLOUDEVENT_HEADERS, cloudevent
+from shared.agreements import Agreement, wire_bytes
 from shared.db import retrying
 from shared.events import AGREEMENTS, INVOICES
 from shared.faults import crash_point
@@ -33,8 +41,31 @@ _ZONE_MARGIN = timedelta(hours=15)
 _AUTO_CLOSE_LOOKBACK_MONTHS = 24
 
 
+#: How long one publication may wait for Kafka's acknowledgement.
+PUBLISH_TIMEOUT_SECONDS: Final = 15.0
+#: A row Kafka refused (not an outage: the record itself) is tried again this much later, so a
+#: cause fixed meanwhile (a larger broker limit) still lets it out, without a retry storm.
+REFUSED_RETRY_SECONDS: Final = 600.0
+#: Kafka errors that are an outage or the producer's state, never the record's fault.
+_TRANSIENT: Final = (
+    TimeoutError,
+    KafkaTimeoutError,
+    KafkaConnectionError,
+    ProducerClosed,
+    OutOfOrderSequenceNumber,
+)
+
+
 class KafkaUnavailable(Exception):
     pass
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a publication failed for a reason that retrying cures (an outage, a leader
+    moving, a timeout) rather than because Kafka refuses this record (its size, its topic)."""
+    if isinstance(error, _TRANSIENT):
+        return True
+    return isinstance(error, KafkaError) and bool(getattr(error, "retriable", False))
 
 
 class BillingMetrics:
@@ -55,6 +86,12 @@ class BillingMetrics:
             "tierline_billing_published",
             "Messages published from the outbox",
             ["topic"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "tierline_billing_outbox_refused",
+            "Outbox rows Kafka refused or that could not be encoded (each try; others go on)",
+            ["topic", "error_type"],
             registry=registry,
         )
         self.db_seconds = Histogram(
@@ -82,6 +119,8 @@ class BillingService:
         self.barrier_timeout = barrier_timeout
         self.metrics = metrics
         self._publish_lock = asyncio.Lock()
+        #: Outbox rows refused, by (topic, id), with the monotonic time they may be tried again.
+        self._refused: dict[tuple[str, Hashable], float] = {}
 
     # --- agreements ---------------------------------------------------------------------------
 
@@ -90,7 +129,9 @@ class BillingService:
             stored = await store.store_agreement(conn, agreement)
         try:
             await self._publish_agreement(stored)
-        except (KafkaError, TimeoutError) as error:
+        except Exception as error:
+            if not is_transient(error):
+                self._refuse((AGREEMENTS, (stored.client_id, stored.version)), error)
             raise KafkaUnavailable(
                 f"stored as version {stored.version} but Kafka cannot take it now; "
                 "it will be published when Kafka returns"
@@ -104,12 +145,12 @@ class BillingService:
         assert agreement.version is not None
         await asyncio.wait_for(
             self.broker.publish(
-                json_bytes(agreement.to_wire()),
+                wire_bytes(agreement),
                 AGREEMENTS,
                 key=agreement.client_id.encode(),
                 headers={"content-type": "application/json"},
             ),
-            timeout=15,
+            timeout=PUBLISH_TIMEOUT_SECONDS,
         )
         await store.mark_agreement_published(self.pool, agreement.client_id, agreement.version)
         self.metrics.published.labels(topic=AGREEMENTS).inc()
@@ -217,35 +258,103 @@ class BillingService:
         return await store.invoice(self.pool, invoice_id)
 
     async def publish_outbox(self) -> int:
-        """Publish every stored but unpublished invoice and agreement, exactly as stored.
+        """Publish every stored but unpublished agreement and invoice, exactly as stored; the
+        number published.
+
+        Each row on its own (SPEC §12): a row Kafka refuses — too large, or any error that is
+        the record's rather than an outage — is logged, counted in
+        `tierline_billing_outbox_refused_total` and tried again only after
+        REFUSED_RETRY_SECONDS, while every other row goes out. An outage ends the pass quietly;
+        the next pass retries. Agreements and invoices are published independently.
 
         An invoice is fixed in the database before it is published, so a crash between the
         two republishes the same event (same id, same content) — consumers drop the copy.
         """
         async with self._publish_lock:
-            sent = 0
-            for agreement in await store.unpublished_agreements(self.pool):
-                await self._publish_agreement(agreement)
-                sent += 1
-            while batch := await store.unpublished_invoices(self.pool):
-                futures = [
-                    await self.broker.publish(
-                        json_bytes(cloudevent(invoice)),
-                        INVOICES,
-                        key=invoice["client_id"].encode(),
-                        headers={
-                            "content-type": "application/cloudevents+json; charset=utf-8",
-                            "ce_id": invoice["invoice_id"],
-                        },
-                        no_confirm=True,
-                    )
+            return await self._publish_agreements() + await self._publish_invoices()
+
+    async def _publish_agreements(self) -> int:
+        sent = 0
+        for client_id, version, agreement in await store.unpublished_agreements(self.pool):
+            key = (AGREEMENTS, (client_id, version))
+            if not self._may_try(key):
+                continue
+            if agreement is None:  # stored before today's bounds and no longer valid
+                self._refuse(key, ValueError("the stored agreement is no longer valid"))
+                continue
+            outcome = await self._attempt(key, self._publish_agreement(agreement))
+            if outcome is None:
+                return sent  # an outage: the next pass retries
+            sent += outcome
+        return sent
+
+    async def _publish_invoices(self) -> int:
+        sent = 0
+        while True:
+            held_back = [
+                str(ident)
+                for (topic, ident), until in self._refused.items()
+                if topic == INVOICES and until > time.monotonic()
+            ]
+            batch = await store.unpublished_invoices(self.pool, exclude=held_back)
+            if not batch:
+                return sent
+            outcomes = await asyncio.gather(
+                *(
+                    self._attempt((INVOICES, invoice["invoice_id"]), self._send_invoice(invoice))
                     for invoice in batch
-                ]
-                await asyncio.gather(*futures)
-                await store.mark_invoices_published(self.pool, [i["invoice_id"] for i in batch])
-                self.metrics.published.labels(topic=INVOICES).inc(len(batch))
-                sent += len(batch)
-            return sent
+                )
+            )
+            published = [
+                invoice["invoice_id"]
+                for invoice, outcome in zip(batch, outcomes, strict=True)
+                if outcome
+            ]
+            await store.mark_invoices_published(self.pool, published)
+            self.metrics.published.labels(topic=INVOICES).inc(len(published))
+            sent += len(published)
+            if None in outcomes:
+                return sent  # an outage: the next pass retries
+
+    async def _send_invoice(self, invoice: dict[str, Any]) -> None:
+        await asyncio.wait_for(
+            self.broker.publish(
+                json_bytes(cloudevent(invoice)),
+                INVOICES,
+                key=invoice["client_id"].encode(),
+                headers=dict(CLOUDEVENT_HEADERS),
+            ),
+            timeout=PUBLISH_TIMEOUT_SECONDS,
+        )
+
+    async def _attempt(self, key: tuple[str, Hashable], publication: Awaitable[None]) -> int | None:
+        """1 when published, 0 when Kafka refused the row (held back), None on an outage."""
+        try:
+            await publication
+        except Exception as error:
+            if is_transient(error):
+                log.warning(
+                    f"{key[0]} outbox: Kafka unavailable; will retry",
+                    extra={"error": repr(error)},
+                )
+                return None
+            self._refuse(key, error)
+            return 0
+        self._refused.pop(key, None)
+        return 1
+
+    def _may_try(self, key: tuple[str, Hashable]) -> bool:
+        return self._refused.get(key, 0.0) <= time.monotonic()
+
+    def _refuse(self, key: tuple[str, Hashable], error: BaseException) -> None:
+        topic, ident = key
+        self._refused[key] = time.monotonic() + REFUSED_RETRY_SECONDS
+        self.metrics.refused.labels(topic=topic, error_type=type(error).__name__).inc()
+        log.error(
+            f"{topic} outbox: cannot publish {ident}; publishing the others, "
+            f"retrying it in {REFUSED_RETRY_SECONDS:.0f} s",
+            extra={"error": repr(error)[:500], "error_type": type(error).__name__},
+        )
 
 
 def utcnow() -> datetime:

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+from pydantic import ValidationError
 
 from shared.agreements import Agreement
 from shared.db import Connection, Executor
+
+log = logging.getLogger(__name__)
+
+
+def _agreement(body: Any) -> Agreement | None:
+    """A stored agreement, or None if it is not valid under today's rules (a version stored
+    before SPEC §13's bounds, say): one such row must not stop billing for anyone."""
+    try:
+        return Agreement.model_validate(body)
+    except (ValidationError, ValueError) as error:
+        client = body.get("client_id") if isinstance(body, dict) else None
+        version = body.get("version") if isinstance(body, dict) else None
+        log.error(
+            f"stored agreement {client!r} v{version} is not valid; it is skipped",
+            extra={"error": str(error)[:500]},
+        )
+        return None
+
 
 # --- agreements -------------------------------------------------------------------------------
 
@@ -34,26 +55,35 @@ async def store_agreement(conn: Connection, agreement: Agreement) -> Agreement:
 
 
 async def mark_agreement_published(conn: Executor, client_id: str, version: int) -> None:
+    """`version` is on the compacted topic: it and every earlier version (superseded, so never
+    to be published after it) are done."""
     await conn.execute(
-        "UPDATE billing.agreements SET published = true WHERE client_id = $1 AND version = $2",
+        """UPDATE billing.agreements SET published = true
+            WHERE client_id = $1 AND version <= $2 AND NOT published""",
         client_id,
         version,
     )
 
 
-async def unpublished_agreements(conn: Executor) -> list[Agreement]:
+async def unpublished_agreements(conn: Executor) -> list[tuple[str, int, Agreement | None]]:
+    """Per client with an unpublished version, its latest one (client_id, version, agreement;
+    None if that stored body is no longer valid), by client."""
     rows = await conn.fetch(
-        "SELECT body FROM billing.agreements WHERE NOT published ORDER BY client_id, version"
+        """SELECT DISTINCT ON (client_id) client_id, version, body FROM billing.agreements
+            WHERE NOT published ORDER BY client_id, version DESC"""
     )
-    return [Agreement.model_validate(r["body"]) for r in rows]
+    return [(r["client_id"], r["version"], _agreement(r["body"])) for r in rows]
 
 
 async def current_agreement(conn: Executor, client_id: str) -> Agreement | None:
+    """The client's latest valid version (a stored version no longer valid is skipped)."""
     body = await conn.fetchval(
         "SELECT body FROM billing.agreements WHERE client_id = $1 ORDER BY version DESC LIMIT 1",
         client_id,
     )
-    return Agreement.model_validate(body) if body is not None else None
+    if body is None:
+        return None
+    return _agreement(body) or await _latest_valid(conn, client_id)
 
 
 async def current_agreements(conn: Executor) -> dict[str, Agreement]:
@@ -61,7 +91,26 @@ async def current_agreements(conn: Executor) -> dict[str, Agreement]:
         """SELECT DISTINCT ON (client_id) client_id, body FROM billing.agreements
             ORDER BY client_id, version DESC"""
     )
-    return {r["client_id"]: Agreement.model_validate(r["body"]) for r in rows}
+    current: dict[str, Agreement] = {}
+    for row in rows:
+        agreement = _agreement(row["body"]) or await _latest_valid(conn, row["client_id"])
+        if agreement is not None:
+            current[row["client_id"]] = agreement
+    return current
+
+
+async def _latest_valid(conn: Executor, client_id: str) -> Agreement | None:
+    """The rare path: the latest version is invalid; the one before it that is valid, if any
+    (the version the other services still hold, since the invalid one was never published)."""
+    rows = await conn.fetch(
+        "SELECT body FROM billing.agreements WHERE client_id = $1 ORDER BY version DESC OFFSET 1",
+        client_id,
+    )
+    for row in rows:
+        agreement = _agreement(row["body"])
+        if agreement is not None:
+            return agreement
+    return None
 
 
 async def first_agreement_at(conn: Executor, client_id: str) -> datetime | None:
@@ -183,9 +232,16 @@ async def unbilled(conn: Executor, period: str, client_id: str | None) -> list[d
     return [{"client_id": r["client_id"], "items": int(r["items"])} for r in rows]
 
 
-async def unpublished_invoices(conn: Executor, limit: int = 500) -> list[dict[str, Any]]:
+async def unpublished_invoices(
+    conn: Executor, *, exclude: Sequence[str] = (), limit: int = 500
+) -> list[dict[str, Any]]:
+    """The oldest unpublished invoices, but those in `exclude` (held back after a refusal)."""
     rows = await conn.fetch(
-        "SELECT body FROM billing.invoices WHERE NOT published ORDER BY issued_at LIMIT $1", limit
+        """SELECT body FROM billing.invoices
+            WHERE NOT published AND NOT (invoice_id = ANY($2::text[]))
+            ORDER BY issued_at LIMIT $1""",
+        limit,
+        list(exclude),
     )
     return [r["body"] for r in rows]
 

@@ -91,6 +91,8 @@ def condition_holds(condition: Condition, value: Any) -> bool:
         return False
     if condition.one_of is not None and not any(_equals(value, v) for v in condition.one_of):
         return False
+    # An RE2 search (SPEC §3): linear in the text whatever the pattern, so no rule can stall
+    # the classifier; `(?i)` in the pattern ignores case, nothing else does.
     if condition.pattern is not None and not (
         isinstance(value, str) and condition.pattern.search(value)
     ):

@@ -428,9 +428,10 @@ def test_contains_only_on_tags() -> None:
     assert_rejected_at(rule({"title": {"contains": "x"}}), (*WHEN, "title"), "only to tags")
 
 
-def test_bad_regex() -> None:
-    assert_rejected_at(rule({"title": {"regex": "(unclosed"}}), (*WHEN, "title"), "regex")
-    assert_rejected_at(rule({"title": {"regex": 5}}), (*WHEN, "title"), "regex")
+def test_bad_regex_is_named_at_the_pattern_with_the_rule_id() -> None:
+    at_regex = (*WHEN, "title", "regex")
+    assert_rejected_at(rule({"title": {"regex": "(unclosed"}}), at_regex, "regex", "'r1'")
+    assert_rejected_at(rule({"title": {"regex": 5}}), at_regex, "regex")
 
 
 def test_unknown_condition_field() -> None:
@@ -444,11 +445,6 @@ def test_unknown_condition_field() -> None:
     [
         ({"queue": {}}, "empty"),
         ({"queue": {"like": "x"}}, "unknown operator"),
-        ({"queue": {"in": []}}, "in"),
-        ({"queue": {"in": "abc"}}, "in"),
-        ({"queue": {"in": [None]}}, "in"),
-        ({"units": {"gte": "5"}}, "number"),
-        ({"units": {"gte": True}}, "number"),
         ({"queue": None}, "must be"),
         ({"queue": ["a"]}, "must be"),
     ],
@@ -456,6 +452,22 @@ def test_unknown_condition_field() -> None:
 def test_bad_conditions(when: Any, word: str) -> None:
     field = next(iter(when))
     assert_rejected_at(rule(when), (*WHEN, field), word)
+
+
+@pytest.mark.parametrize(
+    ("when", "word"),
+    [
+        ({"queue": {"in": []}}, "in"),
+        ({"queue": {"in": "abc"}}, "in"),
+        ({"queue": {"in": [None]}}, "in"),
+        ({"units": {"gte": "5"}}, "number"),
+        ({"units": {"gte": True}}, "number"),
+    ],
+)
+def test_bad_operands_are_named_at_their_operator(when: Any, word: str) -> None:
+    field = next(iter(when))
+    operator = next(iter(when[field]))
+    assert_rejected_at(rule(when), (*WHEN, field, operator), word)
 
 
 def test_rule_shape() -> None:

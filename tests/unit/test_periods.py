@@ -5,7 +5,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.periods import (
+    FIRST_PERIOD,
+    LAST_PERIOD,
     Period,
+    PeriodError,
     close_due_at,
     is_close_due,
     is_timezone,
@@ -32,11 +35,29 @@ def test_parse_period_and_key() -> None:
 @pytest.mark.parametrize(
     "text",
     ["2026-13", "2026-00", "2026-1", "26-10", "2026/10", " 2026-10", "2026-10 ", "2026-10-01",
-     "0000-05", "", "２０２６-10"],
+     "0000-05", "", "２０２６-10", "2026-10\x00"],
 )  # fmt: skip
 def test_parse_period_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="period"):
+    with pytest.raises(PeriodError, match="period"):
         parse_period(text)
+
+
+@pytest.mark.parametrize("text", ["0001-01", "1999-12", "2100-01", "9999-12"])
+def test_parse_period_refuses_periods_outside_2000_to_2099(text: str) -> None:
+    with pytest.raises(PeriodError, match=r"outside 2000-01\.\.2099-12"):
+        parse_period(text)
+
+
+def test_parse_period_bounds_are_inclusive() -> None:
+    assert parse_period("2000-01") == FIRST_PERIOD == Period(2000, 1)
+    assert parse_period("2099-12") == LAST_PERIOD == Period(2099, 12)
+    assert period_bounds(LAST_PERIOD, "Pacific/Kiritimati")[1].year == 2100
+
+
+def test_a_long_bad_period_is_not_echoed_whole() -> None:
+    with pytest.raises(PeriodError) as caught:
+        parse_period("x" * 10_000)
+    assert len(str(caught.value)) < 200
 
 
 def test_parse_period_rejects_non_strings() -> None:

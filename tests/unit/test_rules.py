@@ -272,3 +272,19 @@ def test_complexity_thresholds(seconds: Any, complexity: str) -> None:
     result = classify(item(queue="Payroll", **fields), None)
     assert result is not None
     assert result.complexity == complexity
+
+
+def test_regex_is_re2_and_linear() -> None:
+    # Issue 10: with a backtracking engine this title blocked the classifier for minutes.
+    catastrophic = {"title": {"regex": "(a+)+$"}}
+    assert not holds(catastrophic, title="a" * 41 + "!")
+    assert not holds(catastrophic, title="a" * 499 + "!")
+    assert holds(catastrophic, title="caaa")
+    assert holds({"title": {"regex": "(?i)straße"}}, title="STRASSE or Straße")
+    assert not holds({"title": {"regex": "Password"}}, title="password")  # case counts in RE2
+
+
+def test_ignore_case_of_other_operators_is_unchanged_by_re2() -> None:
+    assert holds({"queue": "STRASSE"}, queue="straße")  # casefold, not lower
+    assert holds({"queue": {"in": ["ÉTÉ"]}}, queue="été")
+    assert holds({"tags": {"contains": "VIP"}}, tags=["vip"])

@@ -1,0 +1,398 @@
+"""What billing's HTTP API documents and answers for bad input: the JSON Schemas of its
+documents and error bodies, the responses of each route, and the checks of path and query
+parameters (a 422 naming the parameter, in the same body the API uses for every 422).
+
+Parameters are declared as plain strings to FastAPI and checked here, so every 422 has one
+shape (`{"detail", "errors": [{"loc", "msg"}]}`) whichever app mounts the routers; their
+patterns are published in the OpenAPI document through `json_schema_extra`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from fastapi.responses import JSONResponse, Response
+
+from shared.agreements import (
+    COMPLEXITIES,
+    MAX_BODY_BYTES,
+    MAX_PATTERN_LENGTH,
+    MAX_RULES,
+    SERVICE_LINES,
+)
+from shared.events import CLIENT_ID_PATTERN
+from shared.money import ISO_4217_MINOR_UNITS
+from shared.periods import Period, PeriodError, parse_period, timezone_names
+
+# --- parameters ----------------------------------------------------------------------------------
+
+CLIENT_ID_SCHEMA: Final = {"pattern": f"^{CLIENT_ID_PATTERN}$", "maxLength": 64}
+#: YYYY-MM within 2000-01..2099-12 (SPEC §13), as a pattern.
+PERIOD_PATTERN: Final = r"^20[0-9]{2}-(0[1-9]|1[0-2])$"
+PERIOD_SCHEMA: Final = {"pattern": PERIOD_PATTERN, "example": "2026-10"}
+#: `<client>-<YYYY-MM>-<revision>` (SPEC §7).
+INVOICE_ID_PATTERN: Final = rf"{CLIENT_ID_PATTERN}-[0-9]{{4}}-[0-9]{{2}}-[1-9][0-9]{{0,8}}"
+_CLIENT_ID: Final = re.compile(CLIENT_ID_PATTERN)
+_INVOICE_ID: Final = re.compile(INVOICE_ID_PATTERN)
+
+
+def printable(text: str) -> str:
+    """`text` safe to echo in a response: a lone surrogate (or an undecodable byte a path
+    smuggled in) becomes a backslash escape, so the answer is valid UTF-8 JSON."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unprocessable(errors: list[dict[str, Any]]) -> Response:
+    """422 `{"detail": "<where>: <first problem>", "errors": [{"loc", "msg"}, ...]}`."""
+    errors = [
+        {
+            "loc": [part if isinstance(part, int) else printable(str(part)) for part in e["loc"]],
+            "msg": printable(str(e["msg"])),
+        }
+        for e in errors
+    ]
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return JSONResponse({"detail": f"{where}: {first['msg']}", "errors": errors}, status_code=422)
+
+
+def bad_client_id(value: str | None, where: str) -> Response | None:
+    """A 422 naming the parameter if `value` is not a client id (SPEC §2's pattern)."""
+    if value is None or _CLIENT_ID.fullmatch(value):
+        return None
+    message = "must be 1-64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit"
+    return unprocessable([{"loc": [where, "client_id"], "msg": message}])
+
+
+def period_or_error(value: str, where: str) -> Period | Response:
+    """The period `value` names, or a 422 Response naming the parameter."""
+    try:
+        return parse_period(value)
+    except PeriodError as error:
+        return unprocessable([{"loc": [where, "period"], "msg": str(error)}])
+
+
+def is_invoice_id(value: str) -> bool:
+    """Whether `value` has the shape of an invoice id; anything else names no invoice (404)."""
+    return _INVOICE_ID.fullmatch(value) is not None
+
+
+# --- schemas -------------------------------------------------------------------------------------
+
+_STRING: Final = {"type": "string"}
+_DECIMAL: Final = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}
+_SERVICE_LINE: Final = {"type": "string", "enum": list(SERVICE_LINES)}
+_COMPLEXITY: Final = {"type": "string", "enum": list(COMPLEXITIES)}
+_NULLABLE_STRING: Final = {"type": ["string", "null"]}
+
+
+def _object(
+    properties: dict[str, Any], *, required: list[str] | None = None, closed: bool = True
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+    }
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+ERROR_SCHEMA: Final = _object({"detail": _STRING}, closed=False)
+VALIDATION_ERROR_SCHEMA: Final = _object(
+    {
+        "detail": _STRING,
+        "errors": {
+            "type": "array",
+            "minItems": 1,
+            "items": _object(
+                {
+                    "loc": {
+                        "type": "array",
+                        "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                    },
+                    "msg": _STRING,
+                },
+                closed=False,
+            ),
+        },
+    },
+    closed=False,
+)
+
+_CLASS_TARGET: Final = _object({"service_line": _SERVICE_LINE, "complexity": _COMPLEXITY})
+_SCOPE: Final = {
+    "anyOf": [
+        {"type": "string", "enum": ["all"]},
+        {
+            "type": "object",
+            "propertyNames": {"enum": list(SERVICE_LINES)},
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "string", "enum": ["all"]},
+                    {"type": "array", "items": _COMPLEXITY},
+                ]
+            },
+        },
+    ]
+}
+_NUMBER_OR_DECIMAL: Final = {"anyOf": [{"type": "number"}, _DECIMAL]}
+_CONDITION: Final = {
+    "description": "A bare string, number or bool (equal; strings ignoring case), or operators: "
+    "in, regex (RE2, at most 1,000 characters), gte/gt/lte/lt, contains (tags only).",
+    "anyOf": [
+        {"type": ["string", "number", "boolean"]},
+        {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "properties": {
+                "in": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": ["string", "number", "boolean"]},
+                },
+                "regex": {"type": "string", "maxLength": MAX_PATTERN_LENGTH},
+                "gte": {"type": "number"},
+                "gt": {"type": "number"},
+                "lte": {"type": "number"},
+                "lt": {"type": "number"},
+                "contains": _STRING,
+            },
+        },
+    ],
+}
+
+
+def _agreement_schema(*, stored: bool) -> dict[str, Any]:
+    """The agreement of SPEC §3: as a PUT body (`stored=False`) or as stored and served."""
+    number = _DECIMAL if stored else _NUMBER_OR_DECIMAL
+    tier = _object(
+        {
+            "name": {"type": "string", "minLength": 1, "maxLength": 128},
+            "up_to": {"anyOf": [number, {"type": "null"}]},
+            "fee": _DECIMAL,
+            "scope": _SCOPE,
+        },
+        required=["name", "fee", "up_to", "scope"] if stored else ["name", "fee"],
+    )
+    rule = _object(
+        {
+            "id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "when": {"type": "object", "additionalProperties": _CONDITION},
+            "then": _CLASS_TARGET,
+        },
+        required=["id", "when", "then"] if stored else ["id", "then"],
+    )
+    classification = _object(
+        {
+            "rules": {"type": "array", "maxItems": MAX_RULES, "items": rule},
+            "default": {"anyOf": [_CLASS_TARGET, {"type": "null"}]},
+        },
+        required=["rules", "default"] if stored else [],
+    )
+    scope_policy = _object(
+        {
+            "mode": {"type": "string", "enum": ["upgrade", "surcharge"]},
+            "min_items": {"type": "integer", "minimum": 1, "maximum": 10**12},
+            "out_of_scope_rate": _DECIMAL,
+        },
+        required=None if stored else [],
+    )
+    pricing = _object(
+        {
+            "weights": _object({c: number for c in COMPLEXITIES}),
+            "unit_basis": {
+                "type": "object",
+                "propertyNames": {"enum": list(SERVICE_LINES)},
+                "additionalProperties": {"type": "string", "enum": ["units"]},
+            },
+            "tiers": {"type": "array", "minItems": 1, "items": tier},
+            "overage_rate": {"anyOf": [_DECIMAL, {"type": "null"}]},
+            "scope_policy": scope_policy,
+        },
+        required=None if stored else ["weights", "tiers"],
+    )
+    properties: dict[str, Any] = {
+        "client_id": {"type": "string", "pattern": f"^{CLIENT_ID_PATTERN}$"},
+        "name": {"type": ["string", "null"], "maxLength": 200},
+        "currency": {
+            "type": "string",
+            "enum": sorted(ISO_4217_MINOR_UNITS),
+            "description": "ISO 4217",
+        },
+        "timezone": {"type": "string", "enum": sorted(timezone_names()), "description": "IANA"},
+        "effective_from": {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]},
+        "classification": classification,
+        "pricing": pricing,
+        "version": (
+            {"type": "integer", "minimum": 1}
+            if stored
+            else {"description": "ignored: the store assigns versions"}
+        ),
+    }
+    return _object(
+        properties,
+        required=list(properties) if stored else ["client_id", "currency", "pricing"],
+    )
+
+
+AGREEMENT_BODY_SCHEMA: Final = _agreement_schema(stored=False)
+AGREEMENT_SCHEMA: Final = _agreement_schema(stored=True)
+
+_TIER_CHOICE: Final = _object({"name": _STRING, "reason": {"type": "string"}})
+_LINE: Final = _object(
+    {
+        "kind": {
+            "type": "string",
+            "enum": [
+                "tier_fee",
+                "out_of_scope",
+                "overage",
+                "service_credit",
+                "late_adjustment",
+                "commitment_true_up",
+            ],
+        },
+        "description": _STRING,
+        "service_line": _SERVICE_LINE,
+        "complexity": _COMPLEXITY,
+        "period": _STRING,
+        "service_level": _STRING,
+        "quantity": _DECIMAL,
+        "unit_price": _DECIMAL,
+        "amount": _DECIMAL,
+    },
+    required=["kind", "description", "quantity", "unit_price", "amount"],
+    closed=False,
+)
+INVOICE_SCHEMA: Final = _object(
+    {
+        "invoice_id": _STRING,
+        "client_id": _STRING,
+        "period": _STRING,
+        "period_start": {"type": "string", "format": "date-time"},
+        "period_end": {"type": "string", "format": "date-time"},
+        "currency": _STRING,
+        "agreement_version": {"type": "integer"},
+        "tier": _TIER_CHOICE,
+        "usage": _object(
+            {
+                "items": {"type": "integer"},
+                "weighted_units": _DECIMAL,
+                "by_class": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "service_line": _SERVICE_LINE,
+                            "complexity": _COMPLEXITY,
+                            "items": {"type": "integer"},
+                            "units": {"type": "integer"},
+                            "weighted_units": _DECIMAL,
+                        },
+                        closed=False,
+                    ),
+                },
+            },
+            closed=False,
+        ),
+        "lines": {"type": "array", "items": _LINE},
+        "total": _DECIMAL,
+        "issued_at": {"type": "string", "format": "date-time"},
+    },
+    closed=False,
+)
+INVOICE_LIST_SCHEMA: Final = _object({"invoices": {"type": "array", "items": INVOICE_SCHEMA}})
+CLOSE_SCHEMA: Final = _object(
+    {
+        "period": _STRING,
+        "invoices": {"type": "array", "items": INVOICE_SCHEMA},
+        "unbilled": {
+            "type": "array",
+            "items": _object({"client_id": _STRING, "items": {"type": "integer"}}),
+        },
+    }
+)
+#: Optional: `{"client_id": ...}` closes the period for that client only.
+CLOSE_BODY_SCHEMA: Final = _object(
+    {
+        "client_id": {
+            "anyOf": [{"type": "string", "pattern": f"^{CLIENT_ID_PATTERN}$"}, {"type": "null"}]
+        }
+    },
+    required=[],
+)
+_SUMMARY: Final = _object(
+    {
+        "items": {"type": "integer"},
+        "weighted_units": _DECIMAL,
+        "tier": _TIER_CHOICE,
+        "total": _DECIMAL,
+    },
+    closed=False,
+)
+FORECAST_SCHEMA: Final = _object(
+    {
+        "client_id": _STRING,
+        "period": _STRING,
+        "currency": _STRING,
+        "as_of": _STRING,
+        "elapsed_fraction": _DECIMAL,
+        "so_far": _SUMMARY,
+        "projected": _SUMMARY,
+        "by_class": {"type": "array", "items": {"type": "object"}},
+    },
+    closed=False,
+)
+RECOMMENDATIONS_SCHEMA: Final = _object(
+    {
+        "client_id": _STRING,
+        "currency": _STRING,
+        "scope_share": {"type": "object"},
+        "periods": {"type": "array", "items": {"type": "object"}},
+        "options": {"type": "array", "items": {"type": "object"}},
+        "cheapest": {"type": ["object", "null"]},
+    },
+    required=["client_id", "currency", "scope_share", "periods"],
+    closed=False,
+)
+
+
+# --- responses -----------------------------------------------------------------------------------
+
+
+def _json(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+        **extra,
+    }
+
+
+_RETRY_AFTER: Final = {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}
+_AUTHENTICATE: Final = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+
+
+def responses(ok: dict[str, Any], *statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The documented responses of a route: 200 with `ok`'s schema, 401 and 403 (every billing
+    route takes the admin key), and each of `statuses` with its real body."""
+    documented: dict[int | str, dict[str, Any]] = {
+        200: _json(ok, "OK"),
+        401: _json(ERROR_SCHEMA, "No key or an unknown key", headers=_AUTHENTICATE),
+        403: _json(ERROR_SCHEMA, "A key that is not good for this endpoint"),
+    }
+    known = {
+        404: _json(ERROR_SCHEMA, "Not found"),
+        413: _json(ERROR_SCHEMA, f"Body over {MAX_BODY_BYTES} bytes, or too large for Kafka"),
+        422: _json(VALIDATION_ERROR_SCHEMA, "Invalid input: each error names where and why"),
+        503: _json(
+            ERROR_SCHEMA,
+            "Kafka or the close barrier cannot answer now; retry",
+            headers=_RETRY_AFTER,
+        ),
+    }
+    for status in statuses:
+        documented[status] = known[status]
+    return documented

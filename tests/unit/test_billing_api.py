@@ -1,0 +1,373 @@
+"""Billing's HTTP API on hostile input (issue 10, SPEC §12/§13): every malformed path, query or
+body is a 4xx naming what is wrong, never a 5xx, and nothing reaches the service; every answer is
+one the OpenAPI document declares, with the body its schema describes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, cast
+from urllib.parse import quote
+
+import httpx
+import jsonschema_rs
+import pytest
+from fastapi import FastAPI
+
+from services.billing.api import build_router
+from services.billing.insight_api import build_insight_router
+from services.billing.service import BillingService
+from shared.agreements import MAX_BODY_BYTES, Agreement
+from shared.auth import KeyRing
+from shared.db import Executor
+from shared.periods import Period
+from tests.unit.test_agreement_bounds import json_body
+from tests.unit.test_agreements import SPEC_YAML, body
+from tests.unit.test_insight import ACME, FakePool
+
+ADMIN = "admin-key-0123456789abcdef"
+INTAKE = "zendesk-key-1"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
+INVOICE = {
+    "invoice_id": "acme-2026-01-1",
+    "client_id": "acme",
+    "period": "2026-01",
+    "period_start": "2026-01-01T00:00:00-05:00",
+    "period_end": "2026-02-01T00:00:00-05:00",
+    "currency": "USD",
+    "agreement_version": 1,
+    "tier": {"name": "Essential", "reason": "volume"},
+    "usage": {"items": 0, "weighted_units": "0", "by_class": []},
+    "lines": [
+        {
+            "kind": "tier_fee",
+            "description": "Essential tier (volume)",
+            "quantity": "1",
+            "unit_price": "10000.00",
+            "amount": "10000.00",
+        }
+    ],
+    "total": "10000.00",
+    "issued_at": "2026-02-04T05:00:00Z",
+}
+
+
+class FakeService:
+    """Records what reaches the service layer; a test of bad input expects nothing does."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.stored: dict[str, Agreement] = {}
+
+    async def put_agreement(self, agreement: Agreement) -> Agreement:
+        self.calls.append(("put_agreement", agreement.client_id))
+        stored = agreement.with_version(1)
+        self.stored[agreement.client_id] = stored
+        return stored
+
+    async def agreement(self, client_id: str) -> Agreement | None:
+        self.calls.append(("agreement", client_id))
+        return self.stored.get(client_id)
+
+    async def close(self, period: Period, *, client_id: str | None, now: datetime) -> Any:
+        self.calls.append(("close", (period.key, client_id)))
+        return {"period": period.key, "invoices": [INVOICE], "unbilled": []}
+
+    async def invoices(self, *, client_id: str | None, period: str | None) -> Any:
+        self.calls.append(("invoices", (client_id, period)))
+        return [INVOICE]
+
+    async def invoice(self, invoice_id: str) -> Any:
+        self.calls.append(("invoice", invoice_id))
+        return INVOICE if invoice_id == INVOICE["invoice_id"] else None
+
+
+@pytest.fixture
+def service() -> FakeService:
+    return FakeService()
+
+
+@pytest.fixture
+def app(service: FakeService) -> FastAPI:
+    app = FastAPI()
+    app.state.keys = KeyRing(admin_key=ADMIN, intake_keys={INTAKE: "zendesk"})
+    app.include_router(build_router(cast(BillingService, service)))
+    pool = FakePool(ACME.to_wire(), {})
+    app.include_router(
+        build_insight_router(cast(Executor, pool), clock=lambda: datetime(2026, 6, 16, tzinfo=UTC))
+    )
+    return app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://b", headers=AUTH) as http:
+        yield http
+
+
+def assert_documented(app: FastAPI, method: str, route: str, response: httpx.Response) -> None:
+    """The status is declared for the route and the body matches its declared schema."""
+    operation = app.openapi()["paths"][route][method]
+    declared = operation["responses"]
+    status = str(response.status_code)
+    assert status in declared, f"{method} {route}: {status} is not documented"
+    schema = declared[status]["content"]["application/json"]["schema"]
+    jsonschema_rs.validate(schema, response.json())
+
+
+def assert_422_at(response: httpx.Response, loc: list[Any], *words: str) -> None:
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert loc in [e["loc"] for e in errors], errors
+    for word in words:
+        assert any(word in e["msg"] for e in errors if e["loc"] == loc), errors
+
+
+# --- path and query parameters ------------------------------------------------------------------
+
+BAD_CLIENT_IDS = ["ACME", "a\x00b", "-acme", "a" * 65, "ac me", "é"]
+
+
+@pytest.mark.parametrize("client_id", BAD_CLIENT_IDS)
+@pytest.mark.parametrize(
+    ("method", "route"),
+    [
+        ("get", "/v1/agreements/{client_id}"),
+        ("put", "/v1/agreements/{client_id}"),
+        ("get", "/v1/forecast/{client_id}"),
+        ("get", "/v1/recommendations/{client_id}"),
+    ],
+)
+async def test_a_bad_client_id_in_the_path_is_422_and_reaches_nothing(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    service: FakeService,
+    method: str,
+    route: str,
+    client_id: str,
+) -> None:
+    url = route.replace("{client_id}", quote(client_id, safe=""))
+    response = await client.request(method.upper(), url, content=json_body(body()))
+    assert_422_at(response, ["path", "client_id"])
+    assert_documented(app, method, route, response)
+    assert service.calls == []
+
+
+@pytest.mark.parametrize("period", ["0001-01", "9999-12", "1999-12", "2100-01", "2026-13", "x"])
+async def test_a_period_outside_2000_to_2099_is_422_everywhere(
+    app: FastAPI, client: httpx.AsyncClient, service: FakeService, period: str
+) -> None:
+    close = await client.post(f"/v1/periods/{period}/close")
+    assert_422_at(close, ["path", "period"])
+    assert_documented(app, "post", "/v1/periods/{period}/close", close)
+    listing = await client.get("/v1/invoices", params={"period": period})
+    assert_422_at(listing, ["query", "period"])
+    assert_documented(app, "get", "/v1/invoices", listing)
+    forecast = await client.get("/v1/forecast/acme", params={"period": period})
+    assert_422_at(forecast, ["query", "period"])
+    assert_documented(app, "get", "/v1/forecast/{client_id}", forecast)
+    assert service.calls == []
+
+
+async def test_invoice_filters_are_checked(
+    app: FastAPI, client: httpx.AsyncClient, service: FakeService
+) -> None:
+    for client_id in ["a\x00", "", "NOPE"]:
+        response = await client.get("/v1/invoices", params={"client_id": client_id})
+        assert_422_at(response, ["query", "client_id"])
+        assert_documented(app, "get", "/v1/invoices", response)
+    assert service.calls == []
+    response = await client.get("/v1/invoices", params={"client_id": "acme", "period": "2026-01"})
+    assert response.status_code == 200
+    assert_documented(app, "get", "/v1/invoices", response)
+    assert service.calls == [("invoices", ("acme", "2026-01"))]
+
+
+@pytest.mark.parametrize("invoice_id", ["a\x00b", "%00", "x" * 500, "acme-2026-01-0", "'; --"])
+async def test_an_invoice_id_that_is_no_invoice_id_is_404_without_a_query(
+    app: FastAPI, client: httpx.AsyncClient, service: FakeService, invoice_id: str
+) -> None:
+    response = await client.get("/v1/invoices/" + quote(invoice_id, safe=""))
+    assert response.status_code == 404
+    assert_documented(app, "get", "/v1/invoices/{invoice_id}", response)
+    assert service.calls == []
+
+
+async def test_a_known_invoice(app: FastAPI, client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/invoices/acme-2026-01-1")
+    assert response.status_code == 200
+    assert_documented(app, "get", "/v1/invoices/{invoice_id}", response)
+
+
+# --- the agreement body -------------------------------------------------------------------------
+
+
+async def put(client: httpx.AsyncClient, raw: bytes, media: str = "application/json") -> Any:
+    return await client.put("/v1/agreements/acme", content=raw, headers={"Content-Type": media})
+
+
+async def test_a_valid_agreement_json_and_yaml(app: FastAPI, client: httpx.AsyncClient) -> None:
+    response = await put(client, json_body(body()))
+    assert response.status_code == 200, response.text
+    assert_documented(app, "put", "/v1/agreements/{client_id}", response)
+    response = await put(client, SPEC_YAML.encode(), "application/yaml")
+    assert response.status_code == 200, response.text
+    assert_documented(app, "put", "/v1/agreements/{client_id}", response)
+    got = await client.get("/v1/agreements/acme")
+    assert got.status_code == 200
+    assert_documented(app, "get", "/v1/agreements/{client_id}", got)
+
+
+@pytest.mark.parametrize(
+    ("raw", "media", "loc", "word"),
+    [
+        (json_body(body()).replace(b'"complex": 5', b'"complex": 1e2000000'), "application/json",
+         ["pricing", "weights", "complex"], "10^12"),
+        (json_body(body(name="a\x00b")), "application/json", ["name"], "U+0000"),
+        (json_body(body(name="\ud800")), "application/json", ["name"], "surrogate"),
+        (json_body(body(classification={"rules": [
+            {"id": "bad", "when": {"title": {"regex": r"(a)\1"}},
+             "then": {"service_line": "hr", "complexity": "basic"}}]})),
+         "application/json", ["classification", "rules", 0, "when", "title", "regex"], "'bad'"),
+        (json_body(body(name="ACME")).replace(b"ACME", b"AC\xc3\x28ME"), "application/json",
+         ["body"], "UTF-8"),
+        (b"[" * 10_000, "application/json", ["body"], "nested"),
+        (b"- " * 5_000 + b"x", "application/yaml", ["body"], "nested"),
+        (b"{not json", "application/json", ["body"], "JSON"),
+        (json_body(body(client_id="other")), "application/json", ["client_id"], "path"),
+    ],
+)  # fmt: skip
+async def test_a_bad_agreement_is_422_naming_it(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    service: FakeService,
+    raw: bytes,
+    media: str,
+    loc: list[Any],
+    word: str,
+) -> None:
+    response = await put(client, raw, media)
+    assert_422_at(response, loc, word)
+    assert_documented(app, "put", "/v1/agreements/{client_id}", response)
+    assert service.calls == []
+
+
+async def test_a_body_over_1_mib_is_413(
+    app: FastAPI, client: httpx.AsyncClient, service: FakeService
+) -> None:
+    raw = json_body(body(name="x")).replace(b'"x"', b'"' + b" " * MAX_BODY_BYTES + b'"')
+    response = await put(client, raw)
+    assert response.status_code == 413
+    assert_documented(app, "put", "/v1/agreements/{client_id}", response)
+
+    async def streamed() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+        for _ in range(20):
+            yield b" " * 65_536
+
+    response = await client.put("/v1/agreements/acme", content=streamed())
+    assert response.status_code == 413
+    assert service.calls == []
+
+
+async def test_an_agreement_kafka_could_not_carry_is_413_at_the_put(
+    app: FastAPI, client: httpx.AsyncClient, service: FakeService
+) -> None:
+    placeholder = [
+        {"id": f"r{i}", "when": {"units": {"in": "X"}}, "then": {"service_line": "hr",
+                                                                 "complexity": "basic"}}
+        for i in range(400)
+    ]  # fmt: skip
+    numbers = ("[" + ",".join(["1e12"] * 300) + "]").encode()
+    raw = json_body(body(classification={"rules": placeholder})).replace(b'"X"', numbers)
+    assert len(raw) <= MAX_BODY_BYTES
+    response = await put(client, raw)
+    assert response.status_code == 413
+    assert "Kafka" in response.json()["detail"]
+    assert_documented(app, "put", "/v1/agreements/{client_id}", response)
+    assert service.calls == []
+
+
+async def test_permission_is_decided_before_the_body_is_read(
+    app: FastAPI, client: httpx.AsyncClient, service: FakeService
+) -> None:
+    hostile = b"[" * 10_000
+    for headers, status in [
+        ({"Authorization": ""}, 401),
+        ({"Authorization": f"Bearer {INTAKE}"}, 403),
+    ]:
+        response = await client.put("/v1/agreements/ACME%00", content=hostile, headers=headers)
+        assert response.status_code == status
+        assert_documented(app, "put", "/v1/agreements/{client_id}", response)
+    assert service.calls == []
+
+
+# --- close body -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "loc"),
+    [
+        (b'{"client_id": "a\\u0000"}', ["body", "client_id"]),
+        (b'{"client_id": 5}', ["body", "client_id"]),
+        (b'{"client_id": "acme", "x": 1}', ["body"]),
+        (b"[" * 10_000, ["body"]),
+        (b'{"client_id": "\xff"}', ["body"]),
+    ],
+)
+async def test_a_bad_close_body_is_422(
+    app: FastAPI, client: httpx.AsyncClient, service: FakeService, raw: bytes, loc: list[Any]
+) -> None:
+    response = await client.post("/v1/periods/2026-01/close", content=raw)
+    assert_422_at(response, loc)
+    assert_documented(app, "post", "/v1/periods/{period}/close", response)
+    assert service.calls == []
+
+
+async def test_close_answers_its_documented_body(
+    app: FastAPI, client: httpx.AsyncClient, service: FakeService
+) -> None:
+    response = await client.post("/v1/periods/2026-01/close", json={"client_id": "acme"})
+    assert response.status_code == 200
+    assert_documented(app, "post", "/v1/periods/{period}/close", response)
+    assert service.calls == [("close", ("2026-01", "acme"))]
+
+
+# --- the OpenAPI document -------------------------------------------------------------------------
+
+
+def test_every_billing_route_documents_its_error_responses(app: FastAPI) -> None:
+    paths = app.openapi()["paths"]
+    expected = {
+        ("put", "/v1/agreements/{client_id}"): {"200", "401", "403", "413", "422", "503"},
+        ("get", "/v1/agreements/{client_id}"): {"200", "401", "403", "404", "422"},
+        ("post", "/v1/periods/{period}/close"): {"200", "401", "403", "413", "422", "503"},
+        ("get", "/v1/invoices"): {"200", "401", "403", "422"},
+        ("get", "/v1/invoices/{invoice_id}"): {"200", "401", "403", "404", "422"},
+        ("get", "/v1/forecast/{client_id}"): {"200", "401", "403", "404", "422"},
+        ("get", "/v1/recommendations/{client_id}"): {"200", "401", "403", "404", "422"},
+    }
+    for (method, route), statuses in expected.items():
+        assert set(paths[route][method]["responses"]) == statuses, (method, route)
+    put_body = paths["/v1/agreements/{client_id}"]["put"]["requestBody"]["content"]
+    assert set(put_body) == {"application/json", "application/yaml"}
+    params = {p["name"]: p["schema"] for p in paths["/v1/invoices"]["get"]["parameters"]}
+    assert params["period"]["pattern"].startswith("^20")
+    error_bodies = [
+        response["content"]["application/json"]["schema"]
+        for path in paths.values()
+        for operation in path.values()
+        for status, response in operation["responses"].items()
+        if status == "422"
+    ]
+    assert all("errors" in schema["required"] for schema in error_bodies)
+
+
+def test_the_spec_agreement_matches_its_documented_schemas(app: FastAPI) -> None:
+    schemas = app.openapi()["paths"]["/v1/agreements/{client_id}"]["put"]
+    request = schemas["requestBody"]["content"]["application/json"]["schema"]
+    answer = schemas["responses"]["200"]["content"]["application/json"]["schema"]
+    jsonschema_rs.validate(request, json.loads(json_body(body())))
+    jsonschema_rs.validate(answer, ACME.to_wire())
