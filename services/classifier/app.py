@@ -49,7 +49,7 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
     broker = make_broker(
         settings.kafka_bootstrap_servers, client_id="tierline-classifier", registry=registry
     )
-    agreements = agreement_view(settings.kafka_bootstrap_servers)
+    agreements = agreement_view(settings.kafka_bootstrap_servers, service="classifier")
     producer = BatchProducer(settings.kafka_bootstrap_servers, client_id="tierline-classifier")
     classifier = Classifier(
         broker=broker,

@@ -46,7 +46,7 @@ def create_app(settings: MeteringSettings) -> FastAPI:
     broker = make_broker(
         settings.kafka_bootstrap_servers, client_id="tierline-metering", registry=registry
     )
-    agreements = agreement_view(settings.kafka_bootstrap_servers)
+    agreements = agreement_view(settings.kafka_bootstrap_servers, service="metering")
     metrics = MeteringMetrics(registry)
     declare_publishers(broker, USAGE_ALERTS, dlq(WORKITEMS_CLASSIFIED))
     state: dict[str, Any] = {}
