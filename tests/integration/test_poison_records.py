@@ -17,9 +17,11 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
+from services.classifier import handlers, rules
 from services.classifier.handlers import MAX_RECORD_BYTES, Classifier, ClassifierMetrics
 from services.metering.handlers import Meter, MeteringMetrics
 from shared.agreement_view import agreement_view
@@ -29,6 +31,7 @@ from shared.events import (
     AGREEMENTS,
     WORKITEMS_CLASSIFIED,
     WORKITEMS_COMPLETED,
+    CompletedWorkItem,
     decode_classified,
     dlq,
 )
@@ -129,11 +132,13 @@ async def dead_letters(
     """The dead letters written to `topic`'s DLQ since `since`, for records of one origin
     partition, by origin offset: (value, headers)."""
     ends = await end_offsets(bootstrap, [dlq(topic)])
+    found: dict[int, list[tuple[bytes | None, dict[str, str]]]] = {}
+    partitions = [tp for tp, end in ends.items() if end > since.get(tp, 0)]
+    if not partitions:
+        return found
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    found: dict[int, list[tuple[bytes | None, dict[str, str]]]] = {}
     try:
-        partitions = [tp for tp, end in ends.items() if end > since.get(tp, 0)]
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, since.get(tp, 0))
@@ -312,11 +317,13 @@ async def classified_ids(
 ) -> list[str]:
     """The ids of `client`'s items published to `workitems.classified` since `since`."""
     ends = await end_offsets(bootstrap, [WORKITEMS_CLASSIFIED])
+    ids: list[str] = []
+    partitions = [tp for tp, end in ends.items() if end > since.get(tp, 0)]
+    if not partitions:
+        return ids
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    ids: list[str] = []
     try:
-        partitions = [tp for tp, end in ends.items() if end > since.get(tp, 0)]
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, since.get(tp, 0))
@@ -385,3 +392,78 @@ async def test_an_unusable_agreements_record_never_applies_and_is_dead_lettered_
         assert headers["dead_lettered_by"] == service
     mismatch = mine[sent.offsets["key-mismatch"]][0][1]
     assert client in mismatch["error"] and other in mismatch["error"]
+
+
+async def test_an_item_whose_rules_raise_is_dead_lettered_and_the_others_classified(
+    kafka_bootstrap: str,
+    broker: KafkaBroker,
+    producer: AIOKafkaProducer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = f"raise-{uuid.uuid4().hex[:8]}"
+    await publish_agreement(producer, client, 1)
+
+    def classify(item: CompletedWorkItem, agreement: Agreement | None) -> Any:
+        if item.id == "explodes":
+            raise RuntimeError("rule evaluation blew up")
+        return rules.classify(item, agreement)
+
+    monkeypatch.setattr(handlers, "classify", classify)
+    sent = Sent(WORKITEMS_COMPLETED, client.encode())
+    names = ["before", "explodes", "after"]
+    since_dlq = await end_offsets(kafka_bootstrap, [dlq(WORKITEMS_COMPLETED)])
+    for name in names:
+        await sent.send(producer, name, orjson.dumps(completed(client, name)))
+    since_out = await end_offsets(kafka_bootstrap, [WORKITEMS_CLASSIFIED])
+
+    view = agreement_view(kafka_bootstrap, service=f"test-{client}")
+    await view.start()
+    out = BatchProducer(kafka_bootstrap, client_id="poison-test")
+    await out.start()
+    try:
+        classifier = Classifier(
+            broker=broker,
+            producer=out,
+            agreements=view,
+            metrics=ClassifierMetrics(CollectorRegistry()),
+        )
+        await classifier.handle(await sent.consume(kafka_bootstrap, names))
+    finally:
+        await out.stop()
+        await view.stop()
+
+    assert await classified_ids(kafka_bootstrap, client, since_out) == ["before", "after"]
+    letters = await dead_letters(kafka_bootstrap, WORKITEMS_COMPLETED, since_dlq, sent.partition)
+    assert set(letters) == {sent.offsets["explodes"]}
+    value = orjson.dumps(completed(client, "explodes"))
+    headers = assert_dead_letter(letters[sent.offsets["explodes"]], sent, "explodes", value)
+    assert headers["error"] == "RuntimeError: rule evaluation blew up"
+
+
+class _KafkaAway(BatchProducer):
+    async def send_many(self, *args: Any, **kwargs: Any) -> int:
+        raise KafkaConnectionError("broker unreachable")
+
+
+async def test_a_kafka_outage_fails_the_classifier_batch_and_dead_letters_nothing(
+    kafka_bootstrap: str, broker: KafkaBroker, producer: AIOKafkaProducer
+) -> None:
+    client = f"outage-{uuid.uuid4().hex[:8]}"
+    sent = Sent(WORKITEMS_COMPLETED, client.encode())
+    since_dlq = await end_offsets(kafka_bootstrap, [dlq(WORKITEMS_COMPLETED)])
+    await sent.send(producer, "one", orjson.dumps(completed(client, "one")))
+    view = agreement_view(kafka_bootstrap, service=f"test-{client}")
+    await view.start()
+    try:
+        classifier = Classifier(
+            broker=broker,
+            producer=_KafkaAway(kafka_bootstrap, client_id="poison-test"),
+            agreements=view,
+            metrics=ClassifierMetrics(CollectorRegistry()),
+        )
+        with pytest.raises(KafkaConnectionError):  # the batch is redelivered, never skipped
+            await classifier.handle(await sent.consume(kafka_bootstrap, ["one"]))
+    finally:
+        await view.stop()
+    letters = await dead_letters(kafka_bootstrap, WORKITEMS_COMPLETED, since_dlq, sent.partition)
+    assert sent.offsets["one"] not in letters
