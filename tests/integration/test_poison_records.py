@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from services.classifier import handlers, rules
 from services.classifier.handlers import MAX_RECORD_BYTES, Classifier, ClassifierMetrics
+from services.metering import handlers as metering_handlers
 from services.metering.handlers import Meter, MeteringMetrics
 from shared.agreement_view import agreement_view
 from shared.agreements import Agreement, parse_agreement
@@ -467,3 +468,34 @@ async def test_a_kafka_outage_fails_the_classifier_batch_and_dead_letters_nothin
         await view.stop()
     letters = await dead_letters(kafka_bootstrap, WORKITEMS_COMPLETED, since_dlq, sent.partition)
     assert sent.offsets["one"] not in letters
+
+
+async def test_alerts_that_cannot_be_worked_out_never_fail_the_count(
+    kafka_bootstrap: str,
+    pool: asyncpg.Pool,
+    broker: KafkaBroker,
+    producer: AIOKafkaProducer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = f"alerts-{uuid.uuid4().hex[:8]}"
+    await publish_agreement(producer, client, 1)
+
+    def new_alerts(*args: Any) -> Any:
+        raise ArithmeticError("an alert computation failed")
+
+    monkeypatch.setattr(metering_handlers, "new_alerts", new_alerts)
+    sent = Sent(WORKITEMS_CLASSIFIED, client.encode())
+    names = ["one", "two"]
+    for name in names:
+        await sent.send(producer, name, orjson.dumps(classified(client, name)))
+    view = agreement_view(kafka_bootstrap, service=f"test-{client}")
+    await view.start()
+    try:
+        registry = CollectorRegistry()
+        meter = Meter(broker, pool, view, MeteringMetrics(registry))
+        counted = await meter.handle(await sent.consume(kafka_bootstrap, names))
+    finally:
+        await view.stop()
+    assert [item.item_id for item in counted] == names
+    assert await metered(pool, client) == (2, {"one", "two"})
+    assert registry.get_sample_value("tierline_metering_alert_failures_total") == 1
