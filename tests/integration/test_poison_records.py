@@ -30,13 +30,14 @@ from shared.agreements import Agreement, parse_agreement
 from shared.db import apply_schema, create_pool
 from shared.events import (
     AGREEMENTS,
+    CONSUMED_TOPICS,
     WORKITEMS_CLASSIFIED,
     WORKITEMS_COMPLETED,
     CompletedWorkItem,
     decode_classified,
     dlq,
 )
-from shared.kafka import BatchProducer, end_offsets, ensure_topics, make_broker
+from shared.kafka import BatchProducer, end_offsets, ensure_topics, make_broker, partitions_of
 from shared.ledger import counts_between
 from tests.e2e.test_billing_rules import agreement as agreement_body
 
@@ -499,3 +500,10 @@ async def test_alerts_that_cannot_be_worked_out_never_fail_the_count(
     assert [item.item_id for item in counted] == names
     assert await metered(pool, client) == (2, {"one", "two"})
     assert registry.get_sample_value("tierline_metering_alert_failures_total") == 1
+
+
+async def test_every_consumed_topic_has_its_dead_letter_topic(kafka_bootstrap: str) -> None:
+    await ensure_topics(kafka_bootstrap, partitions=6)
+    for topic in CONSUMED_TOPICS:
+        assert await partitions_of(kafka_bootstrap, dlq(topic)), dlq(topic)
+    assert dlq(AGREEMENTS) in {dlq(topic) for topic in CONSUMED_TOPICS}
