@@ -11,10 +11,23 @@ def agreement_from_message(raw: bytes) -> Agreement:
     return Agreement.model_validate_json(raw)
 
 
+def client_of(agreement: Agreement) -> str:
+    return agreement.client_id
+
+
 def is_newer(candidate: Agreement, current: Agreement) -> bool:
     """A republished older version (outbox retry) must never replace a newer one."""
     return (candidate.version or 0) >= (current.version or 0)
 
 
-def agreement_view(bootstrap_servers: str) -> CompactedView[Agreement]:
-    return CompactedView(bootstrap_servers, AGREEMENTS, agreement_from_message, newer=is_newer)
+def agreement_view(bootstrap_servers: str, *, service: str) -> CompactedView[Agreement]:
+    """The view `service` keeps. A record that is no valid agreement, or whose key is not its
+    body's `client_id`, is never applied: `service` dead-letters it to `agreements.dlq` (once)."""
+    return CompactedView(
+        bootstrap_servers,
+        AGREEMENTS,
+        agreement_from_message,
+        newer=is_newer,
+        key_of=client_of,
+        dead_lettered_by=service,
+    )

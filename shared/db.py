@@ -32,7 +32,45 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InsufficientResourcesError,  # disk full, out of memory: an outage
 )
+
+#: Failures the data itself causes: the same statement with the same values can never succeed.
+#: PostgreSQL's data exceptions (class 22: U+0000 in text, a value out of range, a bad text
+#: representation), constraint violations (23) and program limits (54: a value too big to
+#: index), asyncpg refusing to encode an argument (its client-side `DataError`), and Python's
+#: own errors about a value (an overflow or an out-of-range date while computing a period).
+#: Anything else — an outage (`TRANSIENT_ERRORS`), a missing table, a syntax error, a bug —
+#: is no record's fault and must never dead-letter one.
+DATA_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    asyncpg.exceptions.ProgramLimitExceededError,
+    asyncpg.exceptions.CardinalityViolationError,
+    ValueError,  # includes asyncpg's client-side DataError and UnicodeError
+    ArithmeticError,  # OverflowError among them
+    LookupError,
+    TypeError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether `error` means the database is unreachable right now (worth waiting out).
+
+    asyncpg's client-side `DataError` ("invalid input for query argument") is an
+    `InterfaceError` too, but it is the data's fault: retrying it would never end.
+    """
+    return isinstance(error, TRANSIENT_ERRORS) and not _client_data_error(error)
+
+
+def caused_by_data(error: BaseException) -> bool:
+    """Whether `error` is the fault of the values written (see `DATA_ERRORS`), not an outage."""
+    return not is_transient(error) and isinstance(error, DATA_ERRORS)
+
+
+def _client_data_error(error: BaseException) -> bool:
+    return isinstance(error, asyncpg.exceptions.InterfaceError) and isinstance(error, ValueError)
+
 
 _SCHEMA_LOCK = 73_011  # advisory lock key: one schema migration at a time
 
@@ -91,7 +129,7 @@ async def retrying(
         try:
             return await operation()
         except TRANSIENT_ERRORS as error:
-            if stop is not None and stop.is_set():
+            if (stop is not None and stop.is_set()) or not is_transient(error):
                 raise
             log.warning(f"{what}: database unavailable, retrying", extra={"error": str(error)})
             await asyncio.sleep(delay)

@@ -110,15 +110,15 @@ async def ensure_service_topics(settings: CommonSettings) -> None:
     )
 
 
-async def dead_letter(
-    broker: KafkaBroker, record: ConsumerRecord[Any, Any], error: BaseException | str
-) -> None:
-    """Send a record that cannot be processed to `<topic>.dlq`, saying why and where it was."""
+def dead_letter_headers(
+    record: ConsumerRecord[Any, Any], error: BaseException | str, *, by: str | None = None
+) -> dict[str, str]:
+    """A dead letter's headers: the record's own, then why it failed and where it was (SPEC
+    §13); `by` names the service that dead-lettered it (`dead_lettered_by`)."""
     headers = {key: value.decode(errors="replace") for key, value in (record.headers or ())}
-    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     headers.update(
         {
-            "error": reason[:4000],
+            "error": error_text(error)[:4000],
             "error_type": "contract" if isinstance(error, str) else type(error).__name__,
             "origin_topic": record.topic,
             "origin_partition": str(record.partition),
@@ -126,8 +126,29 @@ async def dead_letter(
             "origin_timestamp": str(record.timestamp),
         }
     )
+    if by is not None:
+        headers["dead_lettered_by"] = by
+    return headers
+
+
+def error_text(error: BaseException | str) -> str:
+    return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+
+
+async def dead_letter(
+    broker: KafkaBroker,
+    record: ConsumerRecord[Any, Any],
+    error: BaseException | str,
+    *,
+    by: str | None = None,
+) -> None:
+    """Send a record that cannot be processed to `<topic>.dlq`, saying why and where it was."""
+    headers = dead_letter_headers(record, error, by=by)
     await broker.publish(record.value or b"", dlq(record.topic), key=record.key, headers=headers)
-    log.warning("dead-lettered a message", extra={**record_fields(record), "error": reason[:500]})
+    log.warning(
+        "dead-lettered a message",
+        extra={**record_fields(record), "error": headers["error"][:500]},
+    )
 
 
 async def decode_all(
@@ -136,15 +157,29 @@ async def decode_all(
     decode: Callable[[bytes | None], T],
     dead_letters: Counter,
 ) -> list[T]:
-    """The records decoded, in order. One that breaks its topic's contract (`ContractError`)
-    goes to `<topic>.dlq` with the reason and is counted in `dead_letters` (labelled by topic);
-    the rest of the partition keeps flowing."""
-    decoded: list[T] = []
+    """The records decoded, in order (see `decode_records`)."""
+    return [value for _, value in await decode_records(broker, records, decode, dead_letters)]
+
+
+async def decode_records(
+    broker: KafkaBroker,
+    records: Sequence[ConsumerRecord[bytes, bytes]],
+    decode: Callable[[bytes | None], T],
+    dead_letters: Counter,
+) -> list[tuple[ConsumerRecord[bytes, bytes], T]]:
+    """Each record with its decoded value, in order. One that does not decode — it breaks its
+    topic's contract (`ContractError`), or decoding it raises anything else — goes to
+    `<topic>.dlq` with the reason and is counted in `dead_letters` (labelled by topic); the
+    rest of the partition keeps flowing."""
+    decoded: list[tuple[ConsumerRecord[bytes, bytes], T]] = []
     for record in records:
         try:
-            decoded.append(decode(record.value))
+            decoded.append((record, decode(record.value)))
         except ContractError as error:
             await dead_letter(broker, record, str(error))
+            dead_letters.labels(topic=record.topic).inc()
+        except Exception as error:  # whatever the bytes are, they must not stop the partition
+            await dead_letter(broker, record, error)
             dead_letters.labels(topic=record.topic).inc()
     return decoded
 
@@ -174,6 +209,11 @@ class CompactedView(Generic[T]):
     It reads the topic from the beginning without a consumer group, then follows it. `caught_up`
     waits until the view holds everything written before the call, so a handler never decides
     with an agreement older than one the caller already saw acknowledged.
+
+    A record the view cannot use — `parse` raises, or `key_of` its value is not the record's
+    key — never replaces the current value. With `dead_lettered_by` (the service's name) it is
+    sent to `<topic>.dlq` with its error and origin, once per service: the view re-reads the
+    topic at every start, so at start it reads which origins this service dead-lettered before.
     """
 
     def __init__(
@@ -183,21 +223,30 @@ class CompactedView(Generic[T]):
         parse: Callable[[bytes], T],
         *,
         newer: Callable[[T, T], bool] | None = None,
+        key_of: Callable[[T], str] | None = None,
+        dead_lettered_by: str | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._topic = topic
         self._parse = parse
         self._newer = newer
+        self._key_of = key_of
+        self._dead_lettered_by = dead_lettered_by
         self._values: dict[str, T] = {}
         self._consumer: AIOKafkaConsumer | None = None
         #: A second client just for end offsets: on the follower's connection a ListOffsets
         #: request would queue behind its long-poll fetch (up to fetch_max_wait_ms).
         self._offsets: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        #: (partition, offset) of the records this service already dead-lettered.
+        self._dead_lettered: set[tuple[int, int]] = set()
         self._partitions: list[TopicPartition] = []
         self._task: asyncio.Task[None] | None = None
         self._progress = asyncio.Condition()
         self._positions: dict[TopicPartition, int] = {}
         self.on_change: list[Callable[[str, T], Awaitable[None] | None]] = []
+        #: How many records this view refused (dead-lettered now or before), for tests/metrics.
+        self.rejected = 0
 
     def get(self, key: str) -> T | None:
         return self._values.get(key)
@@ -206,6 +255,15 @@ class CompactedView(Generic[T]):
         return list(self._values.items())
 
     async def start(self) -> None:
+        if self._dead_lettered_by is not None:
+            self._producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                client_id=f"tierline-view-dlq-{self._topic}",
+                acks="all",
+                enable_idempotence=True,
+            )
+            await self._producer.start()
+            self._dead_lettered = await self._read_dead_letters(self._dead_lettered_by)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             enable_auto_commit=False,
@@ -235,6 +293,8 @@ class CompactedView(Generic[T]):
             await self._consumer.stop()
         if self._offsets is not None:
             await self._offsets.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     async def _follow(self) -> None:
         assert self._consumer is not None
@@ -256,16 +316,22 @@ class CompactedView(Generic[T]):
                 self._progress.notify_all()
 
     async def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        key = (record.key or b"").decode()
+        try:
+            key = (record.key or b"").decode()
+        except UnicodeDecodeError as error:
+            await self._reject(record, f"the record key is not UTF-8: {error}")
+            return
         if record.value is None:
             self._values.pop(key, None)
             return
         try:
             value = self._parse(record.value)
-        except Exception as error:  # a bad record must not stop the view; it is reported
-            log.error(
-                "unreadable record in compacted topic",
-                extra={**record_fields(record), "error": str(error)},
+        except Exception as error:  # a bad record must not stop the view; it is dead-lettered
+            await self._reject(record, error)
+            return
+        if self._key_of is not None and (named := self._key_of(value)) != key:
+            await self._reject(
+                record, f"the record key {key!r} differs from the body's client_id {named!r}"
             )
             return
         current = self._values.get(key)
@@ -273,9 +339,88 @@ class CompactedView(Generic[T]):
             return  # a republished older version must not replace a newer one
         self._values[key] = value
         for callback in self.on_change:
-            result = callback(key, value)
-            if result is not None:
-                await result
+            try:
+                result = callback(key, value)
+                if result is not None:
+                    await result
+            except Exception:  # one listener's failure must not stop the view
+                log.exception("view change listener failed", extra=record_fields(record))
+
+    async def _reject(
+        self, record: ConsumerRecord[bytes, bytes], error: BaseException | str
+    ) -> None:
+        """Dead-letter a record the view cannot use, unless this service did so before."""
+        self.rejected += 1
+        reason = error_text(error)
+        log.error(
+            "unusable record in compacted topic",
+            extra={**record_fields(record), "error": reason[:500]},
+        )
+        if self._producer is None or (record.partition, record.offset) in self._dead_lettered:
+            return
+        headers = dead_letter_headers(record, error, by=self._dead_lettered_by)
+        encoded = [(name, value.encode()) for name, value in headers.items()]
+        delay = 0.2
+        while True:  # an outage is waited out: the dead letter must not be lost
+            try:
+                await self._producer.send_and_wait(
+                    dlq(self._topic), record.value or b"", key=record.key, headers=encoded
+                )
+                break
+            except KafkaError as failure:
+                log.warning(
+                    "dead letter not written, retrying",
+                    extra={"topic": dlq(self._topic), "error": str(failure)},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._dead_lettered.add((record.partition, record.offset))
+
+    async def _read_dead_letters(self, service: str) -> set[tuple[int, int]]:
+        """The (partition, offset) of every record of this topic `service` dead-lettered."""
+        topic = dlq(self._topic)
+        try:
+            partitions = [
+                TopicPartition(topic, p)
+                for p in await partitions_of(self._bootstrap, topic, attempts=20)
+            ]
+        except RuntimeError:
+            log.warning("no dead-letter topic yet", extra={"topic": topic})
+            return set()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            enable_auto_commit=False,
+            client_id=f"tierline-view-dlq-reader-{self._topic}",
+        )
+        await consumer.start()
+        seen: set[tuple[int, int]] = set()
+        try:
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            remaining = {tp for tp, end in ends.items() if end > 0}
+            while remaining:
+                batches = await consumer.getmany(*remaining, timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        headers = {k: v for k, v in (record.headers or ())}
+                        if (
+                            headers.get("dead_lettered_by") == service.encode()
+                            and headers.get("origin_topic") == self._topic.encode()
+                        ):
+                            with contextlib.suppress(KeyError, ValueError):
+                                seen.add(
+                                    (
+                                        int(headers["origin_partition"]),
+                                        int(headers["origin_offset"]),
+                                    )
+                                )
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+        finally:
+            await consumer.stop()
+        return seen
 
     async def caught_up(self, timeout: float = 10.0) -> None:
         """Wait until the view has read every record written to the topic before this call."""

@@ -11,7 +11,7 @@ from typing import Final, cast
 
 import asyncpg
 
-from shared.agreements import Complexity, ServiceClass, ServiceLine
+from shared.agreements import COMPLEXITIES, SERVICE_LINES, Complexity, ServiceClass, ServiceLine
 from shared.db import Executor
 from shared.rating import ClassUsage
 
@@ -50,11 +50,14 @@ class ClassCount:
 
     @property
     def classified(self) -> bool:
-        return self.service_line != UNCLASSIFIED
+        """Whether the count is of a class the agreements know. Metering refuses any other
+        before writing; a row written before it did is read as unclassified (never billed),
+        so it cannot make usage or a close fail."""
+        return self.service_line in SERVICE_LINES and self.complexity in COMPLEXITIES
 
     @property
     def service_class(self) -> ServiceClass:
-        """The class of a classified count (metering only stores valid classes)."""
+        """The class of a classified count (see `classified`)."""
         return ServiceClass(cast(ServiceLine, self.service_line), cast(Complexity, self.complexity))
 
 

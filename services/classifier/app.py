@@ -17,6 +17,7 @@ from services.classifier.handlers import Classifier, ClassifierMetrics
 from shared.agreement_view import agreement_view
 from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.events import (
+    AGREEMENTS,
     WORKITEMS_CLASSIFIED,
     WORKITEMS_COMPLETED,
     WORKITEMS_UNCLASSIFIED,
@@ -49,7 +50,7 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
     broker = make_broker(
         settings.kafka_bootstrap_servers, client_id="tierline-classifier", registry=registry
     )
-    agreements = agreement_view(settings.kafka_bootstrap_servers)
+    agreements = agreement_view(settings.kafka_bootstrap_servers, service="classifier")
     producer = BatchProducer(settings.kafka_bootstrap_servers, client_id="tierline-classifier")
     classifier = Classifier(
         broker=broker,
@@ -58,7 +59,11 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
         metrics=ClassifierMetrics(registry),
     )
     declare_publishers(
-        broker, WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED, dlq(WORKITEMS_COMPLETED)
+        broker,
+        WORKITEMS_CLASSIFIED,
+        WORKITEMS_UNCLASSIFIED,
+        dlq(WORKITEMS_COMPLETED),
+        dlq(AGREEMENTS),  # written by the agreement view: records it cannot use
     )
 
     @broker.subscriber(

@@ -2,6 +2,11 @@
 
 Offsets are committed only after every output message is acknowledged by Kafka, so a crash
 replays the batch (metering counts each item once, so a replayed item is harmless).
+
+A record that cannot be classified goes to `workitems.completed.dlq` with its error and origin
+and the partition moves on: it does not decode, its rules raise, or its classified copy would
+be larger than the broker takes. A Kafka outage fails the batch, which is retried, never
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import asyncio
 import logging
 from collections import Counter as Tally
 from collections.abc import Sequence
+from typing import Final
 
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
@@ -27,10 +33,20 @@ from shared.events import (
     with_outcome,
 )
 from shared.faults import crash_point
-from shared.kafka import BatchProducer, CompactedView, decode_all
+from shared.kafka import BatchProducer, CompactedView, dead_letter, decode_records
 from shared.logs import batch_fields
 
 log = logging.getLogger(__name__)
+
+#: The largest record (key and value) the classifier publishes: the broker refuses a record
+#: batch over its `message.max.bytes` (1 MiB by default, framing included), and a record it
+#: refuses would be retried forever. A classified copy is larger than its input, so an input
+#: that fits can produce one that does not: that item is dead-lettered instead.
+MAX_RECORD_BYTES: Final = 1_000_000
+
+
+class RecordTooLarge(ValueError):
+    """A classified copy larger than `MAX_RECORD_BYTES`."""
 
 
 class ClassifierMetrics:
@@ -112,10 +128,21 @@ class Classifier:
                 raise
             await caught_up
             out: list[tuple[str, bytes, bytes]] = []
-            for item in items:
-                messages = classified_messages(item, self.agreements.get(item.client_id))
-                outcomes["classified" if len(messages) == 1 else "unclassified"] += 1
+            for record, item in items:
                 key = item.client_id.encode()
+                try:
+                    messages = classified_messages(item, self.agreements.get(item.client_id))
+                    for _, body in messages:
+                        if len(key) + len(body) > MAX_RECORD_BYTES:
+                            raise RecordTooLarge(
+                                f"the classified item would be {len(key) + len(body)} bytes,"
+                                f" over the {MAX_RECORD_BYTES} bytes a record may have"
+                            )
+                except Exception as error:  # this item's fault: it alone is dead-lettered
+                    await self.reject(record, error)
+                    outcomes["dead_lettered"] += 1
+                    continue
+                outcomes["classified" if len(messages) == 1 else "unclassified"] += 1
                 out += [(topic, key, body) for topic, body in messages]
             try:
                 await self.producer.send_many(out)
@@ -131,14 +158,18 @@ class Classifier:
             for outcome, count in outcomes.items():
                 self.metrics.items.labels(outcome=outcome).inc(count)
 
+    async def reject(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> None:
+        await dead_letter(self.broker, record, error)
+        self.metrics.dead_letters.labels(topic=record.topic).inc()
+
     async def decode(
         self, records: Sequence[ConsumerRecord[bytes, bytes]], outcomes: Tally[str]
-    ) -> list[CompletedWorkItem]:
-        """The batch's items, first copies only; a record that breaks the contract is
-        dead-lettered."""
-        items: list[CompletedWorkItem] = []
+    ) -> list[tuple[ConsumerRecord[bytes, bytes], CompletedWorkItem]]:
+        """The batch's items with their records, first copies only; a record that breaks the
+        contract is dead-lettered."""
+        items: list[tuple[ConsumerRecord[bytes, bytes], CompletedWorkItem]] = []
         seen: set[tuple[str, str]] = set()
-        for item in await decode_all(
+        for record, item in await decode_records(
             self.broker, records, decode_completed, self.metrics.dead_letters
         ):
             if (item.client_id, item.id) in seen:
@@ -147,5 +178,5 @@ class Classifier:
                 outcomes["duplicate"] += 1
                 continue
             seen.add((item.client_id, item.id))
-            items.append(item)
+            items.append((record, item))
         return items

@@ -19,7 +19,7 @@ from shared.agreement_view import agreement_view
 from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
-from shared.events import USAGE_ALERTS, WORKITEMS_CLASSIFIED, dlq
+from shared.events import AGREEMENTS, USAGE_ALERTS, WORKITEMS_CLASSIFIED, dlq
 from shared.http import add_operational_routes, database_status, kafka_status
 from shared.kafka import (
     HOT_FETCH_MAX_WAIT_MS,
@@ -46,9 +46,9 @@ def create_app(settings: MeteringSettings) -> FastAPI:
     broker = make_broker(
         settings.kafka_bootstrap_servers, client_id="tierline-metering", registry=registry
     )
-    agreements = agreement_view(settings.kafka_bootstrap_servers)
+    agreements = agreement_view(settings.kafka_bootstrap_servers, service="metering")
     metrics = MeteringMetrics(registry)
-    declare_publishers(broker, USAGE_ALERTS, dlq(WORKITEMS_CLASSIFIED))
+    declare_publishers(broker, USAGE_ALERTS, dlq(WORKITEMS_CLASSIFIED), dlq(AGREEMENTS))
     state: dict[str, Any] = {}
 
     @broker.subscriber(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from shared.agreements import COMPLEXITIES, SERVICE_LINES
 from shared.events import ClassifiedWorkItem
 from shared.ledger import NO_COMPLEXITY, UNCLASSIFIED
 from shared.periods import Period, period_of
@@ -50,6 +51,25 @@ def metered_item(item: ClassifiedWorkItem) -> MeteredItem:
         agreement_version=item.agreement_version,
         received_at=item.received_at,
     )
+
+
+def why_unmeterable(item: MeteredItem, tz: str) -> str | None:
+    """Why metering cannot keep `item` (`None` when it can), decided before anything is written:
+    a class the ledger cannot hold (usage and closes would later fail on it), or a completion
+    time that lies in no period of its client's timezone."""
+    unclassified = item.service_line == UNCLASSIFIED
+    if not unclassified and item.service_line not in SERVICE_LINES:
+        return f"service_line {item.service_line!r} is not one of {', '.join(SERVICE_LINES)}"
+    if not unclassified and item.complexity not in COMPLEXITIES:
+        return f"complexity {item.complexity!r} is not one of {', '.join(COMPLEXITIES)}"
+    if unclassified and item.complexity != NO_COMPLEXITY:
+        return f"complexity {item.complexity!r} on an item without a service_line"
+    try:
+        period_of_item(item, "UTC")
+        period_of_item(item, tz)
+    except (ValueError, OverflowError) as error:
+        return f"completed_at {item.completed_at.isoformat()} lies in no period: {error}"
+    return None
 
 
 def flag_late(

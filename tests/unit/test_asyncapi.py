@@ -35,10 +35,18 @@ ENV = {
 EXPECTED = {
     "intake": ({"workitems.completed"}, set()),
     "classifier": (
-        {"workitems.classified", "workitems.unclassified", "workitems.completed.dlq"},
+        {
+            "workitems.classified",
+            "workitems.unclassified",
+            "workitems.completed.dlq",
+            "agreements.dlq",
+        },
         {"workitems.completed"},
     ),
-    "metering": ({"usage.alerts", "workitems.classified.dlq"}, {"workitems.classified"}),
+    "metering": (
+        {"usage.alerts", "workitems.classified.dlq", "agreements.dlq"},
+        {"workitems.classified"},
+    ),
     "billing": ({"agreements", "billing.invoices"}, set()),
 }
 

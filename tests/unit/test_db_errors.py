@@ -1,0 +1,61 @@
+"""Which database failures are the data's fault (dead-letter the record) and which are an outage
+(wait it out): `shared.db.caused_by_data` and `is_transient`."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from shared.db import caused_by_data, is_transient
+
+CLIENT_DATA_ERROR = asyncpg.exceptions._base.DataError  # asyncpg refusing to encode an argument
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.UntranslatableCharacterError("unsupported Unicode escape sequence"),
+        asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence: 0x00"),
+        asyncpg.exceptions.NumericValueOutOfRangeError("integer out of range"),
+        asyncpg.exceptions.DatetimeFieldOverflowError("date/time field value out of range"),
+        asyncpg.exceptions.InvalidTextRepresentationError("invalid input syntax"),
+        CLIENT_DATA_ERROR("invalid input for query argument $9: 3000000000"),
+        OverflowError("date value out of range"),
+        ValueError("year 0 is out of range"),
+    ],
+)
+def test_errors_the_values_cause_are_the_datas_fault(error: BaseException) -> None:
+    assert caused_by_data(error)
+    assert not is_transient(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError(),
+        TimeoutError(),
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+        asyncpg.exceptions.AdminShutdownError("terminating connection"),
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+        asyncpg.exceptions.DiskFullError("could not extend file"),
+        asyncpg.exceptions.InterfaceError("connection is closed"),
+    ],
+)
+def test_an_outage_is_retried_never_blamed_on_a_record(error: BaseException) -> None:
+    assert is_transient(error)
+    assert not caused_by_data(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.UndefinedTableError('relation "metering.items" does not exist'),
+        asyncpg.exceptions.PostgresSyntaxError("syntax error"),
+        AssertionError(),
+        AttributeError("a bug"),
+    ],
+)
+def test_a_fault_of_the_code_or_the_schema_is_no_records_fault(error: BaseException) -> None:
+    assert not caused_by_data(error)
+    assert not is_transient(error)
