@@ -15,6 +15,7 @@ from typing import Any, Final, Generic, TypeVar
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
@@ -38,6 +39,12 @@ HOT_FETCH_MIN_BYTES: Final = 64 * 1024
 HOT_FETCH_MAX_WAIT_MS: Final = 25
 
 
+#: The largest record a dead-letter topic takes. A dead letter keeps the original value and adds
+#: headers (the error, the origin), so a record that just fit its own topic (the broker's default
+#: limit is about 1 MiB) must still fit its dead-letter topic.
+DLQ_MAX_BYTES: Final = 4 * 1024 * 1024
+
+
 def make_broker(
     bootstrap_servers: str,
     *,
@@ -53,6 +60,9 @@ def make_broker(
         enable_idempotence=True,
         linger_ms=linger_ms,
         max_batch_size=256 * 1024,
+        # Dead letters may be as large as DLQ_MAX_BYTES; every other topic's limit is the
+        # broker's, checked by the broker.
+        max_request_size=DLQ_MAX_BYTES + 64 * 1024,
         request_timeout_ms=15_000,
         allow_auto_create_topics=False,
         graceful_timeout=15.0,
@@ -63,6 +73,15 @@ def make_broker(
 
 def json_bytes(value: Any) -> bytes:
     return orjson.dumps(value)
+
+
+def topic_configs(topic: str) -> dict[str, str]:
+    """The topic-level settings Tierline creates `topic` with."""
+    if topic in COMPACTED_TOPICS:
+        return {"cleanup.policy": "compact"}
+    if topic.endswith(".dlq"):
+        return {"max.message.bytes": str(DLQ_MAX_BYTES)}
+    return {}
 
 
 async def ensure_topics(
@@ -80,9 +99,7 @@ async def ensure_topics(
                     name=topic,
                     num_partitions=partitions,
                     replication_factor=replication,
-                    topic_configs={"cleanup.policy": "compact"}
-                    if topic in COMPACTED_TOPICS
-                    else {},
+                    topic_configs=topic_configs(topic),
                 )
                 for topic in wanted
                 if topic not in existing
@@ -91,6 +108,14 @@ async def ensure_topics(
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(missing)
                 log.info("created topics", extra={"topic": ",".join(t.name for t in missing)})
+            older_dlqs = [t for t in wanted if t.endswith(".dlq") and t in existing]
+            if older_dlqs:  # created before dead letters had room for their headers
+                await admin.alter_configs(
+                    [
+                        ConfigResource(ConfigResourceType.TOPIC, t, topic_configs(t))
+                        for t in older_dlqs
+                    ]
+                )
             return
         except (KafkaError, OSError) as error:
             if attempt == attempts:
