@@ -20,7 +20,7 @@ from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
 from shared.events import AGREEMENTS, INVOICES
 from shared.http import add_operational_routes, database_status, kafka_status
-from shared.kafka import ensure_service_topics, make_broker
+from shared.kafka import CompactedView, ensure_service_topics, make_broker
 from shared.logs import configure_logging
 from shared.settings import DatabaseSettings, Port, load_settings
 
@@ -34,6 +34,7 @@ class BillingSettings(DatabaseSettings, KeySettings):
     billing_auto_close_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 30
     billing_close_barrier_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 30
     billing_outbox_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2
+    billing_reconcile_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60
 
 
 async def _every(seconds: float, what: str, work: Callable[[], Awaitable[Any]]) -> None:
@@ -51,6 +52,10 @@ def create_app(settings: BillingSettings) -> FastAPI:
         settings.kafka_bootstrap_servers, client_id="tierline-billing", registry=registry
     )
     declare_publishers(broker, AGREEMENTS, INVOICES)
+    #: What the `agreements` topic carries now (raw), to republish what it no longer does.
+    on_topic: CompactedView[bytes] = CompactedView(
+        settings.kafka_bootstrap_servers, AGREEMENTS, bytes
+    )
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
@@ -73,10 +78,18 @@ def create_app(settings: BillingSettings) -> FastAPI:
             await service.publish_outbox()
         except Exception as error:  # the outbox loop below retries
             log.warning("outbox at start failed; will retry", extra={"error": repr(error)})
+        await on_topic.start()
         tasks = [
             asyncio.create_task(
                 _every(settings.billing_outbox_interval_seconds, "outbox", service.publish_outbox)
-            )
+            ),
+            asyncio.create_task(
+                _every(
+                    settings.billing_reconcile_interval_seconds,
+                    "agreements reconcile",
+                    lambda: service.reconcile_agreements(on_topic),
+                )
+            ),
         ]
         if settings.billing_auto_close:
             tasks.append(
@@ -97,6 +110,7 @@ def create_app(settings: BillingSettings) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await on_topic.stop()
             await broker.stop()
             await pool.close()
             log.info("billing stopped", extra={"status": "stopped"})

@@ -25,11 +25,12 @@ from services.billing import store
 from services.billing.barrier import wait_until_metered
 from services.billing.closing import CloseOutcome, close_for_client
 from services.billing.invoices import CLOUDEVENT_HEADERS, cloudevent
+from services.billing.reconcile import to_republish
 from shared.agreements import Agreement, wire_bytes
 from shared.db import retrying
 from shared.events import AGREEMENTS, INVOICES
 from shared.faults import crash_point
-from shared.kafka import json_bytes
+from shared.kafka import CompactedView, json_bytes
 from shared.ledger import clients_with_usage_between
 from shared.periods import Period, is_close_due, period_bounds, period_of
 
@@ -154,6 +155,28 @@ class BillingService:
         )
         await store.mark_agreement_published(self.pool, agreement.client_id, agreement.version)
         self.metrics.published.labels(topic=AGREEMENTS).inc()
+
+    async def reconcile_agreements(self, on_topic: CompactedView[bytes]) -> int:
+        """Republish every current agreement the `agreements` topic no longer carries (a record
+        written under its key by someone else, soon to be all compaction keeps); the number
+        republished. Read the topic and the store, decide (`reconcile.to_republish`), publish."""
+        await on_topic.caught_up(timeout=PUBLISH_TIMEOUT_SECONDS)
+        current = await store.current_agreements(self.pool)
+        stale = to_republish(current, {client: on_topic.get(client) for client in current})
+        republished = 0
+        async with self._publish_lock:
+            for agreement in stale:
+                key = (AGREEMENTS, (agreement.client_id, agreement.version))
+                outcome = await self._attempt(key, self._publish_agreement(agreement))
+                if outcome is None:
+                    break  # an outage: the next pass retries
+                republished += outcome
+        if republished:
+            log.warning(
+                "republished agreements the topic no longer carried",
+                extra={"count": republished, "client_id": ",".join(a.client_id for a in stale)},
+            )
+        return republished
 
     # --- closing ------------------------------------------------------------------------------
 

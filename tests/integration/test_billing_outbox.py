@@ -22,7 +22,7 @@ from services.billing.service import BillingMetrics, BillingService
 from shared.agreements import parse_agreement
 from shared.db import apply_schema, create_pool
 from shared.events import AGREEMENTS, INVOICES
-from shared.kafka import ensure_topics, make_broker
+from shared.kafka import CompactedView, ensure_topics, make_broker
 from tests.unit.test_agreements import body
 from tests.unit.test_billing_api import INVOICE
 
@@ -156,3 +156,64 @@ async def test_a_refused_invoice_and_an_invalid_agreement_stop_no_one(
         assert event.get_data() == invoice(client)
     [agreement] = (await read_topic(kafka_bootstrap, AGREEMENTS, {ok.encode()})).values()
     assert orjson.loads(agreement.value) == good.to_wire()
+
+
+async def test_an_agreement_the_topic_no_longer_carries_is_republished(
+    pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    """A record written under a client's key by someone else is refused by every consumer, but
+    compaction would keep only it: billing puts the real agreement back on the topic."""
+    await ensure_topics(kafka_bootstrap, partitions=3)
+    tag = uuid.uuid4().hex[:6]
+    victim, untouched = f"victim-{tag}", f"untouched-{tag}"
+    registry = CollectorRegistry()
+    broker = make_broker(kafka_bootstrap, client_id=f"reconcile-{tag}", registry=registry)
+    await broker.start()
+    on_topic: CompactedView[bytes] = CompactedView(kafka_bootstrap, AGREEMENTS, bytes)
+    try:
+        service = BillingService(
+            pool=pool,
+            broker=broker,
+            bootstrap_servers=kafka_bootstrap,
+            barrier_timeout=5,
+            metrics=BillingMetrics(registry),
+        )
+        for client in (victim, untouched):
+            await service.put_agreement(parse_agreement(body(client_id=client)))
+        real = await service.agreement(victim)
+        assert real is not None
+        forged = {**real.to_wire(), "client_id": "someone-else"}
+        await broker.publish(orjson.dumps(forged), AGREEMENTS, key=victim.encode())
+        await broker.publish(b"garbage", AGREEMENTS, key=untouched.encode())
+        await on_topic.start()
+        assert await service.reconcile_agreements(on_topic) >= 2
+        assert await service.reconcile_agreements(on_topic) == 0  # carried now: nothing to do
+    finally:
+        await on_topic.stop()
+        await broker.stop()
+    latest = await latest_records(
+        kafka_bootstrap, AGREEMENTS, {victim.encode(), untouched.encode()}
+    )
+    for client in (victim, untouched):
+        record = latest[client.encode()]
+        assert orjson.loads(record.value)["client_id"] == client
+        assert orjson.loads(record.value)["version"] == 1
+
+
+async def latest_records(bootstrap: str, topic: str, keys: set[bytes]) -> dict[bytes, Any]:
+    """The last record of `topic` under each of `keys`, reading to the end of the topic."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    found: dict[bytes, Any] = {}
+    try:
+        idle = 0
+        while idle < 3:
+            batches = await consumer.getmany(timeout_ms=1_000)
+            idle = 0 if batches else idle + 1
+            for records in batches.values():
+                found.update({r.key: r for r in records if r.key in keys})
+    finally:
+        await consumer.stop()
+    return found
