@@ -1,32 +1,214 @@
-"""What every service's HTTP side shares: auth dependencies, /healthz, /metrics, and the server."""
+"""What every service's HTTP side shares: auth dependencies, /healthz, /metrics, the body guard
+(size limit and read deadline), the error responses every route documents, and the server."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import asyncpg
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import Caller, KeyRing, Role
+from shared.settings import HttpSettings
 
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 
+KIB: Final = 1024
+MIB: Final = 1024 * KIB
+#: The body limit of a service that takes no large bodies (metering, classifier, console).
+SMALL_BODY_BYTES: Final = 64 * KIB
+#: SPEC §13: a body over 1 MiB is 413 (billing's agreements and reclassifications).
+DEFAULT_BODY_BYTES: Final = 1 * MIB
+#: Methods whose body, if any, is ignored (SPEC §13): never more than SMALL_BODY_BYTES is read.
+_BODILESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+def _size(limit: int) -> str:
+    if limit % MIB == 0:
+        return f"{limit // MIB} MiB"
+    return f"{limit // KIB} KiB" if limit % KIB == 0 else f"{limit} bytes"
+
+
+class BodyGuard:
+    """Pure ASGI middleware: reads each request's body in full before the app sees it, within a
+    size limit and a deadline. A `Content-Length` over the limit is 413 without reading a byte;
+    a body that grows over it is 413 as soon as it does; a body not complete within the deadline
+    (a stalled or trickling sender) is 408. Either closes the connection."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_seconds: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout_seconds = timeout_seconds
+
+    def limit_for(self, method: str) -> int:
+        return (
+            min(self.max_bytes, SMALL_BODY_BYTES)
+            if method in _BODILESS_METHODS
+            else (self.max_bytes)
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["method"])
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _refuse(send, 413, _too_large(limit))
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_seconds
+        body = bytearray()
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                await _refuse(
+                    send,
+                    408,
+                    f"the request body was not complete within {self.timeout_seconds:g} s",
+                )
+                return
+            if message["type"] == "http.disconnect":
+                return  # the caller left: nobody to answer
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await _refuse(send, 413, _too_large(limit))
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+
+def _too_large(limit: int) -> str:
+    return f"the request body is over the limit of {limit} bytes ({_size(limit)})"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1").strip()
+    return None
+
+
+async def _refuse(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),  # the unread rest of the body is not read
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect, as the server would
+
+    return replayed
+
+
+_PROBLEM_SCHEMA: Final = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+}
+_COMMON_RESPONSES: Final = {
+    "408": "The request body was not complete within TIERLINE_BODY_TIMEOUT_SECONDS",
+    "413": "The request body is over the service's limit",
+}
+_AUTH_RESPONSES: Final = {
+    "401": "No API key, or one this service does not know",
+    "403": "The API key is not good for this endpoint",
+}
+
+
+def document_common_responses(schema: dict[str, Any]) -> dict[str, Any]:
+    """Adds to every operation the answers that shared code gives for it, whatever the route:
+    408 and 413 (BodyGuard) everywhere, 401 and 403 (the key dependencies) where a key is
+    required. A route's own description of a status wins."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            answers = dict(_COMMON_RESPONSES)
+            if operation.get("security"):
+                answers |= _AUTH_RESPONSES
+            for status, description in answers.items():
+                operation["responses"].setdefault(
+                    status,
+                    {
+                        "description": description,
+                        "content": {"application/json": {"schema": _PROBLEM_SCHEMA}},
+                    },
+                )
+    return schema
+
+
+def install_openapi_common_responses(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_common_responses(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
 
 def add_operational_routes(
-    app: FastAPI, *, registry: CollectorRegistry, health: HealthCheck
+    app: FastAPI,
+    *,
+    registry: CollectorRegistry,
+    health: HealthCheck,
+    max_body_bytes: int = DEFAULT_BODY_BYTES,
+    body_timeout_seconds: float | None = None,
 ) -> None:
-    @app.get("/healthz", tags=["operations"], summary="Liveness and dependency health")
+    """/healthz and /metrics, the body guard (`max_body_bytes`; bodies of GET and the like are
+    held to SMALL_BODY_BYTES) and the common error responses in the OpenAPI document.
+
+    `body_timeout_seconds` defaults to TIERLINE_BODY_TIMEOUT_SECONDS, which every service's
+    settings validate at start."""
+    timeout = (
+        body_timeout_seconds
+        if body_timeout_seconds is not None
+        else HttpSettings().tierline_body_timeout_seconds
+    )
+    app.add_middleware(BodyGuard, max_bytes=max_body_bytes, timeout_seconds=timeout)
+    install_openapi_common_responses(app)
+
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        summary="Liveness and dependency health",
+        responses={503: {"description": "A dependency (Kafka, PostgreSQL) is unavailable"}},
+    )
     async def healthz() -> Response:
         checks = await health()
         ok = all(value == "ok" for value in checks.values())
@@ -34,7 +216,13 @@ def add_operational_routes(
             {"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503
         )
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -57,9 +245,13 @@ async def database_status(pool: asyncpg.Pool | None) -> str:
     return "unavailable"
 
 
-def caller_of(request: Request, authorization: str | None) -> Caller:
+#: Documents bearer auth in every protected operation; the key itself is checked by KeyRing.
+_BEARER: Final = HTTPBearer(auto_error=False, description="An admin key, or an intake key")
+
+
+def caller_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Caller:
     keys: KeyRing = request.app.state.keys
-    caller = keys.identify(authorization)
+    caller = keys.identify(f"Bearer {credentials.credentials}" if credentials is not None else None)
     if caller is None:
         raise HTTPException(
             401, "missing or unknown API key", headers={"WWW-Authenticate": "Bearer"}
@@ -69,9 +261,10 @@ def caller_of(request: Request, authorization: str | None) -> Caller:
 
 def require(role: Role) -> Callable[..., Caller]:
     def dependency(
-        request: Request, authorization: Annotated[str | None, Header()] = None
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
     ) -> Caller:
-        caller = caller_of(request, authorization)
+        caller = caller_of(request, credentials)
         if caller.role is not role:
             raise HTTPException(403, f"this key is not good for {request.url.path}")
         return caller
