@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from shared.periods import Period, period_bounds, period_of
-from shared.supervisor import REPO_ROOT, Stack
+from shared.supervisor import REPO_ROOT, Stack, ports_from_env
 from shared.workload import Mix, demo_items
 
 DEMO_DIR = REPO_ROOT / "deploy" / "demo"
@@ -133,6 +133,11 @@ def up(args: argparse.Namespace) -> int:
     # SIGHUP should stop what we started just as Ctrl-C does.
     for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop_signal, on_signal)
+    try:
+        ports = ports_from_env(os.environ)
+    except ValueError as error:
+        say(f"configuration error: {error}")
+        return 2
     started = time.perf_counter()
     try:
         with infrastructure(data_dir / "infra") as (kafka, database):
@@ -146,7 +151,10 @@ def up(args: argparse.Namespace) -> int:
                 data_dir / "logs",
                 admin_key=admin_key,
                 intake_keys=intake_keys,
-                extra_env={"LOG_LEVEL": "INFO"},
+                ports=ports,
+                # The local run command may use published default keys (a developer's .env);
+                # the services refuse them everywhere else (shared/auth.py).
+                extra_env={"LOG_LEVEL": "INFO", "TIERLINE_LOCAL_RUN": "true"},
             )
             say("starting intake, classifier, metering, billing and the console")
             with stack:
