@@ -182,6 +182,15 @@ def install_openapi_common_responses(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def invalid_parameter(location: str, name: str, message: str) -> JSONResponse:
+    """A 422 for one bad path or query parameter, in the shape FastAPI's own validation errors
+    have (and every route documents): `{"detail": [{"loc", "msg", "type"}]}`."""
+    return JSONResponse(
+        {"detail": [{"loc": [location, name], "msg": f"{name}: {message}", "type": "value_error"}]},
+        status_code=422,
+    )
+
+
 def add_operational_routes(
     app: FastAPI,
     *,
