@@ -90,7 +90,7 @@ def test_the_period_range_is_2000_01_to_2099_12() -> None:
     assert checked_period("2000-01").key == "2000-01"
     assert checked_period("2099-12").key == "2099-12"
     for outside in ("1999-12", "2100-01"):
-        with pytest.raises(ValueError, match="outside 2000-01..2099-12"):
+        with pytest.raises(ValueError, match=r"outside 2000-01\.\.2099-12"):
             checked_period(outside)
 
 
