@@ -44,10 +44,13 @@ def _size(limit: int) -> str:
 
 
 class BodyGuard:
-    """Pure ASGI middleware: reads each request's body in full before the app sees it, within a
-    size limit and a deadline. A `Content-Length` over the limit is 413 without reading a byte;
-    a body that grows over it is 413 as soon as it does; a body not complete within the deadline
-    (a stalled or trickling sender) is 408. Either closes the connection."""
+    """Pure ASGI middleware: each request's body within a size limit and a deadline.
+
+    A `Content-Length` over the limit is 413 at once, without reading a byte. Otherwise the body
+    is read only when the route asks for it, so permission is still decided first (SPEC §13):
+    a body that grows over the limit is 413 as soon as it does, and one not complete within the
+    deadline from the request's start (a stalled or trickling sender) is 408. Either closes the
+    connection; the route then sees the client gone and whatever it answers is dropped."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_seconds: float) -> None:
         self.app = app
@@ -55,11 +58,9 @@ class BodyGuard:
         self.timeout_seconds = timeout_seconds
 
     def limit_for(self, method: str) -> int:
-        return (
-            min(self.max_bytes, SMALL_BODY_BYTES)
-            if method in _BODILESS_METHODS
-            else (self.max_bytes)
-        )
+        if method in _BODILESS_METHODS:
+            return min(self.max_bytes, SMALL_BODY_BYTES)
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,26 +73,52 @@ class BodyGuard:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_seconds
-        body = bytearray()
-        while True:
+        received = 0
+        body_done = False
+        refused = False
+        response_started = False
+
+        async def refuse(status: int, detail: str) -> Message:
+            nonlocal refused
+            if not response_started:
+                await _refuse(send, status, detail)
+            refused = True
+            return {"type": "http.disconnect"}
+
+        async def guarded_receive() -> Message:
+            nonlocal received, body_done
+            if refused:
+                return {"type": "http.disconnect"}
+            if body_done:  # after the body, a receive waits for the disconnect: no deadline
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except TimeoutError:
-                await _refuse(
-                    send,
-                    408,
-                    f"the request body was not complete within {self.timeout_seconds:g} s",
+                return await refuse(
+                    408, f"the request body was not complete within {self.timeout_seconds:g} s"
                 )
-                return
-            if message["type"] == "http.disconnect":
-                return  # the caller left: nobody to answer
-            body += message.get("body", b"")
-            if len(body) > limit:
-                await _refuse(send, 413, _too_large(limit))
-                return
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(bytes(body), receive), send)
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    return await refuse(413, _too_large(limit))
+                body_done = not message.get("more_body", False)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if refused:
+                return  # we answered already
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+            # The route failed on the body it was refused (ClientDisconnect): answered already.
+            log.debug("request refused while the route read its body", exc_info=True)
 
 
 def _too_large(limit: int) -> str:
@@ -119,19 +146,6 @@ async def _refuse(send: Send, status: int, detail: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # after the body: wait for the disconnect, as the server would
-
-    return replayed
 
 
 _PROBLEM_SCHEMA: Final = {

@@ -99,8 +99,8 @@ async def test_a_declared_length_over_the_limit_is_413_without_reading_the_body(
     assert (b"connection", b"close") in sent[0]["headers"]
 
 
-async def test_a_stalled_body_is_408_after_the_deadline() -> None:
-    messages = [{"type": "http.request", "body": b"x" * 10, "more_body": True}]
+def stalled_after(body: bytes) -> Any:
+    messages: list[Message] = [{"type": "http.request", "body": body, "more_body": True}]
 
     async def receive() -> Message:
         if messages:
@@ -108,16 +108,52 @@ async def test_a_stalled_body_is_408_after_the_deadline() -> None:
         await asyncio.Event().wait()  # the sender stalls
         raise AssertionError("unreachable")
 
+    return receive
+
+
+async def guarded(scope: dict[str, Any], receive: Any, timeout: float) -> list[Message]:
     sent: list[Message] = []
 
     async def send(message: Message) -> None:
         sent.append(message)
 
-    guard = BodyGuard(make_app(), max_bytes=1024, timeout_seconds=0.05)
-    scope = {"type": "http", "method": "PUT", "path": "/v1/things/a", "headers": []}
-    await guard(scope, receive, send)
+    guard = BodyGuard(make_app(), max_bytes=1024, timeout_seconds=timeout)
+    await guard(
+        {"type": "http", "path": "/v1/things/a", "query_string": b"", **scope}, receive, send
+    )
+    return sent
+
+
+async def test_a_stalled_body_is_408_after_the_deadline() -> None:
+    headers = [(b"authorization", f"Bearer {ADMIN_OLD}".encode())]
+    sent = await guarded({"method": "PUT", "headers": headers}, stalled_after(b"x" * 10), 0.05)
     assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
     assert b"0.05 s" in sent[1]["body"]
+    assert len(sent) == 2, "the route's own answer after the refusal is dropped"
+
+
+async def test_permission_is_decided_before_a_stalled_body_is_read() -> None:
+    sent = await guarded({"method": "PUT", "headers": []}, stalled_after(b"x"), 60)
+    assert sent[0]["status"] == 401
+
+
+async def test_a_chunked_body_growing_over_the_limit_is_413() -> None:
+    chunks: list[Message] = [
+        {"type": "http.request", "body": b"x" * 600, "more_body": True},
+        {"type": "http.request", "body": b"x" * 600, "more_body": True},
+    ]
+
+    async def receive() -> Message:
+        if chunks:
+            return chunks.pop(0)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    headers = [(b"authorization", f"Bearer {ADMIN_OLD}".encode())]
+    sent = await guarded({"method": "PUT", "headers": headers}, receive, 60)
+    assert sent[0]["status"] == 413
+    assert len(sent) == 2
 
 
 async def test_a_get_body_is_held_to_the_small_limit() -> None:
