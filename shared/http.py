@@ -163,6 +163,51 @@ _AUTH_RESPONSES: Final = {
 }
 
 
+#: A 422 as the services answer it: FastAPI's own `{"detail": [{loc, msg, type}]}` or a route's
+#: `{"detail": "what is wrong"}` (intake's `{"errors": [...]}` is documented by intake itself).
+_VALIDATION_PROBLEM_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "detail": {
+            "anyOf": [
+                {"type": "string"},
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                            "msg": {"type": "string"},
+                            "type": {"type": "string"},
+                        },
+                        "required": ["loc", "msg", "type"],
+                    },
+                },
+            ]
+        }
+    },
+    "required": ["detail"],
+}
+
+
+def error_responses(**described: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for a route's own error answers, with the body each has:
+    `error_responses(**{"404": "No such invoice", "422": "Bad period"})`. A 422 is documented
+    as either FastAPI's list of problems or a single `detail` string; any other status as
+    `{"detail": "..."}`."""
+    return {
+        status: {
+            "description": description,
+            "content": {
+                "application/json": {
+                    "schema": _VALIDATION_PROBLEM_SCHEMA if status == "422" else _PROBLEM_SCHEMA
+                }
+            },
+        }
+        for status, description in described.items()
+    }
+
+
 def document_common_responses(schema: dict[str, Any]) -> dict[str, Any]:
     """Adds to every operation the answers that shared code gives for it, whatever the route:
     408 and 413 (BodyGuard) everywhere, 401 and 403 (the key dependencies) where a key is

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from starlette.types import Message
 
@@ -18,6 +19,7 @@ from shared.http import (
     AdminCaller,
     BodyGuard,
     add_operational_routes,
+    error_responses,
 )
 
 ADMIN_OLD = "admin-key-old-0123456789"
@@ -36,6 +38,15 @@ def make_app(*, max_body_bytes: int = 1024, timeout: float = 5) -> FastAPI:
     @app.put("/v1/things/{name}")
     async def put_thing(name: str, request: Request, _: AdminCaller) -> dict[str, int]:
         return {"bytes": len(await request.body())}
+
+    @app.get(
+        "/v1/things/{name}",
+        responses=error_responses(**{"404": "No such thing", "422": "A bad name"}),
+    )
+    async def thing(name: str, _: AdminCaller) -> Response:
+        if name == "bad":
+            return JSONResponse({"detail": "name: bad is bad"}, status_code=422)
+        return JSONResponse({"detail": f"no thing {name}"}, status_code=404)
 
     @app.get("/v1/things")
     async def things(_: AdminCaller) -> dict[str, str]:
@@ -188,3 +199,12 @@ async def test_every_operation_documents_the_shared_answers() -> None:
     assert "401" not in health["responses"]
     metrics = schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert list(metrics) == ["text/plain"]
+
+
+async def test_error_responses_document_a_route_s_own_answers() -> None:
+    async with client(make_app()) as http:
+        schema = (await http.get("/openapi.json")).json()
+    responses = schema["paths"]["/v1/things/{name}"]["get"]["responses"]
+    assert responses["404"]["content"]["application/json"]["schema"]["required"] == ["detail"]
+    detail = responses["422"]["content"]["application/json"]["schema"]["properties"]["detail"]
+    assert [kind["type"] for kind in detail["anyOf"]] == ["string", "array"]
