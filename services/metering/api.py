@@ -29,9 +29,7 @@ def checked_period(text: str) -> Period:
     """The period `text` names, or a ValueError saying what is wrong with it."""
     period = parse_period(text)
     if not FIRST_YEAR <= period.year <= LAST_YEAR:
-        raise ValueError(
-            f"period {text!r} is outside {FIRST_YEAR}-01..{LAST_YEAR}-12"
-        )
+        raise ValueError(f"period {text!r} is outside {FIRST_YEAR}-01..{LAST_YEAR}-12")
     return period
 
 
