@@ -1,16 +1,37 @@
-"""API keys (SPEC §2): intake keys name a source system and are good only for posting work items;
-the admin key is good for every other endpoint. No key or an unknown key is 401; a valid key on an
-endpoint it is not good for is 403. Keys are compared in constant time."""
+"""API keys (SPEC §2, §13): intake keys name a source system and are good only for posting work
+items; admin keys are good for every other endpoint. No key or an unknown key is 401; a valid key
+on an endpoint it is not good for is 403. Keys are compared in constant time.
+
+`TIERLINE_ADMIN_KEY` may hold several comma-separated keys, so a key can be rotated without
+downtime. Key lists split on commas, then at the first `=`, each part trimmed; a key that appears
+twice, in one list or across lists, stops the service at start. The keys once published as
+defaults (the old compose file's `change-me-…` values) are refused unless the local run command
+(`./tierline up`, which sets `TIERLINE_LOCAL_RUN`) starts the service.
+"""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated
+from typing import Final, Self
 
-from pydantic import Field, field_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The shortest admin key accepted.
+MIN_ADMIN_KEY_LENGTH: Final = 16
+
+#: Keys that were published as defaults; anyone can read them, so no deployment may use them.
+PUBLISHED_DEFAULT_KEYS: Final = frozenset(
+    {
+        "change-me-admin-key-0123456789",
+        "change-me-intake-servicenow",
+        "change-me-intake-zendesk",
+        "change-me-intake-jira",
+    }
+)
 
 
 class Role(Enum):
@@ -23,6 +44,23 @@ class Caller:
     role: Role
     #: For an intake key, the source system it names.
     source: str | None = None
+
+
+def parse_admin_keys(value: str) -> list[str]:
+    """`key,key` → [key, key]: several admin keys let one be rotated without downtime."""
+    keys: list[str] = []
+    for key in filter(None, (part.strip() for part in value.split(","))):
+        if len(key) < MIN_ADMIN_KEY_LENGTH:
+            raise ValueError(
+                f"every admin key must have at least {MIN_ADMIN_KEY_LENGTH} characters "
+                f"(key {len(keys) + 1} of the list has {len(key)})"
+            )
+        if key in keys:
+            raise ValueError(f"key {len(keys) + 1} of the list is given twice")
+        keys.append(key)
+    if not keys:
+        raise ValueError("must hold at least one key")
+    return keys
 
 
 def parse_intake_keys(value: str) -> dict[str, str]:
@@ -41,22 +79,66 @@ def parse_intake_keys(value: str) -> dict[str, str]:
     return keys
 
 
+def _refuse_published(keys: list[str]) -> None:
+    for key in keys:
+        if key in PUBLISHED_DEFAULT_KEYS or key.lower().startswith("change-me"):
+            raise ValueError(
+                "holds a published default key; set a secret of your own "
+                "(only the local run command, ./tierline up, may use defaults)"
+            )
+
+
 class KeySettings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
-    tierline_admin_key: Annotated[str, Field(min_length=16)]
+    tierline_admin_key: str
     tierline_intake_keys: str
+    #: Set by the local run command (`./tierline up`) only: published default keys are allowed.
+    tierline_local_run: bool = False
+
+    @field_validator("tierline_admin_key")
+    @classmethod
+    def _admin_well_formed(cls, value: str) -> str:
+        parse_admin_keys(value)
+        return value
 
     @field_validator("tierline_intake_keys")
     @classmethod
-    def _well_formed(cls, value: str) -> str:
+    def _intake_well_formed(cls, value: str) -> str:
         parse_intake_keys(value)
         return value
 
+    @model_validator(mode="after")
+    def _no_shared_or_published_keys(self) -> Self:
+        admin = parse_admin_keys(self.tierline_admin_key)
+        intake = parse_intake_keys(self.tierline_intake_keys)
+        # A problem spanning variables has no single field: the message names the variable.
+        if set(admin) & set(intake):
+            raise ValueError("TIERLINE_INTAKE_KEYS holds a key that TIERLINE_ADMIN_KEY holds too")
+        if not self.tierline_local_run:
+            for variable, keys in (
+                ("TIERLINE_ADMIN_KEY", admin),
+                ("TIERLINE_INTAKE_KEYS", list(intake)),
+            ):
+                try:
+                    _refuse_published(keys)
+                except ValueError as error:
+                    raise ValueError(f"{variable} {error}") from None
+        return self
+
 
 class KeyRing:
-    def __init__(self, *, admin_key: str, intake_keys: dict[str, str]) -> None:
-        self._keys: list[tuple[bytes, Caller]] = [(admin_key.encode(), Caller(Role.ADMIN))]
+    def __init__(
+        self,
+        *,
+        intake_keys: dict[str, str],
+        admin_keys: Sequence[str] = (),
+        admin_key: str | None = None,
+    ) -> None:
+        admins = [*admin_keys, *([admin_key] if admin_key else [])]
+        self._keys: list[tuple[bytes, Caller]] = [
+            (key.encode(), Caller(Role.ADMIN)) for key in admins
+        ]
         self._keys += [
             (key.encode(), Caller(Role.INTAKE, source)) for key, source in intake_keys.items()
         ]
@@ -64,7 +146,7 @@ class KeyRing:
     @classmethod
     def from_settings(cls, settings: KeySettings) -> KeyRing:
         return cls(
-            admin_key=settings.tierline_admin_key,
+            admin_keys=parse_admin_keys(settings.tierline_admin_key),
             intake_keys=parse_intake_keys(settings.tierline_intake_keys),
         )
 

@@ -24,7 +24,7 @@ import httpx
 from shared.dlq_cli import add_dlq_commands
 from shared.dlq_cli import run as run_dlq
 from shared.periods import Period, period_bounds, period_of
-from shared.supervisor import REPO_ROOT, Stack
+from shared.supervisor import REPO_ROOT, Stack, ports_from_env
 from shared.workload import Mix, demo_items
 
 DEMO_DIR = REPO_ROOT / "deploy" / "demo"
@@ -135,6 +135,11 @@ def up(args: argparse.Namespace) -> int:
     # SIGHUP should stop what we started just as Ctrl-C does.
     for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop_signal, on_signal)
+    try:
+        ports = ports_from_env(os.environ)
+    except ValueError as error:
+        say(f"configuration error: {error}")
+        return 2
     started = time.perf_counter()
     try:
         with infrastructure(data_dir / "infra") as (kafka, database):
@@ -148,7 +153,10 @@ def up(args: argparse.Namespace) -> int:
                 data_dir / "logs",
                 admin_key=admin_key,
                 intake_keys=intake_keys,
-                extra_env={"LOG_LEVEL": "INFO"},
+                ports=ports,
+                # The local run command may use published default keys (a developer's .env);
+                # the services refuse them everywhere else (shared/auth.py).
+                extra_env={"LOG_LEVEL": "INFO", "TIERLINE_LOCAL_RUN": "true"},
             )
             say("starting intake, classifier, metering, billing and the console")
             with stack:

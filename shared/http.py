@@ -1,32 +1,282 @@
-"""What every service's HTTP side shares: auth dependencies, /healthz, /metrics, and the server."""
+"""What every service's HTTP side shares: auth dependencies, /healthz, /metrics, the body guard
+(size limit and read deadline), the error responses every route documents, and the server."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import asyncpg
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import Caller, KeyRing, Role
+from shared.settings import HttpSettings
 
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 
+KIB: Final = 1024
+MIB: Final = 1024 * KIB
+#: The body limit of a service that takes no large bodies (metering, classifier, console).
+SMALL_BODY_BYTES: Final = 64 * KIB
+#: SPEC §13: a body over 1 MiB is 413 (billing's agreements and reclassifications).
+DEFAULT_BODY_BYTES: Final = 1 * MIB
+#: Methods whose body, if any, is ignored (SPEC §13): never more than SMALL_BODY_BYTES is read.
+_BODILESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+def _size(limit: int) -> str:
+    if limit % MIB == 0:
+        return f"{limit // MIB} MiB"
+    return f"{limit // KIB} KiB" if limit % KIB == 0 else f"{limit} bytes"
+
+
+class BodyGuard:
+    """Pure ASGI middleware: each request's body within a size limit and a deadline.
+
+    A `Content-Length` over the limit is 413 at once, without reading a byte. Otherwise the body
+    is read only when the route asks for it, so permission is still decided first (SPEC §13):
+    a body that grows over the limit is 413 as soon as it does, and one not complete within the
+    deadline from the request's start (a stalled or trickling sender) is 408. Either closes the
+    connection; the route then sees the client gone and whatever it answers is dropped."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_seconds: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout_seconds = timeout_seconds
+
+    def limit_for(self, method: str) -> int:
+        if method in _BODILESS_METHODS:
+            return min(self.max_bytes, SMALL_BODY_BYTES)
+        return self.max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["method"])
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _refuse(send, 413, _too_large(limit))
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_seconds
+        received = 0
+        body_done = False
+        refused = False
+        response_started = False
+
+        async def refuse(status: int, detail: str) -> Message:
+            nonlocal refused
+            if not response_started:
+                await _refuse(send, status, detail)
+            refused = True
+            return {"type": "http.disconnect"}
+
+        async def guarded_receive() -> Message:
+            nonlocal received, body_done
+            if refused:
+                return {"type": "http.disconnect"}
+            if body_done:  # after the body, a receive waits for the disconnect: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return await refuse(
+                    408, f"the request body was not complete within {self.timeout_seconds:g} s"
+                )
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    return await refuse(413, _too_large(limit))
+                body_done = not message.get("more_body", False)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if refused:
+                return  # we answered already
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+            # The route failed on the body it was refused (ClientDisconnect): answered already.
+            log.debug("request refused while the route read its body", exc_info=True)
+
+
+def _too_large(limit: int) -> str:
+    return f"the request body is over the limit of {limit} bytes ({_size(limit)})"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1").strip()
+    return None
+
+
+async def _refuse(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),  # the unread rest of the body is not read
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+_PROBLEM_SCHEMA: Final = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+}
+_COMMON_RESPONSES: Final = {
+    "408": "The request body was not complete within TIERLINE_BODY_TIMEOUT_SECONDS",
+    "413": "The request body is over the service's limit",
+}
+_AUTH_RESPONSES: Final = {
+    "401": "No API key, or one this service does not know",
+    "403": "The API key is not good for this endpoint",
+}
+
+
+#: A 422 as the services answer it: FastAPI's own `{"detail": [{loc, msg, type}]}` or a route's
+#: `{"detail": "what is wrong"}` (intake's `{"errors": [...]}` is documented by intake itself).
+_VALIDATION_PROBLEM_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "detail": {
+            "anyOf": [
+                {"type": "string"},
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                            "msg": {"type": "string"},
+                            "type": {"type": "string"},
+                        },
+                        "required": ["loc", "msg", "type"],
+                    },
+                },
+            ]
+        }
+    },
+    "required": ["detail"],
+}
+
+
+def error_responses(**described: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for a route's own error answers, with the body each has:
+    `error_responses(**{"404": "No such invoice", "422": "Bad period"})`. A 422 is documented
+    as either FastAPI's list of problems or a single `detail` string; any other status as
+    `{"detail": "..."}`."""
+    return {
+        status: {
+            "description": description,
+            "content": {
+                "application/json": {
+                    "schema": _VALIDATION_PROBLEM_SCHEMA if status == "422" else _PROBLEM_SCHEMA
+                }
+            },
+        }
+        for status, description in described.items()
+    }
+
+
+def document_common_responses(schema: dict[str, Any]) -> dict[str, Any]:
+    """Adds to every operation the answers that shared code gives for it, whatever the route:
+    408 and 413 (BodyGuard) everywhere, 401 and 403 (the key dependencies) where a key is
+    required. A route's own description of a status wins."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            answers = dict(_COMMON_RESPONSES)
+            if operation.get("security"):
+                answers |= _AUTH_RESPONSES
+            for status, description in answers.items():
+                operation["responses"].setdefault(
+                    status,
+                    {
+                        "description": description,
+                        "content": {"application/json": {"schema": _PROBLEM_SCHEMA}},
+                    },
+                )
+    return schema
+
+
+def install_openapi_common_responses(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_common_responses(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def invalid_parameter(location: str, name: str, message: str) -> JSONResponse:
+    """A 422 for one bad path or query parameter, in the shape FastAPI's own validation errors
+    have (and every route documents): `{"detail": [{"loc", "msg", "type"}]}`."""
+    return JSONResponse(
+        {"detail": [{"loc": [location, name], "msg": f"{name}: {message}", "type": "value_error"}]},
+        status_code=422,
+    )
+
 
 def add_operational_routes(
-    app: FastAPI, *, registry: CollectorRegistry, health: HealthCheck
+    app: FastAPI,
+    *,
+    registry: CollectorRegistry,
+    health: HealthCheck,
+    max_body_bytes: int = DEFAULT_BODY_BYTES,
+    body_timeout_seconds: float | None = None,
 ) -> None:
-    @app.get("/healthz", tags=["operations"], summary="Liveness and dependency health")
+    """/healthz and /metrics, the body guard (`max_body_bytes`; bodies of GET and the like are
+    held to SMALL_BODY_BYTES) and the common error responses in the OpenAPI document.
+
+    `body_timeout_seconds` defaults to TIERLINE_BODY_TIMEOUT_SECONDS, which every service's
+    settings validate at start."""
+    timeout = (
+        body_timeout_seconds
+        if body_timeout_seconds is not None
+        else HttpSettings().tierline_body_timeout_seconds
+    )
+    app.add_middleware(BodyGuard, max_bytes=max_body_bytes, timeout_seconds=timeout)
+    install_openapi_common_responses(app)
+
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        summary="Liveness and dependency health",
+        responses={503: {"description": "A dependency (Kafka, PostgreSQL) is unavailable"}},
+    )
     async def healthz() -> Response:
         checks = await health()
         ok = all(value == "ok" for value in checks.values())
@@ -34,7 +284,13 @@ def add_operational_routes(
             {"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503
         )
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -57,9 +313,13 @@ async def database_status(pool: asyncpg.Pool | None) -> str:
     return "unavailable"
 
 
-def caller_of(request: Request, authorization: str | None) -> Caller:
+#: Documents bearer auth in every protected operation; the key itself is checked by KeyRing.
+_BEARER: Final = HTTPBearer(auto_error=False, description="An admin key, or an intake key")
+
+
+def caller_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Caller:
     keys: KeyRing = request.app.state.keys
-    caller = keys.identify(authorization)
+    caller = keys.identify(f"Bearer {credentials.credentials}" if credentials is not None else None)
     if caller is None:
         raise HTTPException(
             401, "missing or unknown API key", headers={"WWW-Authenticate": "Bearer"}
@@ -69,9 +329,10 @@ def caller_of(request: Request, authorization: str | None) -> Caller:
 
 def require(role: Role) -> Callable[..., Caller]:
     def dependency(
-        request: Request, authorization: Annotated[str | None, Header()] = None
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
     ) -> Caller:
-        caller = caller_of(request, authorization)
+        caller = caller_of(request, credentials)
         if caller.role is not role:
             raise HTTPException(403, f"this key is not good for {request.url.path}")
         return caller

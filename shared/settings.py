@@ -15,7 +15,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Port = Annotated[int, Field(ge=0, le=65535)]
 
 
-class CommonSettings(BaseSettings):
+class HttpSettings(BaseSettings):
+    """What every service's HTTP side reads (shared/http.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    #: How long a request may take to send its whole body before it is answered 408.
+    tierline_body_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10
+
+
+class CommonSettings(HttpSettings):
     """What every service reads."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
@@ -64,7 +73,13 @@ def load_settings(cls: type[S]) -> S:
         return cls()
     except ValidationError as error:
         for problem in error.errors():
-            variable = str(problem["loc"][0]).upper() if problem["loc"] else "?"
             detail = "is required" if problem["type"] == "missing" else problem["msg"]
-            print(f"configuration error: {variable} {detail}", file=sys.stderr)
+            if problem["loc"]:
+                print(
+                    f"configuration error: {str(problem['loc'][0]).upper()} {detail}",
+                    file=sys.stderr,
+                )
+            else:  # a rule spanning several variables: its message names the one at fault
+                detail = detail.removeprefix("Value error, ")
+                print(f"configuration error: {detail}", file=sys.stderr)
         raise SystemExit(2) from None

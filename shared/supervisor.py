@@ -34,6 +34,31 @@ PORT_VARIABLES: Final = {name: f"{name.upper()}_PORT" for name in SERVICES}
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 
 
+def ports_from_env(environ: Mapping[str, str]) -> dict[str, int]:
+    """Each service's port: its `<NAME>_PORT` variable when set, else its default.
+
+    A value that is not a port number (1..65535) is a ValueError naming the variable.
+    """
+    ports: dict[str, int] = {}
+    for name in SERVICES:
+        variable = PORT_VARIABLES[name]
+        text = environ.get(variable, "").strip()
+        if not text:
+            ports[name] = DEFAULT_PORTS[name]
+            continue
+        if not text.isdigit() or not 1 <= int(text) <= 65535:
+            raise ValueError(f"{variable} must be a port number 1..65535, got {text!r}")
+        ports[name] = int(text)
+    taken: dict[int, str] = {}
+    for name, port in ports.items():
+        if port in taken:
+            raise ValueError(
+                f"{PORT_VARIABLES[name]} and {PORT_VARIABLES[taken[port]]} are both {port}"
+            )
+        taken[port] = name
+    return ports
+
+
 @dataclass
 class ServiceProcess:
     name: str

@@ -28,7 +28,7 @@ from shared.events import (
     WORKITEMS_COMPLETED,
     dlq,
 )
-from shared.http import add_operational_routes, database_status
+from shared.http import SMALL_BODY_BYTES, add_operational_routes, database_status
 from shared.kafka import ensure_service_topics
 from shared.logs import configure_logging
 from shared.settings import DatabaseSettings, Port, load_settings
@@ -120,7 +120,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     )
     app.state.keys = KeyRing.from_settings(settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    add_operational_routes(app, registry=registry, health=health)
+    add_operational_routes(app, registry=registry, health=health, max_body_bytes=SMALL_BODY_BYTES)
     return app
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 
 from services.console import store
-from services.console.usage import client_usage, sort_key
-from shared.ledger import clients_with_usage_between, closed_periods, counts_between
+from services.console.usage import client_usage, projected_weighted_units, sort_key
+from shared.ledger import clients_with_usage_between, closed_periods, counts_for_ranges
 from shared.periods import period_bounds, period_of
 
 #: The page shows at most this many clients (the busiest by projected weighted units).
@@ -23,10 +23,18 @@ MAX_CLIENTS = 100
 
 
 async def business_overview(
-    pool: asyncpg.Pool, *, now: datetime, invoices_shown: int
+    pool: asyncpg.Pool,
+    *,
+    now: datetime,
+    invoices_shown: int,
+    agreement_cache: store.AgreementCache | None = None,
 ) -> dict[str, Any]:
+    """A handful of set-based reads whatever the number of clients (agreements, clients with
+    usage, every client's open-period counts in one query, closed periods, invoices), then the
+    cards in pure code: every client is ranked by projected weighted units, and only the
+    MAX_CLIENTS busiest get a full card (tier decisions and the tier ladder)."""
     async with pool.acquire() as conn:
-        agreements = await store.current_agreements(conn)
+        agreements = await store.current_agreements(conn, agreement_cache)
         utc_start, utc_end = period_bounds(period_of(now, "UTC"), "UTC")
         without_agreement = [
             client
@@ -34,28 +42,51 @@ async def business_overview(
             if client not in agreements
         ]
         clients = sorted({*agreements, *without_agreement})
-        closed = await closed_periods(conn, clients)
-        cards = []
+        open_periods = {}
         for client in clients:
             agreement = agreements.get(client)
             tz = agreement.timezone if agreement is not None else "UTC"
             period = period_of(now, tz)
-            start, end = period_bounds(period, tz)
-            cards.append(
-                client_usage(
-                    client_id=client,
-                    agreement=agreement,
-                    period=period,
-                    start=start,
-                    end=end,
-                    now=now,
-                    counts=await counts_between(conn, client, start, end),
-                    closed=(client, period.key) in closed,
-                )
-            )
+            open_periods[client] = (period, *period_bounds(period, tz))
+        counts = await counts_for_ranges(
+            conn,
+            [
+                (client, period.key, start, end)
+                for client, (period, start, end) in open_periods.items()
+            ],
+        )
+        closed = await closed_periods(conn, clients)
         invoices = await store.recent_invoices(conn, invoices_shown)
+    ranked = sorted(
+        open_periods,
+        key=lambda client: (
+            -projected_weighted_units(
+                agreement=agreements.get(client),
+                period=open_periods[client][0],
+                start=open_periods[client][1],
+                end=open_periods[client][2],
+                now=now,
+                counts=counts[(client, open_periods[client][0].key)],
+            ),
+            client,
+        ),
+    )
+    cards = [
+        client_usage(
+            client_id=client,
+            agreement=agreements.get(client),
+            period=period,
+            start=start,
+            end=end,
+            now=now,
+            counts=counts[(client, period.key)],
+            closed=(client, period.key) in closed,
+        )
+        for client in ranked[:MAX_CLIENTS]
+        for period, start, end in [open_periods[client]]
+    ]
     cards.sort(key=sort_key)
-    return {"clients": len(cards), "usage": cards[:MAX_CLIENTS], "invoices": invoices}
+    return {"clients": len(open_periods), "usage": cards, "invoices": invoices}
 
 
 class CachedOverview:
@@ -68,12 +99,16 @@ class CachedOverview:
         self._lock = asyncio.Lock()
         self._value: dict[str, Any] | None = None
         self._at = 0.0
+        self._agreements: store.AgreementCache = {}
 
     async def get(self, now: datetime) -> dict[str, Any]:
         async with self._lock:
             if self._value is None or time.monotonic() - self._at >= self.ttl:
                 self._value = await business_overview(
-                    self.pool, now=now, invoices_shown=self.invoices_shown
+                    self.pool,
+                    now=now,
+                    invoices_shown=self.invoices_shown,
+                    agreement_cache=self._agreements,
                 )
                 self._at = time.monotonic()
             return self._value

@@ -14,7 +14,7 @@ from shared.agreements import Agreement
 from shared.ledger import ClassCount, billable_usage
 from shared.money import format_decimal, format_money
 from shared.periods import Period
-from shared.rating import ClassUsage, TierDecision, decide_tier
+from shared.rating import ClassUsage, TierDecision, decide_tier, weighted_units
 
 
 def elapsed_fraction(start: datetime, end: datetime, now: datetime) -> float:
@@ -90,6 +90,26 @@ def client_usage(
         if in_force
         else [],
     }
+
+
+def projected_weighted_units(
+    *,
+    agreement: Agreement | None,
+    period: Period,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    counts: list[ClassCount],
+) -> Decimal:
+    """The card's `projected.weighted_units`, without the tier decision: what ranks the clients
+    (the page renders only the busiest), cheap enough to compute for thousands of them."""
+    if agreement is None or not agreement.in_force_for(period):
+        return Decimal(0)
+    projected = project(billable_usage(counts), elapsed_fraction(start, end, now))
+    return sum(
+        (weighted_units(agreement.pricing, u.service_class, u.items, u.units) for u in projected),
+        Decimal(0),
+    )
 
 
 def sort_key(card: dict[str, Any]) -> tuple[Decimal, str]:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field
 
 from services.intake.api import IntakeMetrics, build_router
+from services.intake.parsing import MAX_BYTES
 from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
 from shared.events import WORKITEMS_COMPLETED
@@ -74,7 +75,7 @@ def create_app(settings: IntakeSettings) -> FastAPI:
             publish_timeout=settings.intake_publish_timeout_seconds,
         )
     )
-    add_operational_routes(app, registry=registry, health=health)
+    add_operational_routes(app, registry=registry, health=health, max_body_bytes=MAX_BYTES)
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
 

@@ -3,36 +3,65 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated, Final
 
 import asyncpg
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response
 
 from services.metering.usage import usage_report
 from shared.agreements import Agreement
-from shared.http import AdminCaller
+from shared.http import AdminCaller, invalid_parameter
 from shared.kafka import CompactedView
 from shared.ledger import closed_periods, counts_between
-from shared.periods import parse_period, period_bounds, period_of
+from shared.periods import Period, parse_period, period_bounds, period_of
+
+#: SPEC §2's client id, whole-string (documented in the OpenAPI document, checked by FastAPI).
+CLIENT_ID_PARAMETER: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+#: `YYYY-MM`; the month and year range are checked by `checked_period`.
+PERIOD_PARAMETER: Final = r"^[0-9]{4}-[0-9]{2}$"
+#: SPEC §13: periods outside 2000-01..2099-12 are 422 on every endpoint.
+FIRST_YEAR: Final = 2000
+LAST_YEAR: Final = 2099
+
+
+def checked_period(text: str) -> Period:
+    """The period `text` names, or a ValueError saying what is wrong with it."""
+    period = parse_period(text)
+    if not FIRST_YEAR <= period.year <= LAST_YEAR:
+        raise ValueError(f"period {text!r} is outside {FIRST_YEAR}-01..{LAST_YEAR}-12")
+    return period
+
+
+ClientId = Annotated[
+    str,
+    Path(
+        pattern=CLIENT_ID_PARAMETER,
+        description="The client, `[a-z0-9][a-z0-9_-]{0,63}`",
+        examples=["acme"],
+    ),
+]
+PeriodKey = Annotated[
+    str | None,
+    Query(
+        pattern=PERIOD_PARAMETER,
+        description="`YYYY-MM` within 2000-01..2099-12; the current period when left out",
+        examples=["2026-10"],
+    ),
+]
 
 
 def build_router(pool: asyncpg.Pool, agreements: CompactedView[Agreement]) -> APIRouter:
     router = APIRouter()
 
     @router.get("/v1/usage/{client_id}", summary="Running counts for a client and period")
-    async def usage(client_id: str, _: AdminCaller, period: str | None = None) -> Response:
+    async def usage(client_id: ClientId, _: AdminCaller, period: PeriodKey = None) -> Response:
         agreement = agreements.get(client_id)
         tz = agreement.timezone if agreement is not None else "UTC"
         try:
-            wanted = parse_period(period) if period else period_of(datetime.now(UTC), tz)
+            wanted = checked_period(period) if period else period_of(datetime.now(UTC), tz)
         except ValueError as error:
-            return JSONResponse(
-                {
-                    "detail": f"period: {error}",
-                    "errors": [{"loc": ["query", "period"], "msg": str(error)}],
-                },
-                status_code=422,
-            )
+            return invalid_parameter("query", "period", str(error))
         start, end = period_bounds(wanted, tz)
         counts = await counts_between(pool, client_id, start, end)
         closed = (await closed_periods(pool, [client_id])).get((client_id, wanted.key))

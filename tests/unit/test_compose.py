@@ -37,8 +37,18 @@ INFRASTRUCTURE = ("kafka", "postgres")
 MONITORING = ("prometheus", "grafana", "kafka-ui")
 DEPLOY = COMPOSE_FILE.parent / "deploy"
 
-# `${NAME}`, `${NAME:-default}` or `${NAME-default}`, as compose interpolates them.
-_INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<sep>:?-)(?P<default>[^}]*))?\}")
+# `${NAME}`, `${NAME:-default}`, `${NAME-default}` or `${NAME:?message}`, as compose interpolates
+# them (`:?` stops compose, printing the message, when NAME is unset or empty).
+_INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<sep>:?[-?])(?P<default>[^}]*))?\}")
+
+#: What an operator sets for each required secret in these tests (valid, not a published default).
+OPERATOR_SECRETS = {
+    "TIERLINE_ADMIN_KEY": "operator-admin-key-0123456789",
+    "TIERLINE_INTAKE_KEYS": "servicenow=operator-intake-key-1,zendesk=operator-intake-key-2",
+    "POSTGRES_PASSWORD": "operator-db-password",
+    "GRAFANA_ADMIN_PASSWORD": "operator-grafana-password",
+    "KAFKA_UI_PASSWORD": "operator-kafka-ui-password",
+}
 
 
 def env_names(cls: type[BaseSettings]) -> dict[str, bool]:
@@ -52,11 +62,14 @@ def env_names(cls: type[BaseSettings]) -> dict[str, bool]:
 
 
 def with_defaults(value: str) -> str:
-    """A compose value as it is when the caller's environment sets none of its variables."""
+    """A compose value as it is when the caller's environment sets only the required secrets."""
 
     def default(match: re.Match[str]) -> str:
         if match["sep"] is None:
             raise AssertionError(f"{value!r}: ${{{match['name']}}} has no default")
+        if "?" in match["sep"]:
+            assert match["name"] in OPERATOR_SECRETS, f"{match['name']} is required: test it"
+            return OPERATOR_SECRETS[match["name"]]
         return match["default"]
 
     return _INTERPOLATION.sub(default, value).replace("$$", "$")
@@ -248,3 +261,64 @@ def test_kafka_ui_browses_the_compose_kafka(services: dict[str, dict[str, Any]])
     assert str(entry["image"]).startswith("provectuslabs/kafka-ui")
     assert environment(entry)["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"] == "kafka:9092"
     assert entry["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+# --- secrets: none has a default --------------------------------------------------------------
+
+SECRETS = (
+    "TIERLINE_ADMIN_KEY",
+    "TIERLINE_INTAKE_KEYS",
+    "POSTGRES_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+    "KAFKA_UI_PASSWORD",
+    "SPRING_SECURITY_USER_PASSWORD",
+    "GF_SECURITY_ADMIN_PASSWORD",
+)
+
+
+def test_no_secret_has_a_default_value() -> None:
+    """Compose must refuse to start until every key and password is set: `${NAME:?message}`."""
+    for match in _INTERPOLATION.finditer(COMPOSE_FILE.read_text()):
+        if match["name"] in SECRETS:
+            assert match["sep"] == ":?", f"${{{match['name']}}} must be required, not defaulted"
+            assert match["default"].strip(), f"${{{match['name']}:?}} should say what to set"
+    assert "change-me" not in COMPOSE_FILE.read_text()
+
+
+def test_every_secret_a_container_reads_is_required(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, entry in services.items():
+        for var, value in environment(entry).items():
+            if var in SECRETS or var == "DATABASE_URL":
+                names = {m["name"]: m["sep"] for m in _INTERPOLATION.finditer(str(value))}
+                assert names and all(sep == ":?" for sep in names.values()), (name, var, value)
+
+
+def test_grafana_has_no_anonymous_access(services: dict[str, dict[str, Any]]) -> None:
+    env = environment(services["grafana"])
+    assert env.get("GF_AUTH_ANONYMOUS_ENABLED") == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    assert with_defaults(str(env["GF_SECURITY_ADMIN_PASSWORD"])) != "admin"
+
+
+def test_kafka_ui_asks_for_a_login(services: dict[str, dict[str, Any]]) -> None:
+    env = environment(services["kafka-ui"])
+    assert env.get("AUTH_TYPE") == "LOGIN_FORM"
+    assert env.get("SPRING_SECURITY_USER_NAME")
+    assert env.get("SPRING_SECURITY_USER_PASSWORD")
+
+
+@pytest.mark.parametrize("name", ["intake", "metering", "billing", "console"])
+def test_published_default_keys_would_stop_a_compose_service(
+    services: dict[str, dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even set by hand in `.env`, the old published keys stop the services (outside `up`)."""
+    cls = SETTINGS[name]
+    for var in env_names(cls):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in environment(services[name]).items():
+        monkeypatch.setenv(var, with_defaults(str(value)))
+    monkeypatch.setenv("TIERLINE_ADMIN_KEY", "change-me-admin-key-0123456789")
+    with pytest.raises(ValueError, match="published default key"):
+        cls()

@@ -7,10 +7,12 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from services.console import store
 from services.console.app import ConsoleSettings
 from services.console.monitor import (
     History,
@@ -22,7 +24,12 @@ from services.console.monitor import (
     partition_lags,
     rate_between,
 )
-from services.console.usage import client_usage, elapsed_fraction, project
+from services.console.usage import (
+    client_usage,
+    elapsed_fraction,
+    project,
+    projected_weighted_units,
+)
 from services.console.watch import KafkaProbe, KafkaWatch
 from shared.agreements import ServiceClass, parse_agreement
 from shared.ledger import ClassCount
@@ -224,6 +231,77 @@ def test_projected_tier_can_differ_from_the_tier_now() -> None:
     assert (card["items"], card["unclassified_items"], card["agreement_version"]) == (209, 4, 3)
     assert [t["name"] for t in card["tiers"]] == ["Essential", "Professional", "Enterprise"]
     assert card["tiers"][0] == {"name": "Essential", "up_to": "1000", "fee": "10000.00"}
+
+
+def test_the_ranking_figure_is_the_card_s_projected_weighted_units() -> None:
+    """The overview ranks every client with `projected_weighted_units` and renders only the
+    busiest: the ranking must be the figure the card shows."""
+    agreement = parse_agreement(spec_agreement("acme")).with_version(3)
+    period = Period(2026, 11)
+    start, end = period_bounds(period, "America/New_York")
+    now = start + (end - start) * 0.37
+    counts = [
+        ClassCount("customer_support", "basic", 211, 211, 0, 0),
+        ClassCount("data_entry", "standard", 7, 900, 0, 0),
+        ClassCount("it_support", "complex", 9, 9, 0, 0),
+        ClassCount("unclassified", "none", 4, 4, 0, 0),
+    ]
+    card = client_usage(
+        client_id="acme",
+        agreement=agreement,
+        period=period,
+        start=start,
+        end=end,
+        now=now,
+        counts=counts,
+        closed=False,
+    )
+    figure = projected_weighted_units(
+        agreement=agreement, period=period, start=start, end=end, now=now, counts=counts
+    )
+    assert figure == Decimal(card["projected"]["weighted_units"]) > 0
+    assert (
+        projected_weighted_units(
+            agreement=None, period=period, start=start, end=end, now=now, counts=counts
+        )
+        == 0
+    )
+
+
+class AgreementRows:
+    """A connection holding billing.agreements rows; it counts the bodies it hands out."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.bodies_read = 0
+
+    async def fetch(self, query: str, *args: Any) -> list[dict[str, Any]]:
+        if "max(version)" in query:
+            latest: dict[str, int] = {}
+            for row in self.rows:
+                latest[row["client_id"]] = max(latest.get(row["client_id"], 0), row["version"])
+            return [{"client_id": c, "version": v} for c, v in latest.items()]
+        wanted = set(zip(args[0], args[1], strict=True))
+        found = [r for r in self.rows if (r["client_id"], r["version"]) in wanted]
+        self.bodies_read += len(found)
+        return found
+
+
+async def test_each_agreement_version_is_read_and_parsed_once() -> None:
+    body = {**parse_agreement(spec_agreement("acme")).with_version(1).to_wire()}
+    conn = AgreementRows([{"client_id": "acme", "version": 1, "body": body}])
+    cache: store.AgreementCache = {}
+    first = await store.current_agreements(conn, cache)  # type: ignore[arg-type]
+    again = await store.current_agreements(conn, cache)  # type: ignore[arg-type]
+    assert first["acme"].version == again["acme"].version == 1
+    assert conn.bodies_read == 1
+    conn.rows.append({"client_id": "acme", "version": 2, "body": {**body, "version": 2}})
+    conn.rows.append({"client_id": "broken", "version": 1, "body": {"nonsense": True}})
+    latest = await store.current_agreements(conn, cache)  # type: ignore[arg-type]
+    assert latest["acme"].version == 2
+    assert "broken" not in latest  # one unreadable row does not blank the page
+    assert set(cache) == {("acme", 2), ("broken", 1)}  # superseded versions are dropped
+    assert conn.bodies_read == 3
 
 
 def test_a_client_without_agreement_has_counts_but_no_tier() -> None:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from shared.auth import parse_intake_keys
+from shared.auth import KeyRing, KeySettings, parse_admin_keys, parse_intake_keys
 from shared.supervisor import REPO_ROOT
 
 GOOD = {
@@ -48,6 +48,12 @@ def start(service: str, **overrides: str | None) -> subprocess.CompletedProcess[
         ("classifier", "TIERLINE_TOPIC_PARTITIONS", "0"),
         ("classifier", "CLASSIFIER_PORT", "http"),
         ("intake", "LOG_LEVEL", "LOUD"),
+        ("metering", "TIERLINE_ADMIN_KEY", "admin-key-0123456789,short"),
+        ("billing", "TIERLINE_ADMIN_KEY", "admin-key-0123456789, admin-key-0123456789"),
+        ("console", "TIERLINE_ADMIN_KEY", "change-me-admin-key-0123456789"),
+        ("intake", "TIERLINE_INTAKE_KEYS", "zendesk=change-me-intake-zendesk"),
+        ("intake", "TIERLINE_INTAKE_KEYS", "zendesk=admin-key-0123456789"),
+        ("billing", "TIERLINE_BODY_TIMEOUT_SECONDS", "0"),
     ],
 )
 def test_a_bad_value_stops_the_service_naming_it(service: str, variable: str, value: str) -> None:
@@ -69,3 +75,68 @@ def test_intake_keys_map_each_key_to_its_source() -> None:
         parse_intake_keys("zendesk=a,jira=a")
     with pytest.raises(ValueError, match="source=key"):
         parse_intake_keys("zendesk=")
+
+
+def key_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> KeySettings:
+    for variable in ("TIERLINE_ADMIN_KEY", "TIERLINE_INTAKE_KEYS", "TIERLINE_LOCAL_RUN"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    return KeySettings()
+
+
+def test_several_admin_keys_are_each_good(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = key_settings(
+        monkeypatch,
+        TIERLINE_ADMIN_KEY=" old-admin-key-0123456789 , new-admin-key-0123456789,",
+        TIERLINE_INTAKE_KEYS="jira = k1",
+    )
+    ring = KeyRing.from_settings(settings)
+    for key in ("old-admin-key-0123456789", "new-admin-key-0123456789"):
+        caller = ring.identify(f"Bearer {key}")
+        assert caller is not None and caller.role.value == "admin"
+    intake = ring.identify("Bearer k1")
+    assert intake is not None and intake.source == "jira"
+    assert ring.identify("Bearer old-admin-key") is None
+
+
+def test_admin_key_lists_are_trimmed_and_refuse_short_or_repeated_keys() -> None:
+    assert parse_admin_keys(" a-key-of-sixteen-chars ,b-key-of-sixteen-chars") == [
+        "a-key-of-sixteen-chars",
+        "b-key-of-sixteen-chars",
+    ]
+    with pytest.raises(ValueError, match="at least 16"):
+        parse_admin_keys("a-key-of-sixteen-chars,short")
+    with pytest.raises(ValueError, match="twice"):
+        parse_admin_keys("a-key-of-sixteen-chars, a-key-of-sixteen-chars")
+    with pytest.raises(ValueError, match="at least one"):
+        parse_admin_keys(" , ")
+
+
+def test_intake_keys_split_at_the_first_equals_sign() -> None:
+    assert parse_intake_keys("jira = a=b ") == {"a=b": "jira"}
+
+
+def test_a_key_in_both_lists_stops_the_service_naming_the_variable() -> None:
+    result = start("intake", TIERLINE_INTAKE_KEYS="jira=x,zendesk=admin-key-0123456789")
+    assert result.returncode == 2
+    assert "configuration error: TIERLINE_INTAKE_KEYS holds a key that TIERLINE_ADMIN_KEY" in (
+        result.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TIERLINE_ADMIN_KEY", "change-me-admin-key-0123456789"),
+        ("TIERLINE_INTAKE_KEYS", "servicenow=change-me-intake-servicenow"),
+    ],
+)
+def test_published_default_keys_are_refused_outside_the_local_run(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    env = {"TIERLINE_ADMIN_KEY": "admin-key-0123456789", "TIERLINE_INTAKE_KEYS": "jira=k1"}
+    env[variable] = value
+    with pytest.raises(ValueError, match=f"{variable} holds a published default key"):
+        key_settings(monkeypatch, **env)
+    assert key_settings(monkeypatch, **env, TIERLINE_LOCAL_RUN="true").tierline_local_run
