@@ -33,7 +33,7 @@ def stack_options() -> dict[str, Any]:
     return {
         "env": {
             "INTAKE_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
-            "TIERLINE_HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
+            "TIERLINE_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
             "BILLING_AUTO_CLOSE": "false",
         },
         "instances": {},
