@@ -137,6 +137,7 @@ DEAD_LETTER_HEADERS: Final = {
     "origin_partition": "its partition there",
     "origin_offset": "its offset there",
     "origin_timestamp": "its timestamp there (ms)",
+    "dead_lettered_by": "on agreements.dlq: the service that refused it (each consumer does)",
 }
 
 #: topic -> (payload schema, what it carries). Every message is keyed by client_id.

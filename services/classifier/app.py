@@ -23,7 +23,7 @@ from shared.events import (
     WORKITEMS_UNCLASSIFIED,
     dlq,
 )
-from shared.http import add_operational_routes, kafka_status
+from shared.http import SMALL_BODY_BYTES, add_operational_routes, kafka_status
 from shared.kafka import (
     HOT_FETCH_MAX_WAIT_MS,
     HOT_FETCH_MIN_BYTES,
@@ -107,7 +107,7 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
         lifespan=lifespan,
         description="Classifies work items by each client's agreement rules (SPEC §4).",
     )
-    add_operational_routes(app, registry=registry, health=health)
+    add_operational_routes(app, registry=registry, health=health, max_body_bytes=SMALL_BODY_BYTES)
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
 

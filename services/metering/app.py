@@ -20,7 +20,7 @@ from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
 from shared.events import AGREEMENTS, USAGE_ALERTS, WORKITEMS_CLASSIFIED, dlq
-from shared.http import add_operational_routes, database_status, kafka_status
+from shared.http import SMALL_BODY_BYTES, add_operational_routes, database_status, kafka_status
 from shared.kafka import (
     HOT_FETCH_MAX_WAIT_MS,
     HOT_FETCH_MIN_BYTES,
@@ -100,7 +100,7 @@ def create_app(settings: MeteringSettings) -> FastAPI:
         description="Exact running counts per client, period and class (SPEC §5).",
     )
     app.state.keys = KeyRing.from_settings(settings)
-    add_operational_routes(app, registry=registry, health=health)
+    add_operational_routes(app, registry=registry, health=health, max_body_bytes=SMALL_BODY_BYTES)
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
 
