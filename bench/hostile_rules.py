@@ -11,6 +11,8 @@ split. Each case classifies the same number of `workitems.completed` records int
 and prints µs per item and items per second of one core. The cases:
 
 - typical: SPEC §3's example agreement (a few rules) and short titles;
+- typical + (a+)+$, longest: the same agreement with issue 10's `(a+)+$` rule first, and
+  500-character titles of `a`s ending in `!` (a backtracking engine never finishes one);
 - longest, no match: every one of the 500 rules is evaluated and fails, on a 500-character title;
 - longest, last matches: the same, but the title matches only the last rule.
 """
@@ -41,13 +43,14 @@ def _pricing() -> dict[str, Any]:
     }
 
 
-def typical_agreement() -> Agreement:
+def typical_agreement(*extra_rules: dict[str, Any]) -> Agreement:
     return parse_agreement(
         {
             "client_id": "typical",
             "currency": "USD",
             "classification": {
                 "rules": [
+                    *extra_rules,
                     {
                         "id": "ap-invoices-large",
                         "when": {"queue": "AP Invoices", "units": {"gte": 20}},
@@ -121,8 +124,20 @@ class Case:
     title: Callable[[int], str]
 
 
+#: The rule of issue 10 that once stopped the classifier on a 41-character title.
+REDOS_RULE: dict[str, Any] = {
+    "id": "redos",
+    "when": {"title": {"regex": "(a+)+$"}},
+    "then": {"service_line": "hr", "complexity": "complex"},
+}
+
 CASES = (
     Case("typical", typical_agreement(), lambda n: f"Refund request #{n} for order {n * 7}"),
+    Case(
+        "typical + (a+)+$, longest",
+        typical_agreement(REDOS_RULE),
+        lambda n: "a" * (MAX_TITLE - 1) + "!",
+    ),
     Case("longest, no match", longest_agreement(), lambda n: "a" * (MAX_TITLE - 1) + "!"),
     Case("longest, last matches", longest_agreement(), lambda n: "x" * (MAX_TITLE - 1) + "y"),
 )
@@ -141,13 +156,13 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=2000, help="items per case and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is shown")
     args = parser.parse_args()
-    print(f"{'case':<24}{'µs/item':>10}{'items/s (1 core)':>18}")
+    print(f"{'case':<28}{'µs/item':>10}{'items/s (1 core)':>18}")
     results = {}
     for case in CASES:
         rounds = [per_item_seconds(case, args.items) for _ in range(args.rounds)]
         seconds = statistics.median(rounds)
         results[case.name] = seconds
-        print(f"{case.name:<24}{seconds * 1e6:>10.1f}{1 / seconds:>18,.0f}")
+        print(f"{case.name:<28}{seconds * 1e6:>10.1f}{1 / seconds:>18,.0f}")
     typical = results["typical"]
     for name, seconds in results.items():
         if name != "typical":
