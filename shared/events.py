@@ -74,6 +74,8 @@ MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 FIRST_YEAR: Final = 2000
 LAST_YEAR: Final = 2099
 #: SPEC §2: integers of attributes within ±2^53, inclusive (what every JSON reader keeps exact).
+#: Held for every attribute number: a float beyond it has no fraction, so it is an integer too
+#: (as JSON Schema counts), just written another way (`1e300`, `9007199254740993.0`).
 MAX_SAFE_INTEGER: Final = 2**53
 MAX_ATTRIBUTE_TEXT: Final = 1_000
 #: The largest encoded record the pipeline carries. The local broker takes Kafka's default
@@ -128,13 +130,11 @@ AttributeKey = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_TEXT), 
 def _attribute_value(value: Any) -> bool | int | float | str:
     if isinstance(value, bool):
         return value
-    if isinstance(value, int):
-        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            raise ValueError("an integer must lie within ±2^53")
-        return value
-    if isinstance(value, float):
+    if isinstance(value, int | float):
         if not math.isfinite(value):
             raise ValueError("a number must be finite")
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise ValueError("a number (an integer) must lie within ±2^53")
         return value
     if isinstance(value, str):
         if len(value) > MAX_ATTRIBUTE_TEXT:
@@ -216,10 +216,11 @@ class WorkItem(BaseModel):
 
 Instant = Annotated[datetime, msgspec.Meta(tz=True)]
 SafeInt = Annotated[int, msgspec.Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+SafeFloat = Annotated[float, msgspec.Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
 AttributeText = Annotated[str, msgspec.Meta(max_length=MAX_ATTRIBUTE_TEXT)]
 Tags = Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=50)]
 Attributes = Annotated[
-    dict[AttributeText, bool | SafeInt | float | AttributeText], msgspec.Meta(max_length=50)
+    dict[AttributeText, bool | SafeInt | SafeFloat | AttributeText], msgspec.Meta(max_length=50)
 ]
 #: A rule id: an agreement rule's own id, `default`, `builtin:<line>` or `reclassification:<id>`.
 MAX_RULE_ID: Final = 200
@@ -315,8 +316,9 @@ def _decode(decoder: msgspec.json.Decoder[_T], value: bytes | None, name: str) -
     return record
 
 
-def _nul_in(record: Any) -> str | None:
+def _nul_in(record: msgspec.Struct) -> str | None:
     """The first field of a decoded record holding a string with U+0000 (key or value)."""
+    name: str
     for name in record.__struct_fields__:
         value = getattr(record, name)
         if isinstance(value, str):

@@ -54,11 +54,10 @@ ITEM_SCHEMA: Final[dict[str, Any]] = {
                 "anyOf": [
                     {"type": "boolean"},
                     {
-                        "type": "integer",
+                        "type": "number",
                         "minimum": -MAX_SAFE_INTEGER,
                         "maximum": MAX_SAFE_INTEGER,
                     },
-                    {"type": "number", "not": {"type": "integer"}},
                     _text(MAX_ATTRIBUTE_TEXT),
                 ]
             },

@@ -34,6 +34,7 @@ from shared.events import (
     Tags,
     WorkItem,
     encode_record,
+    time_problem,
 )
 
 MAX_ITEMS: Final = 5_000
@@ -181,8 +182,10 @@ def _fast_records(
             completed_at = datetime.fromisoformat(item.completed_at)
         except ValueError:
             return None
-        if completed_at > latest or not FIRST_YEAR < completed_at.year < LAST_YEAR:
-            return None  # the edge years too: `WorkItem` judges them in UTC
+        if completed_at > latest or (
+            not FIRST_YEAR < completed_at.year < LAST_YEAR and time_problem(completed_at)
+        ):
+            return None
         records.append(
             CompletedWorkItem(
                 id=item.id,
