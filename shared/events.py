@@ -309,7 +309,7 @@ def _decode(decoder: msgspec.json.Decoder[_T], value: bytes | None, name: str) -
             problem = time_problem(getattr(record, field))
             if problem is not None:
                 raise ContractError(f"not a valid {name}: `{field}` {problem}")
-    if b"\\u0000" in raw:
+    if b"\\" in raw and b"\\u0000" in raw:  # one memchr for the records without escapes
         where = _nul_in(record)
         if where is not None:
             raise ContractError(f"not a valid {name}: U+0000 in `{where}`")
