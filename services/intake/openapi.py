@@ -76,7 +76,8 @@ REQUEST_BODY: Final[dict[str, Any]] = {
             "schema": {
                 "anyOf": [
                     ITEM_SCHEMA,
-                    {"type": "array", "maxItems": MAX_ITEMS, "items": ITEM_SCHEMA},
+                    # No maxItems: over MAX_ITEMS is a 413 (SPEC §2), not a malformed body.
+                    {"type": "array", "items": ITEM_SCHEMA},
                 ]
             }
         },
