@@ -400,7 +400,12 @@ class BatchProducer:
                 extra={"error": repr(error)},
             )
             fresh = AIOKafkaProducer(**self._options)
-            await fresh.start()
+            try:
+                await fresh.start()
+            except BaseException:  # Kafka is away: the next refusal tries again
+                with contextlib.suppress(Exception):
+                    await fresh.stop()
+                raise
             self._producer_ = fresh
         # The old one finishes (or fails) what other sends gave it, off this request's path.
         task = asyncio.create_task(self._retire(broken), name="retire-producer")
