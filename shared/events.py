@@ -8,13 +8,15 @@ plus what each stage decided.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -24,6 +26,8 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+
+from shared.agreements import Complexity, ServiceLine
 
 # --- topics ---------------------------------------------------------------------------------
 
@@ -66,14 +70,76 @@ _CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
 RFC3339_PATTERN: Final = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
 _RFC3339 = re.compile(RFC3339_PATTERN)
 MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
+#: SPEC §2/§13: times lie in these years, both as written and in UTC.
+FIRST_YEAR: Final = 2000
+LAST_YEAR: Final = 2099
+#: SPEC §2: integers of attributes within ±2^53, inclusive (what every JSON reader keeps exact).
+#: Held for every attribute number: a float beyond it has no fraction, so it is an integer too
+#: (as JSON Schema counts), just written another way (`1e300`, `9007199254740993.0`).
+MAX_SAFE_INTEGER: Final = 2**53
+MAX_ATTRIBUTE_TEXT: Final = 1_000
+#: The largest encoded record the pipeline carries. The local broker takes Kafka's default
+#: message.max.bytes (1,048,588 bytes, record overhead included); the classifier adds its
+#: outcome (service line, complexity, a rule id of at most 200 characters, the agreement version)
+#: to a `workitems.completed` record. Intake refuses (413) an item whose completed record is over
+#: this, and any stage may refuse an output over it, so nothing is discovered too late at the
+#: broker. SPEC §2's bounds already keep every item far below it (about 620 KB at worst).
+MAX_RECORD_BYTES: Final = 1_000_000
 
+
+def text_problem(value: str) -> str | None:
+    """Why `value` is not text SPEC §13 accepts (U+0000, a lone surrogate), or None."""
+    if "\x00" in value:
+        return "must not contain U+0000"
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return "must be valid Unicode (a lone surrogate is not)"
+    return None
+
+
+def _valid_text(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def time_problem(value: datetime) -> str | None:
+    """Why an aware time is outside SPEC §13's years (as written or in UTC), or None."""
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        return f"must lie in the years {FIRST_YEAR}..{LAST_YEAR}"
+    if value.year in (FIRST_YEAR, LAST_YEAR) and not (
+        FIRST_YEAR <= value.astimezone(UTC).year <= LAST_YEAR
+    ):
+        return f"must lie in the years {FIRST_YEAR}..{LAST_YEAR} also in UTC"
+    return None
+
+
+_TEXT = AfterValidator(_valid_text)
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Tag = Annotated[str, StringConstraints(max_length=64)]
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=128), _TEXT]
+SourceName = Annotated[str, StringConstraints(min_length=1, max_length=64), _TEXT]
+Queue = Annotated[str, StringConstraints(max_length=200), _TEXT]
+Title = Annotated[str, StringConstraints(max_length=500), _TEXT]
+Tag = Annotated[str, StringConstraints(max_length=64), _TEXT]
+AttributeKey = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_TEXT), _TEXT]
 
 
 def _attribute_value(value: Any) -> bool | int | float | str:
-    if isinstance(value, bool | int | float | str):
+    if isinstance(value, bool):
         return value
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("a number must be finite")
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise ValueError("a number (an integer) must lie within ±2^53")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_ATTRIBUTE_TEXT:
+            raise ValueError(f"a string must have at most {MAX_ATTRIBUTE_TEXT} characters")
+        return _valid_text(value)
     raise ValueError("must be a string, a number or a boolean")
 
 
@@ -87,16 +153,16 @@ class WorkItem(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    id: ItemId
     client_id: ClientId
-    source: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    source: SourceName
     completed_at: AwareDatetime
-    queue: Annotated[str, StringConstraints(max_length=200)] | None = None
-    title: Annotated[str, StringConstraints(max_length=500)] | None = None
+    queue: Queue | None = None
+    title: Title | None = None
     tags: Annotated[list[Tag], Field(max_length=50)] | None = None
     units: Annotated[int, Field(ge=1, le=1_000_000)] = 1
     handling_seconds: Annotated[int, Field(ge=0, le=604_800)] | None = None
-    attributes: Annotated[dict[str, AttributeValue], Field(max_length=50)] | None = None
+    attributes: Annotated[dict[AttributeKey, AttributeValue], Field(max_length=50)] | None = None
 
     @field_validator(*_OPTIONAL_FIELDS, mode="before")
     @classmethod
@@ -129,7 +195,10 @@ class WorkItem(BaseModel):
 
     @field_validator("completed_at")
     @classmethod
-    def _not_in_the_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+    def _in_range(cls, value: datetime, info: ValidationInfo) -> datetime:
+        problem = time_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         # Only at the edge: intake passes the receive time; later stages re-read old items.
         received_at = info.context.get("received_at") if info.context else None
         if received_at is not None and value > received_at + MAX_FUTURE_SKEW:
@@ -145,27 +214,36 @@ class WorkItem(BaseModel):
 # (intake never writes it); unknown fields are not. A message that does not decode is a
 # `ContractError` naming the field, and goes to the topic's dead-letter topic.
 
-Text = Annotated[str, msgspec.Meta(min_length=1)]
 Instant = Annotated[datetime, msgspec.Meta(tz=True)]
-#: JSON integers msgspec would keep exact beyond 64 bits, where orjson (intake's checked path)
-#: reads a float: never in a record.
-Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+SafeInt = Annotated[int, msgspec.Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+SafeFloat = Annotated[float, msgspec.Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+AttributeText = Annotated[str, msgspec.Meta(max_length=MAX_ATTRIBUTE_TEXT)]
 Tags = Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=50)]
-Attributes = Annotated[dict[str, bool | Int64 | float | str], msgspec.Meta(max_length=50)]
+Attributes = Annotated[
+    dict[AttributeText, bool | SafeInt | SafeFloat | AttributeText], msgspec.Meta(max_length=50)
+]
+#: A rule id: an agreement rule's own id, `default`, `builtin:<line>` or `reclassification:<id>`.
+MAX_RULE_ID: Final = 200
+RuleId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_RULE_ID)]
+#: Agreement versions are PostgreSQL `integer`s.
+AgreementVersion = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 
 
 class CompletedWorkItem(
     msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True
 ):
     """A work item intake accepted: what `workitems.completed` carries (SPEC §2's fields, plus
-    when intake received it and the source system whose intake key sent it)."""
+    when intake received it and the source system whose intake key sent it).
+
+    Decoding holds every bound `WorkItem` holds and everything metering needs to store it: a
+    poison record written straight to Kafka is a `ContractError`, never a database error."""
 
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     client_id: Annotated[str, msgspec.Meta(pattern=f"^{CLIENT_ID_PATTERN}$")]
     source: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     completed_at: Instant
     received_at: Instant
-    key_source: str
+    key_source: Annotated[str, msgspec.Meta(max_length=200)]
     queue: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     title: Annotated[str, msgspec.Meta(max_length=500)] | None = None
     tags: Tags | None = None
@@ -177,10 +255,10 @@ class CompletedWorkItem(
 class ClassifiedWorkItem(CompletedWorkItem, frozen=True):
     """An item after classification; `service_line` is None for an unclassified item."""
 
-    service_line: Text | None = None
-    complexity: Text | None = None
-    rule_id: Text | None = None
-    agreement_version: int | None = None
+    service_line: ServiceLine | None = None
+    complexity: Complexity | None = None
+    rule_id: RuleId | None = None
+    agreement_version: AgreementVersion | None = None
 
     def __post_init__(self) -> None:
         if (self.service_line is None) != (self.complexity is None):
@@ -195,7 +273,7 @@ class ContractError(ValueError):
     """A message that is not the record its topic carries."""
 
 
-_T = TypeVar("_T")
+_T = TypeVar("_T", bound=CompletedWorkItem)
 #: Called with the completed item's fields as a tuple, which mypy cannot match to parameters.
 _CLASSIFIED_TYPE: Callable[..., ClassifiedWorkItem] = ClassifiedWorkItem
 _COMPLETED = msgspec.json.Decoder(CompletedWorkItem)
@@ -211,10 +289,50 @@ def decode_classified(value: bytes | None) -> ClassifiedWorkItem:
 
 
 def _decode(decoder: msgspec.json.Decoder[_T], value: bytes | None, name: str) -> _T:
+    raw = value or b""
     try:
-        return decoder.decode(value or b"")
+        record = decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         raise ContractError(f"not a valid {name}: {error}") from None
+    except UnicodeDecodeError as error:  # msgspec reads strings as UTF-8 without checking first
+        raise ContractError(f"not a valid {name}: invalid UTF-8 ({error.reason})") from None
+    except RecursionError:
+        raise ContractError(f"not a valid {name}: JSON nested too deeply") from None
+    # Checked here rather than in a __post_init__, which costs a Python call per record: the
+    # years only when a time is near an edge, U+0000 only when the bytes hold its escape (msgspec
+    # refuses lone surrogates and raw control characters itself, and writes U+0000 only so).
+    if not (
+        FIRST_YEAR < record.completed_at.year < LAST_YEAR
+        and FIRST_YEAR < record.received_at.year < LAST_YEAR
+    ):
+        for field in ("completed_at", "received_at"):
+            problem = time_problem(getattr(record, field))
+            if problem is not None:
+                raise ContractError(f"not a valid {name}: `{field}` {problem}")
+    if b"\\" in raw and b"\\u0000" in raw:  # one memchr for the records without escapes
+        where = _nul_in(record)
+        if where is not None:
+            raise ContractError(f"not a valid {name}: U+0000 in `{where}`")
+    return record
+
+
+def _nul_in(record: msgspec.Struct) -> str | None:
+    """The first field of a decoded record holding a string with U+0000 (key or value)."""
+    name: str
+    for name in record.__struct_fields__:
+        value = getattr(record, name)
+        if isinstance(value, str):
+            if "\x00" in value:
+                return name
+        elif isinstance(value, list):
+            if any("\x00" in tag for tag in value):
+                return name
+        elif isinstance(value, dict) and any(
+            "\x00" in key or (isinstance(text, str) and "\x00" in text)
+            for key, text in value.items()
+        ):
+            return name
+    return None
 
 
 def with_outcome(

@@ -16,7 +16,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    GroupCoordinatorNotAvailableError,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerClosed,
+    TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -511,6 +517,13 @@ class BatchProducer:
     here a message costs an append to a record batch. Partitions are chosen exactly as every
     Kafka client chooses them (murmur2 of the key), so a client's messages keep one partition
     and their order. Durability is the same as the broker's: acks=all, idempotence on.
+
+    A refusal the producer cannot recover from (the broker refused a record as too large, say)
+    used to wedge it: aiokafka's idempotent producer had already counted the refused batch in
+    the partition's sequence numbers, so the broker answered OutOfOrderSequenceNumber to every
+    later batch for that partition until a restart. After such a refusal the producer is
+    replaced by a fresh one (a new producer id, sequences from 0); only the send that met the
+    refusal fails. Timeouts and retriable errors (an outage) keep the producer: it retries.
     """
 
     def __init__(self, bootstrap_servers: str, *, client_id: str, linger_ms: int = 5) -> None:
@@ -527,6 +540,8 @@ class BatchProducer:
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
         self._partition_cache: dict[tuple[str, bytes], int] = {}
+        self._replacing = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def _producer(self) -> AIOKafkaProducer:
@@ -542,6 +557,37 @@ class BatchProducer:
     async def stop(self) -> None:
         if self._producer_ is not None:
             await self._producer_.stop()
+        if self._retiring:
+            await asyncio.gather(*self._retiring)
+
+    async def _replace(self, broken: AIOKafkaProducer, error: KafkaError) -> None:
+        """Swap `broken` for a fresh producer, once however many sends met the same refusal."""
+        async with self._replacing:
+            if self._producer_ is not broken:
+                return  # a concurrent send already replaced it
+            log.warning(
+                "the producer met a refusal it cannot recover from; replacing it",
+                extra={"error": repr(error)},
+            )
+            fresh = AIOKafkaProducer(**self._options)
+            try:
+                await fresh.start()
+            except BaseException:  # Kafka is away: the next refusal tries again
+                with contextlib.suppress(Exception):
+                    await fresh.stop()
+                raise
+            self._producer_ = fresh
+        # The old one finishes (or fails) what other sends gave it, off this request's path.
+        task = asyncio.create_task(self._retire(broken), name="retire-producer")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _retire(producer: AIOKafkaProducer) -> None:
+        try:
+            await producer.stop()
+        except Exception as error:  # it was broken already: nothing else to do with it
+            log.warning("a replaced producer failed to stop", extra={"error": repr(error)})
 
     async def _partition_of(self, topic: str, key: bytes) -> int:
         """The key's partition, as every Kafka client picks it (murmur2, which aiokafka computes
@@ -562,6 +608,20 @@ class BatchProducer:
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> int:
         """Send (topic, key, value) messages; return once Kafka acknowledged every one."""
+        producer = self._producer
+        try:
+            return await self._send_many(producer, messages, headers)
+        except KafkaError as error:
+            if not error.retriable and not isinstance(error, KafkaTimeoutError | ProducerClosed):
+                await self._replace(producer, error)
+            raise
+
+    async def _send_many(
+        self,
+        producer: AIOKafkaProducer,
+        messages: Iterable[tuple[str, bytes, bytes]],
+        headers: Sequence[tuple[str, bytes]],
+    ) -> int:
         batches: dict[tuple[str, int], Any] = {}
         futures: list[Awaitable[Any]] = []
         sent = 0
@@ -573,17 +633,21 @@ class BatchProducer:
                 partition = await self._partition_of(topic, key)
             batch = batches.get((topic, partition))
             if batch is None:
-                batch = batches[(topic, partition)] = self._producer.create_batch()
+                batch = batches[(topic, partition)] = producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None, headers=record_headers) is None:
-                futures.append(await self._producer.send_batch(batch, topic, partition=partition))
-                batch = batches[(topic, partition)] = self._producer.create_batch()
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[(topic, partition)] = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None, headers=record_headers)
             sent += 1
         for (topic, partition), batch in batches.items():
             if batch.record_count():
-                futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
         if futures:
-            await asyncio.gather(*futures)
+            # Every outcome, not only the first failure: no delivery is left unobserved.
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         return sent
 
 

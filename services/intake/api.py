@@ -9,20 +9,28 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from services.intake.openapi import REQUEST_BODY, RESPONSES
 from services.intake.parsing import (
     MAX_BYTES,
     InvalidItems,
+    RecordTooLarge,
     TooManyItems,
     UnsupportedMediaType,
+    encode_records,
     media_type,
     parse_work_items,
 )
-from shared.events import WORKITEMS_COMPLETED, encode_record
+from shared.events import WORKITEMS_COMPLETED
 from shared.http import IntakeCaller
 from shared.kafka import BatchProducer
 
@@ -54,8 +62,28 @@ async def send_all(producer: BatchProducer, messages: Iterable[tuple[str, bytes,
     return await producer.send_many(messages)
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, *, limit: int, timeout: float) -> bytes:
+    """The whole body, or BodyTooLarge as soon as it is over `limit`, or TimeoutError when it
+    has not all arrived within `timeout` seconds (a stalled sender must not hold intake)."""
+    body = bytearray()
+    async with asyncio.timeout(timeout):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise BodyTooLarge
+    return bytes(body)
+
+
 def build_router(
-    producer: BatchProducer, metrics: IntakeMetrics, *, publish_timeout: float
+    producer: BatchProducer,
+    metrics: IntakeMetrics,
+    *,
+    publish_timeout: float,
+    body_timeout: float = 30.0,
 ) -> APIRouter:
     router = APIRouter()
 
@@ -63,17 +91,14 @@ def build_router(
         metrics.requests.labels(status=str(status)).inc()
         return JSONResponse(body, status_code=status, headers=headers)
 
+    too_large = {"detail": f"the body is over {MAX_BYTES} bytes"}
+
     @router.post(
         "/v1/work-items",
         status_code=202,
         summary="Report completed work items",
-        responses={
-            202: {"description": "Every item is durably in workitems.completed"},
-            413: {"description": "Over 5,000 items or 10 MiB"},
-            415: {"description": "Not application/json or application/x-ndjson"},
-            422: {"description": "Invalid items, each with its index and field"},
-            503: {"description": "Kafka cannot take the write now; retry after Retry-After"},
-        },
+        responses=RESPONSES,
+        openapi_extra={"requestBody": REQUEST_BODY},
     )
     async def post_work_items(request: Request, caller: IntakeCaller) -> Response:
         received_at = datetime.now(UTC)
@@ -89,28 +114,38 @@ def build_router(
             )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BYTES:
-            return answer(413, {"detail": f"the body is over {MAX_BYTES} bytes"})
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BYTES:
-                return answer(413, {"detail": f"the body is over {MAX_BYTES} bytes"})
+            return answer(413, too_large, headers={"Connection": "close"})
+        try:
+            body = await read_body(request, limit=MAX_BYTES, timeout=body_timeout)
+        except BodyTooLarge:
+            return answer(413, too_large, headers={"Connection": "close"})
+        except TimeoutError:
+            return answer(
+                408,
+                {"detail": f"the request body did not arrive within {body_timeout:g} s"},
+                headers={"Connection": "close"},
+            )
         try:
             records = parse_work_items(
-                bytes(body), kind, received_at=received_at, key_source=caller.source or ""
+                body, kind, received_at=received_at, key_source=caller.source or ""
             )
-        except TooManyItems as error:
+            values = encode_records(records)
+        except (TooManyItems, RecordTooLarge) as error:
             return answer(413, {"detail": str(error)})
         except InvalidItems as error:
             return answer(422, {"errors": [e.to_wire() for e in error.errors]})
 
         started = time.perf_counter()
         messages = (
-            (WORKITEMS_COMPLETED, record.client_id.encode(), encode_record(record))
-            for record in records
+            (WORKITEMS_COMPLETED, record.client_id.encode(), value)
+            for record, value in zip(records, values, strict=True)
         )
         try:
             await asyncio.wait_for(send_all(producer, messages), publish_timeout)
+        except (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError) as error:
+            # Kafka refused a record as too large: a retry cannot succeed (SPEC §12: 413).
+            log.warning("kafka refused a record as too large", extra={"error": repr(error)})
+            return answer(413, {"detail": "Kafka refused a record of this request as too large"})
         except (KafkaError, TimeoutError, OSError) as error:
             log.warning(
                 "kafka could not take the write",

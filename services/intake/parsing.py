@@ -24,12 +24,17 @@ from pydantic import ValidationError
 
 from shared.events import (
     CLIENT_ID_PATTERN,
+    FIRST_YEAR,
+    LAST_YEAR,
     MAX_FUTURE_SKEW,
+    MAX_RECORD_BYTES,
     RFC3339_PATTERN,
     Attributes,
     CompletedWorkItem,
     Tags,
     WorkItem,
+    encode_record,
+    time_problem,
 )
 
 MAX_ITEMS: Final = 5_000
@@ -58,6 +63,17 @@ class TooManyItems(Exception):
     pass
 
 
+class RecordTooLarge(Exception):
+    """An item whose `workitems.completed` record is over what the pipeline carries (413)."""
+
+    def __init__(self, index: int, size: int) -> None:
+        super().__init__(
+            f"item {index}: its record would be {size} bytes, over the {MAX_RECORD_BYTES} "
+            "bytes the pipeline carries; shorten its text fields"
+        )
+        self.index = index
+
+
 class UnsupportedMediaType(Exception):
     pass
 
@@ -80,6 +96,15 @@ def parse_work_items(
         CompletedWorkItem(**item.__dict__, received_at=received_at, key_source=key_source)
         for item in _checked_items(body, kind, received_at=received_at)
     ]
+
+
+def encode_records(records: list[CompletedWorkItem]) -> list[bytes]:
+    """The records as Kafka values, or RecordTooLarge naming the first item over the limit."""
+    values = [encode_record(record) for record in records]
+    for index, value in enumerate(values):
+        if len(value) > MAX_RECORD_BYTES:
+            raise RecordTooLarge(index, len(value))
+    return values
 
 
 def _checked_items(body: bytes, kind: str, *, received_at: datetime) -> list[WorkItem]:
@@ -137,13 +162,16 @@ def _fast_records(
     body: bytes, kind: str, *, received_at: datetime, key_source: str
 ) -> list[CompletedWorkItem] | None:
     """The records, if every item passes the fast checks; None sends the body to `WorkItem`."""
+    if b"\\u0000" in body:
+        return None  # U+0000 (JSON has it only escaped): `WorkItem` says which field
     try:
         if kind == NDJSON:
             items = [_FAST_LINE.decode(line) for line in body.split(b"\n") if line.strip()]
         else:
             decoded = _FAST_BODY.decode(body)
             items = decoded if isinstance(decoded, list) else [decoded]
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        # msgspec refuses lone surrogates as malformed, but reads strings as UTF-8 unchecked
         return None
     if len(items) > MAX_ITEMS:
         raise TooManyItems(f"{len(items)} items; at most {MAX_ITEMS} per request")
@@ -154,7 +182,9 @@ def _fast_records(
             completed_at = datetime.fromisoformat(item.completed_at)
         except ValueError:
             return None
-        if completed_at > latest:
+        if completed_at > latest or (
+            not FIRST_YEAR < completed_at.year < LAST_YEAR and time_problem(completed_at)
+        ):
             return None
         records.append(
             CompletedWorkItem(
@@ -177,27 +207,65 @@ def _fast_records(
 
 # --- decoding for the checked path ---------------------------------------------------------
 
+_JSON_VALUES = msgspec.json.Decoder()  # integers stay exact at any size, for ±2^53 to judge
+
 
 def _decode(body: bytes, kind: str) -> list[Any]:
     """The body's items as plain JSON values; an undecodable NDJSON line becomes its error."""
     if kind == NDJSON:
-        lines = [line for line in body.split(b"\n") if line.strip()]
         decoded: list[Any] = []
-        for index, line in enumerate(lines):
-            try:
-                decoded.append(orjson.loads(line))
-            except orjson.JSONDecodeError as error:
-                decoded.append(ItemError(index, (), f"invalid JSON: {error}"))
+        start = 0
+        for number, line in enumerate(body.split(b"\n"), start=1):
+            if line.strip():
+                value = _loads(line, line=number, offset=start)
+                index = len(decoded)
+                decoded.append(
+                    ItemError(index, (), value.msg) if isinstance(value, _Broken) else value
+                )
+            start += len(line) + 1
         return decoded
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise InvalidItems([ItemError(0, (), f"invalid JSON: {error}")]) from None
+    value = _loads(body, line=1, offset=0)
+    if isinstance(value, _Broken):
+        raise InvalidItems([ItemError(0, (), value.msg)])
     if isinstance(value, list):
         return value
     if isinstance(value, dict):
         return [value]
     raise InvalidItems([ItemError(0, (), "the body must be a JSON object or an array of objects")])
+
+
+@dataclass(frozen=True)
+class _Broken:
+    msg: str
+
+
+def _loads(text: bytes, *, line: int, offset: int) -> Any:
+    """One JSON document (the body, or an NDJSON line starting at `line` and byte `offset` of
+    the body), or _Broken saying where it broke."""
+    try:
+        text.decode()
+    except UnicodeDecodeError as error:
+        before = text[: error.start]
+        at_line = line + before.count(b"\n")
+        column = error.start - (before.rfind(b"\n") + 1) + 1
+        return _Broken(
+            f"invalid UTF-8 at line {at_line}, column {column} "
+            f"(byte offset {offset + error.start}): {error.reason}"
+        )
+    try:
+        return _JSON_VALUES.decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as error:
+        problem = error
+    # orjson says where (line, column, character); msgspec alone often cannot
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        return _Broken(
+            f"invalid JSON at line {line + error.lineno - 1}, column {error.colno}: {error.msg}"
+        )
+    if isinstance(problem, RecursionError):
+        return _Broken("invalid JSON: nested too deeply")
+    return _Broken(f"invalid JSON: {problem}")
 
 
 def _message(problem: Any) -> str:

@@ -13,6 +13,9 @@ from pydantic import ValidationError
 
 from services.intake.parsing import JSON, parse_work_items
 from shared.events import (
+    MAX_RECORD_BYTES,
+    MAX_RULE_ID,
+    CompletedWorkItem,
     ContractError,
     WorkItem,
     decode_classified,
@@ -22,6 +25,7 @@ from shared.events import (
 )
 
 RECEIVED = datetime(2026, 10, 2, 8, 0, tzinfo=UTC)
+KAFKA_DEFAULT_MESSAGE_MAX_BYTES = 1_048_588  # what the local broker takes
 ITEM: dict[str, Any] = {
     "id": "t-1",
     "client_id": "acme",
@@ -155,6 +159,34 @@ EDGES: list[tuple[str, Any, bool]] = [
     ("attributes", {"nested": {"a": 1}}, False),
     ("completed_at", "2026-10-01T09:30:00Z", True),
     ("completed_at", "2026-10-01", False),
+    # SPEC §13: text without U+0000, in every string, attribute keys included
+    ("id", "t\x00", False),
+    ("source", "\x00", False),
+    ("queue", "AP\x00", False),
+    ("title", "x" * 100 + "\x00", False),
+    ("tags", ["ok", "b\x00d"], False),
+    ("attributes", {"k\x00": 1}, False),
+    ("attributes", {"k": "v\x00"}, False),
+    ("title", "\x01\x1f\u2028 \N{GRINNING FACE}", True),  # other control characters are text
+    # attributes: integers within ±2^53 inclusive, strings (and keys) at most 1,000 characters
+    ("attributes", {"n": 2**53, "m": -(2**53)}, True),
+    ("attributes", {"n": 2**53 + 1}, False),
+    ("attributes", {"n": -(2**53) - 1}, False),
+    ("attributes", {"n": 2**63 - 1}, False),
+    ("attributes", {"s": "x" * 1000, "k" * 1000: True}, True),
+    ("attributes", {"s": "x" * 1001}, False),
+    ("attributes", {"k" * 1001: True}, False),
+    ("attributes", {"f": 9007199254740992.0, "g": -2.5, "h": 1e-300}, True),
+    ("attributes", {"f": 1e300}, False),  # an integer beyond 2^53, written as a float
+    ("attributes", {"f": -9007199254740994.0}, False),
+    # completed_at in 2000..2099, as written and in UTC
+    ("completed_at", "2000-01-01T00:00:00Z", True),
+    ("completed_at", "1999-12-31T23:59:59Z", False),
+    ("completed_at", "0001-01-01T00:00:00+14:00", False),
+    ("completed_at", "2000-01-01T00:30:00+01:00", False),  # 1999 in UTC
+    ("completed_at", "1999-12-31T23:30:00-01:00", False),  # 2000 in UTC, 1999 as written
+    ("completed_at", "2099-12-31T23:00:00-05:00", False),  # 2100 in UTC
+    ("completed_at", "9999-12-31T23:59:59Z", False),
 ]
 
 
@@ -174,9 +206,134 @@ def test_the_record_holds_the_intake_contract_bounds(field: str, value: Any, val
 
 
 def test_the_record_has_the_intake_fields_and_two_more() -> None:
-    from shared.events import CompletedWorkItem
-
     assert set(CompletedWorkItem.__struct_fields__) == set(WorkItem.model_fields) | {
         "received_at",
         "key_source",
     }
+
+
+# --- poison written straight to Kafka: a ContractError (dead letter), never a database error ---
+
+
+def classified(**changes: Any) -> dict[str, Any]:
+    outcome = {
+        "service_line": "accounting",
+        "complexity": "complex",
+        "rule_id": "ap-invoices-large",
+        "agreement_version": 4,
+    }
+    return completed(**{**outcome, **changes})
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        (classified(service_line="astrology"), "service_line"),
+        (classified(service_line="Accounting"), "service_line"),
+        (classified(complexity="extreme"), "complexity"),
+        (classified(agreement_version=3_000_000_000), "agreement_version"),
+        (classified(agreement_version=2**31), "agreement_version"),
+        (classified(agreement_version=0), "agreement_version"),
+        (classified(agreement_version=2.0), "agreement_version"),
+        (classified(rule_id="r" * 201), "rule_id"),
+        (classified(rule_id=""), "rule_id"),
+        (classified(key_source="k" * 201), "key_source"),
+        (classified(completed_at="0001-01-01T00:00:00+14:00"), "completed_at"),
+        (classified(completed_at="2099-12-31T23:00:00-05:00"), "completed_at"),
+        (classified(received_at="1970-01-01T00:00:00Z"), "received_at"),
+        (classified(attributes={"n": 2**53 + 1}), "attributes"),
+        (classified(attributes={"s": "x" * 1001}), "attributes"),
+        (classified(id="t\x00"), "id"),
+        (classified(title="a\x00b"), "title"),
+        (classified(tags=["x", "\x00"]), "tags"),
+        (classified(attributes={"k\x00": 1}), "attributes"),
+        (classified(attributes={"k": "\x00"}), "attributes"),
+        (classified(key_source="\x00"), "key_source"),
+        (classified(rule_id="rule\x00"), "rule_id"),
+    ],
+)
+def test_a_value_metering_could_not_store_is_a_contract_error(
+    record: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ContractError, match=f"not a valid ClassifiedWorkItem: .*{field}"):
+        decode_classified(orjson.dumps(record))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        orjson.dumps(classified())[:-1] + b', "queue": "\xff"}',  # invalid UTF-8 in a string
+        orjson.dumps(classified())[:-1] + b', "queue": "\xed\xa0\x80"}',  # an encoded surrogate
+        orjson.dumps(classified())[:-1] + b', "queue": "\\ud800"}',  # a lone surrogate escape
+        orjson.dumps(classified())[:-1] + b', "queue": "\\udc00x"}',
+        orjson.dumps(classified())[:-1] + b', "queue": "a\x00"}',  # a raw control byte
+        b"[" * 10_000,
+        b'{"attributes": {"a": ' + b"[" * 10_000,
+    ],
+)
+def test_bytes_no_decoder_should_read_are_contract_errors(value: bytes) -> None:
+    with pytest.raises(ContractError):
+        decode_classified(value)
+    with pytest.raises(ContractError):
+        decode_completed(value)
+
+
+def test_the_outcome_may_be_null_when_unclassified_and_the_edges_hold() -> None:
+    unplaced = decode_classified(
+        orjson.dumps(
+            classified(service_line=None, complexity=None, rule_id=None, agreement_version=None)
+        )
+    )
+    assert not unplaced.classified
+    edge = decode_classified(
+        orjson.dumps(
+            classified(
+                rule_id="builtin:" + "r" * 192,
+                agreement_version=2**31 - 1,
+                completed_at="2099-12-31T18:59:59-05:00",
+                received_at="2000-01-01T00:00:00Z",
+                title="a\\u0000b",  # a backslash and the text u0000: no U+0000 in it
+            )
+        )
+    )
+    assert edge.agreement_version == 2**31 - 1 and edge.title == "a\\u0000b"
+
+
+def largest_item() -> CompletedWorkItem:
+    """The largest record SPEC §2 allows, in the characters that encode longest (a control
+    character is written as a 6-byte escape)."""
+    wide = "\x01"
+    return CompletedWorkItem(
+        id=wide * 128,
+        client_id="c" * 64,
+        source=wide * 64,
+        completed_at=datetime(2026, 10, 1, 9, 30, 0, 123456, tzinfo=UTC),
+        received_at=datetime(2026, 10, 1, 9, 30, 0, 123456, tzinfo=UTC),
+        key_source=wide * 200,
+        queue=wide * 200,
+        title=wide * 500,
+        tags=[wide * 64] * 50,
+        units=1_000_000,
+        handling_seconds=604_800,
+        attributes={f"{n:02d}" + wide * 998: wide * 1000 for n in range(50)},
+    )
+
+
+def test_the_largest_item_classified_fits_the_record_limit_and_the_broker() -> None:
+    record = largest_item()
+    assert decode_completed(encode_record(record)) == record  # within every bound
+    placed = with_outcome(
+        record,
+        service_line="procurement",
+        complexity="standard",
+        rule_id="reclassification:" + wide_rule(),
+        agreement_version=2**31 - 1,
+    )
+    size = len(encode_record(placed))
+    assert size <= MAX_RECORD_BYTES
+    # Kafka's default message.max.bytes counts the batch: key, headers and ~100 bytes of framing
+    assert MAX_RECORD_BYTES + 64 + 1024 < KAFKA_DEFAULT_MESSAGE_MAX_BYTES
+
+
+def wide_rule() -> str:
+    return "r" * (MAX_RULE_ID - len("reclassification:"))

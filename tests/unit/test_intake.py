@@ -6,6 +6,7 @@ so these tests pin the status codes and error shapes. The real broker path is in
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,11 +14,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from pydantic import ValidationError
 
 from services.intake import api as intake_api
+from services.intake import parsing
 from services.intake.app import IntakeSettings, create_app
-from services.intake.parsing import MAX_ITEMS
+from services.intake.parsing import JSON, MAX_ITEMS, NDJSON
 
 ADMIN = "admin-key-0123456789abcdef"
 KEY = "zendesk-key-1"
@@ -27,11 +30,14 @@ class Recorder:
     def __init__(self) -> None:
         self.messages: list[tuple[str, bytes, bytes]] = []
         self.fail = False
+        self.fail_with: KafkaError | None = None
 
     async def __call__(self, producer: Any, messages: Iterable[tuple[str, bytes, bytes]]) -> int:
         batch = list(messages)
         if self.fail:
             raise KafkaTimeoutError()
+        if self.fail_with is not None:
+            raise self.fail_with
         self.messages += batch
         return len(batch)
 
@@ -181,3 +187,114 @@ async def test_invalid_json_is_422(client: httpx.AsyncClient) -> None:
     response = await post(client, b"{not json")
     assert response.status_code == 422
     assert response.json()["errors"][0]["index"] == 0
+
+
+# --- hostile input (issue 10): a 4xx naming the problem, nothing published, never a 5xx -------
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "loc", "says"),
+    [
+        (orjson.dumps(item(id="t\x00")), JSON, ["id"], "U+0000"),
+        (orjson.dumps(item(attributes={"k\x00": "v"})), JSON, ["attributes", "k\x00"], "U+0000"),
+        (
+            orjson.dumps(item(completed_at="0001-01-01T00:00:00+14:00")),
+            JSON,
+            ["completed_at"],
+            "2000..2099",
+        ),
+        (
+            orjson.dumps(item(completed_at="2099-12-31T23:00:00-05:00")),
+            JSON,
+            ["completed_at"],
+            "2000..2099",
+        ),
+        (orjson.dumps(item(attributes={"n": 2**53 + 1})), JSON, ["attributes", "n"], "2^53"),
+        (orjson.dumps(item(title="x"))[:-1] + b', "queue": "\\ud800"}', JSON, [], "line 1"),
+        (orjson.dumps(item(title="x"))[:-1] + b', "queue": "\xff"}', JSON, [], "byte offset"),
+        (orjson.dumps(item()) + b"\n" + b'{"id": "\xc3"}', NDJSON, [], "line 2"),
+        (b"[" * 10_000, JSON, [], "depth"),
+        (b'{"a": ' * 5_000, NDJSON, [], "depth"),
+    ],
+)
+async def test_hostile_bodies_are_422_saying_where(
+    client: httpx.AsyncClient,
+    kafka: Recorder,
+    body: bytes,
+    content_type: str,
+    loc: list[Any],
+    says: str,
+) -> None:
+    response = await post(client, body, content_type=content_type)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["loc"][: len(loc)] == loc
+    assert says in error["msg"]
+    assert kafka.messages == []
+
+
+async def test_an_item_whose_record_is_too_large_is_413_naming_it(
+    client: httpx.AsyncClient, kafka: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SPEC §2's bounds keep every item far below MAX_RECORD_BYTES (test_events proves it), so
+    # the limit is lowered here to reach it.
+    monkeypatch.setattr(parsing, "MAX_RECORD_BYTES", 1_000)
+    response = await post(client, [item(), item(id="t-2", title="x" * 500, tags=["y" * 64] * 9)])
+    assert response.status_code == 413
+    assert "item 1" in response.json()["detail"]
+    assert kafka.messages == []
+
+
+async def test_a_record_kafka_refuses_as_too_large_is_413_not_503(
+    client: httpx.AsyncClient, kafka: Recorder
+) -> None:
+    kafka.fail_with = MessageSizeTooLargeError()
+    response = await post(client, item())
+    assert response.status_code == 413
+    assert "retry-after" not in response.headers
+
+
+async def test_a_stalled_body_is_408(kafka: Recorder) -> None:
+    settings = IntakeSettings(
+        kafka_bootstrap_servers="127.0.0.1:1",
+        tierline_admin_key=ADMIN,
+        tierline_intake_keys=f"zendesk={KEY}",
+        intake_body_timeout_seconds=0.05,
+    )
+    never = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield orjson.dumps(item())[:10]
+        await never.wait()  # the rest never comes
+
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
+        response = await http.post(
+            "/v1/work-items",
+            content=stalls(),
+            headers={"content-type": JSON, "authorization": f"Bearer {KEY}"},
+        )
+    assert response.status_code == 408
+    assert "did not arrive" in response.json()["detail"]
+    assert kafka.messages == []
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "601", "soon", "nan"])
+def test_the_body_timeout_setting_is_validated(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("INTAKE_BODY_TIMEOUT_SECONDS", value)
+    with pytest.raises(ValidationError, match="intake_body_timeout_seconds"):
+        IntakeSettings(
+            kafka_bootstrap_servers="127.0.0.1:1",
+            tierline_admin_key=ADMIN,
+            tierline_intake_keys=f"zendesk={KEY}",
+        )
+
+
+def test_the_body_timeout_setting_is_read() -> None:
+    settings = IntakeSettings(
+        kafka_bootstrap_servers="127.0.0.1:1",
+        tierline_admin_key=ADMIN,
+        tierline_intake_keys=f"zendesk={KEY}",
+        intake_body_timeout_seconds=45,
+    )
+    assert settings.intake_body_timeout_seconds == 45

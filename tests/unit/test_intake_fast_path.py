@@ -90,6 +90,44 @@ RAW_BODIES = [
     b"",
     b"[" + b",".join([orjson.dumps(ITEM)] * 3) + b"]",
     b"[" + orjson.dumps(ITEM) + b", 7]",
+    # hostile input (issue 10): escapes, bytes and numbers a JSON reader may let through
+    b'{"id": "a\\u0000", "client_id": "acme", "source": "s", "completed_at": '
+    b'"2026-10-01T00:00:00Z"}',
+    b'{"id": "a\\\\u0000", "client_id": "acme", "source": "s", "completed_at": '
+    b'"2026-10-01T00:00:00Z"}',  # a backslash, then the text u0000: no U+0000 at all
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "2026-10-01T00:00:00Z", '
+    b'"attributes": {"k\\u0000": 1}}',
+    b'{"id": "a\x00", "client_id": "acme", "source": "s", "completed_at": "2026-10-01T00:00:00Z"}',
+    b'{"id": "\\udc00", "client_id": "acme", "source": "s", "completed_at": '
+    b'"2026-10-01T00:00:00Z"}',
+    b'{"id": "\\ud800\\u0041", "client_id": "acme", "source": "s", "completed_at": '
+    b'"2026-10-01T00:00:00Z"}',
+    b'{"id": "\\ud83d\\ude00", "client_id": "acme", "source": "s", "completed_at": '
+    b'"2026-10-01T00:00:00Z"}',  # a surrogate pair: one real character
+    b'{"id": "a\xff", "client_id": "acme", "source": "s", "completed_at": "2026-10-01T00:00:00Z"}',
+    b'{"id": "a\xed\xa0\x80", "client_id": "acme", "source": "s", "completed_at": '
+    b'"2026-10-01T00:00:00Z"}',  # a surrogate encoded as UTF-8
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "2026-10-01T00:00:00Z", '
+    b'"attributes": {"\xc3": 1}}',
+    b"\xef\xbb\xbf" + orjson.dumps(ITEM),
+    b"[" * 10_000,
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "2026-10-01T00:00:00Z", '
+    b'"attributes": {"a": ' + b"[" * 10_000 + b"}}",
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "2026-10-01T00:00:00Z", '
+    b'"attributes": {"n": 9007199254740993}}',
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "2026-10-01T00:00:00Z", '
+    b'"attributes": {"n": -9007199254740992}}',
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "2026-10-01T00:00:00Z", '
+    b'"attributes": {"n": 18446744073709551616}}',
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "2026-10-01T00:00:00Z", '
+    b'"attributes": {"n": 1e400}}',
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "2026-10-01T00:00:00Z", '
+    b'"attributes": {"n": NaN}}',
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "0001-01-01T00:00:00+14:00"}',
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "2099-12-31T23:00:00-05:00"}',
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "2000-01-01T00:00:00+00:01"}',
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "2000-01-01T00:00:00-00:01"}',
+    b'{"id": "a", "client_id": "acme", "source": "s", "completed_at": "2026-10-01T00:00:00+24:00"}',
 ]
 
 
@@ -105,10 +143,62 @@ def test_json_the_checked_path_reads_otherwise(body: bytes) -> None:
         orjson.dumps(ITEM) + b"\nnot json\n",
         orjson.dumps(ITEM) + b"\n" + orjson.dumps({**ITEM, "units": "5"}),
         b"\n \n",
+        orjson.dumps(ITEM) + b"\n" + b'{"id": "\xff"}',
+        orjson.dumps(ITEM) + b"\n" + b"[" * 10_000,
+        orjson.dumps(ITEM) + b"\n" + orjson.dumps({**ITEM, "title": "a\x00"}),
     ],
 )
 def test_ndjson(body: bytes) -> None:
     assert_agree(body, NDJSON)
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (b'{"id": "a\xff"}', "invalid UTF-8 at line 1, column 10 (byte offset 9)"),
+        (b'[\n{"id":\n "\xc3("}]', "invalid UTF-8 at line 3, column 3 (byte offset 11)"),
+        (b'{"id": "\\ud800"}', "invalid JSON at line 1, column 9"),
+        (b'{"id": 1,}', "invalid JSON at line 1, column 9"),
+        (b"[" * 10_000, "invalid JSON at line 1, column 1026"),
+        (b"", "invalid JSON at line 1, column 1"),
+    ],
+)
+def test_a_broken_body_says_where(body: bytes, where: str) -> None:
+    with pytest.raises(InvalidItems) as raised:
+        parse_work_items(body, JSON, received_at=RECEIVED, key_source="k")
+    [error] = raised.value.errors
+    assert (error.index, error.loc) == (0, ())
+    assert error.msg.startswith(where), error.msg
+
+
+def test_a_broken_ndjson_line_says_which_line_of_the_body() -> None:
+    body = orjson.dumps(ITEM) + b"\n\n" + b'{"id": "\xff"}\n' + b"{nope\n"
+    with pytest.raises(InvalidItems) as raised:
+        parse_work_items(body, NDJSON, received_at=RECEIVED, key_source="k")
+    assert [(e.index, e.msg.split(":")[0]) for e in raised.value.errors] == [
+        (1, f"invalid UTF-8 at line 3, column 9 (byte offset {len(orjson.dumps(ITEM)) + 10})"),
+        (2, "invalid JSON at line 4, column 2"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "loc"),
+    [
+        ({"id": "a\x00"}, ("id",)),
+        ({"tags": ["x", "\x00"]}, ("tags", 1)),
+        ({"attributes": {"n": 2**53 + 1}}, ("attributes", "n")),
+        ({"attributes": {"s": "v" * 1001}}, ("attributes", "s")),
+        ({"completed_at": "0001-01-01T00:00:00+14:00"}, ("completed_at",)),
+        ({"completed_at": "2099-12-31T23:00:00-05:00"}, ("completed_at",)),
+    ],
+)
+def test_a_hostile_item_is_refused_naming_its_field(
+    changes: dict[str, Any], loc: tuple[Any]
+) -> None:
+    body = orjson.dumps([ITEM, {**ITEM, **changes}])
+    with pytest.raises(InvalidItems) as raised:
+        parse_work_items(body, JSON, received_at=RECEIVED, key_source="k")
+    assert [(e.index, e.loc[: len(loc)]) for e in raised.value.errors] == [(1, loc)]
 
 
 def test_the_item_limit_holds_on_both_paths() -> None:

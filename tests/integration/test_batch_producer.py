@@ -1,0 +1,70 @@
+"""The hot-path producer on a real broker: a record the broker refuses fails only its own send,
+and the producer keeps working for every later one (aiokafka's idempotent producer otherwise
+answers OutOfOrderSequenceNumber for that partition from then on)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import MessageSizeTooLargeError
+
+from shared.kafka import BatchProducer, partitions_of
+
+SMALL_LIMIT = 20_000  # the topic's max.message.bytes
+
+
+async def small_topic(bootstrap: str) -> str:
+    topic = f"wedge-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    name=topic,
+                    num_partitions=1,
+                    replication_factor=1,
+                    topic_configs={"max.message.bytes": str(SMALL_LIMIT)},
+                )
+            ]
+        )
+    finally:
+        await admin.close()
+    await partitions_of(bootstrap, topic)  # wait for its metadata
+    return topic
+
+
+async def values_in(bootstrap: str, topic: str) -> list[bytes]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        end = (await consumer.end_offsets([partition]))[partition]
+        values: list[bytes] = []
+        while await consumer.position(partition) < end:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                values += [record.value for record in records if record.value is not None]
+        return values
+    finally:
+        await consumer.stop()
+
+
+async def test_a_refused_record_does_not_wedge_the_partition(kafka_bootstrap: str) -> None:
+    topic = await small_topic(kafka_bootstrap)
+    producer = BatchProducer(kafka_bootstrap, client_id="wedge-test", linger_ms=0)
+    await producer.start()
+    try:
+        assert await producer.send_many([(topic, b"acme", b"before")]) == 1
+        with pytest.raises(MessageSizeTooLargeError):
+            await producer.send_many([(topic, b"acme", b"x" * (2 * SMALL_LIMIT))])
+        # the same partition, right after the refusal: both sends must succeed
+        assert await producer.send_many([(topic, b"acme", b"after-1")]) == 1
+        assert await producer.send_many([(topic, b"acme", b"after-2")]) == 1
+    finally:
+        await producer.stop()
+    assert await values_in(kafka_bootstrap, topic) == [b"before", b"after-1", b"after-2"]
