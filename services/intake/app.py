@@ -28,8 +28,6 @@ class IntakeSettings(CommonSettings, KeySettings):
     intake_port: Port = 8081
     intake_publish_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
     intake_linger_ms: Annotated[int, Field(ge=0, le=1000)] = 2
-    #: How long a request may take to send its whole body before it is answered 408.
-    intake_body_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
 
 
 def create_app(settings: IntakeSettings) -> FastAPI:
@@ -75,10 +73,16 @@ def create_app(settings: IntakeSettings) -> FastAPI:
             producer,
             IntakeMetrics(registry),
             publish_timeout=settings.intake_publish_timeout_seconds,
-            body_timeout=settings.intake_body_timeout_seconds,
+            body_timeout=settings.tierline_body_timeout_seconds,
         )
     )
-    add_operational_routes(app, registry=registry, health=health, max_body_bytes=MAX_BYTES)
+    add_operational_routes(
+        app,
+        registry=registry,
+        health=health,
+        max_body_bytes=MAX_BYTES,
+        body_timeout_seconds=settings.tierline_body_timeout_seconds,
+    )
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
 

@@ -32,7 +32,6 @@ BODY_TIMEOUT_SECONDS = 2
 def stack_options() -> dict[str, Any]:
     return {
         "env": {
-            "INTAKE_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
             "TIERLINE_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
             "BILLING_AUTO_CLOSE": "false",
         },

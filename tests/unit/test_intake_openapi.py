@@ -104,7 +104,7 @@ async def stalled_client(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Recorder]]:
     recorder = Recorder()
     monkeypatch.setattr(intake_api, "send_all", recorder)
-    transport = httpx.ASGITransport(app=create_app(settings(intake_body_timeout_seconds=0.05)))
+    transport = httpx.ASGITransport(app=create_app(settings(tierline_body_timeout_seconds=0.05)))
     async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
         yield http, recorder
 
