@@ -149,7 +149,7 @@ async def another_client_closes(api: Api, run_id: str, tag: str) -> None:
 async def test_an_invalid_item_is_a_422_naming_its_field_and_its_siblings_are_not_published(
     api: Api, run_id: str, case: str, field: str, bad: dict[str, Any]
 ) -> None:
-    client = f"bad-{case}-{run_id}"
+    client = f"bad-{case.replace('^', '')}-{run_id}"
     good = item(client, "good")
     response = await api.http.post(
         f"{api.stack.url('intake')}/v1/work-items",
@@ -157,8 +157,8 @@ async def test_an_invalid_item_is_a_422_naming_its_field_and_its_siblings_are_no
         headers=api.intake,
     )
     assert response.status_code == 422, response.text
-    [error] = response.json()["errors"]
-    assert error["index"] == 1 and error["loc"][0] == field, error
+    errors = response.json()["errors"]
+    assert errors and all(e["index"] == 1 and e["loc"][0] == field for e in errors), errors
     assert await metered_items(api, client) == 0  # all or nothing: the valid sibling too
 
 
@@ -167,7 +167,8 @@ async def test_lone_surrogates_and_invalid_utf8_are_422_saying_where(api: Api, r
     surrogate = json.dumps(item(client, "s")).replace('"Care"', '"Ca\\ud800re"').encode()
     response = await post_raw(api, surrogate)
     assert response.status_code == 422, response.text
-    assert response.json()["errors"][0]["loc"] == ["queue"]
+    message = response.json()["errors"][0]["msg"]
+    assert "surrogate" in message and "column" in message, message
 
     broken = json.dumps(item(client, "u")).encode().replace(b"Care", b"Ca\xff\xfere")
     response = await post_raw(api, broken)
@@ -222,27 +223,29 @@ async def test_an_item_kafka_could_not_carry_is_413_and_the_partition_still_take
     assert await metered_items(api, client) == 1
 
 
-async def test_a_stalled_body_is_given_up_with_a_4xx(api: Api) -> None:
-    host, port = api.stack.url("intake").removeprefix("http://").split(":")
+async def raw_request(base: str, request_line: str, headers: dict[str, str], body: bytes) -> bytes:
+    """Send a request's head and the first bytes of its body, then read the status line: how a
+    stalled or oversized upload looks to the server."""
+    host, port = base.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        writer.write(
-            (
-                "POST /v1/work-items HTTP/1.1\r\n"
-                f"Host: {host}\r\n"
-                f"Authorization: Bearer {api.stack.intake_key}\r\n"
-                "Content-Type: application/json\r\n"
-                "Content-Length: 1000\r\n\r\n"
-                '[{"id": "'
-            ).encode()
-        )
+        head = "".join(f"{name}: {value}\r\n" for name, value in {"Host": host, **headers}.items())
+        writer.write(f"{request_line} HTTP/1.1\r\n{head}\r\n".encode() + body)
         await writer.drain()
         async with asyncio.timeout(BODY_TIMEOUT_SECONDS * 10):
-            status_line = await reader.readline()
+            return await reader.readline()
     finally:
         writer.close()
-    status = int(status_line.split()[1])
-    assert status in (400, 408), status_line
+
+
+async def test_a_stalled_body_is_given_up_with_a_408(api: Api) -> None:
+    status_line = await raw_request(
+        api.stack.url("intake"),
+        "POST /v1/work-items",
+        {**api.intake, "Content-Type": "application/json", "Content-Length": "1000"},
+        b'[{"id": "',
+    )
+    assert int(status_line.split()[1]) == 408, status_line
 
 
 # --- agreements: refused at the PUT, naming the field -----------------------------------------
@@ -268,7 +271,7 @@ async def test_agreements_out_of_bounds_are_422_naming_the_field(api: Api, run_i
     weights = base["pricing"]["weights"]
     cases: list[tuple[str, bytes | dict[str, Any], str]] = [
         ("a 13-byte weight of 2 MB", pricing(weights={**weights, "basic": "1e2000000"}), "basic"),
-        ("exponent as a number", b'{"x": 1e2000000}', "body"),
+        ("exponent as a number", b'{"x": 1e2000000}', ""),
         ("over 10^12", pricing(weights={**weights, "basic": "1000000000001"}), "basic"),
         ("7 decimals", pricing(weights={**weights, "standard": "1.0000001"}), "standard"),
         ("fee over 10^12", pricing(overage_rate="1000000000000.01"), "overage_rate"),
@@ -298,19 +301,20 @@ async def test_agreements_out_of_bounds_are_422_naming_the_field(api: Api, run_i
         assert response.status_code == 422, (case, response.status_code, response.text)
         if word:
             names(response, word)
-    deep_yaml = ("a:\n" + "".join("  " * n + "- \n" for n in range(3000))).encode()
+    deep_yaml = ("a: " + "[" * 5_000 + "]" * 5_000).encode()  # 10 KB
     response = await api.http.put(
         f"{api.stack.url('billing')}/v1/agreements/{client}",
         content=deep_yaml,
         headers={**api.admin, "Content-Type": "application/yaml"},
     )
     assert response.status_code == 422, response.text
-    response = await api.http.put(
-        f"{api.stack.url('billing')}/v1/agreements/{client}",
-        content=b" " * (1024 * 1024 + 1),
-        headers={**api.admin, "Content-Type": "application/json"},
+    status_line = await raw_request(
+        api.stack.url("billing"),
+        f"PUT /v1/agreements/{client}",
+        {**api.admin, "Content-Type": "application/json", "Content-Length": str(1024 * 1024 + 1)},
+        b" " * 1024,
     )
-    assert response.status_code == 413, response.text
+    assert int(status_line.split()[1]) == 413, status_line  # answered before the body is read
     # nothing of it was stored or published
     assert (
         await api.http.get(f"{api.stack.url('billing')}/v1/agreements/{client}", headers=api.admin)
