@@ -15,7 +15,6 @@ import asyncio
 import logging
 from collections import Counter as Tally
 from collections.abc import Sequence
-from typing import Final
 
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
@@ -25,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from services.classifier.rules import classify
 from shared.agreements import Agreement
 from shared.events import (
+    MAX_RECORD_BYTES,
     WORKITEMS_CLASSIFIED,
     WORKITEMS_UNCLASSIFIED,
     CompletedWorkItem,
@@ -38,15 +38,11 @@ from shared.logs import batch_fields
 
 log = logging.getLogger(__name__)
 
-#: The largest record (key and value) the classifier publishes: the broker refuses a record
-#: batch over its `message.max.bytes` (1 MiB by default, framing included), and a record it
-#: refuses would be retried forever. A classified copy is larger than its input, so an input
-#: that fits can produce one that does not: that item is dead-lettered instead.
-MAX_RECORD_BYTES: Final = 1_000_000
-
 
 class RecordTooLarge(ValueError):
-    """A classified copy larger than `MAX_RECORD_BYTES`."""
+    """A classified copy larger than `MAX_RECORD_BYTES` (shared.events): the broker would refuse
+    it, and a record it refuses would be retried forever, so the item is dead-lettered instead.
+    Intake keeps every item well below it; this guards records written by anything else."""
 
 
 class ClassifierMetrics:

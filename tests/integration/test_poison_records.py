@@ -22,7 +22,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
 from services.classifier import handlers, rules
-from services.classifier.handlers import MAX_RECORD_BYTES, Classifier, ClassifierMetrics
+from services.classifier.handlers import Classifier, ClassifierMetrics
 from services.metering import handlers as metering_handlers
 from services.metering.handlers import Meter, MeteringMetrics
 from shared.agreement_view import agreement_view
@@ -269,18 +269,20 @@ async def publish_agreement(producer: AIOKafkaProducer, client: str, version: in
 
 
 async def test_the_classifier_dead_letters_an_item_whose_classified_copy_is_too_large(
-    kafka_bootstrap: str, broker: KafkaBroker, producer: AIOKafkaProducer
+    kafka_bootstrap: str,
+    broker: KafkaBroker,
+    producer: AIOKafkaProducer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = f"big-{uuid.uuid4().hex[:8]}"
     await publish_agreement(producer, client, 1)
     sent = Sent(WORKITEMS_COMPLETED, client.encode())
     # An input that fits in a record, whose classified copy (with its class, rule and agreement
-    # version) does not.
-    small = len(orjson.dumps(completed(client, "huge", attributes={"blob": ""})))
-    oversize = orjson.dumps(
-        completed(client, "huge", attributes={"blob": "x" * (MAX_RECORD_BYTES - small - 20)})
-    )
-    assert len(oversize) <= MAX_RECORD_BYTES
+    # version) does not. Every item within SPEC §2's bounds encodes far below MAX_RECORD_BYTES
+    # (the largest to about 626 KB), so the limit is lowered to just above this input's size.
+    oversize = orjson.dumps(completed(client, "huge", attributes={"blob": "x" * 1000}))
+    limit = len(client) + len(oversize) + 20
+    monkeypatch.setattr(handlers, "MAX_RECORD_BYTES", limit)
     valid = {name: orjson.dumps(completed(client, name)) for name in ("before", "after", "later")}
     since_dlq = await end_offsets(kafka_bootstrap, [dlq(WORKITEMS_COMPLETED)])
     for name in ("before", "huge", "after"):
@@ -311,7 +313,7 @@ async def test_the_classifier_dead_letters_an_item_whose_classified_copy_is_too_
     assert set(letters) == {sent.offsets["huge"]}
     headers = assert_dead_letter(letters[sent.offsets["huge"]], sent, "huge", oversize)
     assert headers["error_type"] == "RecordTooLarge"
-    assert str(MAX_RECORD_BYTES) in headers["error"]
+    assert str(limit) in headers["error"]
 
 
 async def classified_ids(
