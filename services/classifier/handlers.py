@@ -32,7 +32,7 @@ from shared.events import (
     encode_record,
     with_outcome,
 )
-from shared.faults import crash_point
+from shared.faults import crash_point, pause_point
 from shared.kafka import BatchProducer, CompactedView, dead_letter, decode_records
 from shared.logs import batch_fields
 
@@ -140,6 +140,7 @@ class Classifier:
                     continue
                 outcomes["classified" if len(messages) == 1 else "unclassified"] += 1
                 out += [(topic, key, body) for topic, body in messages]
+            await pause_point("classifier.before_publish")  # tests: a batch held in flight
             try:
                 await self.producer.send_many(out)
                 crash_point("classifier.after_publish")  # before the offsets commit

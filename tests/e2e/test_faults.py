@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.events import WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, dlq
+from shared.faults import PAUSE_VARIABLE, PAUSED, RESUMED
 from shared.kafka import partitions_of
 from shared.localinfra import free_port
 from shared.periods import period_bounds
@@ -169,23 +172,57 @@ async def test_intake_answers_503_while_kafka_is_down_and_recovers_by_itself(
 async def test_sigterm_finishes_in_flight_batches_and_a_restart_resumes_exactly(
     api: Api, run_id: str
 ) -> None:
+    """SIGTERM while a batch is certainly in flight: the classifier holds its first batch at a
+    pause point (after consuming it, before publishing), says so, and is signalled then. It must
+    finish that batch (publish, commit), exit 0, and a restart must count every item once."""
     client = f"term-{run_id}"
     await api.put_agreement(agreement(client, "USD", "UTC", ("1.00", "2.00")))
     items = october_items(client, "a", 6000)
-    sending = asyncio.create_task(api.post_items(items, chunk=500))
-    await asyncio.sleep(0.5)
-    for name in ("classifier", "metering"):
-        process = api.stack.processes[name]
-        process.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        assert process.process.wait(30) == 0  # type: ignore[union-attr]  # a clean exit
-        process.start()
-        process.wait_healthy()
+    classifier = api.stack.processes["classifier"]
+    classifier.stop()
+    pausing = ServiceProcess(
+        "classifier",
+        free_port(),
+        {**classifier.env, PAUSE_VARIABLE: "classifier.before_publish"},
+        api.stack.log_dir / f"classifier-sigterm-{run_id}.log",
+    )
+    pausing.start()
+    pausing.wait_healthy()
+    try:
+        sending = asyncio.create_task(api.post_items(items, chunk=500))
+        await wait_for_line(pausing.log_path, f"{PAUSED} classifier.before_publish")
+        pausing.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        assert pausing.process.wait(30) == 0  # type: ignore[union-attr]  # a clean exit
+        log = pausing.log_path.read_text()
+        assert f"{RESUMED} classifier.before_publish" in log  # the batch finished, not dropped
+    finally:
+        pausing.kill()
+        classifier.start()
+        classifier.wait_healthy()
+    metering = api.stack.processes["metering"]
+    metering.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    assert metering.process.wait(30) == 0  # type: ignore[union-attr]  # under load, too
+    metering.start()
+    metering.wait_healthy()
     assert await sending == 6000
     closed = await close_when_ready(api, last_month().key, client)
     assert closed["invoices"][0]["usage"]["items"] == 6000
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+async def wait_for_line(path: Path, line: str, timeout: float = 60) -> None:
+    """Until `line` is in the log at `path` (polled in a thread: the event loop keeps going)."""
+
+    def poll() -> None:
+        deadline = time.monotonic() + timeout
+        while not (path.exists() and line in path.read_text(errors="replace")):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{line!r} never appeared in {path}")
+            time.sleep(0.05)
+
+    await asyncio.to_thread(poll)
 
 
 async def close_when_ready(api: Api, period: str, client: str) -> dict[str, Any]:

@@ -188,7 +188,9 @@ async def test_items_for_a_closed_period_are_late(api: Api, run_id: str) -> None
     await api.post_items(batch[:6])
     assert (await api.close(period.key, client)).status_code == 200
     await api.post_items(batch)  # 6 duplicates and 4 late items
-    assert (await api.close(period.next().key, client)).status_code in (200, 422)
+    # a close of a period long before the agreement: only its barrier (every accepted item
+    # metered) matters here
+    assert (await api.close("2000-01", client)).status_code == 200
     usage = await api.usage(client, period.key)
     assert (usage["items"], usage["late_items"]) == (10, 4)
 
