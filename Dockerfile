@@ -17,6 +17,7 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install -r requirements.lock
 
+# The product only: tools/, tests/ and bench/ stay out (.dockerignore; tests/unit/test_compose.py).
 COPY pyproject.toml ./
 COPY shared/ shared/
 COPY services/ services/

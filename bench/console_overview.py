@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.console_overview --clients 4200
 
-Starts a PostgreSQL of its own (shared/localinfra.py) unless DATABASE_URL is set, stores one
+Starts a PostgreSQL of its own (tools/localinfra.py) unless DATABASE_URL is set, stores one
 agreement version per client and a month of usage slots for each, then times
 `business_overview`: the first run (every agreement parsed) and the median of the rest.
 Prints the figures; asserts nothing about time.
@@ -26,7 +26,7 @@ from services.console.business import business_overview
 from services.console.store import AgreementCache
 from shared.db import apply_schema, create_pool
 from shared.periods import period_bounds, period_of
-from shared.supervisor import REPO_ROOT
+from tools.supervisor import REPO_ROOT
 
 CLASSES = [("customer_support", "basic"), ("data_entry", "standard"), ("accounting", "complex")]
 
@@ -98,7 +98,7 @@ def main() -> None:
     if database_url:
         timings = asyncio.run(measure(database_url, args.clients, args.runs))
     else:
-        from shared.localinfra import LocalInfra
+        from tools.localinfra import LocalInfra
 
         with tempfile.TemporaryDirectory() as data:
             os.chmod(data, 0o755)  # PostgreSQL runs as another user when we are root

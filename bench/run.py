@@ -48,8 +48,8 @@ import orjson
 from services.billing.barrier import wait_until_metered
 from shared.kafka import committed_offsets, end_offsets
 from shared.periods import Period, period_bounds, period_of
-from shared.supervisor import REPO_ROOT, SERVICES, Stack, _free_port
-from shared.workload import stream_items
+from tools.supervisor import REPO_ROOT, SERVICES, Stack, _free_port
+from tools.workload import stream_items
 
 CLIENTS = 50
 #: Set per run so that runs against one database never count each other's items.
@@ -470,7 +470,7 @@ def resources(stack: Stack, infra: Any) -> dict[str, dict[str, float]]:
 
 
 def kafka_tool(tool: str, args: list[str]) -> str:
-    from shared.localinfra import kafka_jars_dir
+    from tools.localinfra import kafka_jars_dir
 
     lib = kafka_jars_dir()
     command = ["java", "-Xmx512m", "-cp", f"{lib}/*", f"org.apache.kafka.tools.{tool}", *args]
@@ -874,7 +874,7 @@ def infrastructure(data_dir: Path) -> Iterator[tuple[str, str, Any]]:
     if kafka and database:
         yield kafka, database, None
         return
-    from shared.localinfra import LocalInfra
+    from tools.localinfra import LocalInfra
 
     with LocalInfra(data_dir) as infra:
         yield infra.kafka_bootstrap, infra.database_url, infra

@@ -2,7 +2,7 @@
 
 Each service comes from the first source that works: an address in the environment
 (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``); testcontainers when a Docker daemon answers;
-else real local processes from ``shared.localinfra`` (fast mode) under a fresh temp dir.
+else real local processes from ``tools.localinfra`` (fast mode) under a fresh temp dir.
 Unit tests request none of these fixtures, so they start nothing.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from shared.localinfra import LocalInfra
+from tools.localinfra import LocalInfra
 
 
 class _Unmanaged:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from shared.localinfra import free_port
-from shared.supervisor import SERVICES, Stack
+from tools.localinfra import free_port
+from tools.supervisor import SERVICES, Stack
 
 BASE_ENV = {
     "LOG_LEVEL": "INFO",

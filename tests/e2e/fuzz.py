@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from shared.supervisor import SERVICES, Stack
+from tools.supervisor import SERVICES, Stack
 
 #: What every response must satisfy (issue 10: 0 server errors, 0 contradictions of the schema).
 CHECKS: Final = [
@@ -213,7 +213,7 @@ def examples_from_env(environ: Mapping[str, str] = os.environ) -> int:
 
 @contextlib.contextmanager
 def _own_stack(data_dir: Path) -> Iterator[Stack]:
-    from shared.localinfra import LocalInfra, free_port
+    from tools.localinfra import LocalInfra, free_port
 
     with (
         LocalInfra(data_dir / "infra") as infra,

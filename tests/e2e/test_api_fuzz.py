@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.supervisor import SERVICES, Stack
 from tests.e2e.fuzz import FuzzReport, examples_from_env, fuzz_service, service_keys
+from tools.supervisor import SERVICES, Stack
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.supervisor import REPO_ROOT
+from tools.supervisor import REPO_ROOT
 
 
 def test_the_benchmark_runs_end_to_end_and_reports_every_figure(

@@ -11,11 +11,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from shared.localinfra import free_port
 from shared.periods import period_bounds
-from shared.supervisor import ServiceProcess
 from tests.e2e.conftest import Api, invoice_events
 from tests.e2e.test_pipeline import last_month
+from tools.localinfra import free_port
+from tools.supervisor import ServiceProcess
 
 CARE = {
     "when": {"queue": "Care"},

@@ -30,10 +30,10 @@ from shared.agreements import ServiceClass, parse_agreement
 from shared.events import CONSUMED_TOPICS, dlq
 from shared.periods import Period, period_bounds
 from shared.rating import ClassUsage, rate
-from shared.supervisor import Stack
 from tests.e2e.conftest import Api
 from tests.e2e.test_faults import read_all
 from tests.e2e.test_pipeline import last_month
+from tools.supervisor import Stack
 
 ITEMS = int(os.environ.get("TIERLINE_CHAOS_ITEMS", "12000"))
 RATE = float(os.environ.get("TIERLINE_CHAOS_RATE", "300"))  # items/s offered

@@ -21,9 +21,9 @@ from pathlib import Path
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from shared.events import ALL_TOPICS
-from shared.supervisor import REPO_ROOT
 from tests.e2e.conftest import Api
 from tests.e2e.operations import Workload, run_workload, spread
+from tools.supervisor import REPO_ROOT
 
 CHROMIUM = Path(os.environ.get("TIERLINE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

@@ -21,12 +21,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from shared.events import WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, dlq
 from shared.faults import PAUSE_VARIABLE, PAUSED, RESUMED
 from shared.kafka import partitions_of
-from shared.localinfra import free_port
 from shared.periods import period_bounds
-from shared.supervisor import ServiceProcess
 from tests.e2e.conftest import Api, invoice_events
 from tests.e2e.test_billing_rules import agreement, care
 from tests.e2e.test_pipeline import last_month
+from tools.localinfra import free_port
+from tools.supervisor import ServiceProcess
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from shared.supervisor import Stack
+from tools.supervisor import Stack
 
 BODY_TIMEOUT = 2
 

@@ -27,13 +27,13 @@ from shared.events import (
     encode_record,
     with_outcome,
 )
-from shared.localinfra import free_port
 from shared.periods import Period, period_bounds
-from shared.supervisor import REPO_ROOT, ServiceProcess
 from tests.e2e.conftest import Api
 from tests.e2e.test_billing_rules import agreement, care
 from tests.e2e.test_faults import close_when_ready, read_all
 from tests.e2e.test_pipeline import last_month
+from tools.localinfra import free_port
+from tools.supervisor import REPO_ROOT, ServiceProcess
 
 
 def lost_items(client: str, prefix: str, count: int, period: Period) -> list[CompletedWorkItem]:
@@ -278,7 +278,7 @@ async def tierline_dlq(api: Api, *args: str) -> Run:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "tools.cli",
         "dlq",
         *args,
         cwd=REPO_ROOT,

@@ -19,11 +19,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.localinfra import REPO_ROOT, LocalInfra, pid_alive, postgres_bin_dir
+from tools.localinfra import REPO_ROOT, LocalInfra, pid_alive, postgres_bin_dir
 
 needs_local_tools = pytest.mark.skipif(
     shutil.which("java") is None or not Path("/proc").is_dir(),
-    reason="shared.localinfra needs java and Linux",
+    reason="tools.localinfra needs java and Linux",
 )
 
 
@@ -168,7 +168,7 @@ def test_stop_leaves_no_process(data_dir: Path) -> None:
 def test_a_killed_parent_leaves_no_process(data_dir: Path) -> None:
     script = (
         "import sys, time\n"
-        "from shared.localinfra import LocalInfra\n"
+        "from tools.localinfra import LocalInfra\n"
         "infra = LocalInfra(sys.argv[1], fast=True).start()\n"
         "print('ready', flush=True)\n"
         "time.sleep(600)\n"

@@ -19,9 +19,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from shared.supervisor import SERVICES
 from tests.e2e.conftest import Api
 from tests.e2e.operations import Workload, run_workload
+from tools.supervisor import SERVICES
 
 DASHBOARD = (
     Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "tierline.json"

@@ -22,7 +22,7 @@ from services.metering.app import MeteringSettings
 from services.metering.app import create_app as metering_app
 from shared.asyncapi import TOPICS, system_document
 from shared.events import ALL_TOPICS, CONSUMED_TOPICS, dlq
-from shared.supervisor import REPO_ROOT
+from tools.supervisor import REPO_ROOT
 
 ENV = {
     "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",

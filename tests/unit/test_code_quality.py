@@ -30,6 +30,13 @@ def test_ruff_format_is_applied() -> None:
 @pytest.mark.timeout(600)
 def test_mypy_strict_finds_nothing(tmp_path: Path) -> None:
     result = run(
-        "mypy", "--cache-dir", str(tmp_path / "mypy"), "shared", "services", "tests", "bench"
+        "mypy",
+        "--cache-dir",
+        str(tmp_path / "mypy"),
+        "shared",
+        "services",
+        "tools",
+        "tests",
+        "bench",
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -3,13 +3,17 @@
 Nothing here runs Docker: the file is parsed with PyYAML (anchors and `<<` merges resolved) and
 each service's compose entry is checked against the variables its Settings class declares, so a
 variable renamed in code and not in the compose file (or the other way round) fails here.
+The image the compose file builds (Dockerfile) and the installed package hold the product only:
+no developer tooling (tools/, tests/, bench/).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -322,3 +326,64 @@ def test_published_default_keys_would_stop_a_compose_service(
     monkeypatch.setenv("TIERLINE_ADMIN_KEY", "change-me-admin-key-0123456789")
     with pytest.raises(ValueError, match="published default key"):
         cls()
+
+
+# --- the image and the installed package hold the product only ---------------------------------
+
+DOCKERFILE = COMPOSE_FILE.parent / "Dockerfile"
+PRODUCT_PACKAGES = ("shared", "services")
+DEV_TOOLING = ("tools", "tests", "bench")
+
+
+def copied_sources(dockerfile: str) -> list[str]:
+    """The build-context sources of every COPY and ADD instruction (`--from=` stages left out)."""
+    sources: list[str] = []
+    for line in re.sub(r"\\\n", " ", dockerfile).splitlines():
+        words = line.split(None, 1)
+        if len(words) < 2 or words[0].upper() not in ("COPY", "ADD"):
+            continue
+        rest = words[1].strip()
+        flags = re.findall(r"--\S+", rest)
+        if any(flag.startswith("--from=") for flag in flags):
+            continue
+        rest = re.sub(r"--\S+\s*", "", rest).strip()
+        args = json.loads(rest) if rest.startswith("[") else shlex.split(rest)
+        sources.extend(args[:-1])
+    return sources
+
+
+def test_copied_sources_reads_every_form() -> None:
+    dockerfile = (
+        'COPY a.txt ./\nCOPY --chown=1:1 b/ c/ /x/\nADD ["d", "/e"]\n'
+        "COPY --from=build /app /app\nCOPY f \\\n  g/\n# COPY tools/ tools/\n"
+    )
+    assert copied_sources(dockerfile) == ["a.txt", "b/", "c/", "d", "f"]
+
+
+def test_the_image_copies_no_dev_tooling() -> None:
+    """tools/, tests/ and bench/ never reach the image: no COPY names them, none copies the whole
+    build context or a wildcard that could match them, and .dockerignore leaves them out too."""
+    sources = copied_sources(DOCKERFILE.read_text())
+    tops = {Path(source).parts[0] for source in sources if Path(source).parts}
+    assert len(tops) == len(sources), f"a COPY takes the whole build context: {sources}"
+    assert not {top for top in tops if any(c in top for c in "*?[")}, sources
+    assert not tops & set(DEV_TOOLING), sources
+    assert set(PRODUCT_PACKAGES) <= tops, sources
+    ignored = {
+        line.strip().strip("/")
+        for line in (COMPOSE_FILE.parent / ".dockerignore").read_text().splitlines()
+    }
+    assert set(DEV_TOOLING) <= ignored, ignored
+
+
+def test_the_installed_package_is_the_product_only() -> None:
+    """`pip install .` (as the image does) installs shared and services, no dev tooling, and no
+    command that would need it (`./tierline` runs tools.cli from the repository root)."""
+    pyproject = tomllib.loads((COMPOSE_FILE.parent / "pyproject.toml").read_text())
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in (*PRODUCT_PACKAGES, "shared.domain", "services.intake"):
+        assert any(fnmatch.fnmatchcase(package, p) for p in include), (package, include)
+    for package in (*DEV_TOOLING, "tools.cli", "tests.unit", "tools_x"):
+        assert not any(fnmatch.fnmatchcase(package, p) for p in include), (package, include)
+    for command, target in pyproject["project"]["scripts"].items():
+        assert target.split(".")[0] in PRODUCT_PACKAGES, (command, target)

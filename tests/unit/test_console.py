@@ -35,8 +35,8 @@ from shared.agreements import ServiceClass, parse_agreement
 from shared.ledger import ClassCount
 from shared.periods import Period, period_bounds
 from shared.rating import ClassUsage
-from shared.supervisor import REPO_ROOT
 from tests.e2e.test_pipeline import spec_agreement
+from tools.supervisor import REPO_ROOT
 
 GROUPS = {"tierline-classifier": ("workitems.completed",)}
 

@@ -35,8 +35,8 @@ from services.console.redrive import (
 )
 from services.console.redrive_api import RedriveRequest, actor, build_redrive_router
 from shared.auth import KeyRing
-from shared.cli import main as tierline
-from shared.dlq_cli import admin_key, parse_offset, progress_bar, run_redrive, table
+from tools.cli import main as tierline
+from tools.dlq_cli import admin_key, parse_offset, progress_bar, run_redrive, table
 
 DLQ = "workitems.completed.dlq"
 ORIGIN = "workitems.completed"

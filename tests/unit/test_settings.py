@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from shared.auth import KeyRing, KeySettings, parse_admin_keys, parse_intake_keys
-from shared.supervisor import REPO_ROOT
+from tools.supervisor import REPO_ROOT
 
 GOOD = {
     "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared import cli
-from shared.supervisor import DEFAULT_PORTS, PORT_VARIABLES, Stack, ports_from_env
+from tools import cli
+from tools.supervisor import DEFAULT_PORTS, PORT_VARIABLES, Stack, ports_from_env
 
 CUSTOM = {
     "INTAKE_PORT": "18081",
@@ -70,7 +70,7 @@ def run_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str])
 
     monkeypatch.setattr(cli, "infrastructure", infrastructure)
     monkeypatch.setattr(cli, "Stack", stack)
-    monkeypatch.setattr("shared.cli.signal.signal", lambda *args: None)
+    monkeypatch.setattr("tools.cli.signal.signal", lambda *args: None)
     code = cli.up(argparse.Namespace(data_dir=str(tmp_path), no_demo=True))
     return code, built.get("stack")
 

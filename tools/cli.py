@@ -21,11 +21,11 @@ from typing import Any
 
 import httpx
 
-from shared.dlq_cli import add_dlq_commands
-from shared.dlq_cli import run as run_dlq
 from shared.periods import Period, period_bounds, period_of
-from shared.supervisor import REPO_ROOT, Stack, ports_from_env
-from shared.workload import Mix, demo_items
+from tools.dlq_cli import add_dlq_commands
+from tools.dlq_cli import run as run_dlq
+from tools.supervisor import REPO_ROOT, Stack, ports_from_env
+from tools.workload import Mix, demo_items
 
 DEMO_DIR = REPO_ROOT / "deploy" / "demo"
 
@@ -42,7 +42,7 @@ def infrastructure(data_dir: Path) -> Iterator[tuple[str, str]]:
         say(f"using Kafka at {kafka} and PostgreSQL at {database}")
         yield kafka, database
         return
-    from shared.localinfra import LocalInfra
+    from tools.localinfra import LocalInfra
 
     say(
         "starting a local Kafka broker (KRaft) and PostgreSQL under "

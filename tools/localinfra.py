@@ -8,7 +8,7 @@ Both listen on free 127.0.0.1 ports and keep their files under a data folder you
         infra.kafka_bootstrap    # "127.0.0.1:PORT"
         infra.database_url       # "postgresql://postgres@127.0.0.1:PORT/postgres"
 
-    python -m shared.localinfra [--data-dir DIR]     # prints both and waits for Ctrl-C
+    python -m tools.localinfra [--data-dir DIR]     # prints both and waits for Ctrl-C
 
 No orphans. Each server runs under a small guard process (this file run with ``--guard``) in its
 own process group:
@@ -927,7 +927,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--guard"]:
         return _guard_main(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m shared.localinfra",
+        prog="python -m tools.localinfra",
         description="Run a real Kafka broker and PostgreSQL locally until Ctrl-C.",
     )
     parser.add_argument(
