@@ -52,6 +52,16 @@ ALL_TOPICS: Final = (
     USAGE_ALERTS,
 )
 COMPACTED_TOPICS: Final = frozenset({AGREEMENTS})
+#: A topic's dead-letter topic is its name with this suffix (`dlq`).
+DLQ_SUFFIX: Final = ".dlq"
+
+# --- consumer groups ----------------------------------------------------------------------------
+
+#: The groups that commit the pipeline's offsets: the classifier's on `workitems.completed`,
+#: metering's on `workitems.classified`. Billing's close barrier, the console's lag and the bench
+#: read the same two.
+CLASSIFIER_GROUP: Final = "tierline-classifier"
+METERING_GROUP: Final = "tierline-metering"
 
 # The work-item topics carry JSON records without headers: a header per record cost each
 # consumer about 5 % of its CPU (every record's headers are parsed into a dict), and the
@@ -59,7 +69,7 @@ COMPACTED_TOPICS: Final = frozenset({AGREEMENTS})
 
 
 def dlq(topic: str) -> str:
-    return f"{topic}.dlq"
+    return f"{topic}{DLQ_SUFFIX}"
 
 
 # --- the work item (SPEC §2) ------------------------------------------------------------------
