@@ -27,7 +27,7 @@ from pydantic import (
     field_validator,
 )
 
-from shared.agreements import Complexity, ServiceLine
+from shared.agreements import CLIENT_ID_PATTERN, Complexity, ServiceLine, is_client_id
 
 # --- topics ---------------------------------------------------------------------------------
 
@@ -74,8 +74,6 @@ def dlq(topic: str) -> str:
 
 # --- the work item (SPEC §2) ------------------------------------------------------------------
 
-CLIENT_ID_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,63}"
-_CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
 # RFC 3339 date-time with a mandatory offset; fractional seconds optional.
 RFC3339_PATTERN: Final = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
 _RFC3339 = re.compile(RFC3339_PATTERN)
@@ -184,7 +182,7 @@ class WorkItem(BaseModel):
     @field_validator("client_id")
     @classmethod
     def _client_id_shape(cls, value: str) -> str:
-        if not _CLIENT_ID.fullmatch(value):
+        if not is_client_id(value):
             raise ValueError(f"must match {CLIENT_ID_PATTERN}")
         return value
 
