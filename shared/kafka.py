@@ -173,6 +173,17 @@ def error_text(error: BaseException | str) -> str:
     return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
 
 
+def dead_letter_counter(registry: CollectorRegistry) -> Counter:
+    """`tierline_dead_letters{topic}`: the records a service sent to `<topic>.dlq`, by origin
+    topic (the one definition every consuming service registers)."""
+    return Counter(
+        "tierline_dead_letters",
+        "Messages sent to a dead-letter topic",
+        ["topic"],
+        registry=registry,
+    )
+
+
 async def dead_letter(
     broker: KafkaBroker,
     record: ConsumerRecord[Any, Any],
