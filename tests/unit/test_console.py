@@ -29,7 +29,7 @@ from shared.agreements import parse_agreement
 from shared.ledger import ClassCount
 from shared.periods import Period, period_bounds
 from shared.supervisor import REPO_ROOT
-from tests.e2e.test_pipeline import spec_agreement
+from tests.spec_example import spec_agreement
 
 GROUPS = {"tierline-classifier": ("workitems.completed",)}
 

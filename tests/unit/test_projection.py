@@ -18,7 +18,7 @@ from shared.ledger import ClassCount
 from shared.periods import Period, period_bounds
 from shared.projection import MIN_ELAPSED_FOR_PROJECTION, progress, project_usage
 from shared.rating import ClassUsage
-from tests.unit.test_rating import SPEC_YAML
+from tests.spec_example import SPEC_YAML
 
 ACME = load_agreement_yaml(SPEC_YAML).with_version(1)
 NOVEMBER = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
