@@ -30,6 +30,7 @@ from typing import Any
 from services.classifier.handlers import classified_messages
 from shared.agreements import Agreement, parse_agreement
 from shared.events import CompletedWorkItem
+from tests.spec_example import spec_body
 
 MAX_RULES = 500
 MAX_PATTERN = 1000
@@ -44,25 +45,15 @@ def _pricing() -> dict[str, Any]:
 
 
 def typical_agreement(*extra_rules: dict[str, Any]) -> Agreement:
+    """SPEC §3's rules and default, after `extra_rules` (the pricing does not matter here)."""
+    spec = spec_body()
     return parse_agreement(
         {
             "client_id": "typical",
             "currency": "USD",
             "classification": {
-                "rules": [
-                    *extra_rules,
-                    {
-                        "id": "ap-invoices-large",
-                        "when": {"queue": "AP Invoices", "units": {"gte": 20}},
-                        "then": {"service_line": "accounting", "complexity": "complex"},
-                    },
-                    {
-                        "id": "password-reset",
-                        "when": {"title": {"regex": "(?i)password reset"}},
-                        "then": {"service_line": "it_support", "complexity": "basic"},
-                    },
-                ],
-                "default": {"service_line": "customer_support", "complexity": "standard"},
+                **spec["classification"],
+                "rules": [*extra_rules, *spec["classification"]["rules"]],
             },
             "pricing": _pricing(),
         }

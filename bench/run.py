@@ -46,6 +46,12 @@ import httpx
 import orjson
 
 from services.billing.barrier import wait_until_metered
+from shared.events import (
+    CLASSIFIER_GROUP,
+    METERING_GROUP,
+    WORKITEMS_CLASSIFIED,
+    WORKITEMS_COMPLETED,
+)
 from shared.kafka import committed_offsets, end_offsets
 from shared.periods import Period, period_bounds, period_of
 from tools.supervisor import REPO_ROOT, SERVICES, Stack, _free_port
@@ -227,8 +233,8 @@ async def report_progress(stack: Stack, started: float) -> None:
         await asyncio.sleep(10)
         lags = []
         for group, topic in (
-            ("tierline-classifier", "workitems.completed"),
-            ("tierline-metering", "workitems.classified"),
+            (CLASSIFIER_GROUP, WORKITEMS_COMPLETED),
+            (METERING_GROUP, WORKITEMS_CLASSIFIED),
         ):
             ends = await end_offsets(stack.kafka_bootstrap, [topic])
             committed = await committed_offsets(stack.kafka_bootstrap, group)
@@ -350,7 +356,7 @@ async def stage_medians(
 
     stamps: dict[str, dict[tuple[str, str], float]] = {}
     received: dict[tuple[str, str], float] = {}
-    for topic in ("workitems.completed", "workitems.classified"):
+    for topic in (WORKITEMS_COMPLETED, WORKITEMS_CLASSIFIED):
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
@@ -380,7 +386,7 @@ async def stage_medians(
         f"{prefix}%",
     )
     metered = {(r["client_id"], r["item_id"]): float(r["at"]) for r in rows}
-    completed, classified = stamps["workitems.completed"], stamps["workitems.classified"]
+    completed, classified = stamps[WORKITEMS_COMPLETED], stamps[WORKITEMS_CLASSIFIED]
     keys = [k for k in metered if k in completed and k in classified and k in received]
 
     def median(values: list[float]) -> float:

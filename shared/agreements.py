@@ -30,7 +30,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import total_ordering
 from itertools import accumulate
-from typing import Annotated, Any, Final, Literal, TypeAlias
+from typing import Annotated, Any, Final, Literal, TypeAlias, TypeGuard
 
 import orjson
 import re2  # type: ignore[import-untyped]
@@ -81,7 +81,10 @@ COMPARISONS: Final = ("gte", "gt", "lte", "lt")
 DEFAULT_RULE_ID: Final = "default"
 BUILTIN_RULE_PREFIX: Final = "builtin:"
 
-CLIENT_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+#: A client id (SPEC §2, §3), unanchored: work items, agreements and every path parameter use
+#: this one definition (`shared.events` builds on this module, never the other way round).
+CLIENT_ID_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,63}"
+_CLIENT_ID: Final = re.compile(CLIENT_ID_PATTERN)
 _DECIMAL_TEXT: Final = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 _MONEY_TEXT: Final = re.compile(r"[0-9]+(\.[0-9]+)?")
 _DATE_TEXT: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -217,8 +220,13 @@ def _money_text(value: Any) -> Decimal:
     raise _fail(f'must be a decimal string such as "10000.00"; got {_shown(value)}')
 
 
+def is_client_id(value: object) -> TypeGuard[str]:
+    """Whether `value` is a whole client id."""
+    return isinstance(value, str) and _CLIENT_ID.fullmatch(value) is not None
+
+
 def _client_id(value: Any) -> str:
-    if not isinstance(value, str) or not CLIENT_ID_PATTERN.fullmatch(value):
+    if not is_client_id(value):
         raise _fail(
             "must be 1-64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit"
         )

@@ -27,7 +27,7 @@ from pydantic import (
     field_validator,
 )
 
-from shared.agreements import Complexity, ServiceLine
+from shared.agreements import CLIENT_ID_PATTERN, Complexity, ServiceLine, is_client_id
 
 # --- topics ---------------------------------------------------------------------------------
 
@@ -52,6 +52,16 @@ ALL_TOPICS: Final = (
     USAGE_ALERTS,
 )
 COMPACTED_TOPICS: Final = frozenset({AGREEMENTS})
+#: A topic's dead-letter topic is its name with this suffix (`dlq`).
+DLQ_SUFFIX: Final = ".dlq"
+
+# --- consumer groups ----------------------------------------------------------------------------
+
+#: The groups that commit the pipeline's offsets: the classifier's on `workitems.completed`,
+#: metering's on `workitems.classified`. Billing's close barrier, the console's lag and the bench
+#: read the same two.
+CLASSIFIER_GROUP: Final = "tierline-classifier"
+METERING_GROUP: Final = "tierline-metering"
 
 # The work-item topics carry JSON records without headers: a header per record cost each
 # consumer about 5 % of its CPU (every record's headers are parsed into a dict), and the
@@ -59,13 +69,11 @@ COMPACTED_TOPICS: Final = frozenset({AGREEMENTS})
 
 
 def dlq(topic: str) -> str:
-    return f"{topic}.dlq"
+    return f"{topic}{DLQ_SUFFIX}"
 
 
 # --- the work item (SPEC §2) ------------------------------------------------------------------
 
-CLIENT_ID_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,63}"
-_CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
 # RFC 3339 date-time with a mandatory offset; fractional seconds optional.
 RFC3339_PATTERN: Final = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
 _RFC3339 = re.compile(RFC3339_PATTERN)
@@ -174,7 +182,7 @@ class WorkItem(BaseModel):
     @field_validator("client_id")
     @classmethod
     def _client_id_shape(cls, value: str) -> str:
-        if not _CLIENT_ID.fullmatch(value):
+        if not is_client_id(value):
             raise ValueError(f"must match {CLIENT_ID_PATTERN}")
         return value
 

@@ -28,7 +28,14 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry, Counter
 
-from shared.events import ALL_TOPICS, COMPACTED_TOPICS, CONSUMED_TOPICS, ContractError, dlq
+from shared.events import (
+    ALL_TOPICS,
+    COMPACTED_TOPICS,
+    CONSUMED_TOPICS,
+    DLQ_SUFFIX,
+    ContractError,
+    dlq,
+)
 from shared.logs import record_fields
 from shared.settings import CommonSettings
 
@@ -85,7 +92,7 @@ def topic_configs(topic: str) -> dict[str, str]:
     """The topic-level settings Tierline creates `topic` with."""
     if topic in COMPACTED_TOPICS:
         return {"cleanup.policy": "compact"}
-    if topic.endswith(".dlq"):
+    if topic.endswith(DLQ_SUFFIX):
         return {"max.message.bytes": str(DLQ_MAX_BYTES)}
     return {}
 
@@ -114,7 +121,7 @@ async def ensure_topics(
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(missing)
                 log.info("created topics", extra={"topic": ",".join(t.name for t in missing)})
-            older_dlqs = [t for t in wanted if t.endswith(".dlq") and t in existing]
+            older_dlqs = [t for t in wanted if t.endswith(DLQ_SUFFIX) and t in existing]
             if older_dlqs:  # created before dead letters had room for their headers
                 await admin.alter_configs(
                     [
@@ -164,6 +171,17 @@ def dead_letter_headers(
 
 def error_text(error: BaseException | str) -> str:
     return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+
+
+def dead_letter_counter(registry: CollectorRegistry) -> Counter:
+    """`tierline_dead_letters{topic}`: the records a service sent to `<topic>.dlq`, by origin
+    topic (the one definition every consuming service registers)."""
+    return Counter(
+        "tierline_dead_letters",
+        "Messages sent to a dead-letter topic",
+        ["topic"],
+        registry=registry,
+    )
 
 
 async def dead_letter(

@@ -17,11 +17,13 @@ from collections.abc import Sequence
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from shared.events import WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED
+from shared.events import (
+    CLASSIFIER_GROUP,
+    METERING_GROUP,
+    WORKITEMS_CLASSIFIED,
+    WORKITEMS_COMPLETED,
+)
 from shared.kafka import committed_offsets, end_offsets
-
-CLASSIFIER_GROUP = "tierline-classifier"
-METERING_GROUP = "tierline-metering"
 
 
 class BarrierTimeout(Exception):

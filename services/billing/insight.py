@@ -5,13 +5,9 @@ and every figure comes out of `shared.rating`, so a forecast or a what-if is pri
 an invoice would be. Money is Decimal throughout and leaves as strings (`format_money`);
 quantities leave as plain decimal strings (`format_decimal`).
 
-**Forecast.** The run rate so far is extrapolated to the period end: every class's items, units
-and handling seconds are scaled by `period length / elapsed` (elapsed time on UTC instants, so a
-DST change inside the month counts as the hour it really is) and rounded half-up to integers,
-then rated. Before `MIN_ELAPSED_FOR_PROJECTION` of the period has passed (at its very start, or
-for a period that has not begun) there is no run rate worth extrapolating, so the projection is
-the usage so far; a period with no items projects to the floor fee. Once the period has ended
-the fraction is 1 and the projection is the actual usage.
+**Forecast.** The usage so far is carried to the period end by `shared.projection` (the one
+projection the console's cards use too: run rate on UTC instants, half-up, none before
+`MIN_ELAPSED_FOR_PROJECTION`), then rated; a period with no items projects to the floor fee.
 
 **Recommendations.** Every what-if uses the *current* agreement and each closed period's usage as
 it stands now (late items included), so `total_before` is the history re-rated today and a
@@ -22,7 +18,7 @@ saving isolates the effect of the one change. A change is expressed as a modifie
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, localcontext
 from typing import Any, Final, TypeAlias
 
@@ -31,10 +27,9 @@ from shared.agreements import COMPLEXITIES, Agreement, Pricing, ServiceClass, Ti
 from shared.ledger import ClassCount, billable_usage
 from shared.money import EXACT_PRECISION, format_decimal, format_money
 from shared.periods import Period, period_bounds
+from shared.projection import divide_half_up, progress, project_usage
 from shared.rating import ClassUsage, Rating, TierDecision, rate, rate_pricing
 
-#: Less of the period than this gives no run rate: the projection is the usage so far.
-MIN_ELAPSED_FOR_PROJECTION: Final = timedelta(hours=1)
 #: Decimal places of the fractions reported (`elapsed_fraction`, `scope_share.fraction`).
 FRACTION_PLACES: Final = 4
 
@@ -43,8 +38,6 @@ BilledPeriod: TypeAlias = tuple[Period, Sequence[ClassUsage], str, str]
 
 #: A candidate change: its kind, a description, its details and the pricing it would give.
 Candidate: TypeAlias = tuple[str, str, dict[str, Any], Pricing]
-
-_MICROSECOND: Final = timedelta(microseconds=1)
 
 
 # --- forecast -----------------------------------------------------------------------------------
@@ -56,31 +49,13 @@ def forecast(
     """The period's usage so far and its projection to the period end, both rated.
 
     `counts` are the period's counts in the agreement's timezone (unclassified ones are left
-    out here). The caller decides whether the agreement is in force for `period`.
+    out here). The caller decides whether the agreement is in force for `period`. `now` must
+    be timezone-aware.
     """
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be timezone-aware")
-    start, end = (bound.astimezone(UTC) for bound in period_bounds(period, agreement.timezone))
-    length = (end - start) // _MICROSECOND
-    elapsed = min(max((now.astimezone(UTC) - start) // _MICROSECOND, 0), length)
-
-    so_far = rate(agreement, billable_usage(list(counts)))
-    if elapsed < MIN_ELAPSED_FOR_PROJECTION // _MICROSECOND:
-        projected = so_far
-    else:
-
-        def scale(count: int) -> int:
-            return _divide_half_up(count * length, elapsed)
-
-        projected = rate(
-            agreement,
-            [
-                ClassUsage(
-                    c.service_class, scale(c.items), scale(c.units), scale(c.handling_seconds)
-                )
-                for c in so_far.decision.classes
-            ],
-        )
+    at = progress(*period_bounds(period, agreement.timezone), now)
+    usage = billable_usage(list(counts))
+    so_far = rate(agreement, usage)
+    projected = rate(agreement, project_usage(usage, at))
 
     currency = agreement.currency
     projected_classes = {c.service_class: c for c in projected.decision.classes}
@@ -89,7 +64,7 @@ def forecast(
         "period": period.key,
         "currency": currency,
         "as_of": utc_timestamp(now),
-        "elapsed_fraction": _fraction(elapsed, length),
+        "elapsed_fraction": f"{at.fraction(FRACTION_PLACES):f}",
         "so_far": _summary(so_far),
         "projected": {**_summary(projected), "lines": projected.lines_to_wire()},
         "by_class": [
@@ -360,13 +335,8 @@ def _option(
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _divide_half_up(numerator: int, denominator: int) -> int:
-    """numerator / denominator rounded half-up, for numerator >= 0 and denominator > 0."""
-    return (2 * numerator + denominator) // (2 * denominator)
-
-
 def _fraction(part: int, whole: int) -> str:
     """part / whole with FRACTION_PLACES decimals, half-up; "0.0000" when whole is 0."""
     scale = 10**FRACTION_PLACES
-    units = _divide_half_up(part * scale, whole) if whole > 0 else 0
+    units = divide_half_up(part * scale, whole) if whole > 0 else 0
     return f"{Decimal(units).scaleb(-FRACTION_PLACES):f}"

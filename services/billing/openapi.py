@@ -15,13 +15,13 @@ from typing import Any, Final
 from fastapi.responses import JSONResponse, Response
 
 from shared.agreements import (
+    CLIENT_ID_PATTERN,
     COMPLEXITIES,
     MAX_BODY_BYTES,
     MAX_PATTERN_LENGTH,
     MAX_RULES,
     SERVICE_LINES,
 )
-from shared.events import CLIENT_ID_PATTERN
 from shared.money import ISO_4217_MINOR_UNITS
 from shared.periods import Period, PeriodError, parse_period, timezone_names
 

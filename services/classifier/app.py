@@ -18,6 +18,7 @@ from shared.agreement_view import agreement_view
 from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.events import (
     AGREEMENTS,
+    CLASSIFIER_GROUP,
     WORKITEMS_CLASSIFIED,
     WORKITEMS_COMPLETED,
     WORKITEMS_UNCLASSIFIED,
@@ -36,7 +37,6 @@ from shared.logs import configure_logging
 from shared.settings import CommonSettings, Port, load_settings
 
 log = logging.getLogger(__name__)
-GROUP_ID = "tierline-classifier"
 
 
 class ClassifierSettings(CommonSettings):
@@ -68,7 +68,7 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
 
     @broker.subscriber(
         WORKITEMS_COMPLETED,
-        group_id=GROUP_ID,
+        group_id=CLASSIFIER_GROUP,
         batch=True,
         max_records=settings.classifier_max_batch,
         batch_timeout_ms=settings.classifier_batch_timeout_ms,

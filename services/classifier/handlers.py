@@ -33,7 +33,13 @@ from shared.events import (
     with_outcome,
 )
 from shared.faults import crash_point, pause_point
-from shared.kafka import BatchProducer, CompactedView, dead_letter, decode_records
+from shared.kafka import (
+    BatchProducer,
+    CompactedView,
+    dead_letter,
+    dead_letter_counter,
+    decode_records,
+)
 from shared.logs import batch_fields
 
 log = logging.getLogger(__name__)
@@ -53,12 +59,7 @@ class ClassifierMetrics:
             ["outcome"],
             registry=registry,
         )
-        self.dead_letters = Counter(
-            "tierline_dead_letters",
-            "Messages sent to a dead-letter topic",
-            ["topic"],
-            registry=registry,
-        )
+        self.dead_letters = dead_letter_counter(registry)
         self.batch_size = Histogram(
             "tierline_classifier_batch_size",
             "Records per consumed batch",

@@ -23,7 +23,9 @@ from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
 from shared.events import (
     ALL_TOPICS,
+    CLASSIFIER_GROUP,
     CONSUMED_TOPICS,
+    METERING_GROUP,
     WORKITEMS_CLASSIFIED,
     WORKITEMS_COMPLETED,
     dlq,
@@ -35,11 +37,10 @@ from shared.settings import DatabaseSettings, Port, load_settings
 
 log = logging.getLogger(__name__)
 
-#: The consumer groups of the pipeline and what each consumes (the classifier's and metering's
-#: GROUP_ID; billing's close barrier waits on the same two).
+#: The consumer groups of the pipeline and what each consumes.
 GROUPS: Final = {
-    "tierline-classifier": (WORKITEMS_COMPLETED,),
-    "tierline-metering": (WORKITEMS_CLASSIFIED,),
+    CLASSIFIER_GROUP: (WORKITEMS_COMPLETED,),
+    METERING_GROUP: (WORKITEMS_CLASSIFIED,),
 }
 DEAD_LETTER_TOPICS: Final = tuple(dlq(topic) for topic in CONSUMED_TOPICS)
 WATCHED_TOPICS: Final = (*ALL_TOPICS, *DEAD_LETTER_TOPICS)

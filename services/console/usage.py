@@ -1,43 +1,24 @@
 """A client's open period on the page: counts so far, the tier now, and the projected tier. Pure.
 
-The projection is the run rate so far carried to the period's end: every class's items and units
-× (period length / time elapsed), rated with the same tier decision as the invoice (SPEC §6, §8).
+The projection is `shared.projection`'s, the same as billing's forecast (SPEC §8): the run rate
+so far carried to the period's end, rated with the same tier decision as the invoice (§6).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from shared.agreements import Agreement
 from shared.ledger import ClassCount, billable_usage
 from shared.money import format_decimal, format_money
 from shared.periods import Period
-from shared.rating import ClassUsage, TierDecision, decide_tier, weighted_units
+from shared.projection import progress, project_usage
+from shared.rating import TierDecision, decide_tier, weighted_units
 
-
-def elapsed_fraction(start: datetime, end: datetime, now: datetime) -> float:
-    """How much of [start, end) has passed at `now`, between 0 and 1."""
-    total = (end - start).total_seconds()
-    if total <= 0:
-        return 1.0
-    return min(1.0, max(0.0, (now - start).total_seconds() / total))
-
-
-def project(usage: list[ClassUsage], fraction: float) -> list[ClassUsage]:
-    """Each class's counts scaled from `fraction` of the period to all of it (half-up)."""
-    if fraction <= 0 or fraction >= 1:
-        return list(usage)
-    factor = Decimal(1) / Decimal(repr(fraction))
-
-    def scaled(count: int) -> int:
-        return int((count * factor).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-    return [
-        ClassUsage(u.service_class, scaled(u.items), scaled(u.units), scaled(u.handling_seconds))
-        for u in usage
-    ]
+#: Decimal places of the card's `elapsed` (as billing's forecast reports `elapsed_fraction`).
+ELAPSED_PLACES = 4
 
 
 def _tier(decision: TierDecision | None) -> dict[str, str] | None:
@@ -57,10 +38,10 @@ def client_usage(
 ) -> dict[str, Any]:
     """The usage card of one client: counts, tier now, projected tier, and the tier ladder."""
     usage = billable_usage(counts)
-    fraction = elapsed_fraction(start, end, now)
+    at = progress(start, end, now)
     in_force = agreement if agreement is not None and agreement.in_force_for(period) else None
     decision = decide_tier(in_force.pricing, usage) if in_force else None
-    projected_usage = project(usage, fraction)
+    projected_usage = project_usage(usage, at)
     projected = decide_tier(in_force.pricing, projected_usage) if in_force else None
     return {
         "client_id": client_id,
@@ -69,7 +50,7 @@ def client_usage(
         "currency": agreement.currency if agreement is not None else None,
         "period": period.key,
         "status": "closed" if closed else "open",
-        "elapsed": round(fraction, 4),
+        "elapsed": float(at.fraction(ELAPSED_PLACES)),
         "items": sum(u.items for u in usage),
         "unclassified_items": sum(c.items for c in counts if not c.classified),
         "weighted_units": format_decimal(decision.weighted_units) if decision else "0",
@@ -105,7 +86,7 @@ def projected_weighted_units(
     (the page renders only the busiest), cheap enough to compute for thousands of them."""
     if agreement is None or not agreement.in_force_for(period):
         return Decimal(0)
-    projected = project(billable_usage(counts), elapsed_fraction(start, end, now))
+    projected = project_usage(billable_usage(counts), progress(start, end, now))
     return sum(
         (weighted_units(agreement.pricing, u.service_class, u.items, u.units) for u in projected),
         Decimal(0),

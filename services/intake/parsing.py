@@ -22,8 +22,8 @@ import orjson
 from msgspec import UNSET, Meta, UnsetType
 from pydantic import ValidationError
 
+from shared.agreements import CLIENT_ID_PATTERN
 from shared.events import (
-    CLIENT_ID_PATTERN,
     FIRST_YEAR,
     LAST_YEAR,
     MAX_FUTURE_SKEW,

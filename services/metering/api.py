@@ -10,14 +10,14 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response
 
 from services.metering.usage import usage_report
-from shared.agreements import Agreement
+from shared.agreements import CLIENT_ID_PATTERN, Agreement
 from shared.http import AdminCaller, invalid_parameter
 from shared.kafka import CompactedView
 from shared.ledger import closed_periods, counts_between
 from shared.periods import Period, parse_period, period_bounds, period_of
 
 #: SPEC §2's client id, whole-string (documented in the OpenAPI document, checked by FastAPI).
-CLIENT_ID_PARAMETER: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+CLIENT_ID_PARAMETER: Final = f"^{CLIENT_ID_PATTERN}$"
 #: `YYYY-MM`; the month and year range are checked by `checked_period`.
 PERIOD_PARAMETER: Final = r"^[0-9]{4}-[0-9]{2}$"
 #: SPEC §13: periods outside 2000-01..2099-12 are 422 on every endpoint.
@@ -37,7 +37,7 @@ ClientId = Annotated[
     str,
     Path(
         pattern=CLIENT_ID_PARAMETER,
-        description="The client, `[a-z0-9][a-z0-9_-]{0,63}`",
+        description=f"The client, `{CLIENT_ID_PATTERN}`",
         examples=["acme"],
     ),
 ]

@@ -19,7 +19,13 @@ from shared.agreement_view import agreement_view
 from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
-from shared.events import AGREEMENTS, USAGE_ALERTS, WORKITEMS_CLASSIFIED, dlq
+from shared.events import (
+    AGREEMENTS,
+    METERING_GROUP,
+    USAGE_ALERTS,
+    WORKITEMS_CLASSIFIED,
+    dlq,
+)
 from shared.http import SMALL_BODY_BYTES, add_operational_routes, database_status, kafka_status
 from shared.kafka import (
     HOT_FETCH_MAX_WAIT_MS,
@@ -32,7 +38,6 @@ from shared.logs import configure_logging
 from shared.settings import DatabaseSettings, Port, load_settings
 
 log = logging.getLogger(__name__)
-GROUP_ID = "tierline-metering"
 
 
 class MeteringSettings(DatabaseSettings, KeySettings):
@@ -53,7 +58,7 @@ def create_app(settings: MeteringSettings) -> FastAPI:
 
     @broker.subscriber(
         WORKITEMS_CLASSIFIED,
-        group_id=GROUP_ID,
+        group_id=METERING_GROUP,
         batch=True,
         max_records=settings.metering_max_batch,
         batch_timeout_ms=settings.metering_batch_timeout_ms,

@@ -41,7 +41,13 @@ from shared.agreements import Agreement
 from shared.db import Connection, caused_by_data, retrying
 from shared.events import USAGE_ALERTS, decode_classified
 from shared.faults import crash_point
-from shared.kafka import CompactedView, dead_letter, decode_records, json_bytes
+from shared.kafka import (
+    CompactedView,
+    dead_letter,
+    dead_letter_counter,
+    decode_records,
+    json_bytes,
+)
 from shared.ledger import billable_usage, counts_for_ranges
 from shared.logs import batch_fields
 from shared.periods import Period, period_bounds
@@ -66,12 +72,7 @@ class MeteringMetrics:
         self.duplicates = Counter(
             "tierline_metering_duplicates", "Copies of items already counted", registry=registry
         )
-        self.dead_letters = Counter(
-            "tierline_dead_letters",
-            "Messages sent to a dead-letter topic",
-            ["topic"],
-            registry=registry,
-        )
+        self.dead_letters = dead_letter_counter(registry)
         self.batch_size = Histogram(
             "tierline_metering_batch_size",
             "Records per consumed batch",

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from shared.events import WORKITEMS_COMPLETED
 from shared.periods import Period, period_bounds, period_of
 from tests.e2e.conftest import Api
-from tests.e2e.test_pipeline import spec_agreement
+from tests.spec_example import spec_agreement
 
 TZ = "America/New_York"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from shared.events import ALL_TOPICS
+from shared.events import ALL_TOPICS, CLASSIFIER_GROUP, METERING_GROUP
 from tests.e2e.conftest import Api
 from tests.e2e.operations import Workload, run_workload, spread
 from tools.supervisor import REPO_ROOT
@@ -87,7 +87,7 @@ async def assert_kafka_side(page: Page, workload: Workload) -> None:
     posted = workload.items_last_month + workload.items_this_month
     assert number(await completed.inner_text()) >= posted
     # Both groups, one cell per partition, and every partition caught up (lag 0).
-    for group in ("tierline-classifier", "tierline-metering"):
+    for group in (CLASSIFIER_GROUP, METERING_GROUP):
         cells = page.locator(f'[data-group="{group}"] .cell')
         assert await cells.count() >= 1, group
     await page.wait_for_function(

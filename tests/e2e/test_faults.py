@@ -18,7 +18,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.events import WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, dlq
+from shared.events import METERING_GROUP, WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, dlq
 from shared.faults import PAUSE_VARIABLE, PAUSED, RESUMED
 from shared.kafka import partitions_of
 from shared.periods import period_bounds
@@ -53,7 +53,7 @@ async def test_replaying_every_topic_from_offset_zero_changes_no_count(
     metering.stop()
     await rewind_group(
         api.stack.kafka_bootstrap,
-        "tierline-metering",
+        METERING_GROUP,
         [WORKITEMS_CLASSIFIED],
     )
     metering.start()

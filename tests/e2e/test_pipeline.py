@@ -12,71 +12,11 @@ from typing import Any
 
 from shared.periods import Period, period_bounds, period_of
 from tests.e2e.conftest import Api, invoice_events
+from tests.spec_example import spec_agreement
 
 
 def last_month() -> Period:
     return period_of(datetime.now(UTC), "UTC").previous()
-
-
-def spec_agreement(client_id: str) -> dict[str, Any]:
-    """SPEC §3's example agreement, with rules that place items by queue."""
-    return {
-        "client_id": client_id,
-        "name": "ACME Corp",
-        "currency": "USD",
-        "timezone": "America/New_York",
-        "effective_from": "2026-01-01",
-        "classification": {
-            "rules": [
-                {
-                    "id": "cs",
-                    "when": {"queue": "Customer Care"},
-                    "then": {"service_line": "customer_support", "complexity": "basic"},
-                },
-                {
-                    "id": "keying",
-                    "when": {"queue": "Data Entry"},
-                    "then": {"service_line": "data_entry", "complexity": "standard"},
-                },
-                {
-                    "id": "desk",
-                    "when": {"queue": "IT Desk"},
-                    "then": {"service_line": "it_support", "complexity": "complex"},
-                },
-            ],
-        },
-        "pricing": {
-            "weights": {"basic": 1, "standard": 2, "complex": 5},
-            "unit_basis": {"data_entry": "units"},
-            "tiers": [
-                {
-                    "name": "Essential",
-                    "up_to": 1000,
-                    "fee": "10000.00",
-                    "scope": {
-                        "data_entry": ["basic", "standard"],
-                        "customer_support": ["basic", "standard"],
-                    },
-                },
-                {
-                    "name": "Professional",
-                    "up_to": 5000,
-                    "fee": "35000.00",
-                    "scope": {
-                        "data_entry": "all",
-                        "customer_support": "all",
-                        "accounting": ["basic", "standard"],
-                        "hr": ["basic", "standard"],
-                        "it_support": "all",
-                        "procurement": ["basic", "standard"],
-                    },
-                },
-                {"name": "Enterprise", "up_to": 15000, "fee": "90000.00", "scope": "all"},
-            ],
-            "overage_rate": "7.50",
-            "scope_policy": {"mode": "upgrade", "min_items": 10, "out_of_scope_rate": "12.00"},
-        },
-    }
 
 
 def items(client_id: str, queue: str, count: int, period: Period, tz: str) -> list[dict[str, Any]]:

@@ -24,7 +24,8 @@ from shared.agreements import (
     wire_bytes,
     wire_size,
 )
-from tests.unit.test_agreements import SPEC_YAML, THEN, WHEN, body, rule, with_pricing, with_tier
+from tests.spec_example import SPEC_YAML
+from tests.unit.test_agreements import THEN, WHEN, body, rule, with_pricing, with_tier
 
 
 def errors_of(data: Any) -> list[tuple[tuple[str | int, ...], str]]:

@@ -16,35 +16,7 @@ from shared.agreements import (
     parse_agreement,
 )
 from shared.periods import Period
-
-SPEC_YAML = """\
-client_id: acme
-name: ACME Corp
-currency: USD                 # ISO 4217; amounts use the currency's minor units (JPY: 0, USD: 2)
-timezone: America/New_York    # IANA; periods are calendar months in this zone
-effective_from: 2026-01-01
-classification:
-  rules:                      # ordered; the first rule whose every condition holds wins
-    - id: ap-invoices-large
-      when: {queue: "AP Invoices", units: {gte: 20}}
-      then: {service_line: accounting, complexity: complex}
-    - id: password-reset
-      when: {title: {regex: "(?i)password reset"}}
-      then: {service_line: it_support, complexity: basic}
-  default: {service_line: customer_support, complexity: standard}   # optional
-pricing:
-  weights: {basic: 1, standard: 2, complex: 5}   # weighted units per item (decimals allowed)
-  unit_basis: {data_entry: units}                # these lines weigh item.units; others count 1
-  tiers:                                         # ordered, ascending
-    - {name: Essential,    up_to: 1000,  fee: "10000.00",
-       scope: {data_entry: [basic, standard], customer_support: [basic, standard]}}
-    - {name: Professional, up_to: 5000,  fee: "35000.00",
-       scope: {data_entry: all, customer_support: all, accounting: [basic, standard],
-               hr: [basic, standard], it_support: all, procurement: [basic, standard]}}
-    - {name: Enterprise,   up_to: 15000, fee: "90000.00", scope: all}
-  overage_rate: "7.50"                           # per weighted unit above the top tier's up_to
-  scope_policy: {mode: upgrade, min_items: 10, out_of_scope_rate: "12.00"}
-"""
+from tests.spec_example import SPEC_YAML
 
 
 def body(**changes: Any) -> dict[str, Any]:

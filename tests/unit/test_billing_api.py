@@ -22,8 +22,9 @@ from shared.agreements import MAX_BODY_BYTES, Agreement
 from shared.auth import KeyRing
 from shared.db import Executor
 from shared.periods import Period
+from tests.spec_example import SPEC_YAML
 from tests.unit.test_agreement_bounds import json_body
-from tests.unit.test_agreements import SPEC_YAML, body
+from tests.unit.test_agreements import body
 from tests.unit.test_insight import ACME, FakePool
 
 ADMIN = "admin-key-0123456789abcdef"

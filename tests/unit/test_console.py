@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -24,18 +23,12 @@ from services.console.monitor import (
     partition_lags,
     rate_between,
 )
-from services.console.usage import (
-    client_usage,
-    elapsed_fraction,
-    project,
-    projected_weighted_units,
-)
+from services.console.usage import client_usage, projected_weighted_units
 from services.console.watch import KafkaProbe, KafkaWatch
-from shared.agreements import ServiceClass, parse_agreement
+from shared.agreements import parse_agreement
 from shared.ledger import ClassCount
 from shared.periods import Period, period_bounds
-from shared.rating import ClassUsage
-from tests.e2e.test_pipeline import spec_agreement
+from tests.spec_example import spec_agreement
 from tools.supervisor import REPO_ROOT
 
 GROUPS = {"tierline-classifier": ("workitems.completed",)}
@@ -187,20 +180,6 @@ def test_watch_exports_lag_per_partition_and_topic_counters() -> None:
 
 
 # --- the usage projection -----------------------------------------------------------------------
-
-
-def test_elapsed_fraction_is_clamped_to_the_period() -> None:
-    start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
-    assert elapsed_fraction(start, end, datetime(2026, 11, 16, tzinfo=UTC)) == 0.5
-    assert elapsed_fraction(start, end, datetime(2026, 10, 1, tzinfo=UTC)) == 0.0
-    assert elapsed_fraction(start, end, datetime(2027, 1, 1, tzinfo=UTC)) == 1.0
-
-
-def test_projection_scales_items_and_units_half_up() -> None:
-    usage = [ClassUsage(ServiceClass("it_support", "complex"), items=9, units=9)]
-    (projected,) = project(usage, 0.9)
-    assert (projected.items, projected.units) == (10, 10)
-    assert project(usage, 0.0) == usage and project(usage, 1.0) == usage
 
 
 def test_projected_tier_can_differ_from_the_tier_now() -> None:

@@ -28,7 +28,7 @@ from shared.db import Executor
 from shared.ledger import ClassCount
 from shared.periods import Period, period_of
 from shared.rating import ClassUsage
-from tests.unit.test_rating import SPEC_YAML
+from tests.spec_example import SPEC_YAML
 
 ACME = load_agreement_yaml(SPEC_YAML).with_version(3)
 NEW_YORK = ZoneInfo("America/New_York")

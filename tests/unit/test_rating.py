@@ -26,24 +26,8 @@ from shared.rating import (
     threshold_alerts,
     weighted_units,
 )
+from tests.spec_example import SPEC_YAML
 
-SPEC_YAML = """\
-client_id: acme
-currency: USD
-timezone: America/New_York
-pricing:
-  weights: {basic: 1, standard: 2, complex: 5}
-  unit_basis: {data_entry: units}
-  tiers:
-    - {name: Essential,    up_to: 1000,  fee: "10000.00",
-       scope: {data_entry: [basic, standard], customer_support: [basic, standard]}}
-    - {name: Professional, up_to: 5000,  fee: "35000.00",
-       scope: {data_entry: all, customer_support: all, accounting: [basic, standard],
-               hr: [basic, standard], it_support: all, procurement: [basic, standard]}}
-    - {name: Enterprise,   up_to: 15000, fee: "90000.00", scope: all}
-  overage_rate: "7.50"
-  scope_policy: {mode: upgrade, min_items: 10, out_of_scope_rate: "12.00"}
-"""
 ACME = load_agreement_yaml(SPEC_YAML)
 SURCHARGE = load_agreement_yaml(SPEC_YAML.replace("mode: upgrade", "mode: surcharge"))
 
