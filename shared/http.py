@@ -9,7 +9,7 @@ import json
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 import asyncpg
 import uvicorn
@@ -21,7 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import Caller, KeyRing, Role
-from shared.settings import HttpSettings
+from shared.logs import configure_logging
+from shared.settings import CommonSettings, HttpSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -362,3 +363,20 @@ def serve(app: FastAPI, *, host: str, port: int) -> None:
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda signum, frame: None)
     uvicorn.Server(config).run()
+
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def run_service(
+    name: str,
+    settings_type: type[S],
+    create_app: Callable[[S], FastAPI],
+    *,
+    port: Callable[[S], int],
+) -> None:
+    """Every service's entry point: its settings from the environment (a bad value stops it,
+    naming the variable), JSON logs, then the app served until SIGTERM."""
+    settings = load_settings(settings_type)
+    configure_logging(name, level=settings.log_level, fmt=settings.log_format)
+    serve(create_app(settings), host=settings.tierline_http_host, port=port(settings))

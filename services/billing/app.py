@@ -19,10 +19,9 @@ from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
 from shared.db import apply_schema, create_pool
 from shared.events import AGREEMENTS, INVOICES
-from shared.http import add_operational_routes, database_status, kafka_status
+from shared.http import add_operational_routes, database_status, kafka_status, run_service
 from shared.kafka import CompactedView, ensure_service_topics, make_broker
-from shared.logs import configure_logging
-from shared.settings import DatabaseSettings, Port, load_settings
+from shared.settings import DatabaseSettings, Port
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +133,4 @@ def create_app(settings: BillingSettings) -> FastAPI:
 
 
 def main() -> None:
-    from shared.http import serve
-
-    settings = load_settings(BillingSettings)
-    configure_logging("billing", level=settings.log_level, fmt=settings.log_format)
-    serve(create_app(settings), host=settings.tierline_http_host, port=settings.billing_port)
+    run_service("billing", BillingSettings, create_app, port=lambda settings: settings.billing_port)

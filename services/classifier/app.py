@@ -24,7 +24,7 @@ from shared.events import (
     WORKITEMS_UNCLASSIFIED,
     dlq,
 )
-from shared.http import SMALL_BODY_BYTES, add_operational_routes, kafka_status
+from shared.http import SMALL_BODY_BYTES, add_operational_routes, kafka_status, run_service
 from shared.kafka import (
     HOT_FETCH_MAX_WAIT_MS,
     HOT_FETCH_MIN_BYTES,
@@ -33,8 +33,7 @@ from shared.kafka import (
     make_broker,
     skip_decoding,
 )
-from shared.logs import configure_logging
-from shared.settings import CommonSettings, Port, load_settings
+from shared.settings import CommonSettings, Port
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +112,6 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
 
 
 def main() -> None:
-    from shared.http import serve
-
-    settings = load_settings(ClassifierSettings)
-    configure_logging("classifier", level=settings.log_level, fmt=settings.log_format)
-    serve(create_app(settings), host=settings.tierline_http_host, port=settings.classifier_port)
+    run_service(
+        "classifier", ClassifierSettings, create_app, port=lambda settings: settings.classifier_port
+    )

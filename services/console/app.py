@@ -30,10 +30,9 @@ from shared.events import (
     WORKITEMS_COMPLETED,
     dlq,
 )
-from shared.http import SMALL_BODY_BYTES, add_operational_routes, database_status
+from shared.http import SMALL_BODY_BYTES, add_operational_routes, database_status, run_service
 from shared.kafka import ensure_service_topics
-from shared.logs import configure_logging
-from shared.settings import DatabaseSettings, Port, load_settings
+from shared.settings import DatabaseSettings, Port
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +125,4 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
 
 
 def main() -> None:
-    from shared.http import serve
-
-    settings = load_settings(ConsoleSettings)
-    configure_logging("console", level=settings.log_level, fmt=settings.log_format)
-    serve(create_app(settings), host=settings.tierline_http_host, port=settings.console_port)
+    run_service("console", ConsoleSettings, create_app, port=lambda settings: settings.console_port)

@@ -16,10 +16,9 @@ from services.intake.parsing import MAX_BYTES
 from shared.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.auth import KeyRing, KeySettings
 from shared.events import WORKITEMS_COMPLETED
-from shared.http import add_operational_routes, kafka_status
+from shared.http import add_operational_routes, kafka_status, run_service
 from shared.kafka import BatchProducer, ensure_service_topics, make_broker
-from shared.logs import configure_logging
-from shared.settings import CommonSettings, Port, load_settings
+from shared.settings import CommonSettings, Port
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +87,4 @@ def create_app(settings: IntakeSettings) -> FastAPI:
 
 
 def main() -> None:
-    from shared.http import serve
-
-    settings = load_settings(IntakeSettings)
-    configure_logging("intake", level=settings.log_level, fmt=settings.log_format)
-    serve(create_app(settings), host=settings.tierline_http_host, port=settings.intake_port)
+    run_service("intake", IntakeSettings, create_app, port=lambda settings: settings.intake_port)

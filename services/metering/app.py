@@ -26,7 +26,13 @@ from shared.events import (
     WORKITEMS_CLASSIFIED,
     dlq,
 )
-from shared.http import SMALL_BODY_BYTES, add_operational_routes, database_status, kafka_status
+from shared.http import (
+    SMALL_BODY_BYTES,
+    add_operational_routes,
+    database_status,
+    kafka_status,
+    run_service,
+)
 from shared.kafka import (
     HOT_FETCH_MAX_WAIT_MS,
     HOT_FETCH_MIN_BYTES,
@@ -34,8 +40,7 @@ from shared.kafka import (
     make_broker,
     skip_decoding,
 )
-from shared.logs import configure_logging
-from shared.settings import DatabaseSettings, Port, load_settings
+from shared.settings import DatabaseSettings, Port
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +116,6 @@ def create_app(settings: MeteringSettings) -> FastAPI:
 
 
 def main() -> None:
-    from shared.http import serve
-
-    settings = load_settings(MeteringSettings)
-    configure_logging("metering", level=settings.log_level, fmt=settings.log_format)
-    serve(create_app(settings), host=settings.tierline_http_host, port=settings.metering_port)
+    run_service(
+        "metering", MeteringSettings, create_app, port=lambda settings: settings.metering_port
+    )
