@@ -19,8 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
-from shared.agreements import ServiceClass
-from shared.rating import ClassUsage
+from shared.rating import ClassUsage, usage_by_class
 
 #: Less of the period than this gives no run rate: the projection is the usage so far.
 MIN_ELAPSED_FOR_PROJECTION: Final = timedelta(hours=1)
@@ -67,18 +66,11 @@ def progress(start: datetime, end: datetime, now: datetime) -> Progress:
 def project_usage(usage: Iterable[ClassUsage], at: Progress) -> list[ClassUsage]:
     """Each class's usage carried to the period's end, one entry per class in §3 order (several
     entries of one class are added up first, as the rating does, then scaled once)."""
-    totals: dict[ServiceClass, tuple[int, int, int]] = {}
-    for row in usage:
-        items, units, seconds = totals.get(row.service_class, (0, 0, 0))
-        totals[row.service_class] = (
-            items + row.items,
-            units + row.units,
-            seconds + row.handling_seconds,
-        )
     return [
-        ClassUsage(service_class, at.scale(items), at.scale(units), at.scale(seconds))
-        for service_class, (items, units, seconds) in sorted(totals.items())
-    ]
+        ClassUsage(row.service_class, at.scale(row.items), at.scale(row.units),
+                   at.scale(row.handling_seconds))
+        for row in usage_by_class(usage)
+    ]  # fmt: skip
 
 
 def divide_half_up(numerator: int, denominator: int) -> int:

@@ -157,8 +157,9 @@ def decide_tier(pricing: Pricing, usage: Iterable[ClassUsage]) -> TierDecision:
     )
 
 
-def _rated_classes(pricing: Pricing, usage: Iterable[ClassUsage]) -> tuple[RatedClass, ...]:
-    # Several entries for one class are added up, so a caller may pass raw rows.
+def usage_by_class(usage: Iterable[ClassUsage]) -> list[ClassUsage]:
+    """One entry per class, in §3 order: several entries of one class are added up, so a caller
+    may pass raw rows."""
     totals: dict[ServiceClass, tuple[int, int, int]] = {}
     for row in usage:
         items, units, seconds = totals.get(row.service_class, (0, 0, 0))
@@ -167,9 +168,22 @@ def _rated_classes(pricing: Pricing, usage: Iterable[ClassUsage]) -> tuple[Rated
             units + row.units,
             seconds + row.handling_seconds,
         )
+    return [
+        ClassUsage(service_class, items, units, seconds)
+        for service_class, (items, units, seconds) in sorted(totals.items())
+    ]
+
+
+def _rated_classes(pricing: Pricing, usage: Iterable[ClassUsage]) -> tuple[RatedClass, ...]:
     return tuple(
-        RatedClass(cls, items, units, seconds, weighted_units(pricing, cls, items, units))
-        for cls, (items, units, seconds) in sorted(totals.items())
+        RatedClass(
+            row.service_class,
+            row.items,
+            row.units,
+            row.handling_seconds,
+            weighted_units(pricing, row.service_class, row.items, row.units),
+        )
+        for row in usage_by_class(usage)
     )
 
 
