@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
+from services.metering import store
 from services.metering.counting import MeteredItem
-from services.metering.store import meter_batch
 from shared.db import apply_schema, create_pool
 from shared.ledger import counts_between
 
@@ -28,6 +28,14 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 def utc(_: str) -> str:
     return "UTC"
+
+
+async def meter_batch(
+    pool: asyncpg.Pool, batch: list[MeteredItem], *, timezone_of: Callable[[str], str]
+) -> list[MeteredItem]:
+    """The store's counting step in a transaction of its own (the handler adds the alerts)."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await store.count(conn, batch, timezone_of=timezone_of)
 
 
 def make(
@@ -140,7 +148,7 @@ async def test_a_metered_batch_costs_one_transaction_of_few_statements(
 ) -> None:
     """The statements one batch costs: the lock and closed periods, the count, the period usage
     only when the usage cache misses it, the alerts only when a threshold is crossed."""
-    from typing import Any, cast
+    from typing import cast
 
     from prometheus_client import CollectorRegistry
 
@@ -157,7 +165,7 @@ async def test_a_metered_batch_costs_one_transaction_of_few_statements(
     meter = Meter(
         make_broker("127.0.0.1:9", client_id="unused"),  # never started: counting needs no broker
         one_connection,
-        cast(Any, agreements),
+        agreements,
         MeteringMetrics(CollectorRegistry()),
     )
     marks = {
