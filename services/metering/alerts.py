@@ -10,7 +10,7 @@ alert rows to record, and every group's usage now, for the cache once the transa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -92,10 +92,9 @@ class AlertDecision:
 
 
 def open_groups(
-    counted: Iterable[MeteredItem], agreement_of: Callable[[str], Agreement | None]
+    counted: Sequence[MeteredItem], agreement_of: Callable[[str], Agreement | None]
 ) -> list[OpenGroup]:
     """The open periods newly counted items add to, of clients with an agreement in force."""
-    counted = list(counted)
     agreements = {
         client: agreement
         for client in {item.client_id for item in counted}
