@@ -7,13 +7,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, cast
+from typing import Final
 
 import asyncpg
 
-from shared.agreements import COMPLEXITIES, SERVICE_LINES, Complexity, ServiceClass, ServiceLine
 from shared.db import Executor
-from shared.rating import ClassUsage
+
+# The plain values live in a pure module; re-exported for the callers that import them from here.
+from shared.usage_counts import NO_COMPLEXITY, UNCLASSIFIED, ClassCount, billable_usage
+
+__all__ = [
+    "LOCK_AND_READ_CLOSED",
+    "LOCK_FOR_CLOSE",
+    "NO_COMPLEXITY",
+    "UNCLASSIFIED",
+    "ClassCount",
+    "ClosedPeriod",
+    "billable_usage",
+    "class_count",
+    "clients_with_usage_between",
+    "closed_periods",
+    "counts_between",
+    "counts_for_ranges",
+]
 
 #: Metering's writers take ROW EXCLUSIVE on the counts before reading closed periods (both in
 #: one round trip: `metering.lock_and_read_closed` in schema.sql); a close takes SHARE, which
@@ -23,51 +39,17 @@ LOCK_AND_READ_CLOSED: Final = (
 )
 LOCK_FOR_CLOSE: Final = "LOCK TABLE metering.usage_slots IN SHARE MODE"
 
-UNCLASSIFIED: Final = "unclassified"
-NO_COMPLEXITY: Final = "none"
 
-
-@dataclass(frozen=True)
-class ClassCount:
-    service_line: str
-    complexity: str
-    items: int
-    units: int
-    handling_seconds: int
-    late_items: int
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> ClassCount:
-        """A row of summed counts (the columns of `counts_between`)."""
-        return cls(
-            row["service_line"],
-            row["complexity"],
-            int(row["items"]),
-            int(row["units"]),
-            int(row["handling_seconds"]),
-            int(row["late_items"]),
-        )
-
-    @property
-    def classified(self) -> bool:
-        """Whether the count is of a class the agreements know. Metering refuses any other
-        before writing; a row written before it did is read as unclassified (never billed),
-        so it cannot make usage or a close fail."""
-        return self.service_line in SERVICE_LINES and self.complexity in COMPLEXITIES
-
-    @property
-    def service_class(self) -> ServiceClass:
-        """The class of a classified count (see `classified`)."""
-        return ServiceClass(cast(ServiceLine, self.service_line), cast(Complexity, self.complexity))
-
-
-def billable_usage(counts: list[ClassCount]) -> list[ClassUsage]:
-    """The usage that is rated: every classified count (unclassified items are never billed)."""
-    return [
-        ClassUsage(c.service_class, c.items, c.units, c.handling_seconds)
-        for c in counts
-        if c.classified
-    ]
+def class_count(row: asyncpg.Record) -> ClassCount:
+    """A row of summed counts (the columns of `counts_between`)."""
+    return ClassCount(
+        row["service_line"],
+        row["complexity"],
+        int(row["items"]),
+        int(row["units"]),
+        int(row["handling_seconds"]),
+        int(row["late_items"]),
+    )
 
 
 async def counts_between(
@@ -86,7 +68,7 @@ async def counts_between(
         start,
         end,
     )
-    return [ClassCount.from_row(r) for r in rows]
+    return [class_count(r) for r in rows]
 
 
 async def clients_with_usage_between(conn: Executor, start: datetime, end: datetime) -> list[str]:
@@ -145,5 +127,5 @@ async def counts_for_ranges(
     )
     found: dict[tuple[str, str], list[ClassCount]] = {(r[0], r[1]): [] for r in ranges}
     for r in rows:
-        found[(r["client_id"], r["label"])].append(ClassCount.from_row(r))
+        found[(r["client_id"], r["label"])].append(class_count(r))
     return found

@@ -24,11 +24,11 @@ from typing import Any, Final, TypeAlias
 
 from services.billing.invoices import utc_timestamp
 from shared.agreements import COMPLEXITIES, Agreement, Pricing, ServiceClass, Tier
-from shared.ledger import ClassCount, billable_usage
 from shared.money import EXACT_PRECISION, format_decimal, format_money
 from shared.periods import Period, period_bounds
 from shared.projection import divide_half_up, progress, project_usage
 from shared.rating import ClassUsage, Rating, TierDecision, rate, rate_pricing
+from shared.usage_counts import ClassCount, billable_usage
 
 #: Decimal places of the fractions reported (`elapsed_fraction`, `scope_share.fraction`).
 FRACTION_PLACES: Final = 4

@@ -11,11 +11,11 @@ from decimal import Decimal
 from typing import Any
 
 from shared.agreements import Agreement
-from shared.ledger import ClassCount, billable_usage
 from shared.money import format_decimal, format_money
 from shared.periods import Period
 from shared.projection import progress, project_usage
 from shared.rating import TierDecision, decide_tier, weighted_units
+from shared.usage_counts import ClassCount, billable_usage
 
 #: Decimal places of the card's `elapsed` (as billing's forecast reports `elapsed_fraction`).
 ELAPSED_PLACES = 4

@@ -1,16 +1,23 @@
 """Usage alerts of SPEC §5: an open period's W first crossing 80 % and 100 % of its tier's
-`up_to`, and scope alone moving it up — once per threshold, client and period. Pure."""
+`up_to`, and scope alone moving it up — once per threshold, client and period. Pure.
+
+A metered batch's alerts are worked out in two pure steps around one read, all inside the
+batch's counting transaction (so an alert is recorded with the counts that raised it):
+`open_groups` (what the newly counted items add to which open period) → the handler reads the
+usage of the groups its `PeriodUsageCache` does not know (`store.load_usage`) → `decide` (the
+alert rows to record, and every group's usage now, for the cache once the transaction commits).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.metering.counting import MeteredItem, period_of_item
 from shared.agreements import Agreement, Pricing, ServiceClass
-from shared.ledger import UNCLASSIFIED
 from shared.money import format_decimal
 from shared.periods import Period
 from shared.rating import (
@@ -20,8 +27,125 @@ from shared.rating import (
     threshold_alerts,
     weighted_units,
 )
+from shared.usage_counts import UNCLASSIFIED, ClassCount, billable_usage
 
 ALERT_TYPE = "bpo.usage.threshold"
+
+
+class AlertRow(NamedTuple):
+    """One usage alert as `metering.alerts` keeps it (an outbox row)."""
+
+    client_id: str
+    period: str
+    #: `"<threshold>:<tier name>"`, e.g. `"80:Essential"`.
+    threshold: str
+    body: dict[str, Any]
+
+
+class UsageKey(NamedTuple):
+    """A client's period, in the timezone its agreement bills it in."""
+
+    client_id: str
+    period: Period
+    timezone: str
+
+
+@dataclass(frozen=True)
+class OpenGroup:
+    """What a batch's newly counted billable items add to one open period of a client whose
+    agreement is in force for it."""
+
+    client_id: str
+    period: Period
+    agreement: Agreement
+    added: list[ClassUsage]
+
+    @property
+    def key(self) -> UsageKey:
+        return UsageKey(self.client_id, self.period, self.agreement.timezone)
+
+
+@dataclass(frozen=True)
+class UsageNow:
+    """A group's usage with the batch counted, for the cache once the transaction commits."""
+
+    key: UsageKey
+    usage: list[ClassUsage]
+    #: Read from the ledger in the transaction (a fresh entry), not the cached usage plus the batch.
+    read: bool
+
+
+@dataclass(frozen=True)
+class GroupFailure:
+    """A group whose alerts could not be worked out (skipped; the count goes on)."""
+
+    client_id: str
+    period: Period
+    error: Exception
+
+
+@dataclass(frozen=True)
+class AlertDecision:
+    alerts: list[AlertRow]
+    usage: list[UsageNow]
+    failures: list[GroupFailure]
+
+
+def open_groups(
+    counted: Sequence[MeteredItem], agreement_of: Callable[[str], Agreement | None]
+) -> list[OpenGroup]:
+    """The open periods newly counted items add to, of clients with an agreement in force."""
+    agreements = {
+        client: agreement
+        for client in {item.client_id for item in counted}
+        if (agreement := agreement_of(client)) is not None
+    }
+    additions = open_period_additions(
+        counted, {client: agreement.timezone for client, agreement in agreements.items()}
+    )
+    return [
+        OpenGroup(client, period, agreements[client], added)
+        for (client, period), added in additions.items()
+        if agreements[client].in_force_for(period)
+    ]
+
+
+def decide(
+    groups: Iterable[OpenGroup],
+    *,
+    known: Mapping[UsageKey, list[ClassUsage]],
+    loaded: Mapping[UsageKey, list[ClassCount]],
+    at: datetime,
+) -> AlertDecision:
+    """The alerts a counted batch raises, from each group's usage now: `known` (the usage
+    before the batch, from the cache) plus what it added, else `loaded` (read in the counting
+    transaction, so with the batch in it). A group whose alerts cannot be worked out is a
+    failure and is skipped: it never fails the count."""
+    alerts: list[AlertRow] = []
+    usage: list[UsageNow] = []
+    failures: list[GroupFailure] = []
+    for group in groups:
+        key = group.key
+        try:
+            if key in known:
+                now = UsageNow(key, usage_plus(known[key], group.added), read=False)
+            else:
+                now = UsageNow(key, billable_usage(loaded[key]), read=True)
+            raised = [
+                AlertRow(
+                    group.client_id,
+                    group.period.key,
+                    f"{alert.threshold}:{alert.tier_name}",
+                    alert_event(group.agreement, group.period, alert, now.usage, at),
+                )
+                for alert in new_alerts(group.agreement, now.usage, group.added)
+            ]
+        except Exception as error:  # whatever the agreement or the counts hold
+            failures.append(GroupFailure(group.client_id, group.period, error))
+            continue
+        alerts += raised
+        usage.append(now)
+    return AlertDecision(alerts, usage, failures)
 
 
 def open_period_additions(
@@ -160,17 +284,27 @@ class PeriodUsageCache:
 
     def __init__(self, ttl_seconds: float = 30.0) -> None:
         self.ttl = ttl_seconds
-        self._entries: dict[tuple[str, str, str], tuple[float, list[ClassUsage]]] = {}
+        self._entries: dict[UsageKey, tuple[float, list[ClassUsage]]] = {}
 
-    def get(self, key: tuple[str, str, str], now: float) -> list[ClassUsage] | None:
+    def get(self, key: UsageKey, now: float) -> list[ClassUsage] | None:
         entry = self._entries.get(key)
         if entry is None or now - entry[0] > self.ttl:
             return None
         return entry[1]
 
-    def put(self, key: tuple[str, str, str], usage: list[ClassUsage], now: float) -> None:
+    def known(self, keys: Iterable[UsageKey], now: float) -> dict[UsageKey, list[ClassUsage]]:
+        """The usage of each of `keys` the cache knows (and has not expired)."""
+        return {key: usage for key in keys if (usage := self.get(key, now)) is not None}
+
+    def put(self, key: UsageKey, usage: list[ClassUsage], now: float) -> None:
         loaded = self._entries.get(key, (now, usage))[0]
         self._entries[key] = (loaded, usage)
 
-    def load(self, key: tuple[str, str, str], usage: list[ClassUsage], now: float) -> None:
+    def load(self, key: UsageKey, usage: list[ClassUsage], now: float) -> None:
         self._entries[key] = (now, usage)
+
+    def remember(self, usage: Iterable[UsageNow], now: float) -> None:
+        """What a committed transaction learned: usage read from the ledger starts a fresh
+        entry; usage worked out from the cache keeps its entry's age."""
+        for seen in usage:
+            (self.load if seen.read else self.put)(seen.key, seen.usage, now)

@@ -15,8 +15,8 @@ import msgspec
 
 from shared.agreements import COMPLEXITIES, SERVICE_LINES
 from shared.events import ClassifiedWorkItem
-from shared.ledger import NO_COMPLEXITY, UNCLASSIFIED
 from shared.periods import Period, period_of
+from shared.usage_counts import NO_COMPLEXITY, UNCLASSIFIED
 
 SLOT_SECONDS = 15 * 60
 

@@ -1,4 +1,11 @@
-"""Meter a batch: decode → count once in PostgreSQL (one transaction) → then the offsets commit.
+"""Meter a batch: decode → count once in PostgreSQL and record the alerts it raises (one
+transaction) → then the offsets commit.
+
+The transaction is read → decide → write, composed here from the store's steps: count the batch
+(which also reads the closed periods under the lock) → read the usage of the open periods the
+usage cache does not know → decide the alerts (pure: `alerts.decide`) → record them. Its results
+come back as a value (`Metered`); the usage cache learns from it only once the transaction has
+committed.
 
 A database outage is waited out with backoff (never dead-lettered). A record that cannot be
 metered goes to `<topic>.dlq` with its error and origin, and its partition keeps flowing: one
@@ -14,49 +21,54 @@ import asyncio
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from services.metering import store
 from services.metering.alerts import (
+    AlertDecision,
+    OpenGroup,
     PeriodUsageCache,
-    alert_event,
-    new_alerts,
-    open_period_additions,
-    usage_plus,
+    decide,
+    open_groups,
 )
 from services.metering.counting import MeteredItem, metered_item, why_unmeterable
-from services.metering.store import (
-    mark_alerts_published,
-    meter_batch,
-    record_alerts,
-    unpublished_alerts,
-)
 from shared.agreements import Agreement
-from shared.db import Connection, caused_by_data, retrying
+from shared.db import caused_by_data, retrying
 from shared.events import USAGE_ALERTS, decode_classified
 from shared.faults import crash_point
-from shared.kafka import (
-    CompactedView,
-    dead_letter,
-    dead_letter_counter,
-    decode_records,
-    json_bytes,
-)
-from shared.ledger import billable_usage, counts_for_ranges
+from shared.kafka import dead_letter, dead_letter_counter, decode_records, json_bytes
 from shared.logs import batch_fields
-from shared.periods import Period, period_bounds
-from shared.rating import ClassUsage
 
 log = logging.getLogger(__name__)
 
 #: A record metering will count, with what it keeps of it.
 Admitted = tuple[ConsumerRecord[bytes, bytes], MeteredItem]
+
+
+class Agreements(Protocol):
+    """The agreements metering reads (its compacted view of the `agreements` topic)."""
+
+    def get(self, client_id: str, /) -> Agreement | None: ...
+
+
+@dataclass(frozen=True)
+class Metered:
+    """What one committed counting transaction did."""
+
+    #: The items counted for the first time, in batch order (late ones flagged).
+    counted: list[MeteredItem]
+    #: The alerts recorded with them, and the usage of the periods they added to.
+    alerts: AlertDecision
+    #: Why no alert of the batch could be worked out, if none could (the count went on).
+    unworkable: Exception | None = None
 
 
 class MeteringMetrics:
@@ -100,7 +112,7 @@ class Meter:
         self,
         broker: KafkaBroker,
         pool: asyncpg.Pool,
-        agreements: CompactedView[Agreement],
+        agreements: Agreements,
         metrics: MeteringMetrics,
     ) -> None:
         self.broker = broker
@@ -111,8 +123,6 @@ class Meter:
         #: have left some).
         self.alerts_pending = True
         self.usage_cache = PeriodUsageCache()
-        #: What this batch's transaction learned about period usage; applied after it commits.
-        self.cache_updates: list[tuple[str, tuple[str, str, str], list[ClassUsage]]] = []
 
     def timezone_of(self, client_id: str) -> str:
         agreement = self.agreements.get(client_id)
@@ -158,8 +168,9 @@ class Meter:
         half on its own (recursively), so every record the database refuses ends up alone and
         is dead-lettered while all the others are counted. Halves keep the batch order, so the
         first copy of an item is still the one that counts."""
+        items = [item for _, item in batch]
         try:
-            counted = await retrying(self._count([item for _, item in batch]), what="meter batch")
+            metered = await retrying(lambda: self.meter(items), what="meter batch")
         except Exception as error:
             if not caused_by_data(error):
                 raise  # not the records' fault: the batch fails and is redelivered
@@ -172,11 +183,45 @@ class Meter:
             )
             half = len(batch) // 2
             return await self.count(batch[:half]) + await self.count(batch[half:])
-        clock = time.monotonic()
-        for kind, key, usage in self.cache_updates:  # committed: now the cache may know
-            (self.usage_cache.put if kind == "put" else self.usage_cache.load)(key, usage, clock)
-        self.cache_updates = []
-        return counted
+        # Committed: now the cache may know, and the alerts may be published.
+        self.usage_cache.remember(metered.alerts.usage, time.monotonic())
+        if metered.alerts.alerts:
+            self.alerts_pending = True
+        self.report_alert_failures(metered)
+        return metered.counted
+
+    async def meter(self, batch: list[MeteredItem]) -> Metered:
+        """One transaction, read → decide → write: count the batch, read the usage of the open
+        periods it added to that the cache does not know, decide the alerts, record them (with
+        the counts: a crash cannot lose one)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            counted = await store.count(conn, batch, timezone_of=self.timezone_of)
+            unworkable: Exception | None = None
+            groups: list[OpenGroup] = []
+            try:
+                groups = open_groups(counted, self.agreements.get)
+            except Exception as error:  # working an alert out never fails the count
+                unworkable = error
+            known = self.usage_cache.known((g.key for g in groups), time.monotonic())
+            loaded = await store.load_usage(conn, [g.key for g in groups if g.key not in known])
+            decision = decide(groups, known=known, loaded=loaded, at=datetime.now(UTC))
+            await store.record_alerts(conn, decision.alerts)
+        return Metered(counted, decision, unworkable)
+
+    def report_alert_failures(self, metered: Metered) -> None:
+        if metered.unworkable is not None:
+            log.error(
+                "usage alerts of a batch could not be worked out; skipped",
+                exc_info=metered.unworkable,
+            )
+            self.metrics.alert_failures.inc()
+        for failure in metered.alerts.failures:
+            log.error(
+                "usage alerts could not be worked out; skipped",
+                exc_info=failure.error,
+                extra={"client_id": failure.client_id, "period": failure.period.key},
+            )
+            self.metrics.alert_failures.inc()
 
     async def reject(
         self, record: ConsumerRecord[bytes, bytes], error: BaseException | str
@@ -184,95 +229,13 @@ class Meter:
         await dead_letter(self.broker, record, error)
         self.metrics.dead_letters.labels(topic=record.topic).inc()
 
-    def _count(self, batch: list[MeteredItem]) -> Callable[[], Awaitable[list[MeteredItem]]]:
-        async def attempt() -> list[MeteredItem]:
-            self.cache_updates = []  # a retried transaction starts over
-            return await meter_batch(
-                self.pool, batch, timezone_of=self.timezone_of, then=self.record_alerts
-            )
-
-        return attempt
-
-    async def record_alerts(self, conn: Connection, counted: list[MeteredItem]) -> None:
-        """In the counting transaction: the thresholds this batch made open periods cross.
-
-        Working an alert out never fails the count: a group whose alerts cannot be computed is
-        logged and skipped (only the database's own failures abort the transaction)."""
-        timezones = {
-            client: agreement.timezone
-            for client in {item.client_id for item in counted}
-            if (agreement := self.agreements.get(client)) is not None
-        }
-        try:
-            groups = {
-                key: added
-                for key, added in open_period_additions(counted, timezones).items()
-                if (agreement := self.agreements.get(key[0])) is not None
-                and agreement.in_force_for(key[1])
-            }
-        except Exception:
-            log.exception("usage alerts of a batch could not be worked out; skipped")
-            self.metrics.alert_failures.inc()
-            return
-        if not groups:
-            return
-        clock = time.monotonic()
-        known: dict[tuple[str, Period], list[ClassUsage]] = {}
-        for client, period in groups:
-            cached = self.usage_cache.get((client, period.key, timezones[client]), clock)
-            if cached is not None:
-                known[(client, period)] = cached
-        missing = [key for key in groups if key not in known]
-        loaded = (
-            await counts_for_ranges(
-                conn,
-                [(c, p.key, *period_bounds(p, timezones[c])) for c, p in missing],
-            )
-            if missing
-            else {}
-        )
-        now = datetime.now(UTC)
-        rows = []
-        for (client, period), added in groups.items():
-            agreement = self.agreements.get(client)
-            if agreement is None:
-                continue
-            cache_key = (client, period.key, timezones[client])
-            try:
-                if (client, period) in known:
-                    after = usage_plus(known[(client, period)], added)
-                    update = ("put", cache_key, after)
-                else:  # read in this transaction: it already holds this batch
-                    after = billable_usage(loaded[(client, period.key)])
-                    update = ("load", cache_key, after)
-                rows += [
-                    (
-                        client,
-                        period.key,
-                        f"{alert.threshold}:{alert.tier_name}",
-                        alert_event(agreement, period, alert, after, now),
-                    )
-                    for alert in new_alerts(agreement, after, added)
-                ]
-            except Exception:
-                log.exception(
-                    "usage alerts could not be worked out; skipped",
-                    extra={"client_id": client, "period": period.key},
-                )
-                self.metrics.alert_failures.inc()
-                continue
-            self.cache_updates.append(update)
-        if rows:
-            await record_alerts(conn, rows)
-            self.alerts_pending = True
-
     async def publish_alerts(self) -> None:
         """Publish recorded alerts (an outbox: a crash before this republishes them later).
 
         Never fails the batch: an alert that cannot be published now (Kafka away, or the alert
         itself refused) stays pending and is tried again after the next batch."""
         try:
-            pending = await unpublished_alerts(self.pool)
+            pending = await store.unpublished_alerts(self.pool)
         except Exception as error:
             log.warning("pending alerts not read; later", extra={"error": repr(error)})
             return
@@ -302,7 +265,7 @@ class Meter:
             else:
                 published.append((client, period, threshold))
         try:
-            await mark_alerts_published(self.pool, published)
+            await store.mark_alerts_published(self.pool, published)
         except Exception as error:  # published twice at worst: alert ids make that harmless
             log.warning("alerts not marked published; later", extra={"error": repr(error)})
             return

@@ -1,18 +1,21 @@
-"""Metering's SQL, in one place: count a batch exactly once, in one transaction."""
+"""Metering's SQL, in one place. A batch is metered in one transaction the handler opens and
+composes from these steps (`handlers.Meter.meter`): `count` (lock, closed periods, then count
+each key once) → `load_usage` (the open periods the usage cache does not know) → the pure
+alert decision → `record_alerts`. Each step is one statement, one round trip.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 
+from services.metering.alerts import AlertRow, UsageKey
 from services.metering.counting import MeteredItem, flag_late
 from shared.db import Connection
-from shared.ledger import LOCK_AND_READ_CLOSED, UNCLASSIFIED
-
-#: (client_id, period, threshold, CloudEvent body) of one usage alert.
-AlertRow = tuple[str, str, str, dict[str, Any]]
+from shared.ledger import LOCK_AND_READ_CLOSED, UNCLASSIFIED, ClassCount, counts_for_ranges
+from shared.periods import period_bounds
 
 #: One statement, one round trip: the first copy of each key in the batch claims the key if no
 #: earlier batch did, and what the newly claimed items hold is added to their 15-minute slot rows.
@@ -58,31 +61,35 @@ SELECT coalesce(array_agg(n ORDER BY n), '{}') FROM counted
 """
 
 
-async def meter_batch(
-    pool: asyncpg.Pool,
-    batch: list[MeteredItem],
-    *,
-    timezone_of: Callable[[str], str],
-    then: Callable[[Connection, list[MeteredItem]], Awaitable[None]] | None = None,
+async def count(
+    conn: Connection, batch: list[MeteredItem], *, timezone_of: Callable[[str], str]
 ) -> list[MeteredItem]:
-    """Count every item not counted before; return those that were new.
+    """In the caller's transaction: count every item not counted before; return those that
+    were new, in batch order, flagged late when their period is closed for their client.
 
-    The dedupe insert and the counter update commit together or not at all (they are one
-    statement): a key is never claimed without its counts, so a crash cannot under-count. `then`
-    runs in the same transaction with the newly counted items (alerts are recorded there, so a
-    crash cannot lose one).
+    The lock comes first (with the closed periods, one round trip), so a close cannot commit
+    between the read of the closed periods and the count. The dedupe insert and the counter
+    update are one statement: a key is never claimed without its counts, so a crash cannot
+    under-count.
     """
     if not batch:
         return []
     clients = sorted({item.client_id for item in batch})
-    async with pool.acquire() as conn, conn.transaction():
-        closed = {(c, p) for c, p in await conn.fetch(LOCK_AND_READ_CLOSED, clients)}
-        items = flag_late(batch, timezone_of=timezone_of, closed=closed)
-        positions = await conn.fetchval(_COUNT_BATCH, *_columns(items), UNCLASSIFIED)
-        new_items = [items[n - 1] for n in positions]
-        if then is not None and new_items:
-            await then(conn, new_items)
-    return new_items
+    closed = {(c, p) for c, p in await conn.fetch(LOCK_AND_READ_CLOSED, clients)}
+    items = flag_late(batch, timezone_of=timezone_of, closed=closed)
+    positions = await conn.fetchval(_COUNT_BATCH, *_columns(items), UNCLASSIFIED)
+    return [items[n - 1] for n in positions]
+
+
+async def load_usage(conn: Connection, keys: list[UsageKey]) -> dict[UsageKey, list[ClassCount]]:
+    """Each period's counts per class (in its client's timezone), in one round trip; in the
+    counting transaction, so they hold what it counted."""
+    if not keys:
+        return {}
+    found = await counts_for_ranges(
+        conn, [(k.client_id, k.period.key, *period_bounds(k.period, k.timezone)) for k in keys]
+    )
+    return {k: found[(k.client_id, k.period.key)] for k in keys}
 
 
 def _columns(items: list[MeteredItem]) -> list[list[Any]]:
@@ -104,6 +111,8 @@ def _columns(items: list[MeteredItem]) -> list[list[Any]]:
 
 async def record_alerts(conn: Connection, alerts: list[AlertRow]) -> None:
     """Remember (client, period, threshold) alerts; one that exists already is not raised twice."""
+    if not alerts:
+        return
     await conn.executemany(
         """INSERT INTO metering.alerts (client_id, period, threshold, body) VALUES ($1, $2, $3, $4)
            ON CONFLICT DO NOTHING""",
@@ -116,7 +125,7 @@ async def unpublished_alerts(pool: asyncpg.Pool) -> list[AlertRow]:
         """SELECT client_id, period, threshold, body FROM metering.alerts
             WHERE NOT published ORDER BY created_at LIMIT 1000"""
     )
-    return [(r["client_id"], r["period"], r["threshold"], r["body"]) for r in rows]
+    return [AlertRow(r["client_id"], r["period"], r["threshold"], r["body"]) for r in rows]
 
 
 async def mark_alerts_published(pool: asyncpg.Pool, keys: list[tuple[str, str, str]]) -> None:

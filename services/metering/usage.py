@@ -6,10 +6,10 @@ from decimal import Decimal
 from typing import Any
 
 from shared.agreements import Agreement
-from shared.ledger import ClassCount, billable_usage
 from shared.money import format_decimal
 from shared.periods import Period
 from shared.rating import decide_tier
+from shared.usage_counts import ClassCount, billable_usage
 
 
 def usage_report(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
+from services.metering import store
 from services.metering.counting import MeteredItem
-from services.metering.store import meter_batch
 from shared.db import apply_schema, create_pool
 from shared.ledger import counts_between
 
@@ -28,6 +28,14 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 def utc(_: str) -> str:
     return "UTC"
+
+
+async def meter_batch(
+    pool: asyncpg.Pool, batch: list[MeteredItem], *, timezone_of: Callable[[str], str]
+) -> list[MeteredItem]:
+    """The store's counting step in a transaction of its own (the handler adds the alerts)."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await store.count(conn, batch, timezone_of=timezone_of)
 
 
 def make(
@@ -133,3 +141,84 @@ async def test_counts_are_summed_per_utc_quarter_hour_and_class(pool: asyncpg.Po
         (datetime(2026, 10, 5, 10, 0, tzinfo=UTC), "hr", 2, 4, 30 + 60),  # 10:07, 10:14
         (datetime(2026, 10, 5, 10, 15, tzinfo=UTC), "hr", 2, 4, 90 + 150),  # 10:16, then 10:15
     ]
+
+
+async def test_a_metered_batch_costs_one_transaction_of_few_statements(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """The statements one batch costs: the lock and closed periods, the count, the period usage
+    only when the usage cache misses it, the alerts only when a threshold is crossed."""
+    from typing import cast
+
+    from prometheus_client import CollectorRegistry
+
+    from services.metering.handlers import Admitted, Meter, MeteringMetrics
+    from shared.kafka import make_broker
+    from tests.unit.test_rating import ACME
+
+    one_connection = await create_pool(database_url, size=1)
+    statements: list[str] = []
+    async with one_connection.acquire() as conn:  # the pool's only connection, for every batch
+        conn.add_query_logger(lambda record: statements.append(record.query))
+    client, warm_up = f"cost-{uuid.uuid4().hex[:6]}", f"warm-{uuid.uuid4().hex[:6]}"
+    agreements = {c: ACME.model_copy(update={"client_id": c}) for c in (client, warm_up)}
+    meter = Meter(
+        make_broker("127.0.0.1:9", client_id="unused"),  # never started: counting needs no broker
+        one_connection,
+        agreements,
+        MeteringMetrics(CollectorRegistry()),
+    )
+    marks = {
+        "BEGIN": "begin",
+        "lock_and_read_closed": "lock+closed",
+        "WITH batch AS": "count",
+        "unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])": "usage",
+        "INSERT INTO metering.alerts": "alerts",
+        "COMMIT": "commit",
+        "RESET ALL": "release",  # the pool resets a connection given back to it
+    }
+    sent = 0
+
+    async def cost(n: int, of: str = client) -> list[str]:
+        nonlocal sent
+        items = [
+            MeteredItem(
+                of,
+                f"c{sent + k}",
+                START + timedelta(days=9),
+                "customer_support",
+                "basic",
+                1,
+                60,
+                None,
+                1,
+            )
+            for k in range(n)
+        ]
+        sent += n
+        statements.clear()
+        assert len(await meter.count([cast(Admitted, (None, item)) for item in items])) == n
+        await asyncio.sleep(0)  # query loggers are called soon after each statement
+        return [next((n for m, n in marks.items() if m in q), q) for q in statements]
+
+    try:
+        # asyncpg introspects types the first time a connection meets them: not per batch.
+        assert "alerts" in await cost(810, warm_up)
+        assert await cost(10) == ["begin", "lock+closed", "count", "usage", "commit", "release"]
+        assert await cost(10) == [
+            "begin",
+            "lock+closed",
+            "count",
+            "commit",
+            "release",
+        ]  # usage cached
+        assert await cost(800) == [
+            "begin",
+            "lock+closed",
+            "count",
+            "alerts",
+            "commit",
+            "release",
+        ]  # 80 %
+    finally:
+        await one_connection.close()

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from services.classifier import handlers, rules
 from services.classifier.handlers import Classifier, ClassifierMetrics
-from services.metering import handlers as metering_handlers
+from services.metering import alerts as metering_alerts
 from services.metering.handlers import Meter, MeteringMetrics
 from shared.agreement_view import agreement_view
 from shared.agreements import Agreement, parse_agreement
@@ -486,7 +486,7 @@ async def test_alerts_that_cannot_be_worked_out_never_fail_the_count(
     def new_alerts(*args: Any) -> Any:
         raise ArithmeticError("an alert computation failed")
 
-    monkeypatch.setattr(metering_handlers, "new_alerts", new_alerts)
+    monkeypatch.setattr(metering_alerts, "new_alerts", new_alerts)
     sent = Sent(WORKITEMS_CLASSIFIED, client.encode())
     names = ["one", "two"]
     for name in names:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.metering.alerts import (
+    AlertRow,
+    OpenGroup,
+    PeriodUsageCache,
+    UsageKey,
+    UsageNow,
     alert_event,
+    decide,
     may_cross,
     new_alerts,
+    open_groups,
     open_period_additions,
     tally,
     usage_before,
 )
 from services.metering.counting import MeteredItem
 from shared.agreements import ServiceClass
-from shared.ledger import ClassCount, billable_usage
 from shared.periods import Period
 from shared.rating import ClassUsage, ThresholdAlert, threshold_alerts
+from shared.usage_counts import ClassCount, billable_usage
 from tests.unit.test_rating import ACME
 
 BASIC_CS = ServiceClass("customer_support", "basic")
@@ -130,3 +137,76 @@ def test_the_cheap_shortcut_never_hides_an_alert(
     after = usage_from(before_spec + added_spec)
     if not may_cross(ACME.pricing, before, after):
         assert threshold_alerts(ACME.pricing, before, after) == ()
+
+
+ACME_OCTOBER = UsageKey("acme", Period(2026, 10), "America/New_York")
+
+
+def october_group(added: int) -> OpenGroup:
+    return OpenGroup("acme", Period(2026, 10), ACME, tally([item(n) for n in range(added)]))
+
+
+def test_open_groups_are_the_periods_of_clients_with_an_agreement_in_force() -> None:
+    counted = [item(1), item(2), MeteredItem("other", "o1", OCTOBER, "hr", "basic", 1, 0, None, 1)]
+    agreements = {"acme": ACME}
+    [group] = open_groups(counted, agreements.get)
+    assert (group.key, group.added) == (ACME_OCTOBER, tally(counted[:2]))
+    from_november = ACME.model_copy(update={"effective_from": date(2026, 11, 1)})
+    assert open_groups(counted, {"acme": from_november}.get) == []
+
+
+def test_decide_adds_the_batch_to_the_cached_usage_and_records_the_crossed_threshold() -> None:
+    known = {ACME_OCTOBER: billable_usage(after(795))}
+    decision = decide([october_group(10)], known=known, loaded={}, at=OCTOBER)
+    assert [(a.client_id, a.period, a.threshold) for a in decision.alerts] == [
+        ("acme", "2026-10", "80:Essential")
+    ]
+    assert decision.alerts[0].body["data"]["weighted_units"] == "805"
+    assert decision.usage == [UsageNow(ACME_OCTOBER, billable_usage(after(805)), read=False)]
+    assert decision.failures == []
+
+
+def test_decide_takes_usage_the_cache_lacks_from_what_the_transaction_read() -> None:
+    loaded = {ACME_OCTOBER: after(805)}  # read after the count: the batch is in it
+    decision = decide([october_group(10)], known={}, loaded=loaded, at=OCTOBER)
+    assert [a.threshold for a in decision.alerts] == ["80:Essential"]
+    assert decision.usage == [UsageNow(ACME_OCTOBER, billable_usage(after(805)), read=True)]
+
+
+def test_decide_records_nothing_below_a_threshold_but_still_reports_the_usage() -> None:
+    decision = decide([october_group(10)], known={}, loaded={ACME_OCTOBER: after(500)}, at=OCTOBER)
+    assert decision.alerts == []
+    assert decision.usage == [UsageNow(ACME_OCTOBER, billable_usage(after(500)), read=True)]
+
+
+def test_a_group_whose_alerts_cannot_be_worked_out_is_a_failure_and_the_others_go_on() -> None:
+    broken = OpenGroup("acme", Period(2026, 9), ACME, tally([item(1)]))  # its usage was not read
+    decision = decide(
+        [broken, october_group(10)],
+        known={},
+        loaded={ACME_OCTOBER: after(805)},
+        at=OCTOBER,
+    )
+    assert [(f.client_id, f.period, type(f.error)) for f in decision.failures] == [
+        ("acme", Period(2026, 9), KeyError)
+    ]
+    assert [a.period for a in decision.alerts] == ["2026-10"]
+    assert [u.key for u in decision.usage] == [ACME_OCTOBER]
+
+
+def test_an_alert_row_is_what_metering_alerts_keeps() -> None:
+    decision = decide([october_group(10)], known={}, loaded={ACME_OCTOBER: after(805)}, at=OCTOBER)
+    [row] = decision.alerts
+    assert row == AlertRow("acme", "2026-10", "80:Essential", row.body)
+    assert row.body["id"] == "acme-2026-10-80-Essential"
+
+
+def test_the_cache_keeps_the_age_of_worked_out_usage_and_renews_read_usage() -> None:
+    cache = PeriodUsageCache(ttl_seconds=30)
+    first, second = billable_usage(after(1)), billable_usage(after(2))
+    cache.remember([UsageNow(ACME_OCTOBER, first, read=True)], now=0)
+    cache.remember([UsageNow(ACME_OCTOBER, second, read=False)], now=20)
+    assert cache.known([ACME_OCTOBER], now=30) == {ACME_OCTOBER: second}
+    assert cache.known([ACME_OCTOBER], now=31) == {}  # 31 s since it was read
+    cache.remember([UsageNow(ACME_OCTOBER, first, read=True)], now=31)
+    assert cache.known([ACME_OCTOBER], now=61) == {ACME_OCTOBER: first}

@@ -1,0 +1,45 @@
+"""The usage ledger's plain values: a class's summed counts and the usage that is rated from them.
+Pure: no I/O (the SQL that reads them is shared/ledger.py's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, cast
+
+from shared.agreements import COMPLEXITIES, SERVICE_LINES, Complexity, ServiceClass, ServiceLine
+from shared.rating import ClassUsage
+
+#: The class of an item the classifier could not classify (counted, never billed).
+UNCLASSIFIED: Final = "unclassified"
+NO_COMPLEXITY: Final = "none"
+
+
+@dataclass(frozen=True)
+class ClassCount:
+    service_line: str
+    complexity: str
+    items: int
+    units: int
+    handling_seconds: int
+    late_items: int
+
+    @property
+    def classified(self) -> bool:
+        """Whether the count is of a class the agreements know. Metering refuses any other
+        before writing; a row written before it did is read as unclassified (never billed),
+        so it cannot make usage or a close fail."""
+        return self.service_line in SERVICE_LINES and self.complexity in COMPLEXITIES
+
+    @property
+    def service_class(self) -> ServiceClass:
+        """The class of a classified count (see `classified`)."""
+        return ServiceClass(cast(ServiceLine, self.service_line), cast(Complexity, self.complexity))
+
+
+def billable_usage(counts: list[ClassCount]) -> list[ClassUsage]:
+    """The usage that is rated: every classified count (unclassified items are never billed)."""
+    return [
+        ClassUsage(c.service_class, c.items, c.units, c.handling_seconds)
+        for c in counts
+        if c.classified
+    ]
