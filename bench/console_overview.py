@@ -24,8 +24,8 @@ import yaml
 
 from services.console.business import business_overview
 from services.console.store import AgreementCache
-from shared.db import apply_schema, create_pool
-from shared.periods import period_bounds, period_of
+from shared.domain.periods import period_bounds, period_of
+from shared.infra.db import apply_schema, create_pool
 from tools.supervisor import REPO_ROOT
 
 CLASSES = [("customer_support", "basic"), ("data_entry", "standard"), ("accounting", "complex")]

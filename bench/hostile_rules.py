@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.classifier.handlers import classified_messages
-from shared.agreements import Agreement, parse_agreement
-from shared.events import CompletedWorkItem
+from shared.contracts.workitems import CompletedWorkItem
+from shared.domain.agreement.agreement import Agreement, parse_agreement
 from tests.spec_example import spec_body
 
 MAX_RULES = 500

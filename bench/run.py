@@ -46,14 +46,14 @@ import httpx
 import orjson
 
 from services.billing.barrier import wait_until_metered
-from shared.events import (
+from shared.contracts.topics import (
     CLASSIFIER_GROUP,
     METERING_GROUP,
     WORKITEMS_CLASSIFIED,
     WORKITEMS_COMPLETED,
 )
-from shared.kafka import committed_offsets, end_offsets
-from shared.periods import Period, period_bounds, period_of
+from shared.domain.periods import Period, period_bounds, period_of
+from shared.infra.kafka import committed_offsets, end_offsets
 from tools.supervisor import REPO_ROOT, SERVICES, Stack, _free_port
 from tools.workload import stream_items
 
@@ -352,7 +352,7 @@ async def stage_medians(
     metering (→ committed in PostgreSQL)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from shared.kafka import partitions_of
+    from shared.infra.kafka import partitions_of
 
     stamps: dict[str, dict[tuple[str, str], float]] = {}
     received: dict[tuple[str, str], float] = {}

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from shared.periods import Period, period_bounds, period_of
+from shared.domain.periods import Period, period_bounds, period_of
 from tools.dlq_cli import add_dlq_commands
 from tools.dlq_cli import run as run_dlq
 from tools.supervisor import REPO_ROOT, Stack, ports_from_env
@@ -155,7 +155,7 @@ def up(args: argparse.Namespace) -> int:
                 intake_keys=intake_keys,
                 ports=ports,
                 # The local run command may use published default keys (a developer's .env);
-                # the services refuse them everywhere else (shared/auth.py).
+                # the services refuse them everywhere else (shared/infra/auth.py).
                 extra_env={"LOG_LEVEL": "INFO", "TIERLINE_LOCAL_RUN": "true"},
             )
             say("starting intake, classifier, metering, billing and the console")

@@ -36,13 +36,10 @@ from services.billing.openapi import (
     unprocessable,
 )
 from services.billing.service import BillingService, KafkaUnavailable
-from shared.agreements import (
-    MAX_BODY_BYTES,
-    AgreementTooLarge,
-    parse_agreement_body,
-)
-from shared.http import AdminCaller
-from shared.periods import period_bounds
+from shared.domain.agreement.agreement import AgreementTooLarge, parse_agreement_body
+from shared.domain.agreement.fields import MAX_BODY_BYTES
+from shared.domain.periods import period_bounds
+from shared.infra.http import AdminCaller
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from pydantic import Field
 from services.billing.api import build_router
 from services.billing.insight_api import build_insight_router
 from services.billing.service import BillingMetrics, BillingService, utcnow
-from shared.asyncapi import add_asyncapi_routes, declare_publishers
-from shared.auth import KeyRing, KeySettings
-from shared.db import apply_schema, create_pool
-from shared.events import AGREEMENTS, INVOICES
-from shared.http import add_operational_routes, database_status, kafka_status, run_service
-from shared.kafka import CompactedView, ensure_service_topics, make_broker
-from shared.settings import DatabaseSettings, Port
+from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
+from shared.contracts.topics import AGREEMENTS, INVOICES
+from shared.infra.auth import KeyRing, KeySettings
+from shared.infra.db import apply_schema, create_pool
+from shared.infra.http import add_operational_routes, database_status, kafka_status, run_service
+from shared.infra.kafka import CompactedView, ensure_service_topics, make_broker
+from shared.infra.settings import DatabaseSettings, Port
 
 log = logging.getLogger(__name__)
 

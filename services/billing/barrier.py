@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from shared.events import (
+from shared.contracts.topics import (
     CLASSIFIER_GROUP,
     METERING_GROUP,
     WORKITEMS_CLASSIFIED,
     WORKITEMS_COMPLETED,
 )
-from shared.kafka import committed_offsets, end_offsets
+from shared.infra.kafka import committed_offsets, end_offsets
 
 
 class BarrierTimeout(Exception):

@@ -13,11 +13,11 @@ from asyncpg import Record
 
 from services.billing import store
 from services.billing.invoices import build_invoice
-from shared.agreements import Agreement
-from shared.db import Connection
-from shared.ledger import LOCK_FOR_CLOSE, billable_usage, counts_between
-from shared.periods import Period, parse_period, period_bounds
-from shared.rating import InvoiceLine, late_adjustment_line, rate
+from shared.domain.agreement.agreement import Agreement
+from shared.domain.periods import Period, parse_period, period_bounds
+from shared.domain.rating import InvoiceLine, late_adjustment_line, rate
+from shared.infra.db import Connection
+from shared.ledger.reads import LOCK_FOR_CLOSE, billable_usage, counts_between
 
 
 @dataclass(frozen=True)

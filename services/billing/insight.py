@@ -1,11 +1,11 @@
 """SPEC §8 insight: the open period's forecast, and right-sizing over the closed periods. Pure.
 
 Nothing here reads the clock or the database: `now`, the counts and the history are passed in,
-and every figure comes out of `shared.rating`, so a forecast or a what-if is priced exactly as
-an invoice would be. Money is Decimal throughout and leaves as strings (`format_money`);
+and every figure comes out of `shared.domain.rating`, so a forecast or a what-if is priced
+exactly as an invoice would be. Money is Decimal throughout and leaves as strings (`format_money`);
 quantities leave as plain decimal strings (`format_decimal`).
 
-**Forecast.** The usage so far is carried to the period end by `shared.projection` (the one
+**Forecast.** The usage so far is carried to the period end by `shared.domain.projection` (the one
 projection the console's cards use too: run rate on UTC instants, half-up, none before
 `MIN_ELAPSED_FOR_PROJECTION`), then rated; a period with no items projects to the floor fee.
 
@@ -23,12 +23,14 @@ from decimal import Decimal, localcontext
 from typing import Any, Final, TypeAlias
 
 from services.billing.invoices import utc_timestamp
-from shared.agreements import COMPLEXITIES, Agreement, Pricing, ServiceClass, Tier
-from shared.money import EXACT_PRECISION, format_decimal, format_money
-from shared.periods import Period, period_bounds
-from shared.projection import divide_half_up, progress, project_usage
-from shared.rating import ClassUsage, Rating, TierDecision, rate, rate_pricing
-from shared.usage_counts import ClassCount, billable_usage
+from shared.domain.agreement.agreement import Agreement
+from shared.domain.agreement.fields import COMPLEXITIES, ServiceClass
+from shared.domain.agreement.pricing import Pricing, Tier
+from shared.domain.money import EXACT_PRECISION, format_decimal, format_money
+from shared.domain.periods import Period, period_bounds
+from shared.domain.projection import divide_half_up, progress, project_usage
+from shared.domain.rating import ClassUsage, Rating, TierDecision, rate, rate_pricing
+from shared.domain.usage import ClassCount, billable_usage
 
 #: Decimal places of the fractions reported (`elapsed_fraction`, `scope_share.fraction`).
 FRACTION_PLACES: Final = 4

@@ -24,11 +24,11 @@ from services.billing.openapi import (
     period_or_error,
     responses,
 )
-from shared.agreements import Agreement
-from shared.db import Executor
-from shared.http import AdminCaller
-from shared.ledger import billable_usage, counts_between, counts_for_ranges
-from shared.periods import Period, parse_period, period_bounds, period_of
+from shared.domain.agreement.agreement import Agreement
+from shared.domain.periods import Period, parse_period, period_bounds, period_of
+from shared.infra.db import Executor
+from shared.infra.http import AdminCaller
+from shared.ledger.reads import billable_usage, counts_between, counts_for_ranges
 
 ClientIdPath = Annotated[str, Path(json_schema_extra=CLIENT_ID_SCHEMA)]
 

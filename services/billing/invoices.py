@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from shared.agreements import Agreement
-from shared.money import format_decimal, format_money
-from shared.periods import Period, period_bounds
-from shared.rating import InvoiceLine, Rating
+from shared.domain.agreement.agreement import Agreement
+from shared.domain.money import format_decimal, format_money
+from shared.domain.periods import Period, period_bounds
+from shared.domain.rating import InvoiceLine, Rating
 
 EVENT_TYPE: Final = "bpo.invoice.issued"
 #: Kafka headers of an invoice event: CloudEvents structured mode (SPEC §7). No `ce_*` header:

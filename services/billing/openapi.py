@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from fastapi.responses import JSONResponse, Response
 
-from shared.agreements import (
+from shared.domain.agreement.fields import (
     CLIENT_ID_PATTERN,
     COMPLEXITIES,
     MAX_BODY_BYTES,
@@ -22,8 +22,8 @@ from shared.agreements import (
     MAX_RULES,
     SERVICE_LINES,
 )
-from shared.money import ISO_4217_MINOR_UNITS
-from shared.periods import Period, PeriodError, parse_period, timezone_names
+from shared.domain.money import ISO_4217_MINOR_UNITS
+from shared.domain.periods import Period, PeriodError, parse_period, timezone_names
 
 # --- parameters ----------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import orjson
 
-from shared.agreements import Agreement
+from shared.domain.agreement.agreement import Agreement
 
 
 def carries(record: bytes | None, agreement: Agreement) -> bool:

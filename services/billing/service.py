@@ -26,13 +26,13 @@ from services.billing.barrier import wait_until_metered
 from services.billing.closing import CloseOutcome, close_for_client
 from services.billing.invoices import CLOUDEVENT_HEADERS, cloudevent
 from services.billing.reconcile import to_republish
-from shared.agreements import Agreement, wire_bytes
-from shared.db import retrying
-from shared.events import AGREEMENTS, INVOICES
-from shared.faults import crash_point
-from shared.kafka import CompactedView, json_bytes
-from shared.ledger import clients_with_usage_between
-from shared.periods import Period, is_close_due, period_bounds, period_of
+from shared.contracts.topics import AGREEMENTS, INVOICES
+from shared.domain.agreement.agreement import Agreement, wire_bytes
+from shared.domain.periods import Period, is_close_due, period_bounds, period_of
+from shared.infra.db import retrying
+from shared.infra.faults import crash_point
+from shared.infra.kafka import CompactedView, json_bytes
+from shared.ledger.reads import clients_with_usage_between
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
-from shared.agreements import Agreement
-from shared.db import Connection, Executor
+from shared.domain.agreement.agreement import Agreement
+from shared.infra.db import Connection, Executor
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field
 
 from services.classifier.handlers import Classifier, ClassifierMetrics
-from shared.agreement_view import agreement_view
-from shared.asyncapi import add_asyncapi_routes, declare_publishers
-from shared.events import (
+from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
+from shared.contracts.topics import (
     AGREEMENTS,
     CLASSIFIER_GROUP,
     WORKITEMS_CLASSIFIED,
@@ -24,8 +23,9 @@ from shared.events import (
     WORKITEMS_UNCLASSIFIED,
     dlq,
 )
-from shared.http import SMALL_BODY_BYTES, add_operational_routes, kafka_status, run_service
-from shared.kafka import (
+from shared.infra.agreement_view import agreement_view
+from shared.infra.http import SMALL_BODY_BYTES, add_operational_routes, kafka_status, run_service
+from shared.infra.kafka import (
     HOT_FETCH_MAX_WAIT_MS,
     HOT_FETCH_MIN_BYTES,
     BatchProducer,
@@ -33,7 +33,7 @@ from shared.kafka import (
     make_broker,
     skip_decoding,
 )
-from shared.settings import CommonSettings, Port
+from shared.infra.settings import CommonSettings, Port
 
 log = logging.getLogger(__name__)
 

@@ -22,33 +22,33 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.classifier.rules import classify
-from shared.agreements import Agreement
-from shared.events import (
+from shared.contracts.topics import WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED
+from shared.contracts.workitems import (
     MAX_RECORD_BYTES,
-    WORKITEMS_CLASSIFIED,
-    WORKITEMS_UNCLASSIFIED,
     CompletedWorkItem,
     decode_completed,
     encode_record,
     with_outcome,
 )
-from shared.faults import crash_point, pause_point
-from shared.kafka import (
+from shared.domain.agreement.agreement import Agreement
+from shared.infra.faults import crash_point, pause_point
+from shared.infra.kafka import (
     BatchProducer,
     CompactedView,
     dead_letter,
     dead_letter_counter,
     decode_records,
 )
-from shared.logs import batch_fields
+from shared.infra.logs import batch_fields
 
 log = logging.getLogger(__name__)
 
 
 class RecordTooLarge(ValueError):
-    """A classified copy larger than `MAX_RECORD_BYTES` (shared.events): the broker would refuse
-    it, and a record it refuses would be retried forever, so the item is dead-lettered instead.
-    Intake keeps every item well below it; this guards records written by anything else."""
+    """A classified copy larger than `MAX_RECORD_BYTES` (shared.contracts.workitems): the broker
+    would refuse it, and a record it refuses would be retried forever, so the item is
+    dead-lettered instead. Intake keeps every item well below it; this guards records written by
+    anything else."""
 
 
 class ClassifierMetrics:

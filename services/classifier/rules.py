@@ -5,7 +5,7 @@ Order: the client's rules (the first whose every condition holds), then the clie
 (`classify` returns None).
 
 An item is a mapping (a decoded JSON object) or any object with the work item's attributes
-(`shared.events.WorkItem`); a field that is absent or None is missing.
+(`shared.contracts.workitems.WorkItem`); a field that is absent or None is missing.
 """
 
 from __future__ import annotations
@@ -17,16 +17,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, TypeAlias
 
-from shared.agreements import (
+from shared.domain.agreement.agreement import Agreement
+from shared.domain.agreement.classification import Condition, Rule, Scalar
+from shared.domain.agreement.fields import (
     ATTRIBUTE_PREFIX,
     BUILTIN_RULE_PREFIX,
     DEFAULT_RULE_ID,
     SERVICE_LINES,
-    Agreement,
     Complexity,
-    Condition,
-    Rule,
-    Scalar,
     ServiceClass,
     ServiceLine,
 )

@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 
 from services.console.business import CachedOverview
 from services.console.watch import KafkaWatch
-from shared.http import AdminCaller
+from shared.infra.http import AdminCaller
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 

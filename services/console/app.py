@@ -19,9 +19,7 @@ from services.console.deadletters import DeadLetterLog, DeadLetters
 from services.console.redrive_api import build_redrive_router
 from services.console.redrive_store import apply_redrive_schema
 from services.console.watch import KafkaProbe, KafkaWatch
-from shared.auth import KeyRing, KeySettings
-from shared.db import apply_schema, create_pool
-from shared.events import (
+from shared.contracts.topics import (
     ALL_TOPICS,
     CLASSIFIER_GROUP,
     CONSUMED_TOPICS,
@@ -30,9 +28,16 @@ from shared.events import (
     WORKITEMS_COMPLETED,
     dlq,
 )
-from shared.http import SMALL_BODY_BYTES, add_operational_routes, database_status, run_service
-from shared.kafka import ensure_service_topics
-from shared.settings import DatabaseSettings, Port
+from shared.infra.auth import KeyRing, KeySettings
+from shared.infra.db import apply_schema, create_pool
+from shared.infra.http import (
+    SMALL_BODY_BYTES,
+    add_operational_routes,
+    database_status,
+    run_service,
+)
+from shared.infra.kafka import ensure_service_topics
+from shared.infra.settings import DatabaseSettings, Port
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import asyncpg
 
 from services.console import store
 from services.console.usage import client_usage, projected_weighted_units, sort_key
-from shared.ledger import clients_with_usage_between, closed_periods, counts_for_ranges
-from shared.periods import period_bounds, period_of
+from shared.domain.periods import period_bounds, period_of
+from shared.ledger.reads import clients_with_usage_between, closed_periods, counts_for_ranges
 
 #: The page shows at most this many clients (the busiest by projected weighted units).
 MAX_CLIENTS = 100

@@ -39,8 +39,8 @@ from services.console.redrive import (
     republished_headers,
 )
 from services.console.redrive_store import lock_topic, marks_for, record_redrives
-from shared.faults import crash_point
-from shared.kafka import partitions_of
+from shared.infra.faults import crash_point
+from shared.infra.kafka import partitions_of
 
 log = logging.getLogger(__name__)
 

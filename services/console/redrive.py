@@ -18,9 +18,9 @@ from datetime import datetime
 from enum import Enum
 from typing import Final
 
-from shared.events import CONSUMED_TOPICS, dlq
+from shared.contracts.topics import CONSUMED_TOPICS, dlq
 
-#: The headers `shared.kafka.dead_letter` adds to a dead letter; a redriven record carries the
+#: The headers `shared.infra.kafka.dead_letter` adds to a dead letter; a redriven record carries the
 #: original record's other headers, without these.
 DEAD_LETTER_HEADERS: Final = frozenset(
     {"error", "error_type", "origin_topic", "origin_partition", "origin_offset", "origin_timestamp"}

@@ -30,8 +30,8 @@ from services.console.redrive import (
     tally,
     value_preview,
 )
-from shared.db import TRANSIENT_ERRORS
-from shared.http import AdminCaller
+from shared.infra.db import TRANSIENT_ERRORS
+from shared.infra.http import AdminCaller
 
 log = logging.getLogger(__name__)
 

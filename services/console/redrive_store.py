@@ -9,7 +9,7 @@ from typing import Final
 import asyncpg
 
 from services.console.redrive import DeadLetterRecord, Origin, Position, RedriveMark
-from shared.db import Executor
+from shared.infra.db import Executor
 
 #: Applied at every console start (idempotent), under its own advisory lock.
 SCHEMA: Final = """
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS ops.redrives (
     UNIQUE (origin_topic, origin_partition, origin_offset)  -- each origin record once
 );
 """
-_SCHEMA_LOCK: Final = 73_012  # shared/db.py's schema lock is 73_011
+_SCHEMA_LOCK: Final = 73_012  # shared/infra/db.py's schema lock is 73_011
 
 
 async def apply_redrive_schema(pool: asyncpg.Pool) -> None:

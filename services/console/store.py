@@ -1,13 +1,13 @@
 """The console's reads, in one place. It only reads: agreements and invoices are billing's,
-the counts are metering's (through shared/ledger.py, as both of them read them)."""
+the counts are metering's (through shared/ledger/reads.py, as both of them read them)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from shared.agreements import Agreement
-from shared.db import Executor
+from shared.domain.agreement.agreement import Agreement
+from shared.infra.db import Executor
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A client's open period on the page: counts so far, the tier now, and the projected tier. Pure.
 
-The projection is `shared.projection`'s, the same as billing's forecast (SPEC §8): the run rate
-so far carried to the period's end, rated with the same tier decision as the invoice (§6).
+The projection is `shared.domain.projection`'s, the same as billing's forecast (SPEC §8): the
+run rate so far carried to the period's end, rated with the same tier decision as the invoice (§6).
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from shared.agreements import Agreement
-from shared.money import format_decimal, format_money
-from shared.periods import Period
-from shared.projection import progress, project_usage
-from shared.rating import TierDecision, decide_tier, weighted_units
-from shared.usage_counts import ClassCount, billable_usage
+from shared.domain.agreement.agreement import Agreement
+from shared.domain.money import format_decimal, format_money
+from shared.domain.periods import Period
+from shared.domain.projection import progress, project_usage
+from shared.domain.rating import TierDecision, decide_tier, weighted_units
+from shared.domain.usage import ClassCount, billable_usage
 
 #: Decimal places of the card's `elapsed` (as billing's forecast reports `elapsed_fraction`).
 ELAPSED_PLACES = 4

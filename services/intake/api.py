@@ -30,9 +30,9 @@ from services.intake.parsing import (
     media_type,
     parse_work_items,
 )
-from shared.events import WORKITEMS_COMPLETED
-from shared.http import IntakeCaller
-from shared.kafka import BatchProducer
+from shared.contracts.topics import WORKITEMS_COMPLETED
+from shared.infra.http import IntakeCaller
+from shared.infra.kafka import BatchProducer
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "5"

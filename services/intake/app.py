@@ -13,12 +13,12 @@ from pydantic import Field
 
 from services.intake.api import IntakeMetrics, build_router
 from services.intake.parsing import MAX_BYTES
-from shared.asyncapi import add_asyncapi_routes, declare_publishers
-from shared.auth import KeyRing, KeySettings
-from shared.events import WORKITEMS_COMPLETED
-from shared.http import add_operational_routes, kafka_status, run_service
-from shared.kafka import BatchProducer, ensure_service_topics, make_broker
-from shared.settings import CommonSettings, Port
+from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
+from shared.contracts.topics import WORKITEMS_COMPLETED
+from shared.infra.auth import KeyRing, KeySettings
+from shared.infra.http import add_operational_routes, kafka_status, run_service
+from shared.infra.kafka import BatchProducer, ensure_service_topics, make_broker
+from shared.infra.settings import CommonSettings, Port
 
 log = logging.getLogger(__name__)
 

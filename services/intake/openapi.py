@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from services.intake.parsing import JSON, MAX_BYTES, MAX_ITEMS, NDJSON
-from shared.agreements import CLIENT_ID_PATTERN
-from shared.events import MAX_ATTRIBUTE_TEXT, MAX_SAFE_INTEGER
+from shared.contracts.workitems import MAX_ATTRIBUTE_TEXT, MAX_SAFE_INTEGER
+from shared.domain.agreement.fields import CLIENT_ID_PATTERN
 
 #: Any text without U+0000 (JSON Schema patterns are ECMA-262: `\u0000` is the NUL escape).
 _NO_NUL: Final = r"^[^\u0000]*$"

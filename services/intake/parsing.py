@@ -22,8 +22,7 @@ import orjson
 from msgspec import UNSET, Meta, UnsetType
 from pydantic import ValidationError
 
-from shared.agreements import CLIENT_ID_PATTERN
-from shared.events import (
+from shared.contracts.workitems import (
     FIRST_YEAR,
     LAST_YEAR,
     MAX_FUTURE_SKEW,
@@ -36,6 +35,7 @@ from shared.events import (
     encode_record,
     time_problem,
 )
+from shared.domain.agreement.fields import CLIENT_ID_PATTERN
 
 MAX_ITEMS: Final = 5_000
 MAX_BYTES: Final = 10 * 1024 * 1024

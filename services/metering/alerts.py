@@ -17,17 +17,19 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from services.metering.counting import MeteredItem, period_of_item
-from shared.agreements import Agreement, Pricing, ServiceClass
-from shared.money import format_decimal
-from shared.periods import Period
-from shared.rating import (
+from shared.domain.agreement.agreement import Agreement
+from shared.domain.agreement.fields import ServiceClass
+from shared.domain.agreement.pricing import Pricing
+from shared.domain.money import format_decimal
+from shared.domain.periods import Period
+from shared.domain.rating import (
     ClassUsage,
     ThresholdAlert,
     decide_tier,
     threshold_alerts,
     weighted_units,
 )
-from shared.usage_counts import UNCLASSIFIED, ClassCount, billable_usage
+from shared.domain.usage import UNCLASSIFIED, ClassCount, billable_usage
 
 ALERT_TYPE = "bpo.usage.threshold"
 

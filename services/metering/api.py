@@ -10,11 +10,12 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response
 
 from services.metering.usage import usage_report
-from shared.agreements import CLIENT_ID_PATTERN, Agreement
-from shared.http import AdminCaller, invalid_parameter
-from shared.kafka import CompactedView
-from shared.ledger import closed_periods, counts_between
-from shared.periods import Period, parse_period, period_bounds, period_of
+from shared.domain.agreement.agreement import Agreement
+from shared.domain.agreement.fields import CLIENT_ID_PATTERN
+from shared.domain.periods import Period, parse_period, period_bounds, period_of
+from shared.infra.http import AdminCaller, invalid_parameter
+from shared.infra.kafka import CompactedView
+from shared.ledger.reads import closed_periods, counts_between
 
 #: SPEC §2's client id, whole-string (documented in the OpenAPI document, checked by FastAPI).
 CLIENT_ID_PARAMETER: Final = f"^{CLIENT_ID_PATTERN}$"

@@ -15,32 +15,32 @@ from pydantic import Field
 
 from services.metering.api import build_router
 from services.metering.handlers import Meter, MeteringMetrics
-from shared.agreement_view import agreement_view
-from shared.asyncapi import add_asyncapi_routes, declare_publishers
-from shared.auth import KeyRing, KeySettings
-from shared.db import apply_schema, create_pool
-from shared.events import (
+from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
+from shared.contracts.topics import (
     AGREEMENTS,
     METERING_GROUP,
     USAGE_ALERTS,
     WORKITEMS_CLASSIFIED,
     dlq,
 )
-from shared.http import (
+from shared.infra.agreement_view import agreement_view
+from shared.infra.auth import KeyRing, KeySettings
+from shared.infra.db import apply_schema, create_pool
+from shared.infra.http import (
     SMALL_BODY_BYTES,
     add_operational_routes,
     database_status,
     kafka_status,
     run_service,
 )
-from shared.kafka import (
+from shared.infra.kafka import (
     HOT_FETCH_MAX_WAIT_MS,
     HOT_FETCH_MIN_BYTES,
     ensure_service_topics,
     make_broker,
     skip_decoding,
 )
-from shared.settings import DatabaseSettings, Port
+from shared.infra.settings import DatabaseSettings, Port
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from shared.agreements import COMPLEXITIES, SERVICE_LINES
-from shared.events import ClassifiedWorkItem
-from shared.periods import Period, period_of
-from shared.usage_counts import NO_COMPLEXITY, UNCLASSIFIED
+from shared.contracts.workitems import ClassifiedWorkItem
+from shared.domain.agreement.fields import COMPLEXITIES, SERVICE_LINES
+from shared.domain.periods import Period, period_of
+from shared.domain.usage import NO_COMPLEXITY, UNCLASSIFIED
 
 SLOT_SECONDS = 15 * 60
 

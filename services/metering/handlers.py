@@ -40,12 +40,13 @@ from services.metering.alerts import (
     open_groups,
 )
 from services.metering.counting import MeteredItem, metered_item, why_unmeterable
-from shared.agreements import Agreement
-from shared.db import caused_by_data, retrying
-from shared.events import USAGE_ALERTS, decode_classified
-from shared.faults import crash_point
-from shared.kafka import dead_letter, dead_letter_counter, decode_records, json_bytes
-from shared.logs import batch_fields
+from shared.contracts.topics import USAGE_ALERTS
+from shared.contracts.workitems import decode_classified
+from shared.domain.agreement.agreement import Agreement
+from shared.infra.db import caused_by_data, retrying
+from shared.infra.faults import crash_point
+from shared.infra.kafka import dead_letter, dead_letter_counter, decode_records, json_bytes
+from shared.infra.logs import batch_fields
 
 log = logging.getLogger(__name__)
 

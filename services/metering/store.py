@@ -13,9 +13,9 @@ import asyncpg
 
 from services.metering.alerts import AlertRow, UsageKey
 from services.metering.counting import MeteredItem, flag_late
-from shared.db import Connection
-from shared.ledger import LOCK_AND_READ_CLOSED, UNCLASSIFIED, ClassCount, counts_for_ranges
-from shared.periods import period_bounds
+from shared.domain.periods import period_bounds
+from shared.infra.db import Connection
+from shared.ledger.reads import LOCK_AND_READ_CLOSED, UNCLASSIFIED, ClassCount, counts_for_ranges
 
 #: One statement, one round trip: the first copy of each key in the batch claims the key if no
 #: earlier batch did, and what the newly claimed items hold is added to their 15-minute slot rows.

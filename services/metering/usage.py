@@ -5,11 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from shared.agreements import Agreement
-from shared.money import format_decimal
-from shared.periods import Period
-from shared.rating import decide_tier
-from shared.usage_counts import ClassCount, billable_usage
+from shared.domain.agreement.agreement import Agreement
+from shared.domain.money import format_decimal
+from shared.domain.periods import Period
+from shared.domain.rating import decide_tier
+from shared.domain.usage import ClassCount, billable_usage
 
 
 def usage_report(

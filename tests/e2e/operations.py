@@ -10,8 +10,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from shared.events import WORKITEMS_COMPLETED
-from shared.periods import Period, period_bounds, period_of
+from shared.contracts.topics import WORKITEMS_COMPLETED
+from shared.domain.periods import Period, period_bounds, period_of
 from tests.e2e.conftest import Api
 from tests.spec_example import spec_agreement
 

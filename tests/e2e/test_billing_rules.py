@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from shared.periods import period_bounds
+from shared.domain.periods import period_bounds
 from tests.e2e.conftest import Api, invoice_events
 from tests.e2e.test_pipeline import last_month
 from tools.localinfra import free_port

@@ -26,10 +26,11 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.agreements import ServiceClass, parse_agreement
-from shared.events import CONSUMED_TOPICS, dlq
-from shared.periods import Period, period_bounds
-from shared.rating import ClassUsage, rate
+from shared.contracts.topics import CONSUMED_TOPICS, dlq
+from shared.domain.agreement.agreement import parse_agreement
+from shared.domain.agreement.fields import ServiceClass
+from shared.domain.periods import Period, period_bounds
+from shared.domain.rating import ClassUsage, rate
 from tests.e2e.conftest import Api
 from tests.e2e.test_faults import read_all
 from tests.e2e.test_pipeline import last_month

@@ -10,8 +10,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka_event
 
-from shared.events import INVOICES
-from shared.periods import period_bounds
+from shared.contracts.topics import INVOICES
+from shared.domain.periods import period_bounds
 from tests.e2e.conftest import Api
 from tests.e2e.test_billing_rules import agreement, care
 from tests.e2e.test_pipeline import last_month

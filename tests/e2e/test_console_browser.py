@@ -20,7 +20,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from shared.events import ALL_TOPICS, CLASSIFIER_GROUP, METERING_GROUP
+from shared.contracts.topics import ALL_TOPICS, CLASSIFIER_GROUP, METERING_GROUP
 from tests.e2e.conftest import Api
 from tests.e2e.operations import Workload, run_workload, spread
 from tools.supervisor import REPO_ROOT

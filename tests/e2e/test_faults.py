@@ -18,10 +18,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.events import METERING_GROUP, WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, dlq
-from shared.faults import PAUSE_VARIABLE, PAUSED, RESUMED
-from shared.kafka import partitions_of
-from shared.periods import period_bounds
+from shared.contracts.topics import METERING_GROUP, WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, dlq
+from shared.domain.periods import period_bounds
+from shared.infra.faults import PAUSE_VARIABLE, PAUSED, RESUMED
+from shared.infra.kafka import partitions_of
 from tests.e2e.conftest import Api, invoice_events
 from tests.e2e.test_billing_rules import agreement, care
 from tests.e2e.test_pipeline import last_month

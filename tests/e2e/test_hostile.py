@@ -18,8 +18,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared.events import AGREEMENTS, WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, dlq
-from shared.periods import period_bounds
+from shared.contracts.topics import AGREEMENTS, WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, dlq
+from shared.domain.periods import period_bounds
 from tests.e2e.conftest import Api
 from tests.e2e.test_billing_rules import agreement, care
 from tests.e2e.test_pipeline import last_month

@@ -9,8 +9,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared.events import WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, dlq
-from shared.periods import period_bounds
+from shared.contracts.topics import WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, dlq
+from shared.domain.periods import period_bounds
 from tests.e2e.conftest import Api
 from tests.e2e.test_billing_rules import agreement, care
 from tests.e2e.test_faults import read_all

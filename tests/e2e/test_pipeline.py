@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.periods import Period, period_bounds, period_of
+from shared.domain.periods import Period, period_bounds, period_of
 from tests.e2e.conftest import Api, invoice_events
 from tests.spec_example import spec_agreement
 

@@ -11,8 +11,8 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from shared.events import AGREEMENTS, WORKITEMS_CLASSIFIED, dlq
-from shared.periods import period_bounds
+from shared.contracts.topics import AGREEMENTS, WORKITEMS_CLASSIFIED, dlq
+from shared.domain.periods import period_bounds
 from tests.e2e.conftest import Api
 from tests.e2e.test_billing_rules import agreement, care
 from tests.e2e.test_faults import read_all

@@ -1,10 +1,10 @@
 """Dead letters are not a dead end (SPEC §12): redriven once the cause is fixed, counted once.
 
 The cause is simulated honestly: the dead letters here are valid work items that a consumer with
-a bug (since fixed) gave up on. They are written to the `.dlq` topic as `shared.kafka.dead_letter`
-writes them — the original key and value, with `error`, `error_type` and `origin_*` headers — so
-the running services are the fixed ones, and redriving must get each item counted exactly once,
-however many times it is redriven.
+a bug (since fixed) gave up on. They are written to the `.dlq` topic as
+`shared.infra.kafka.dead_letter` writes them — the original key and value, with `error`,
+`error_type` and `origin_*` headers — so the running services are the fixed ones, and redriving
+must get each item counted exactly once, however many times it is redriven.
 """
 
 from __future__ import annotations
@@ -19,15 +19,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.events import (
-    WORKITEMS_CLASSIFIED,
-    WORKITEMS_COMPLETED,
-    CompletedWorkItem,
-    dlq,
-    encode_record,
-    with_outcome,
-)
-from shared.periods import Period, period_bounds
+from shared.contracts.topics import WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED, dlq
+from shared.contracts.workitems import CompletedWorkItem, encode_record, with_outcome
+from shared.domain.periods import Period, period_bounds
 from tests.e2e.conftest import Api
 from tests.e2e.test_billing_rules import agreement, care
 from tests.e2e.test_faults import close_when_ready, read_all

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import MessageSizeTooLargeError
 
-from shared.kafka import BatchProducer, partitions_of
+from shared.infra.kafka import BatchProducer, partitions_of
 
 SMALL_LIMIT = 20_000  # the topic's max.message.bytes
 

@@ -16,8 +16,8 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 from services.billing.api import build_router
 from services.billing.insight_api import build_insight_router
 from services.billing.service import BillingService
-from shared.auth import KeyRing
-from shared.db import Executor
+from shared.infra.auth import KeyRing
+from shared.infra.db import Executor
 from tests.unit.test_billing_api import ADMIN, AUTH, INTAKE, FakeService
 from tests.unit.test_insight import ACME, FakePool
 

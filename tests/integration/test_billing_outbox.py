@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry
 
 from services.billing import store
 from services.billing.service import BillingMetrics, BillingService
-from shared.agreements import parse_agreement
-from shared.db import apply_schema, create_pool
-from shared.events import AGREEMENTS, INVOICES
-from shared.kafka import CompactedView, ensure_topics, make_broker
+from shared.contracts.topics import AGREEMENTS, INVOICES
+from shared.domain.agreement.agreement import parse_agreement
+from shared.infra.db import apply_schema, create_pool
+from shared.infra.kafka import CompactedView, ensure_topics, make_broker
 from tests.unit.test_agreements import body
 from tests.unit.test_billing_api import INVOICE
 

@@ -13,8 +13,15 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter
 
 from services.billing.barrier import lagging
-from shared.events import AGREEMENTS, ALL_TOPICS, WORKITEMS_COMPLETED, decode_completed, dlq
-from shared.kafka import CompactedView, committed_offsets, decode_all, end_offsets, ensure_topics
+from shared.contracts.topics import AGREEMENTS, ALL_TOPICS, WORKITEMS_COMPLETED, dlq
+from shared.contracts.workitems import decode_completed
+from shared.infra.kafka import (
+    CompactedView,
+    committed_offsets,
+    decode_all,
+    end_offsets,
+    ensure_topics,
+)
 
 
 async def test_topics_are_created_with_partitions_and_agreements_compacted(

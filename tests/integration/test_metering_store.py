@@ -12,8 +12,8 @@ import pytest
 
 from services.metering import store
 from services.metering.counting import MeteredItem
-from shared.db import apply_schema, create_pool
-from shared.ledger import counts_between
+from shared.infra.db import apply_schema, create_pool
+from shared.ledger.reads import counts_between
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -111,7 +111,7 @@ async def test_a_month_is_read_in_the_clients_timezone(pool: asyncpg.Pool) -> No
         client, "x", datetime(2026, 10, 1, 2, tzinfo=UTC), "hr", "basic", 1, 0, None, None
     )
     await meter_batch(pool, [early], timezone_of=utc)
-    from shared.periods import parse_period, period_bounds
+    from shared.domain.periods import parse_period, period_bounds
 
     september = period_bounds(parse_period("2026-09"), "America/New_York")
     october = period_bounds(parse_period("2026-10"), "America/New_York")
@@ -153,7 +153,7 @@ async def test_a_metered_batch_costs_one_transaction_of_few_statements(
     from prometheus_client import CollectorRegistry
 
     from services.metering.handlers import Admitted, Meter, MeteringMetrics
-    from shared.kafka import make_broker
+    from shared.infra.kafka import make_broker
     from tests.unit.test_rating import ACME
 
     one_connection = await create_pool(database_url, size=1)

@@ -25,20 +25,25 @@ from services.classifier import handlers, rules
 from services.classifier.handlers import Classifier, ClassifierMetrics
 from services.metering import alerts as metering_alerts
 from services.metering.handlers import Meter, MeteringMetrics
-from shared.agreement_view import agreement_view
-from shared.agreements import Agreement, parse_agreement
-from shared.db import apply_schema, create_pool
-from shared.events import (
+from shared.contracts.topics import (
     AGREEMENTS,
     CONSUMED_TOPICS,
     WORKITEMS_CLASSIFIED,
     WORKITEMS_COMPLETED,
-    CompletedWorkItem,
-    decode_classified,
     dlq,
 )
-from shared.kafka import BatchProducer, end_offsets, ensure_topics, make_broker, partitions_of
-from shared.ledger import counts_between
+from shared.contracts.workitems import CompletedWorkItem, decode_classified
+from shared.domain.agreement.agreement import Agreement, parse_agreement
+from shared.infra.agreement_view import agreement_view
+from shared.infra.db import apply_schema, create_pool
+from shared.infra.kafka import (
+    BatchProducer,
+    end_offsets,
+    ensure_topics,
+    make_broker,
+    partitions_of,
+)
+from shared.ledger.reads import counts_between
 from tests.e2e.test_billing_rules import agreement as agreement_body
 
 AT = datetime(2026, 10, 5, 9, 30, tzinfo=UTC)

@@ -11,18 +11,20 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared.agreements import (
+from shared.domain.agreement.agreement import (
+    AgreementTooLarge,
+    parse_agreement,
+    parse_agreement_body,
+    wire_bytes,
+    wire_size,
+)
+from shared.domain.agreement.classification import RulePattern
+from shared.domain.agreement.fields import (
     MAX_BODY_BYTES,
     MAX_NESTING,
     MAX_PATTERN_LENGTH,
     MAX_RULES,
     MAX_WIRE_BYTES,
-    AgreementTooLarge,
-    RulePattern,
-    parse_agreement,
-    parse_agreement_body,
-    wire_bytes,
-    wire_size,
 )
 from tests.spec_example import SPEC_YAML
 from tests.unit.test_agreements import THEN, WHEN, body, rule, with_pricing, with_tier

@@ -7,15 +7,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared.agreements import (
-    COMPLEXITIES,
-    SERVICE_LINES,
-    Agreement,
-    ServiceClass,
-    load_agreement_yaml,
-    parse_agreement,
-)
-from shared.periods import Period
+from shared.domain.agreement.agreement import Agreement, load_agreement_yaml, parse_agreement
+from shared.domain.agreement.fields import COMPLEXITIES, SERVICE_LINES, ServiceClass
+from shared.domain.periods import Period
 from tests.spec_example import SPEC_YAML
 
 

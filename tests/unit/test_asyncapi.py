@@ -20,8 +20,8 @@ from services.intake.app import IntakeSettings
 from services.intake.app import create_app as intake_app
 from services.metering.app import MeteringSettings
 from services.metering.app import create_app as metering_app
-from shared.asyncapi import TOPICS, system_document
-from shared.events import ALL_TOPICS, CONSUMED_TOPICS, dlq
+from shared.contracts.asyncapi import TOPICS, system_document
+from shared.contracts.topics import ALL_TOPICS, CONSUMED_TOPICS, dlq
 from tools.supervisor import REPO_ROOT
 
 ENV = {
@@ -147,6 +147,6 @@ def test_invoice_payload_documents_the_cloudevent() -> None:
 
 
 def test_docs_asyncapi_json_is_current() -> None:
-    """Regenerate with `python -m shared.asyncapi` after changing a topic or a payload."""
+    """Regenerate with `python -m shared.contracts.asyncapi` after changing a topic or a payload."""
     committed = json.loads((REPO_ROOT / "docs" / "asyncapi.json").read_text())
     assert committed == json.loads(json.dumps(system_document()))

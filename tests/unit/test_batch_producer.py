@@ -17,8 +17,8 @@ from aiokafka.errors import (
     OutOfOrderSequenceNumber,
 )
 
-from shared import kafka
-from shared.kafka import BatchProducer
+from shared.infra import kafka
+from shared.infra.kafka import BatchProducer
 
 
 class FakeBatch:

@@ -18,10 +18,11 @@ from fastapi import FastAPI
 from services.billing.api import build_router
 from services.billing.insight_api import build_insight_router
 from services.billing.service import BillingService
-from shared.agreements import MAX_BODY_BYTES, Agreement
-from shared.auth import KeyRing
-from shared.db import Executor
-from shared.periods import Period
+from shared.domain.agreement.agreement import Agreement
+from shared.domain.agreement.fields import MAX_BODY_BYTES
+from shared.domain.periods import Period
+from shared.infra.auth import KeyRing
+from shared.infra.db import Executor
 from tests.spec_example import SPEC_YAML
 from tests.unit.test_agreement_bounds import json_body
 from tests.unit.test_agreements import body

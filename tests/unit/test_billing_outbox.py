@@ -22,8 +22,8 @@ from services.billing.service import (
     KafkaUnavailable,
     is_transient,
 )
-from shared.agreements import Agreement, parse_agreement
-from shared.events import AGREEMENTS, INVOICES
+from shared.contracts.topics import AGREEMENTS, INVOICES
+from shared.domain.agreement.agreement import Agreement, parse_agreement
 from tests.unit.test_agreements import body
 from tests.unit.test_billing_api import INVOICE
 

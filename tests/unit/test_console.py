@@ -25,9 +25,9 @@ from services.console.monitor import (
 )
 from services.console.usage import client_usage, projected_weighted_units
 from services.console.watch import KafkaProbe, KafkaWatch
-from shared.agreements import parse_agreement
-from shared.ledger import ClassCount
-from shared.periods import Period, period_bounds
+from shared.domain.agreement.agreement import parse_agreement
+from shared.domain.periods import Period, period_bounds
+from shared.ledger.reads import ClassCount
 from tests.spec_example import spec_agreement
 from tools.supervisor import REPO_ROOT
 

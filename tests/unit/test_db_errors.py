@@ -1,12 +1,12 @@
 """Which database failures are the data's fault (dead-letter the record) and which are an outage
-(wait it out): `shared.db.caused_by_data` and `is_transient`."""
+(wait it out): `shared.infra.db.caused_by_data` and `is_transient`."""
 
 from __future__ import annotations
 
 import asyncpg
 import pytest
 
-from shared.db import caused_by_data, is_transient
+from shared.infra.db import caused_by_data, is_transient
 
 CLIENT_DATA_ERROR = asyncpg.exceptions._base.DataError  # asyncpg refusing to encode an argument
 

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.intake.parsing import JSON, parse_work_items
-from shared.events import (
+from shared.contracts.workitems import (
     MAX_RECORD_BYTES,
     MAX_RULE_ID,
     CompletedWorkItem,

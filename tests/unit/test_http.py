@@ -1,5 +1,5 @@
-"""shared/http.py: the body guard (size limit, read deadline), the common error responses every
-route documents, and admin-key rotation through the key dependencies."""
+"""shared/infra/http.py: the body guard (size limit, read deadline), the common error responses
+every route documents, and admin-key rotation through the key dependencies."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from starlette.types import Message
 
-from shared.auth import KeyRing
-from shared.http import (
+from shared.infra.auth import KeyRing
+from shared.infra.http import (
     SMALL_BODY_BYTES,
     AdminCaller,
     BodyGuard,

@@ -22,12 +22,13 @@ from fastapi import FastAPI
 
 from services.billing.insight import BilledPeriod, forecast, recommendations
 from services.billing.insight_api import build_insight_router
-from shared.agreements import Complexity, ServiceClass, ServiceLine, load_agreement_yaml
-from shared.auth import KeyRing
-from shared.db import Executor
-from shared.ledger import ClassCount
-from shared.periods import Period, period_of
-from shared.rating import ClassUsage
+from shared.domain.agreement.agreement import load_agreement_yaml
+from shared.domain.agreement.fields import Complexity, ServiceClass, ServiceLine
+from shared.domain.periods import Period, period_of
+from shared.domain.rating import ClassUsage
+from shared.infra.auth import KeyRing
+from shared.infra.db import Executor
+from shared.ledger.reads import ClassCount
 from tests.spec_example import SPEC_YAML
 
 ACME = load_agreement_yaml(SPEC_YAML).with_version(3)

@@ -21,7 +21,7 @@ from services.intake.parsing import (
     _fast_records,
     parse_work_items,
 )
-from shared.events import CompletedWorkItem
+from shared.contracts.workitems import CompletedWorkItem
 from tests.unit.test_events import EDGES, ITEM
 
 RECEIVED = datetime(2026, 10, 2, 8, 0, tzinfo=UTC)

@@ -20,7 +20,7 @@ from services.intake import api as intake_api
 from services.intake.app import IntakeSettings, create_app
 from services.intake.openapi import ITEM_SCHEMA
 from services.intake.parsing import JSON, NDJSON
-from shared.events import WorkItem
+from shared.contracts.workitems import WorkItem
 from tests.unit.test_events import EDGES, ITEM
 from tests.unit.test_intake import ADMIN, KEY, Recorder, item
 

@@ -23,10 +23,10 @@ from services.metering.alerts import (
     usage_before,
 )
 from services.metering.counting import MeteredItem
-from shared.agreements import ServiceClass
-from shared.periods import Period
-from shared.rating import ClassUsage, ThresholdAlert, threshold_alerts
-from shared.usage_counts import ClassCount, billable_usage
+from shared.domain.agreement.fields import ServiceClass
+from shared.domain.periods import Period
+from shared.domain.rating import ClassUsage, ThresholdAlert, threshold_alerts
+from shared.domain.usage import ClassCount, billable_usage
 from tests.unit.test_rating import ACME
 
 BASIC_CS = ServiceClass("customer_support", "basic")

@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.metering.api import build_router, checked_period
-from shared.auth import KeyRing
-from shared.http import add_operational_routes
+from shared.infra.auth import KeyRing
+from shared.infra.http import add_operational_routes
 
 ADMIN = "admin-key-0123456789abcdef"
 

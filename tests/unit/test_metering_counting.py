@@ -12,7 +12,7 @@ from services.metering.counting import (
     flag_late,
     period_of_item,
 )
-from shared.periods import period_of
+from shared.domain.periods import period_of
 
 ZONES = (
     "UTC",

@@ -9,9 +9,17 @@ PURE = [
     "services.metering.counting",
     "services.metering.alerts",
     "services.metering.usage",
-    "shared.usage_counts",
+    "shared.domain.usage",
 ]
-IO = ["asyncpg", "aiokafka", "faststream", "fastapi", "httpx", "shared.ledger", "shared.db"]
+IO = [
+    "asyncpg",
+    "aiokafka",
+    "faststream",
+    "fastapi",
+    "httpx",
+    "shared.ledger.reads",
+    "shared.infra.db",
+]
 
 
 def test_the_pure_modules_of_metering_import_no_io() -> None:

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from shared.money import (
+from shared.domain.money import (
     ISO_4217_MINOR_UNITS,
     UnknownCurrencyError,
     format_decimal,

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from services.classifier.handlers import ClassifierMetrics
 from services.console.app import GROUPS
 from services.metering.handlers import MeteringMetrics
-from shared.events import (
+from shared.contracts.topics import (
     CLASSIFIER_GROUP,
     METERING_GROUP,
     WORKITEMS_CLASSIFIED,

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.periods import (
+from shared.domain.periods import (
     FIRST_PERIOD,
     LAST_PERIOD,
     Period,

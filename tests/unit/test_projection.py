@@ -1,5 +1,6 @@
-"""SPEC §8's projection (`shared.projection`), and the one thing it exists for: the console's usage
-card and billing's forecast project a period the same way, whatever the moment and the counts."""
+"""SPEC §8's projection (`shared.domain.projection`), and the one thing it exists for: the
+console's usage card and billing's forecast project a period the same way, whatever the moment
+and the counts."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from hypothesis import strategies as st
 
 from services.billing.insight import forecast
 from services.console.usage import client_usage, projected_weighted_units
-from shared.agreements import COMPLEXITIES, SERVICE_LINES, ServiceClass, load_agreement_yaml
-from shared.ledger import ClassCount
-from shared.periods import Period, period_bounds
-from shared.projection import MIN_ELAPSED_FOR_PROJECTION, progress, project_usage
-from shared.rating import ClassUsage
+from shared.domain.agreement.agreement import load_agreement_yaml
+from shared.domain.agreement.fields import COMPLEXITIES, SERVICE_LINES, ServiceClass
+from shared.domain.periods import Period, period_bounds
+from shared.domain.projection import MIN_ELAPSED_FOR_PROJECTION, progress, project_usage
+from shared.domain.rating import ClassUsage
+from shared.ledger.reads import ClassCount
 from tests.spec_example import SPEC_YAML
 
 ACME = load_agreement_yaml(SPEC_YAML).with_version(1)

@@ -5,18 +5,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.agreements import (
+from shared.domain.agreement.agreement import Agreement, load_agreement_yaml, parse_agreement
+from shared.domain.agreement.fields import (
     COMPLEXITIES,
     SERVICE_LINES,
-    Agreement,
     Complexity,
     ServiceClass,
     ServiceLine,
-    load_agreement_yaml,
-    parse_agreement,
 )
-from shared.money import minor_units
-from shared.rating import (
+from shared.domain.money import minor_units
+from shared.domain.rating import (
     ClassUsage,
     InvoiceLine,
     ThresholdAlert,

@@ -34,7 +34,7 @@ from services.console.redrive import (
     value_preview,
 )
 from services.console.redrive_api import RedriveRequest, actor, build_redrive_router
-from shared.auth import KeyRing
+from shared.infra.auth import KeyRing
 from tools.cli import main as tierline
 from tools.dlq_cli import admin_key, parse_offset, progress_bar, run_redrive, table
 
@@ -51,7 +51,7 @@ def dead_letter(
     error: str = "ValueError: boom",
     extra: Sequence[tuple[str, bytes]] = (),
 ) -> DeadLetterRecord:
-    """A dead letter with the headers `shared.kafka.dead_letter` writes."""
+    """A dead letter with the headers `shared.infra.kafka.dead_letter` writes."""
     headers = [
         *extra,
         ("error", error.encode()),

@@ -10,7 +10,7 @@ from services.classifier.rules import (
     classify,
     complexity_for,
 )
-from shared.agreements import Agreement, parse_agreement
+from shared.domain.agreement.agreement import Agreement, parse_agreement
 
 PRICING = {
     "weights": {"basic": 1, "standard": 2, "complex": 5},

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from shared.auth import KeyRing, KeySettings, parse_admin_keys, parse_intake_keys
+from shared.infra.auth import KeyRing, KeySettings, parse_admin_keys, parse_intake_keys
 from tools.supervisor import REPO_ROOT
 
 GOOD = {

@@ -9,7 +9,7 @@ The batch subscribers take the raw records (they dead-letter what does not parse
 must not validate first), which leaves FastStream no payload type to show for them; their payload
 is filled in from the same topic → schema table the publishers use.
 
-`python -m shared.asyncapi [path]` writes one document for the whole system (default
+`python -m shared.contracts.asyncapi [path]` writes one document for the whole system (default
 `docs/asyncapi.json`) from the same table: every topic, who writes it, and its payload.
 """
 
@@ -27,7 +27,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events import (
+from shared.contracts.topics import (
     AGREEMENTS,
     CONSUMED_TOPICS,
     INVOICES,
@@ -35,10 +35,9 @@ from shared.events import (
     WORKITEMS_CLASSIFIED,
     WORKITEMS_COMPLETED,
     WORKITEMS_UNCLASSIFIED,
-    ClassifiedWorkItem,
-    CompletedWorkItem,
     dlq,
 )
+from shared.contracts.workitems import ClassifiedWorkItem, CompletedWorkItem
 
 # --- payloads that have no model of their own in the code (built as plain JSON) --------------
 

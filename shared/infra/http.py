@@ -20,9 +20,9 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import Caller, KeyRing, Role
-from shared.logs import configure_logging
-from shared.settings import CommonSettings, HttpSettings, load_settings
+from shared.infra.auth import Caller, KeyRing, Role
+from shared.infra.logs import configure_logging
+from shared.infra.settings import CommonSettings, HttpSettings, load_settings
 
 log = logging.getLogger(__name__)
 

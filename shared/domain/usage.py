@@ -1,13 +1,19 @@
 """The usage ledger's plain values: a class's summed counts and the usage that is rated from them.
-Pure: no I/O (the SQL that reads them is shared/ledger.py's)."""
+Pure: no I/O (the SQL that reads them is shared/ledger/reads.py's)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final, cast
 
-from shared.agreements import COMPLEXITIES, SERVICE_LINES, Complexity, ServiceClass, ServiceLine
-from shared.rating import ClassUsage
+from shared.domain.agreement.fields import (
+    COMPLEXITIES,
+    SERVICE_LINES,
+    Complexity,
+    ServiceClass,
+    ServiceLine,
+)
+from shared.domain.rating import ClassUsage
 
 #: The class of an item the classifier could not classify (counted, never billed).
 UNCLASSIFIED: Final = "unclassified"

@@ -11,10 +11,9 @@ from typing import Final
 
 import asyncpg
 
-from shared.db import Executor
-
 # The plain values live in a pure module; re-exported for the callers that import them from here.
-from shared.usage_counts import NO_COMPLEXITY, UNCLASSIFIED, ClassCount, billable_usage
+from shared.domain.usage import NO_COMPLEXITY, UNCLASSIFIED, ClassCount, billable_usage
+from shared.infra.db import Executor
 
 __all__ = [
     "LOCK_AND_READ_CLOSED",

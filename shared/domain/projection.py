@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
-from shared.rating import ClassUsage, usage_by_class
+from shared.domain.rating import ClassUsage, usage_by_class
 
 #: Less of the period than this gives no run rate: the projection is the usage so far.
 MIN_ELAPSED_FOR_PROJECTION: Final = timedelta(hours=1)

@@ -12,8 +12,10 @@ from dataclasses import dataclass, replace
 from decimal import Decimal, localcontext
 from typing import Final, Literal, NamedTuple, TypeAlias
 
-from shared.agreements import Agreement, Complexity, Pricing, ServiceClass, ServiceLine, Tier
-from shared.money import EXACT_PRECISION, format_decimal, format_money, round_money
+from shared.domain.agreement.agreement import Agreement
+from shared.domain.agreement.fields import Complexity, ServiceClass, ServiceLine
+from shared.domain.agreement.pricing import Pricing, Tier
+from shared.domain.money import EXACT_PRECISION, format_decimal, format_money, round_money
 
 Reason: TypeAlias = Literal["volume", "scope"]
 LineKind: TypeAlias = Literal["tier_fee", "out_of_scope", "overage", "late_adjustment"]

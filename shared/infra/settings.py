@@ -16,7 +16,7 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 
 
 class HttpSettings(BaseSettings):
-    """What every service's HTTP side reads (shared/http.py)."""
+    """What every service's HTTP side reads (shared/infra/http.py)."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 

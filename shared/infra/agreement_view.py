@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared.agreements import Agreement
-from shared.events import AGREEMENTS
-from shared.kafka import CompactedView
+from shared.contracts.topics import AGREEMENTS
+from shared.domain.agreement.agreement import Agreement
+from shared.infra.kafka import CompactedView
 
 
 def agreement_from_message(raw: bytes) -> Agreement:

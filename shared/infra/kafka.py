@@ -28,16 +28,10 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry, Counter
 
-from shared.events import (
-    ALL_TOPICS,
-    COMPACTED_TOPICS,
-    CONSUMED_TOPICS,
-    DLQ_SUFFIX,
-    ContractError,
-    dlq,
-)
-from shared.logs import record_fields
-from shared.settings import CommonSettings
+from shared.contracts.topics import ALL_TOPICS, COMPACTED_TOPICS, CONSUMED_TOPICS, DLQ_SUFFIX, dlq
+from shared.contracts.workitems import ContractError
+from shared.infra.logs import record_fields
+from shared.infra.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
