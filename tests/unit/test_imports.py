@@ -3,6 +3,8 @@
 - no service imports another: `services/<a>` never imports `services.<b>`;
 - product code (`services/`, `shared/`) never imports developer tooling (`tools/`, `tests/`,
   `bench/`);
+- `shared/` is layered (`SHARED_LAYERS`): every module lives in one layer and imports of `shared/`
+  only its own layer and those below it;
 - a pure module — one of `PURE_MODULES`, one under a package of `PURE_PACKAGES`, or a product
   module whose docstring says "Pure" — loads no I/O library (`IO_PACKAGES`) and reads neither the
   clock nor the environment, and neither does any module of this tree it imports, directly or
@@ -34,6 +36,15 @@ PURE_MODULES: tuple[str, ...] = ()
 #: Every module under these packages is pure (the domain of the layout in issue 11).
 PURE_PACKAGES = ("shared.domain",)
 _SAYS_PURE = re.compile(r"\bPure\b")
+#: The layers of `shared/` and what each may import of `shared/` besides itself: the domain nothing,
+#: the contracts the domain, the plumbing the domain and the contracts, the ledger the domain and
+#: the database plumbing. Every module of `shared/` lives in one of them.
+SHARED_LAYERS: dict[str, tuple[str, ...]] = {
+    "shared.domain": (),
+    "shared.contracts": ("shared.domain",),
+    "shared.infra": ("shared.domain", "shared.contracts"),
+    "shared.ledger": ("shared.domain", "shared.infra.db"),
+}
 
 #: Pure modules allowed to break the rule for now, each with why (none today: the plain count
 #: types moved from the ledger to the pure `shared.domain.usage`). Once a listed module no
@@ -208,6 +219,28 @@ def product_imports_no_tooling(modules: dict[str, Module]) -> list[Violation]:
     )
 
 
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(f"{package}.")
+
+
+def shared_is_layered(modules: dict[str, Module]) -> list[Violation]:
+    found = []
+    for name, module in modules.items():
+        if name.split(".")[0] != "shared" or name == "shared":
+            continue
+        layer = next((layer for layer in SHARED_LAYERS if _within(name, layer)), None)
+        if layer is None:
+            found.append(Violation("shared/ is layered", name, "lives in no layer (SHARED_LAYERS)"))
+            continue
+        allowed = (layer, *SHARED_LAYERS[layer])
+        for line, target in module.imports:
+            if target.split(".")[0] != "shared" or any(a.startswith(f"{target}.") for a in allowed):
+                continue  # not shared code, or a package above what may be imported
+            if not any(_within(target, a) for a in allowed):
+                found.append(Violation("shared/ is layered", name, f"line {line} imports {target}"))
+    return _first_per_statement(found)
+
+
 def impure_loads(modules: dict[str, Module], name: str) -> list[str]:
     """What breaks purity in `name` or in any module of the tree it loads, with the import path."""
     found: list[str] = []
@@ -245,6 +278,7 @@ def check(modules: dict[str, Module]) -> list[Violation]:
     return [
         *services_import_no_other_service(modules),
         *product_imports_no_tooling(modules),
+        *shared_is_layered(modules),
         *pure_modules_stay_pure(modules),
     ]
 
@@ -265,6 +299,14 @@ def test_no_service_imports_another(modules: dict[str, Module]) -> None:
 def test_product_code_never_imports_tooling(modules: dict[str, Module]) -> None:
     found = product_imports_no_tooling(modules)
     assert not found, "\n".join(map(str, found))
+
+
+def test_shared_is_layered(modules: dict[str, Module]) -> None:
+    found = shared_is_layered(modules)
+    assert not found, "\n".join(map(str, found))
+    assert {n.split(".")[1] for n in modules if n.startswith("shared.")} == {
+        layer.split(".")[1] for layer in SHARED_LAYERS
+    }
 
 
 def test_pure_modules_load_no_io_clock_or_environment(modules: dict[str, Module]) -> None:
@@ -318,18 +360,23 @@ def write(root: Path, files: dict[str, str]) -> dict[str, Module]:
 
 
 CLEAN = {
-    "shared/money.py": '"""Money. Pure."""\nfrom decimal import Decimal\n',
-    "shared/kafka.py": '"""Plumbing."""\nimport os\nimport aiokafka\nX = os.environ\n',
-    "services/a/app.py": '"""App."""\nfrom shared.kafka import X\nfrom services.a import rules\n',
+    "shared/domain/money.py": '"""Money."""\nfrom decimal import Decimal\n',
+    "shared/infra/kafka.py": (
+        '"""Plumbing."""\nimport os\nimport aiokafka\nfrom shared.domain.money import Decimal\n'
+        "X = os.environ\n"
+    ),
+    "services/a/app.py": (
+        '"""App."""\nfrom shared.infra.kafka import X\nfrom services.a import rules\n'
+    ),
     "services/a/rules.py": (
         '"""Rules. Pure: no I/O."""\n'
         "from typing import TYPE_CHECKING\n"
-        "from shared.money import Decimal\n"
+        "from shared.domain.money import Decimal\n"
         "from . import helpers\n"
         "if TYPE_CHECKING:\n    import asyncpg\n"
     ),
     "services/a/helpers.py": '"""Helpers."""\nfrom datetime import datetime\n',
-    "services/b/app.py": '"""Another service."""\nimport shared.kafka\n',
+    "services/b/app.py": '"""Another service."""\nimport shared.infra.kafka\n',
     "tools/cli.py": '"""Tooling."""\nimport services.a.app\nimport services.b.app\n',
     "tests/test_x.py": "import tools.cli\nimport services.b.app\n",
 }
@@ -337,7 +384,7 @@ CLEAN = {
 
 def test_checker_passes_a_clean_tree(tmp_path: Path) -> None:
     modules = write(tmp_path, CLEAN)
-    assert pure_modules(modules) == ["services.a.rules", "shared.money"]
+    assert pure_modules(modules) == ["services.a.rules", "shared.domain", "shared.domain.money"]
     assert check(modules) == []
 
 
@@ -359,10 +406,10 @@ def test_checker_passes_a_clean_tree(tmp_path: Path) -> None:
             "imports services.b",
         ),
         (
-            "shared/kafka.py",
+            "shared/infra/kafka.py",
             "def f():\n    from tools.cli import main\n",
             "product code never imports tooling",
-            "shared.kafka",
+            "shared.infra.kafka",
             "imports tools.cli",
         ),
         (
@@ -380,10 +427,10 @@ def test_checker_passes_a_clean_tree(tmp_path: Path) -> None:
             "imports bench.run",
         ),
         (
-            "shared/money.py",
+            "shared/domain/money.py",
             '"""Money. Pure."""\nimport httpx\n',
             "pure modules load no I/O, clock or environment",
-            "shared.money",
+            "shared.domain.money",
             "imports httpx",
         ),
         (
@@ -401,25 +448,39 @@ def test_checker_passes_a_clean_tree(tmp_path: Path) -> None:
             "reads datetime.now",
         ),
         (
-            "shared/money.py",
+            "shared/domain/money.py",
             '"""Money. Pure."""\nimport time\nT = time.monotonic()\n',
             "pure modules load no I/O, clock or environment",
-            "shared.money",
+            "shared.domain.money",
             "reads time.monotonic",
         ),
         (
-            "shared/money.py",
+            "shared/domain/money.py",
             '"""Money. Pure."""\nfrom os import getenv\n',
             "pure modules load no I/O, clock or environment",
-            "shared.money",
+            "shared.domain.money",
             "reads os.getenv",
         ),
         (
             "shared/__init__.py",
             "import asyncpg\n",
             "pure modules load no I/O, clock or environment",
-            "shared.money",
-            "shared.money → shared (line 1) imports asyncpg",
+            "shared.domain.money",
+            "shared.domain.money → shared (line 1) imports asyncpg",
+        ),
+        (
+            "shared/contracts/topics.py",
+            "from shared.ledger.reads import counts\n",
+            "shared/ is layered",
+            "shared.contracts.topics",
+            "line 1 imports shared.ledger.reads",
+        ),
+        (
+            "shared/util.py",
+            '"""Helpers."""\n',
+            "shared/ is layered",
+            "shared.util",
+            "lives in no layer",
         ),
         (
             "shared/domain/tiers.py",

@@ -1,0 +1,3 @@
+"""The per-client agreement (SPEC §3), in four parts: `fields` (the vocabulary and scalar field
+types), `classification` (rules and conditions), `pricing` (tiers, weights, scope) and `agreement`
+(the whole, parsed from JSON or YAML and back to the wire). Pure."""
