@@ -33,7 +33,8 @@ async def test_topics_are_created_with_partitions_and_agreements_compacted(
     await admin.start()
     try:
         described = {d["topic"]: d for d in await admin.describe_topics(list(ALL_TOPICS))}
-        assert all(len(described[t]["partitions"]) == 6 for t in ALL_TOPICS)
+        partitions = {t: len(described[t]["partitions"]) for t in ALL_TOPICS}
+        assert partitions == dict.fromkeys(ALL_TOPICS, 6), described
         [response] = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, AGREEMENTS)]
         )
