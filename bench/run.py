@@ -19,7 +19,6 @@ Phases, each printing its figures as it goes:
    message size, and a bare aiokafka consume→produce loop; Tierline as a ratio of each;
 6. a py-spy profile of the busiest service during a full-speed burst.
 
-
 The parts: bench/load.py (the workload and driving intake), bench/phases/ (one module a phase),
 bench/resources.py (CPU and memory from /proc), bench/report.py (RESULTS.md and its history),
 bench/bare_loop.py (the bare consume → produce loop, run as a process of its own).
