@@ -54,7 +54,8 @@ from bench.phases.throughput import throughput_phase
 from bench.report import HISTORY_RUNS, earlier_runs, headline, save
 from bench.resources import machine, resources
 from shared.domain.periods import period_of
-from tools.supervisor import REPO_ROOT, SERVICES, Stack, _free_port
+from tools.localinfra import free_port
+from tools.supervisor import REPO_ROOT, SERVICES, Stack
 
 
 @contextlib.contextmanager
@@ -72,7 +73,7 @@ def infrastructure(data_dir: Path) -> Iterator[tuple[str, str, Any]]:
 async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> None:
     say(f"starting Kafka and PostgreSQL under {data_dir}")
     with infrastructure(data_dir) as (kafka, database, infra):
-        ports = {name: _free_port() for name in SERVICES}
+        ports = {name: free_port() for name in SERVICES}
         stack = Stack(
             kafka,
             database,
