@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.console_overview --clients 4200
 
-Starts a PostgreSQL of its own (tools/localinfra.py) unless DATABASE_URL is set, stores one
+Starts a PostgreSQL of its own (tools/localinfra/) unless DATABASE_URL is set, stores one
 agreement version per client and a month of usage slots for each, then times
 `business_overview`: the first run (every agreement parsed) and the median of the rest.
 Prints the figures; asserts nothing about time.

@@ -11,7 +11,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+
+from tools.localinfra import free_port
 
 SERVICES: Final = ("intake", "classifier", "metering", "billing", "console")
 DEFAULT_PORTS: Final = {
@@ -143,13 +144,6 @@ class ServiceProcess:
             return ""
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def new_keys() -> tuple[str, str]:
     """A fresh admin key and intake keys (`source=key,...`) for a local run."""
     admin = f"adm_{secrets.token_urlsafe(24)}"
@@ -196,7 +190,7 @@ class Stack:
                 instance = f"{name}-{n}"
                 self.processes[instance] = ServiceProcess(
                     instance,
-                    _free_port(),
+                    free_port(),
                     dict(base),
                     self.log_dir / f"{instance}.log",
                     module=name,

@@ -38,13 +38,18 @@ def october_items(client: str, prefix: str, count: int) -> list[dict[str, Any]]:
     return care(client, prefix, count, *period_bounds(last_month(), "UTC"))
 
 
+async def october_client(api: Api, client: str, rates: tuple[str, str], items: int) -> str:
+    """`client` with a USD agreement at `rates` and `items` care items last month; its key."""
+    await api.put_agreement(agreement(client, "USD", "UTC", rates))
+    await api.post_items(october_items(client, "a", items))
+    return last_month().key
+
+
 async def test_replaying_every_topic_from_offset_zero_changes_no_count(
     api: Api, run_id: str
 ) -> None:
     client = f"replay-{run_id}"
-    period = last_month().key
-    await api.put_agreement(agreement(client, "USD", "UTC", ("1.00", "2.00")))
-    await api.post_items(october_items(client, "a", 300))
+    period = await october_client(api, client, ("1.00", "2.00"), 300)
     await api.close(last_month().previous().key, client)  # only for its barrier
     before = await api.usage(client, period)
     assert before["items"] == 300
@@ -103,9 +108,7 @@ async def test_a_crash_between_commit_and_publish_republishes_the_same_invoice(
     api: Api, run_id: str
 ) -> None:
     client = f"outbox-{run_id}"
-    period = last_month().key
-    await api.put_agreement(agreement(client, "USD", "UTC", ("3.00", "4.00")))
-    await api.post_items(october_items(client, "a", 7))
+    period = await october_client(api, client, ("3.00", "4.00"), 7)
     billing = api.stack.processes["billing"]
     billing.stop()
     env = {

@@ -50,24 +50,23 @@ def head(method: str, path: str, key: str, length: int, content_type: str) -> st
     )
 
 
-async def test_a_stalled_work_item_body_is_408_and_closed(stack: Stack) -> None:
+STALLED = {
+    "work-items": ("intake", "POST", "/v1/work-items", 1000, "application/json", b'[{"id": "half'),
+    "agreement": ("billing", "PUT", "/v1/agreements/stalled", 500, "application/yaml",
+                  b"client_id: stalled\n"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", STALLED)
+async def test_a_stalled_body_is_408_and_closed(stack: Stack, case: str) -> None:
+    service, method, path, length, content_type, sent = STALLED[case]
+    key = stack.intake_key if service == "intake" else stack.admin_key
     status, body, after = await exchange(
-        stack.url("intake"),
-        head("POST", "/v1/work-items", stack.intake_key, 1000, "application/json"),
-        b'[{"id": "half',
+        stack.url(service), head(method, path, key, length, content_type), sent
     )
     assert status == 408
     assert f"within {BODY_TIMEOUT} s" in body["detail"]
     assert after == b""
-
-
-async def test_a_stalled_agreement_body_is_408(stack: Stack) -> None:
-    status, _, _ = await exchange(
-        stack.url("billing"),
-        head("PUT", "/v1/agreements/stalled", stack.admin_key, 500, "application/yaml"),
-        b"client_id: stalled\n",
-    )
-    assert status == 408
 
 
 async def test_an_agreement_declared_over_1_mib_is_413_before_its_body(stack: Stack) -> None:

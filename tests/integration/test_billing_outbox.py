@@ -5,6 +5,7 @@ reads."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-import pytest
 from aiokafka import AIOKafkaConsumer
 from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka_event
 from prometheus_client import CollectorRegistry
@@ -21,18 +21,9 @@ from services.billing import store
 from services.billing.service import BillingMetrics, BillingService
 from shared.contracts.topics import AGREEMENTS, INVOICES
 from shared.domain.agreement.agreement import parse_agreement
-from shared.infra.db import apply_schema, create_pool
 from shared.infra.kafka import CompactedView, ensure_topics, make_broker
 from tests.unit.test_agreements import body
 from tests.unit.test_billing_api import INVOICE
-
-
-@pytest.fixture(scope="module")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url, size=4)
-    await apply_schema(pool)
-    yield pool
-    await pool.close()
 
 
 def invoice(client_id: str, description: str = "Essential tier (volume)") -> dict[str, Any]:
@@ -42,15 +33,28 @@ def invoice(client_id: str, description: str = "Essential tier (volume)") -> dic
 
 
 async def insert_invoice(pool: asyncpg.Pool, doc: dict[str, Any], issued_at: datetime) -> None:
-    await pool.execute(
-        """INSERT INTO billing.invoices (invoice_id, client_id, period, body, issued_at)
-           VALUES ($1, $2, $3, $4, $5)""",
-        doc["invoice_id"],
-        doc["client_id"],
-        doc["period"],
-        doc,
-        issued_at,
-    )
+    """An invoice in billing's outbox, not yet published, as billing's close writes it."""
+    async with pool.acquire() as conn:
+        await store.insert_invoice(conn, doc, issued_at)
+
+
+@contextlib.asynccontextmanager
+async def billing_service(
+    pool: asyncpg.Pool, bootstrap: str, client_id: str, registry: CollectorRegistry
+) -> AsyncIterator[BillingService]:
+    """Billing's service on a started broker of its own (stopped at the end)."""
+    broker = make_broker(bootstrap, client_id=client_id, registry=registry)
+    await broker.start()
+    try:
+        yield BillingService(
+            pool=pool,
+            broker=broker,
+            bootstrap_servers=bootstrap,
+            barrier_timeout=5,
+            metrics=BillingMetrics(registry),
+        )
+    finally:
+        await broker.stop()
 
 
 async def read_topic(bootstrap: str, topic: str, keys: set[bytes]) -> dict[bytes, Any]:
@@ -100,20 +104,9 @@ async def test_a_refused_invoice_and_an_invalid_agreement_stop_no_one(
     await insert_invoice(pool, invoice(ok2), issued + timedelta(seconds=2))
 
     registry = CollectorRegistry()
-    broker = make_broker(kafka_bootstrap, client_id=f"outbox-{tag}", registry=registry)
-    await broker.start()
-    try:
-        service = BillingService(
-            pool=pool,
-            broker=broker,
-            bootstrap_servers=kafka_bootstrap,
-            barrier_timeout=5,
-            metrics=BillingMetrics(registry),
-        )
+    async with billing_service(pool, kafka_bootstrap, f"outbox-{tag}", registry) as service:
         await service.publish_outbox()  # what billing's start does: it must not raise
         await service.publish_outbox()  # nor loop on the refused rows
-    finally:
-        await broker.stop()
 
     published = {
         r["invoice_id"]: r["published"]
@@ -166,17 +159,9 @@ async def test_an_agreement_the_topic_no_longer_carries_is_republished(
     tag = uuid.uuid4().hex[:6]
     victim, untouched = f"victim-{tag}", f"untouched-{tag}"
     registry = CollectorRegistry()
-    broker = make_broker(kafka_bootstrap, client_id=f"reconcile-{tag}", registry=registry)
-    await broker.start()
     on_topic: CompactedView[bytes] = CompactedView(kafka_bootstrap, AGREEMENTS, bytes)
-    try:
-        service = BillingService(
-            pool=pool,
-            broker=broker,
-            bootstrap_servers=kafka_bootstrap,
-            barrier_timeout=5,
-            metrics=BillingMetrics(registry),
-        )
+    async with billing_service(pool, kafka_bootstrap, f"reconcile-{tag}", registry) as service:
+        broker = service.broker
         for client in (victim, untouched):
             await service.put_agreement(parse_agreement(body(client_id=client)))
         real = await service.agreement(victim)
@@ -185,11 +170,11 @@ async def test_an_agreement_the_topic_no_longer_carries_is_republished(
         await broker.publish(orjson.dumps(forged), AGREEMENTS, key=victim.encode())
         await broker.publish(b"garbage", AGREEMENTS, key=untouched.encode())
         await on_topic.start()
-        assert await service.reconcile_agreements(on_topic) >= 2
-        assert await service.reconcile_agreements(on_topic) == 0  # carried now: nothing to do
-    finally:
-        await on_topic.stop()
-        await broker.stop()
+        try:
+            assert await service.reconcile_agreements(on_topic) >= 2
+            assert await service.reconcile_agreements(on_topic) == 0  # carried now: nothing to do
+        finally:
+            await on_topic.stop()
     latest = await read_topic(kafka_bootstrap, AGREEMENTS, {victim.encode(), untouched.encode()})
     for client in (victim, untouched):
         record = latest[client.encode()]

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
 from services.metering import store
 from services.metering.counting import MeteredItem
-from shared.infra.db import apply_schema, create_pool
+from shared.infra.db import create_pool
 from shared.ledger.reads import counts_between
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url, size=6)
-    await apply_schema(pool)
-    yield pool
-    await pool.close()
 
 
 def utc(_: str) -> str:

@@ -8,6 +8,7 @@ and a valid record sent after them is processed too.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -35,9 +36,9 @@ from shared.contracts.topics import (
 from shared.contracts.workitems import CompletedWorkItem, decode_classified
 from shared.domain.agreement.agreement import Agreement, parse_agreement
 from shared.infra.agreement_view import agreement_view
-from shared.infra.db import apply_schema, create_pool
 from shared.infra.kafka import (
     BatchProducer,
+    CompactedView,
     end_offsets,
     ensure_topics,
     make_broker,
@@ -47,14 +48,6 @@ from shared.ledger.reads import counts_between
 from tests.e2e.test_billing_rules import agreement as agreement_body
 
 AT = datetime(2026, 10, 5, 9, 30, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url, size=4)
-    await apply_schema(pool)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture
@@ -133,13 +126,12 @@ class Sent:
             await consumer.stop()
 
 
-async def dead_letters(
-    bootstrap: str, topic: str, since: dict[TopicPartition, int], origin_partition: int
-) -> dict[int, list[tuple[bytes | None, dict[str, str]]]]:
-    """The dead letters written to `topic`'s DLQ since `since`, for records of one origin
-    partition, by origin offset: (value, headers)."""
-    ends = await end_offsets(bootstrap, [dlq(topic)])
-    found: dict[int, list[tuple[bytes | None, dict[str, str]]]] = {}
+async def records_since(
+    bootstrap: str, topic: str, since: dict[TopicPartition, int]
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record written to `topic` after the offsets `since`, up to its end offsets now."""
+    ends = await end_offsets(bootstrap, [topic])
+    found: list[ConsumerRecord[bytes, bytes]] = []
     partitions = [tp for tp, end in ends.items() if end > since.get(tp, 0)]
     if not partitions:
         return found
@@ -152,20 +144,28 @@ async def dead_letters(
         remaining = set(partitions)
         while remaining:
             for records in (await consumer.getmany(*remaining, timeout_ms=1000)).values():
-                for record in records:
-                    headers = {k: v.decode() for k, v in record.headers}
-                    if (
-                        headers.get("origin_topic") == topic
-                        and int(headers["origin_partition"]) == origin_partition
-                    ):
-                        found.setdefault(int(headers["origin_offset"]), []).append(
-                            (record.value, headers)
-                        )
+                found += records
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
     finally:
         await consumer.stop()
+    return found
+
+
+async def dead_letters(
+    bootstrap: str, topic: str, since: dict[TopicPartition, int], origin_partition: int
+) -> dict[int, list[tuple[bytes | None, dict[str, str]]]]:
+    """The dead letters written to `topic`'s DLQ since `since`, for records of one origin
+    partition, by origin offset: (value, headers)."""
+    found: dict[int, list[tuple[bytes | None, dict[str, str]]]] = {}
+    for record in await records_since(bootstrap, dlq(topic), since):
+        headers = {k: v.decode() for k, v in record.headers}
+        if (
+            headers.get("origin_topic") == topic
+            and int(headers["origin_partition"]) == origin_partition
+        ):
+            found.setdefault(int(headers["origin_offset"]), []).append((record.value, headers))
     return found
 
 
@@ -181,6 +181,38 @@ def assert_dead_letter(
     assert headers["origin_offset"] == str(sent.offsets[name])
     assert int(headers["origin_timestamp"]) > 0
     return headers
+
+
+@contextlib.asynccontextmanager
+async def started_view(bootstrap: str, client: str) -> AsyncIterator[CompactedView[Agreement]]:
+    """The services' agreement view, started, under a service name of this test's own."""
+    view = agreement_view(bootstrap, service=f"test-{client}")
+    await view.start()
+    try:
+        yield view
+    finally:
+        await view.stop()
+
+
+@contextlib.asynccontextmanager
+async def started_classifier(
+    bootstrap: str, broker: KafkaBroker, client: str, producer: BatchProducer | None = None
+) -> AsyncIterator[Classifier]:
+    """The classifier's handler on a started agreement view and (unless given) producer."""
+    out = producer or BatchProducer(bootstrap, client_id="poison-test")
+    async with started_view(bootstrap, client) as view:
+        if producer is None:
+            await out.start()
+        try:
+            yield Classifier(
+                broker=broker,
+                producer=out,
+                agreements=view,
+                metrics=ClassifierMetrics(CollectorRegistry()),
+            )
+        finally:
+            if producer is None:
+                await out.stop()
 
 
 async def metered(pool: asyncpg.Pool, client: str) -> tuple[int, set[str]]:
@@ -213,9 +245,7 @@ async def test_metering_dead_letters_each_poison_record_and_counts_the_rest_once
     for name in order:
         await sent.send(producer, name, poison.get(name) or valid[name])
 
-    view = agreement_view(kafka_bootstrap, service=f"test-{client}")
-    await view.start()
-    try:
+    async with started_view(kafka_bootstrap, client) as view:
         meter = Meter(broker, pool, view, MeteringMetrics(CollectorRegistry()))
         batch = await sent.consume(kafka_bootstrap, order)
         counted = await meter.handle(batch)  # returns: the offsets of the whole batch commit
@@ -231,8 +261,6 @@ async def test_metering_dead_letters_each_poison_record_and_counts_the_rest_once
         counted = await meter.handle(await sent.consume(kafka_bootstrap, ["after"]))
         assert [item.item_id for item in counted] == ["after"]
         assert await metered(pool, client) == (4, {"first", "middle", "last", "after"})
-    finally:
-        await view.stop()
 
     letters = await dead_letters(kafka_bootstrap, WORKITEMS_CLASSIFIED, since, sent.partition)
     by_name = {name: letters.get(sent.offsets[name], []) for name in order}
@@ -273,14 +301,20 @@ async def publish_agreement(producer: AIOKafkaProducer, client: str, version: in
     return current
 
 
+async def client_with_agreement(producer: AIOKafkaProducer, prefix: str) -> str:
+    """A new client id starting with `prefix`, whose agreement (version 1) is on the topic."""
+    client = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await publish_agreement(producer, client, 1)
+    return client
+
+
 async def test_the_classifier_dead_letters_an_item_whose_classified_copy_is_too_large(
     kafka_bootstrap: str,
     broker: KafkaBroker,
     producer: AIOKafkaProducer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    client = f"big-{uuid.uuid4().hex[:8]}"
-    await publish_agreement(producer, client, 1)
+    client = await client_with_agreement(producer, "big")
     sent = Sent(WORKITEMS_COMPLETED, client.encode())
     # An input that fits in a record, whose classified copy (with its class, rule and agreement
     # version) does not. Every item within SPEC §2's bounds encodes far below MAX_RECORD_BYTES
@@ -294,23 +328,10 @@ async def test_the_classifier_dead_letters_an_item_whose_classified_copy_is_too_
         await sent.send(producer, name, oversize if name == "huge" else valid[name])
     since_out = await end_offsets(kafka_bootstrap, [WORKITEMS_CLASSIFIED])
 
-    view = agreement_view(kafka_bootstrap, service=f"test-{client}")
-    await view.start()
-    out = BatchProducer(kafka_bootstrap, client_id="poison-test")
-    await out.start()
-    try:
-        classifier = Classifier(
-            broker=broker,
-            producer=out,
-            agreements=view,
-            metrics=ClassifierMetrics(CollectorRegistry()),
-        )
+    async with started_classifier(kafka_bootstrap, broker, client) as classifier:
         await classifier.handle(await sent.consume(kafka_bootstrap, ["before", "huge", "after"]))
         await sent.send(producer, "later", valid["later"])
         await classifier.handle(await sent.consume(kafka_bootstrap, ["later"]))
-    finally:
-        await out.stop()
-        await view.stop()
 
     published = await classified_ids(kafka_bootstrap, client, since_out)
     assert published == ["before", "after", "later"]
@@ -325,27 +346,8 @@ async def classified_ids(
     bootstrap: str, client: str, since: dict[TopicPartition, int]
 ) -> list[str]:
     """The ids of `client`'s items published to `workitems.classified` since `since`."""
-    ends = await end_offsets(bootstrap, [WORKITEMS_CLASSIFIED])
-    ids: list[str] = []
-    partitions = [tp for tp, end in ends.items() if end > since.get(tp, 0)]
-    if not partitions:
-        return ids
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, since.get(tp, 0))
-        remaining = set(partitions)
-        while remaining:
-            for records in (await consumer.getmany(*remaining, timeout_ms=1000)).values():
-                ids += [decode_classified(r.value).id for r in records if r.key == client.encode()]
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()
-    return ids
+    records = await records_since(bootstrap, WORKITEMS_CLASSIFIED, since)
+    return [decode_classified(r.value).id for r in records if r.key == client.encode()]
 
 
 async def test_an_unusable_agreements_record_never_applies_and_is_dead_lettered_once(
@@ -409,8 +411,7 @@ async def test_an_item_whose_rules_raise_is_dead_lettered_and_the_others_classif
     producer: AIOKafkaProducer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    client = f"raise-{uuid.uuid4().hex[:8]}"
-    await publish_agreement(producer, client, 1)
+    client = await client_with_agreement(producer, "raise")
 
     def classify(item: CompletedWorkItem, agreement: Agreement | None) -> Any:
         if item.id == "explodes":
@@ -425,21 +426,8 @@ async def test_an_item_whose_rules_raise_is_dead_lettered_and_the_others_classif
         await sent.send(producer, name, orjson.dumps(completed(client, name)))
     since_out = await end_offsets(kafka_bootstrap, [WORKITEMS_CLASSIFIED])
 
-    view = agreement_view(kafka_bootstrap, service=f"test-{client}")
-    await view.start()
-    out = BatchProducer(kafka_bootstrap, client_id="poison-test")
-    await out.start()
-    try:
-        classifier = Classifier(
-            broker=broker,
-            producer=out,
-            agreements=view,
-            metrics=ClassifierMetrics(CollectorRegistry()),
-        )
+    async with started_classifier(kafka_bootstrap, broker, client) as classifier:
         await classifier.handle(await sent.consume(kafka_bootstrap, names))
-    finally:
-        await out.stop()
-        await view.stop()
 
     assert await classified_ids(kafka_bootstrap, client, since_out) == ["before", "after"]
     letters = await dead_letters(kafka_bootstrap, WORKITEMS_COMPLETED, since_dlq, sent.partition)
@@ -461,19 +449,10 @@ async def test_a_kafka_outage_fails_the_classifier_batch_and_dead_letters_nothin
     sent = Sent(WORKITEMS_COMPLETED, client.encode())
     since_dlq = await end_offsets(kafka_bootstrap, [dlq(WORKITEMS_COMPLETED)])
     await sent.send(producer, "one", orjson.dumps(completed(client, "one")))
-    view = agreement_view(kafka_bootstrap, service=f"test-{client}")
-    await view.start()
-    try:
-        classifier = Classifier(
-            broker=broker,
-            producer=_KafkaAway(kafka_bootstrap, client_id="poison-test"),
-            agreements=view,
-            metrics=ClassifierMetrics(CollectorRegistry()),
-        )
+    away = _KafkaAway(kafka_bootstrap, client_id="poison-test")
+    async with started_classifier(kafka_bootstrap, broker, client, away) as classifier:
         with pytest.raises(KafkaConnectionError):  # the batch is redelivered, never skipped
             await classifier.handle(await sent.consume(kafka_bootstrap, ["one"]))
-    finally:
-        await view.stop()
     letters = await dead_letters(kafka_bootstrap, WORKITEMS_COMPLETED, since_dlq, sent.partition)
     assert sent.offsets["one"] not in letters
 
@@ -485,8 +464,7 @@ async def test_alerts_that_cannot_be_worked_out_never_fail_the_count(
     producer: AIOKafkaProducer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    client = f"alerts-{uuid.uuid4().hex[:8]}"
-    await publish_agreement(producer, client, 1)
+    client = await client_with_agreement(producer, "alerts")
 
     def new_alerts(*args: Any) -> Any:
         raise ArithmeticError("an alert computation failed")
@@ -496,14 +474,10 @@ async def test_alerts_that_cannot_be_worked_out_never_fail_the_count(
     names = ["one", "two"]
     for name in names:
         await sent.send(producer, name, orjson.dumps(classified(client, name)))
-    view = agreement_view(kafka_bootstrap, service=f"test-{client}")
-    await view.start()
-    try:
-        registry = CollectorRegistry()
+    registry = CollectorRegistry()
+    async with started_view(kafka_bootstrap, client) as view:
         meter = Meter(broker, pool, view, MeteringMetrics(registry))
         counted = await meter.handle(await sent.consume(kafka_bootstrap, names))
-    finally:
-        await view.stop()
     assert [item.item_id for item in counted] == names
     assert await metered(pool, client) == (2, {"one", "two"})
     assert registry.get_sample_value("tierline_metering_alert_failures_total") == 1

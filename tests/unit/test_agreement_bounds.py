@@ -27,21 +27,15 @@ from shared.domain.agreement.fields import (
     MAX_WIRE_BYTES,
 )
 from tests.spec_example import SPEC_YAML
-from tests.unit.test_agreements import THEN, WHEN, body, rule, with_pricing, with_tier
-
-
-def errors_of(data: Any) -> list[tuple[tuple[str | int, ...], str]]:
-    with pytest.raises(ValidationError) as caught:
-        parse_agreement(data)
-    return [(tuple(error["loc"]), error["msg"]) for error in caught.value.errors()]
-
-
-def assert_rejected_at(data: Any, loc: tuple[str | int, ...], *words: str) -> None:
-    errors = errors_of(data)
-    matching = [msg for error_loc, msg in errors if error_loc == loc]
-    assert matching, f"no error at {loc}: {errors}"
-    for word in words:
-        assert any(word in msg for msg in matching), f"{word!r} not in {matching}"
+from tests.unit.test_agreements import (
+    THEN,
+    WHEN,
+    assert_rejected_at,
+    body,
+    rule,
+    with_pricing,
+    with_tier,
+)
 
 
 def json_body(data: Any) -> bytes:

@@ -101,6 +101,19 @@ def environment(entry: dict[str, Any]) -> dict[str, Any]:
     return env
 
 
+def set_compose_environment(
+    monkeypatch: pytest.MonkeyPatch, cls: type[BaseSettings], entry: dict[str, Any]
+) -> dict[str, Any]:
+    """The caller's shell emptied of `cls`'s variables, then set as compose sets them for
+    `entry` (defaults applied); returns compose's values as written."""
+    for var in env_names(cls):
+        monkeypatch.delenv(var, raising=False)
+    env = environment(entry)
+    for var, value in env.items():
+        monkeypatch.setenv(var, with_defaults(str(value)))
+    return env
+
+
 def test_settings_classes_read_unprefixed_variables() -> None:
     """env_names() derives names from field names; that holds only while no prefix is set."""
     for name, cls in SETTINGS.items():
@@ -176,11 +189,8 @@ def test_compose_defaults_are_valid_settings(
 ) -> None:
     """With nothing set in the caller's shell, each service would start (validation passes)."""
     cls = SETTINGS[name]
-    for var in env_names(cls):
-        monkeypatch.delenv(var, raising=False)
-    for var, value in environment(services[name]).items():
+    for var, value in set_compose_environment(monkeypatch, cls, services[name]).items():
         assert isinstance(value, str), f"{name}: quote {var}'s value in docker-compose.yml"
-        monkeypatch.setenv(var, with_defaults(value))
     settings = cls()
     assert getattr(settings, "tierline_http_host", None) == "0.0.0.0"
 
@@ -319,10 +329,7 @@ def test_published_default_keys_would_stop_a_compose_service(
 ) -> None:
     """Even set by hand in `.env`, the old published keys stop the services (outside `up`)."""
     cls = SETTINGS[name]
-    for var in env_names(cls):
-        monkeypatch.delenv(var, raising=False)
-    for var, value in environment(services[name]).items():
-        monkeypatch.setenv(var, with_defaults(str(value)))
+    set_compose_environment(monkeypatch, cls, services[name])
     monkeypatch.setenv("TIERLINE_ADMIN_KEY", "change-me-admin-key-0123456789")
     with pytest.raises(ValueError, match="published default key"):
         cls()

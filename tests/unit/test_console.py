@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,11 +24,11 @@ from services.console.monitor import (
     partition_lags,
     rate_between,
 )
-from services.console.usage import client_usage, projected_weighted_units
 from services.console.watch import KafkaProbe, KafkaWatch
-from shared.domain.agreement.agreement import parse_agreement
+from shared.domain.agreement.agreement import Agreement, parse_agreement
 from shared.domain.periods import Period, period_bounds
 from shared.ledger.reads import ClassCount
+from tests.helpers import console_card
 from tests.spec_example import spec_agreement
 from tools.supervisor import REPO_ROOT
 
@@ -182,27 +183,23 @@ def test_watch_exports_lag_per_partition_and_topic_counters() -> None:
 # --- the usage projection -----------------------------------------------------------------------
 
 
-def test_projected_tier_can_differ_from_the_tier_now() -> None:
-    """9 complex IT items at 90 % of the month → 10 at its end: min_items reached, scope wins."""
+def acme_in_november(elapsed: float) -> tuple[Agreement, Period, datetime]:
+    """SPEC §3's agreement (version 3), November 2026, and the moment `elapsed` of the way in."""
     agreement = parse_agreement(spec_agreement("acme")).with_version(3)
     period = Period(2026, 11)
-    start, end = period_bounds(period, "America/New_York")
-    now = start + (end - start) * 0.9
+    start, end = period_bounds(period, agreement.timezone)
+    return agreement, period, start + (end - start) * elapsed
+
+
+def test_projected_tier_can_differ_from_the_tier_now() -> None:
+    """9 complex IT items at 90 % of the month → 10 at its end: min_items reached, scope wins."""
+    agreement, period, now = acme_in_november(0.9)
     counts = [
         ClassCount("customer_support", "basic", 200, 200, 0, 0),
         ClassCount("it_support", "complex", 9, 9, 0, 0),
         ClassCount("unclassified", "none", 4, 4, 0, 0),
     ]
-    card = client_usage(
-        client_id="acme",
-        agreement=agreement,
-        period=period,
-        start=start,
-        end=end,
-        now=now,
-        counts=counts,
-        closed=False,
-    )
+    card, _ = console_card("acme", agreement, period, now, counts)
     assert card["tier"] == {"name": "Essential", "reason": "volume"}
     assert card["weighted_units"] == "245"
     assert card["projected"]["tier"] == {"name": "Professional", "reason": "scope"}
@@ -215,36 +212,17 @@ def test_projected_tier_can_differ_from_the_tier_now() -> None:
 def test_the_ranking_figure_is_the_card_s_projected_weighted_units() -> None:
     """The overview ranks every client with `projected_weighted_units` and renders only the
     busiest: the ranking must be the figure the card shows."""
-    agreement = parse_agreement(spec_agreement("acme")).with_version(3)
-    period = Period(2026, 11)
-    start, end = period_bounds(period, "America/New_York")
-    now = start + (end - start) * 0.37
+    agreement, period, now = acme_in_november(0.37)
     counts = [
         ClassCount("customer_support", "basic", 211, 211, 0, 0),
         ClassCount("data_entry", "standard", 7, 900, 0, 0),
         ClassCount("it_support", "complex", 9, 9, 0, 0),
         ClassCount("unclassified", "none", 4, 4, 0, 0),
     ]
-    card = client_usage(
-        client_id="acme",
-        agreement=agreement,
-        period=period,
-        start=start,
-        end=end,
-        now=now,
-        counts=counts,
-        closed=False,
-    )
-    figure = projected_weighted_units(
-        agreement=agreement, period=period, start=start, end=end, now=now, counts=counts
-    )
+    card, figure = console_card("acme", agreement, period, now, counts)
     assert figure == Decimal(card["projected"]["weighted_units"]) > 0
-    assert (
-        projected_weighted_units(
-            agreement=None, period=period, start=start, end=end, now=now, counts=counts
-        )
-        == 0
-    )
+    _, without_agreement = console_card("acme", None, period, now, counts)
+    assert without_agreement == 0
 
 
 class AgreementRows:
@@ -285,17 +263,8 @@ async def test_each_agreement_version_is_read_and_parsed_once() -> None:
 
 def test_a_client_without_agreement_has_counts_but_no_tier() -> None:
     period = Period(2026, 11)
-    start, end = period_bounds(period, "UTC")
-    card = client_usage(
-        client_id="stray",
-        agreement=None,
-        period=period,
-        start=start,
-        end=end,
-        now=end,
-        counts=[ClassCount("hr", "basic", 3, 3, 0, 0)],
-        closed=False,
-    )
+    _, end = period_bounds(period, "UTC")
+    card, _ = console_card("stray", None, period, end, [ClassCount("hr", "basic", 3, 3, 0, 0)])
     assert (card["items"], card["tier"], card["projected"]["tier"], card["tiers"]) == (
         3,
         None,

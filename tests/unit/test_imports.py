@@ -67,8 +67,10 @@ class Violation:
     module: str
     detail: str
 
-    def __str__(self) -> str:
-        return f"{self.module}: {self.detail} ({self.rule})"
+
+def report(found: list[Violation]) -> str:
+    """One line a violation: the module, what it does, the rule it breaks."""
+    return "\n".join(f"{v.module}: {v.detail} ({v.rule})" for v in found)
 
 
 @dataclass
@@ -293,12 +295,12 @@ def modules() -> dict[str, Module]:
 
 def test_no_service_imports_another(modules: dict[str, Module]) -> None:
     found = services_import_no_other_service(modules)
-    assert not found, "\n".join(map(str, found))
+    assert not found, report(found)
 
 
 def test_product_code_never_imports_tooling(modules: dict[str, Module]) -> None:
     found = product_imports_no_tooling(modules)
-    assert not found, "\n".join(map(str, found))
+    assert not found, report(found)
 
 
 def test_shared_is_layered(modules: dict[str, Module]) -> None:
@@ -311,7 +313,7 @@ def test_shared_is_layered(modules: dict[str, Module]) -> None:
 
 def test_pure_modules_load_no_io_clock_or_environment(modules: dict[str, Module]) -> None:
     found = [v for v in pure_modules_stay_pure(modules) if v.module not in KNOWN_IMPURE]
-    assert not found, "\n".join(map(str, found))
+    assert not found, report(found)
 
 
 def test_known_exceptions_still_break_the_rule(modules: dict[str, Module]) -> None:

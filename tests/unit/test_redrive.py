@@ -271,15 +271,10 @@ class FakeDeadLetters:
         return ListedDeadLetter(found[0], None) if found else None
 
     async def redrive(
-        self,
-        dlq_topic: str,
-        origin_topic: str,
-        chosen: Sequence[Position],
-        *,
-        by: str,
-        dry_run: bool,
+        self, dlq_topic: str, origin_topic: str, chosen: Sequence[Position], **flags: Any
     ) -> list[Decision]:
-        self.asked.append((dlq_topic, origin_topic, list(chosen), by, dry_run))
+        """Answers as DeadLetters.redrive would; `flags` are its `by` and `dry_run`."""
+        self.asked.append((dlq_topic, origin_topic, list(chosen), flags["by"], flags["dry_run"]))
         decisions = chosen_plan(chosen, self.records)
         return [
             Decision(d.position, Outcome.REDRIVEN, None, d.record, published=Position(0, 100))

@@ -1,0 +1,161 @@
+"""A single-node Apache Kafka broker+controller (KRaft) from the Maven jars, on free loopback
+ports."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+from tools.localinfra.jars import kafka_jars_dir
+from tools.localinfra.processes import HOST, LocalInfraError, free_ports, port_open, tail
+from tools.localinfra.server import GuardedServer
+
+
+class LocalKafka(GuardedServer):
+    """A single-node Apache Kafka 4.1 broker+controller (KRaft) on free 127.0.0.1 ports.
+
+    ``fast=True`` (tests only) limits the JIT to C1, which starts the broker about a second
+    sooner but lowers its peak throughput: never benchmark with it.
+    """
+
+    name = "kafka"
+    title = "Kafka"
+    stop_signal = signal.SIGTERM  # the JVM's shutdown hook closes the logs cleanly
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        fast: bool = False,
+        port: int | None = None,
+        controller_port: int | None = None,
+        heap: str = "512m",
+        jars_dir: Path | None = None,
+        start_timeout: float = 120.0,
+    ) -> None:
+        super().__init__(data_dir, fast=fast, port=port, start_timeout=start_timeout)
+        self.controller_port = controller_port
+        self.heap = heap
+        self.jars_dir = jars_dir
+        self.config_file = self.data_dir / "server.properties"
+        self.log_dir = self.data_dir / "data"  # log.dirs: the topics and the KRaft metadata log
+        self.server_log = self.data_dir / "logs" / "server.log"
+        self._java = ""
+        self._log_offset = 0
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{HOST}:{self.started_port()}"
+
+    def _stale_marker(self) -> str:
+        return str(self.config_file)
+
+    def _prepare(self) -> None:
+        if self.jars_dir is None:
+            self.jars_dir = kafka_jars_dir()
+        self._java = _java()
+        if self.port is None or self.controller_port is None:
+            self.port, self.controller_port = free_ports(2)
+        self.server_log.parent.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self._server_properties())
+        (self.data_dir / "log4j2.properties").write_text(_KAFKA_LOG4J2)
+        if not (self.log_dir / "meta.properties").exists():
+            self._format()
+        self._log_offset = self.server_log.stat().st_size if self.server_log.exists() else 0
+
+    def _server_properties(self) -> str:
+        return (
+            "process.roles=broker,controller\n"
+            "node.id=1\n"
+            f"controller.quorum.voters=1@{HOST}:{self.controller_port}\n"
+            f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}\n"
+            f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}\n"
+            "inter.broker.listener.name=PLAINTEXT\n"
+            "controller.listener.names=CONTROLLER\n"
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"
+            f"log.dirs={self.log_dir}\n"
+            "offsets.topic.replication.factor=1\n"
+            "offsets.topic.num.partitions=1\n"
+            "transaction.state.log.replication.factor=1\n"
+            "transaction.state.log.min.isr=1\n"
+            "share.coordinator.state.topic.replication.factor=1\n"
+            "share.coordinator.state.topic.min.isr=1\n"
+            "group.initial.rebalance.delay.ms=0\n"
+            "auto.create.topics.enable=false\n"
+            "num.partitions=6\n"
+        )
+
+    def _format(self) -> None:
+        """Format the log dir for a new cluster (with static voters no --standalone is needed)."""
+        result = subprocess.run(
+            [self._java, "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp", self._classpath(),
+             "kafka.tools.StorageTool", "format", "-t", _kafka_cluster_id(),
+             "-c", str(self.config_file), "--ignore-formatted"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise LocalInfraError(f"formatting {self.log_dir} failed:\n{result.stdout[-4000:]}")
+
+    def _classpath(self) -> str:
+        return f"{self.jars_dir}/*"
+
+    def _command(self) -> list[str]:
+        jit = ["-XX:TieredStopAtLevel=1"] if self.fast else []
+        return [
+            self._java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
+            "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true", *jit,
+            f"-Dkafka.logs.dir={self.server_log.parent}",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp", self._classpath(), "kafka.Kafka", str(self.config_file),
+        ]  # fmt: skip
+
+    def _is_ready(self) -> bool:
+        try:
+            with open(self.server_log, "rb") as log:
+                log.seek(self._log_offset)
+                started = b"Kafka Server started" in log.read()
+        except OSError:
+            return False
+        return started and port_open(self.started_port())
+
+    def _diagnostics(self) -> str:
+        return f"{tail(self.server_log, offset=self._log_offset)}\n{tail(self.guard_out, lines=20)}"
+
+
+_KAFKA_LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+def _kafka_cluster_id() -> str:
+    """What ``kafka-storage.sh random-uuid`` prints, without starting a JVM for it."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):  # Kafka avoids ids that look like CLI options
+            return cluster_id
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise LocalInfraError("java is not installed: Kafka 4.1 needs Java 17 or newer")
+    return java
