@@ -5,18 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
-from services.intake.api import IntakeMetrics, build_router
+from services.intake.api import Intake, IntakeMetrics, router
 from services.intake.parsing import MAX_BYTES
 from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.contracts.topics import WORKITEMS_COMPLETED
 from shared.infra.auth import KeyRing, KeySettings
-from shared.infra.http import add_operational_routes, kafka_status, run_service
+from shared.infra.http import health_of, run_service, service_app, set_state
 from shared.infra.kafka import BatchProducer, ensure_service_topics, make_broker
 from shared.infra.settings import CommonSettings, Port
 
@@ -57,30 +57,25 @@ def create_app(settings: IntakeSettings) -> FastAPI:
             await broker.stop()
             log.info("intake stopped", extra={"status": "stopped"})
 
-    async def health() -> dict[str, Any]:
-        return {"kafka": await kafka_status(broker)}
-
-    app = FastAPI(
+    app = service_app(
         title="Tierline intake",
-        version="1",
         description="Takes 'work item completed' events from ticketing systems (SPEC §2).",
         lifespan=lifespan,
-    )
-    app.state.keys = KeyRing.from_settings(settings)
-    app.include_router(
-        build_router(
-            producer,
-            IntakeMetrics(registry),
-            publish_timeout=settings.intake_publish_timeout_seconds,
-            body_timeout=settings.tierline_body_timeout_seconds,
-        )
-    )
-    add_operational_routes(
-        app,
         registry=registry,
-        health=health,
+        health=health_of(broker=broker),
+        keys=KeyRing.from_settings(settings),
+        routers=[router],
         max_body_bytes=MAX_BYTES,
         body_timeout_seconds=settings.tierline_body_timeout_seconds,
+    )
+    set_state(
+        app,
+        Intake(
+            publisher=producer,
+            metrics=IntakeMetrics(registry),
+            publish_timeout=settings.intake_publish_timeout_seconds,
+            body_timeout=settings.tierline_body_timeout_seconds,
+        ),
     )
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
