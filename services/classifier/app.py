@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import FastAPI
-from faststream import AckPolicy
-from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
@@ -24,14 +22,12 @@ from shared.contracts.topics import (
     dlq,
 )
 from shared.infra.agreement_view import agreement_view
-from shared.infra.http import SMALL_BODY_BYTES, add_operational_routes, kafka_status, run_service
+from shared.infra.http import SMALL_BODY_BYTES, health_of, run_service, service_app
 from shared.infra.kafka import (
-    HOT_FETCH_MAX_WAIT_MS,
-    HOT_FETCH_MIN_BYTES,
     BatchProducer,
     ensure_service_topics,
     make_broker,
-    skip_decoding,
+    subscribe_hot_batches,
 )
 from shared.infra.settings import CommonSettings, Port
 
@@ -64,23 +60,16 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
         dlq(WORKITEMS_COMPLETED),
         dlq(AGREEMENTS),  # written by the agreement view: records it cannot use
     )
-
-    @broker.subscriber(
+    subscribe_hot_batches(
+        broker,
         WORKITEMS_COMPLETED,
         group_id=CLASSIFIER_GROUP,
-        batch=True,
         max_records=settings.classifier_max_batch,
         batch_timeout_ms=settings.classifier_batch_timeout_ms,
-        fetch_min_bytes=HOT_FETCH_MIN_BYTES,
-        fetch_max_wait_ms=HOT_FETCH_MAX_WAIT_MS,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=skip_decoding,
+        handle=classifier.handle,
         title="classify",
         description="Tags each completed work item with its class by the client's agreement rules.",
     )
-    async def classify_batch(msg: KafkaMessage) -> None:
-        await classifier.handle(msg.raw_message)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,16 +86,14 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
             await agreements.stop()
             log.info("classifier stopped", extra={"status": "stopped"})
 
-    async def health() -> dict[str, Any]:
-        return {"kafka": await kafka_status(broker)}
-
-    app = FastAPI(
+    app = service_app(
         title="Tierline classifier",
-        version="1",
-        lifespan=lifespan,
         description="Classifies work items by each client's agreement rules (SPEC §4).",
+        lifespan=lifespan,
+        registry=registry,
+        health=health_of(broker=broker),
+        max_body_bytes=SMALL_BODY_BYTES,
     )
-    add_operational_routes(app, registry=registry, health=health, max_body_bytes=SMALL_BODY_BYTES)
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
 

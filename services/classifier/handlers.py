@@ -35,6 +35,7 @@ from shared.infra.faults import crash_point, pause_point
 from shared.infra.kafka import (
     BatchProducer,
     CompactedView,
+    batch_size_histogram,
     dead_letter,
     dead_letter_counter,
     decode_records,
@@ -60,12 +61,7 @@ class ClassifierMetrics:
             registry=registry,
         )
         self.dead_letters = dead_letter_counter(registry)
-        self.batch_size = Histogram(
-            "tierline_classifier_batch_size",
-            "Records per consumed batch",
-            registry=registry,
-            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
-        )
+        self.batch_size = batch_size_histogram(registry, "classifier")
         self.batch_seconds = Histogram(
             "tierline_classifier_batch_seconds",
             "Time to classify and publish one batch",
