@@ -23,7 +23,8 @@ from services.console.monitor import (
     partition_lags,
     rate_between,
 )
-from services.console.usage import client_usage, projected_weighted_units
+from services.console.redrive import DeadLetterRecord
+from services.console.usage import OpenPeriod, client_usage, projected_weighted_units
 from services.console.watch import KafkaProbe, KafkaWatch
 from shared.domain.agreement.agreement import parse_agreement
 from shared.domain.periods import Period, period_bounds
@@ -90,19 +91,21 @@ def test_history_keeps_its_capacity_and_rates_over_the_window() -> None:
 
 def test_dead_letter_decoding_keeps_the_error_headers_and_survives_bad_bytes() -> None:
     entry = dead_letter(
-        topic="workitems.completed.dlq",
-        partition=2,
-        offset=7,
-        timestamp_ms=1_790_000_000_000,
-        key=b"acme",
-        value=b"\xff" + b"x" * 400,
-        headers=[
-            ("error", b"not a valid CompletedWorkItem"),
-            ("origin_topic", b"workitems.completed"),
-            ("origin_partition", b"3"),
-            ("origin_offset", b"not-a-number"),
-        ],
-    ).to_json()
+        DeadLetterRecord(
+            topic="workitems.completed.dlq",
+            partition=2,
+            offset=7,
+            timestamp_ms=1_790_000_000_000,
+            key=b"acme",
+            value=b"\xff" + b"x" * 400,
+            headers=(
+                ("error", b"not a valid CompletedWorkItem"),
+                ("origin_topic", b"workitems.completed"),
+                ("origin_partition", b"3"),
+                ("origin_offset", b"not-a-number"),
+            ),
+        )
+    ).entry().model_dump()
     assert entry["error"] == "not a valid CompletedWorkItem"
     assert entry["original_topic"] == "workitems.completed"
     assert entry["original_partition"] == 3
@@ -115,13 +118,15 @@ def test_dead_letter_decoding_keeps_the_error_headers_and_survives_bad_bytes() -
 def test_latest_dead_letters_are_newest_first() -> None:
     entries = [
         dead_letter(
-            topic="t.dlq",
-            partition=0,
-            offset=n,
-            timestamp_ms=1000 + n,
-            key=None,
-            value=b"",
-            headers=[],
+            DeadLetterRecord(
+                topic="t.dlq",
+                partition=0,
+                offset=n,
+                timestamp_ms=1000 + n,
+                key=None,
+                value=b"",
+                headers=(),
+            )
         )
         for n in range(5)
     ]
@@ -133,7 +138,7 @@ def test_overview_lists_topics_groups_and_dead_letter_topics() -> None:
     assert (
         kafka_overview(
             history, topics=["a"], groups=GROUPS, dead_letter_topics=[], dead_letters={}, error=None
-        )["topics"]
+        ).model_dump()["topics"]
         == []
     )
     history.add(sample(0, {0: 10, 1: 0}, {0: 10}))
@@ -145,7 +150,7 @@ def test_overview_lists_topics_groups_and_dead_letter_topics() -> None:
         dead_letter_topics=["workitems.completed.dlq"],
         dead_letters={},
         error=None,
-    )
+    ).model_dump()
     (topic,) = overview["topics"]
     assert (topic["partitions"], topic["messages"], topic["rate"]) == (2, 15, 5.0)
     (group,) = overview["groups"]
@@ -195,14 +200,10 @@ def test_projected_tier_can_differ_from_the_tier_now() -> None:
     ]
     card = client_usage(
         client_id="acme",
-        agreement=agreement,
-        period=period,
-        start=start,
-        end=end,
+        open_period=OpenPeriod(agreement, period, start, end, counts),
         now=now,
-        counts=counts,
         closed=False,
-    )
+    ).model_dump()
     assert card["tier"] == {"name": "Essential", "reason": "volume"}
     assert card["weighted_units"] == "245"
     assert card["projected"]["tier"] == {"name": "Professional", "reason": "scope"}
@@ -227,24 +228,13 @@ def test_the_ranking_figure_is_the_card_s_projected_weighted_units() -> None:
     ]
     card = client_usage(
         client_id="acme",
-        agreement=agreement,
-        period=period,
-        start=start,
-        end=end,
+        open_period=OpenPeriod(agreement, period, start, end, counts),
         now=now,
-        counts=counts,
         closed=False,
-    )
-    figure = projected_weighted_units(
-        agreement=agreement, period=period, start=start, end=end, now=now, counts=counts
-    )
+    ).model_dump()
+    figure = projected_weighted_units(OpenPeriod(agreement, period, start, end, counts), now)
     assert figure == Decimal(card["projected"]["weighted_units"]) > 0
-    assert (
-        projected_weighted_units(
-            agreement=None, period=period, start=start, end=end, now=now, counts=counts
-        )
-        == 0
-    )
+    assert projected_weighted_units(OpenPeriod(None, period, start, end, counts), now) == 0
 
 
 class AgreementRows:
@@ -288,14 +278,10 @@ def test_a_client_without_agreement_has_counts_but_no_tier() -> None:
     start, end = period_bounds(period, "UTC")
     card = client_usage(
         client_id="stray",
-        agreement=None,
-        period=period,
-        start=start,
-        end=end,
+        open_period=OpenPeriod(None, period, start, end, [ClassCount("hr", "basic", 3, 3, 0, 0)]),
         now=end,
-        counts=[ClassCount("hr", "basic", 3, 3, 0, 0)],
         closed=False,
-    )
+    ).model_dump()
     assert (card["items"], card["tier"], card["projected"]["tier"], card["tiers"]) == (
         3,
         None,
