@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -105,7 +105,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             await pool.close()
             log.info("console stopped", extra={"status": "stopped"})
 
-    async def health() -> dict[str, Any]:
+    async def health() -> dict[str, str]:
         page = get_state(app, Page)
         return {
             "kafka": "ok" if watch.error is None and watch.history.latest else "unavailable",

@@ -32,7 +32,7 @@ from services.console.redrive import (
 )
 from shared.infra.db import TRANSIENT_ERRORS
 from shared.infra.http import AdminCaller, state_of
-from shared.infra.openapi import answer
+from shared.infra.openapi import Responses, answer
 
 log = logging.getLogger(__name__)
 
@@ -161,15 +161,15 @@ class RedriveOut(BaseModel):
     )
 
 
-_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+_ERRORS: Final[Responses] = {
     401: answer("No key or an unknown key", Detail),
     403: answer("Not an admin key", Detail),
     503: answer("Kafka or PostgreSQL unavailable: retry after a while", Detail),
 }
-_UNKNOWN_TOPIC: Final[dict[int | str, dict[str, Any]]] = {
+_UNKNOWN_TOPIC: Final[Responses] = {
     404: answer("Not a topic with dead letters", Detail),
 }
-_BAD_BODY: Final[dict[int | str, dict[str, Any]]] = {
+_BAD_BODY: Final[Responses] = {
     400: answer("A body that cannot be parsed", Detail),
 }
 
@@ -192,21 +192,21 @@ def _mark_out(mark: RedriveMark | None) -> RedrivenOut | None:
     )
 
 
-def _summary(entry: ListedDeadLetter) -> dict[str, Any]:
+def _summary(entry: ListedDeadLetter) -> DeadLetterOut:
     record = entry.record
     origin = record.origin
-    return {
-        "partition": record.partition,
-        "offset": record.offset,
-        "time": iso_time(record.timestamp_ms / 1000),
-        "key": key_text(record.key),
-        "error": record.header("error"),
-        "error_type": record.header("error_type"),
-        "origin": OriginOut(topic=origin.topic, partition=origin.partition, offset=origin.offset)
+    return DeadLetterOut(
+        partition=record.partition,
+        offset=record.offset,
+        time=iso_time(record.timestamp_ms / 1000),
+        key=key_text(record.key),
+        error=record.header("error"),
+        error_type=record.header("error_type"),
+        origin=OriginOut(topic=origin.topic, partition=origin.partition, offset=origin.offset)
         if origin
         else None,
-        "redriven": _mark_out(entry.mark),
-    }
+        redriven=_mark_out(entry.mark),
+    )
 
 
 def _result(decision: Decision, origin_topic: str) -> RedriveResultOut:
@@ -290,7 +290,7 @@ async def list_dead_letters(
     return DeadLetterPageOut(
         dlq_topic=dlq_topic,
         origin_topic=origin_topic,
-        entries=[DeadLetterOut(**_summary(entry)) for entry in page.entries],
+        entries=[_summary(entry) for entry in page.entries],
         next_cursor=str(page.next_cursor) if page.next_cursor else None,
         scanned=page.scanned,
     )
@@ -325,7 +325,7 @@ async def show_dead_letter(
         return _not_found(f"{dlq_topic} holds no record at {position}")
     text, complete = value_preview(entry.record.value)
     return DeadLetterDetailOut(
-        **_summary(entry),
+        **dict(_summary(entry)),
         headers=entry.record.header_texts(),
         value_preview=text,
         value_bytes=len(entry.record.value or b""),

@@ -13,7 +13,7 @@ from typing import Any, Final
 from services.intake.parsing import JSON, MAX_BYTES, MAX_ITEMS, NDJSON
 from shared.contracts.workitems import MAX_ATTRIBUTE_TEXT, MAX_SAFE_INTEGER
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN
-from shared.infra.openapi import DETAIL_SCHEMA, WWW_AUTHENTICATE, answer
+from shared.infra.openapi import DETAIL_SCHEMA, WWW_AUTHENTICATE, JsonSchema, Responses, answer
 
 #: Any text without U+0000 (JSON Schema patterns are ECMA-262: `\u0000` is the NUL escape).
 _NO_NUL: Final = r"^[^\u0000]*$"
@@ -21,14 +21,14 @@ _NO_NUL: Final = r"^[^\u0000]*$"
 _TIMESTAMP: Final = r"^20\d{2}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 
 
-def _text(max_length: int, *, min_length: int = 0) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string", "maxLength": max_length, "pattern": _NO_NUL}
+def _text(max_length: int, *, min_length: int = 0) -> JsonSchema:
+    schema: JsonSchema = {"type": "string", "maxLength": max_length, "pattern": _NO_NUL}
     if min_length:
         schema["minLength"] = min_length
     return schema
 
 
-ITEM_SCHEMA: Final[dict[str, Any]] = {
+ITEM_SCHEMA: Final[JsonSchema] = {
     "title": "WorkItem",
     "description": (
         "A completed work item (SPEC §2). Optional fields are left out, never null. "
@@ -110,7 +110,7 @@ _ERRORS: Final = {
 }
 
 
-RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+RESPONSES: Final[Responses] = {
     202: answer(
         "Every item is durably in workitems.completed; accepted counts them, duplicates included",
         {

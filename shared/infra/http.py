@@ -9,7 +9,7 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any, Final, TypeVar
 
@@ -29,7 +29,8 @@ from shared.infra.settings import CommonSettings, HttpSettings, load_settings
 
 log = logging.getLogger(__name__)
 
-HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
+#: What /healthz reports: each dependency ("kafka", "database") → "ok" or "unavailable".
+HealthCheck = Callable[[], Awaitable[Mapping[str, str]]]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 T = TypeVar("T")
 
@@ -275,7 +276,7 @@ def health_of(
     """The /healthz check of a service on Kafka, and on PostgreSQL when `pool` gives its pool
     (None until the lifespan has made one)."""
 
-    async def health() -> dict[str, Any]:
+    async def health() -> dict[str, str]:
         checks = {"kafka": await kafka_status(broker)}
         if pool is not None:
             checks["database"] = await database_status(pool())

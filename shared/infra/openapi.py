@@ -11,15 +11,20 @@ from pydantic import BaseModel
 
 JSON: Final = "application/json"
 
+#: A JSON Schema, as the OpenAPI document carries it.
+JsonSchema = dict[str, Any]
+#: What a route's `responses=` takes: status → its documented answer.
+Responses = dict[int | str, dict[str, Any]]
+
 #: `{"detail": "..."}`: how every refusal says why.
-DETAIL_SCHEMA: Final[dict[str, Any]] = {
+DETAIL_SCHEMA: Final[JsonSchema] = {
     "type": "object",
     "properties": {"detail": {"type": "string"}},
     "required": ["detail"],
 }
 #: A 422 as the services answer it: FastAPI's own `{"detail": [{loc, msg, type}]}` or a route's
 #: `{"detail": "what is wrong"}` (intake's `{"errors": [...]}` is documented by intake itself).
-VALIDATION_PROBLEM_SCHEMA: Final[dict[str, Any]] = {
+VALIDATION_PROBLEM_SCHEMA: Final[JsonSchema] = {
     "type": "object",
     "properties": {
         "detail": {
@@ -56,7 +61,7 @@ _AUTH_RESPONSES: Final = {
 
 def answer(
     description: str,
-    body: dict[str, Any] | type[BaseModel] = DETAIL_SCHEMA,
+    body: JsonSchema | type[BaseModel] = DETAIL_SCHEMA,
     *,
     headers: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -72,7 +77,7 @@ def answer(
     return documented
 
 
-def error_responses(**described: str) -> dict[int | str, dict[str, Any]]:
+def error_responses(**described: str) -> Responses:
     """`responses=` entries for a route's own error answers, with the body each has:
     `error_responses(**{"404": "No such invoice", "422": "Bad period"})`. A 422 is documented
     as either FastAPI's list of problems or a single `detail` string; any other status as

@@ -90,22 +90,26 @@ def test_history_keeps_its_capacity_and_rates_over_the_window() -> None:
 
 
 def test_dead_letter_decoding_keeps_the_error_headers_and_survives_bad_bytes() -> None:
-    entry = dead_letter(
-        DeadLetterRecord(
-            topic="workitems.completed.dlq",
-            partition=2,
-            offset=7,
-            timestamp_ms=1_790_000_000_000,
-            key=b"acme",
-            value=b"\xff" + b"x" * 400,
-            headers=(
-                ("error", b"not a valid CompletedWorkItem"),
-                ("origin_topic", b"workitems.completed"),
-                ("origin_partition", b"3"),
-                ("origin_offset", b"not-a-number"),
-            ),
+    entry = (
+        dead_letter(
+            DeadLetterRecord(
+                topic="workitems.completed.dlq",
+                partition=2,
+                offset=7,
+                timestamp_ms=1_790_000_000_000,
+                key=b"acme",
+                value=b"\xff" + b"x" * 400,
+                headers=(
+                    ("error", b"not a valid CompletedWorkItem"),
+                    ("origin_topic", b"workitems.completed"),
+                    ("origin_partition", b"3"),
+                    ("origin_offset", b"not-a-number"),
+                ),
+            )
         )
-    ).entry().model_dump()
+        .entry()
+        .model_dump()
+    )
     assert entry["error"] == "not a valid CompletedWorkItem"
     assert entry["original_topic"] == "workitems.completed"
     assert entry["original_partition"] == 3
