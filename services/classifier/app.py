@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Annotated
 
 from fastapi import FastAPI
@@ -22,7 +21,14 @@ from shared.contracts.topics import (
     dlq,
 )
 from shared.infra.agreement_view import agreement_view
-from shared.infra.http import SMALL_BODY_BYTES, health_of, run_service, service_app
+from shared.infra.http import (
+    SMALL_BODY_BYTES,
+    health_of,
+    lifespan_of,
+    run_service,
+    service_app,
+    start_in,
+)
 from shared.infra.kafka import (
     BatchProducer,
     ensure_service_topics,
@@ -71,25 +77,15 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
         description="Tags each completed work item with its class by the client's agreement rules.",
     )
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI, running: AsyncExitStack) -> None:
         await ensure_service_topics(settings)
-        await agreements.start()
-        await producer.start()
-        await broker.start()
-        log.info("classifier ready", extra={"status": "ready"})
-        try:
-            yield
-        finally:
-            await broker.stop()  # drains the batch in flight and commits it
-            await producer.stop()
-            await agreements.stop()
-            log.info("classifier stopped", extra={"status": "stopped"})
+        # The broker stops first: it drains the batch in flight and commits it.
+        await start_in(running, agreements, producer, broker)
 
     app = service_app(
         title="Tierline classifier",
         description="Classifies work items by each client's agreement rules (SPEC §4).",
-        lifespan=lifespan,
+        lifespan=lifespan_of("classifier", start, log=log),
         registry=registry,
         health=health_of(broker=broker),
         max_body_bytes=SMALL_BODY_BYTES,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Annotated, Final
 
 from fastapi import FastAPI
@@ -35,9 +34,11 @@ from shared.infra.http import (
     SMALL_BODY_BYTES,
     database_status,
     get_state,
+    lifespan_of,
     run_service,
     service_app,
     set_state,
+    start_in,
 )
 from shared.infra.kafka import ensure_service_topics
 from shared.infra.settings import DatabaseSettings, Port
@@ -74,14 +75,14 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         registry=registry,
     )
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI, running: AsyncExitStack) -> None:
         await ensure_service_topics(settings)
         pool = await create_pool(settings.database_url, size=settings.database_pool_size)
+        running.push_async_callback(pool.close)
         await apply_schema(pool)  # the tables it reads exist even before metering/billing start
         await apply_redrive_schema(pool)  # ops.redrives: the one table the console writes
         dead_letter_log = DeadLetterLog(settings.kafka_bootstrap_servers)
-        await dead_letter_log.start()
+        await start_in(running, dead_letter_log)
         set_state(app, DeadLetters(dead_letter_log, pool, registry))
         business = CachedOverview(
             pool,
@@ -92,18 +93,10 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             app,
             Page(watch, business, topics=ALL_TOPICS, poll_seconds=settings.console_poll_seconds),
         )
+        running.push_async_callback(watch.probe.close)
         await watch.poll_once()
         poller = asyncio.create_task(watch.run(), name="kafka-watch")
-        log.info("console ready", extra={"status": "ready"})
-        try:
-            yield
-        finally:
-            poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
-            await watch.probe.close()
-            await dead_letter_log.stop()
-            await pool.close()
-            log.info("console stopped", extra={"status": "stopped"})
+        running.push_async_callback(_cancel, poller)
 
     async def health() -> dict[str, str]:
         page = get_state(app, Page)
@@ -117,7 +110,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         description=(
             "The operator page: topics, consumer lag, dead letters, usage and invoices, live."
         ),
-        lifespan=lifespan,
+        lifespan=lifespan_of("console", start, log=log),
         registry=registry,
         health=health,
         keys=KeyRing.from_settings(settings),
@@ -126,6 +119,11 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def main() -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Annotated
 
 from fastapi import FastAPI
@@ -16,7 +15,14 @@ from services.intake.parsing import MAX_BYTES
 from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.contracts.topics import WORKITEMS_COMPLETED
 from shared.infra.auth import KeyRing, KeySettings
-from shared.infra.http import health_of, run_service, service_app, set_state
+from shared.infra.http import (
+    health_of,
+    lifespan_of,
+    run_service,
+    service_app,
+    set_state,
+    start_in,
+)
 from shared.infra.kafka import BatchProducer, ensure_service_topics, make_broker
 from shared.infra.settings import CommonSettings, Port
 
@@ -44,23 +50,15 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         linger_ms=settings.intake_linger_ms,
     )
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI, running: AsyncExitStack) -> None:
         await ensure_service_topics(settings)
-        await broker.start()
-        await producer.start()
-        log.info("intake ready", extra={"status": "ready"})
-        try:
-            yield
-        finally:
-            await producer.stop()  # flushes: every 202 already had its acks
-            await broker.stop()
-            log.info("intake stopped", extra={"status": "stopped"})
+        # The producer stops first: its stop flushes, and every 202 already had its acks.
+        await start_in(running, broker, producer)
 
     app = service_app(
         title="Tierline intake",
         description="Takes 'work item completed' events from ticketing systems (SPEC §2).",
-        lifespan=lifespan,
+        lifespan=lifespan_of("intake", start, log=log),
         registry=registry,
         health=health_of(broker=broker),
         keys=KeyRing.from_settings(settings),

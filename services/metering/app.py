@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from typing import Annotated
 
 import asyncpg
@@ -30,9 +30,11 @@ from shared.infra.http import (
     SMALL_BODY_BYTES,
     get_state,
     health_of,
+    lifespan_of,
     run_service,
     service_app,
     set_state,
+    start_in,
 )
 from shared.infra.kafka import ensure_service_topics, make_broker, subscribe_hot_batches
 from shared.infra.settings import DatabaseSettings, Port
@@ -55,28 +57,21 @@ def create_app(settings: MeteringSettings) -> FastAPI:
     metrics = MeteringMetrics(registry)
     declare_publishers(broker, USAGE_ALERTS, dlq(WORKITEMS_CLASSIFIED), dlq(AGREEMENTS))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI, running: AsyncExitStack) -> None:
         await ensure_service_topics(settings)
         pool = await create_pool(settings.database_url, size=settings.database_pool_size)
+        running.push_async_callback(pool.close)
         await apply_schema(pool)
-        await agreements.start()
+        await start_in(running, agreements)
         set_state(app, Ledger(pool, agreements))
         set_state(app, Meter(broker, pool, agreements, metrics))
-        await broker.start()
-        log.info("metering ready", extra={"status": "ready"})
-        try:
-            yield
-        finally:
-            await broker.stop()  # drains the batch in flight: its transaction and commit finish
-            await agreements.stop()
-            await pool.close()
-            log.info("metering stopped", extra={"status": "stopped"})
+        # The broker stops first: it drains the batch in flight (its transaction and commit).
+        await start_in(running, broker)
 
     app = service_app(
         title="Tierline metering",
         description="Exact running counts per client, period and class (SPEC §5).",
-        lifespan=lifespan,
+        lifespan=lifespan_of("metering", start, log=log),
         registry=registry,
         health=health_of(broker=broker, pool=lambda: _pool(app)),
         keys=KeyRing.from_settings(settings),

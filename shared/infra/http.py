@@ -9,9 +9,9 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Annotated, Any, Final, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Annotated, Any, Final, Protocol, TypeVar
 
 import asyncpg
 import uvicorn
@@ -207,6 +207,44 @@ def add_operational_routes(
     )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class Startable(Protocol):
+    """Something a service runs: a broker, a producer, a view of a compacted topic."""
+
+    async def start(self) -> object: ...
+
+    async def stop(self) -> object: ...
+
+
+async def start_in(running: AsyncExitStack, *things: Startable) -> None:
+    """Starts `things` in order, each to be stopped when `running` closes (in reverse order)."""
+    for thing in things:
+        await thing.start()
+        running.push_async_callback(thing.stop)
+
+
+#: What a service starts in its lifespan: it pushes each stop onto the stack as it goes.
+Starter = Callable[[FastAPI, AsyncExitStack], Awaitable[None]]
+
+
+def lifespan_of(service: str, start: Starter, *, log: logging.Logger) -> Lifespan:
+    """A service's lifespan: `start` starts what the service runs, pushing what undoes each
+    step onto the stack; at shutdown (or when a later step fails to start) they are undone in
+    reverse order. "ready" and "stopped" are logged with their status."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as running:
+            await start(app, running)
+            log.info(f"{service} ready", extra={"status": "ready"})
+            try:
+                yield
+            finally:
+                await running.aclose()
+                log.info(f"{service} stopped", extra={"status": "stopped"})
+
+    return lifespan
 
 
 def service_app(
