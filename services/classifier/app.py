@@ -24,7 +24,6 @@ from shared.infra.agreement_view import agreement_view
 from shared.infra.http import (
     SMALL_BODY_BYTES,
     health_of,
-    lifespan_of,
     run_service,
     service_app,
     start_in,
@@ -83,9 +82,10 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
         await start_in(running, agreements, producer, broker)
 
     app = service_app(
-        title="Tierline classifier",
+        "classifier",
         description="Classifies work items by each client's agreement rules (SPEC §4).",
-        lifespan=lifespan_of("classifier", start, log=log),
+        start=start,
+        log=log,
         registry=registry,
         health=health_of(broker=broker),
         max_body_bytes=SMALL_BODY_BYTES,

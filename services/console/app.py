@@ -34,7 +34,6 @@ from shared.infra.http import (
     SMALL_BODY_BYTES,
     database_status,
     get_state,
-    lifespan_of,
     run_service,
     service_app,
     set_state,
@@ -106,11 +105,12 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         }
 
     app = service_app(
-        title="Tierline console",
+        "console",
         description=(
             "The operator page: topics, consumer lag, dead letters, usage and invoices, live."
         ),
-        lifespan=lifespan_of("console", start, log=log),
+        start=start,
+        log=log,
         registry=registry,
         health=health,
         keys=KeyRing.from_settings(settings),

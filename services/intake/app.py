@@ -17,7 +17,6 @@ from shared.contracts.topics import WORKITEMS_COMPLETED
 from shared.infra.auth import KeyRing, KeySettings
 from shared.infra.http import (
     health_of,
-    lifespan_of,
     run_service,
     service_app,
     set_state,
@@ -56,9 +55,10 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         await start_in(running, broker, producer)
 
     app = service_app(
-        title="Tierline intake",
+        "intake",
         description="Takes 'work item completed' events from ticketing systems (SPEC §2).",
-        lifespan=lifespan_of("intake", start, log=log),
+        start=start,
+        log=log,
         registry=registry,
         health=health_of(broker=broker),
         keys=KeyRing.from_settings(settings),

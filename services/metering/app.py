@@ -30,7 +30,6 @@ from shared.infra.http import (
     SMALL_BODY_BYTES,
     get_state,
     health_of,
-    lifespan_of,
     run_service,
     service_app,
     set_state,
@@ -69,9 +68,10 @@ def create_app(settings: MeteringSettings) -> FastAPI:
         await start_in(running, broker)
 
     app = service_app(
-        title="Tierline metering",
+        "metering",
         description="Exact running counts per client, period and class (SPEC §5).",
-        lifespan=lifespan_of("metering", start, log=log),
+        start=start,
+        log=log,
         registry=registry,
         health=health_of(broker=broker, pool=lambda: _pool(app)),
         keys=KeyRing.from_settings(settings),

@@ -248,10 +248,11 @@ def lifespan_of(service: str, start: Starter, *, log: logging.Logger) -> Lifespa
 
 
 def service_app(
+    service: str,
     *,
-    title: str,
     description: str,
-    lifespan: Lifespan,
+    start: Starter,
+    log: logging.Logger,
     registry: CollectorRegistry,
     health: HealthCheck,
     keys: KeyRing | None = None,
@@ -259,9 +260,15 @@ def service_app(
     max_body_bytes: int = DEFAULT_BODY_BYTES,
     body_timeout_seconds: float | None = None,
 ) -> FastAPI:
-    """A service's app: its routers (module-level, so the OpenAPI document is whole before the
-    lifespan starts), its keys, and the operational routes and body guard every service has."""
-    app = FastAPI(title=title, version="1", description=description, lifespan=lifespan)
+    """The app of `service` ("Tierline <service>"): its lifespan (`lifespan_of(start)`), its
+    routers (module-level, so the OpenAPI document is whole before the lifespan starts), its
+    keys, and the operational routes and body guard every service has."""
+    app = FastAPI(
+        title=f"Tierline {service}",
+        version="1",
+        description=description,
+        lifespan=lifespan_of(service, start, log=log),
+    )
     if keys is not None:
         app.state.keys = keys
     for router in routers:
