@@ -31,10 +31,10 @@ from shared.contracts.workitems import (
     with_outcome,
 )
 from shared.domain.agreement.agreement import Agreement
+from shared.infra.agreement_view import AgreementView
 from shared.infra.faults import crash_point, pause_point
 from shared.infra.kafka import (
-    BatchProducer,
-    CompactedView,
+    Publisher,
     batch_size_histogram,
     dead_letter,
     dead_letter_counter,
@@ -98,8 +98,8 @@ class Classifier:
         self,
         *,
         broker: KafkaBroker,
-        producer: BatchProducer,
-        agreements: CompactedView[Agreement],
+        producer: Publisher,
+        agreements: AgreementView,
         metrics: ClassifierMetrics,
     ) -> None:
         self.broker = broker  # dead letters

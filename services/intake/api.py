@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Protocol
+from typing import Annotated, Any, Final
 
 from aiokafka.errors import (
     KafkaError,
@@ -37,6 +36,7 @@ from services.intake.parsing import (
 )
 from shared.contracts.topics import WORKITEMS_COMPLETED
 from shared.infra.http import IntakeCaller, state_of
+from shared.infra.kafka import Publisher
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "5"
@@ -61,15 +61,6 @@ class IntakeMetrics:
         )
 
 
-class Publisher(Protocol):
-    """Where accepted items go (shared.infra.kafka.BatchProducer in production)."""
-
-    async def send_many(self, messages: Iterable[tuple[str, bytes, bytes]]) -> int:
-        """Publish (topic, key, value) messages and wait for every acknowledgement (acks=all):
-        only then may intake answer 202."""
-        ...
-
-
 @dataclass(frozen=True)
 class Intake:
     """What the route needs besides the request, set on the app at construction."""
@@ -86,7 +77,8 @@ IntakeDep = Annotated[Intake, Depends(state_of(Intake))]
 
 
 def publisher(intake: IntakeDep) -> Publisher:
-    """The dependency that publishes: the app's producer (its lifespan starts it)."""
+    """The dependency that publishes, waiting for every acknowledgement (acks=all: only then
+    may intake answer 202): the app's producer, which its lifespan starts."""
     return intake.publisher
 
 

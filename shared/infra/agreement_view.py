@@ -16,6 +16,12 @@ class Agreements(Protocol):
     def get(self, client_id: str, /) -> Agreement | None: ...
 
 
+class AgreementView(Agreements, Protocol):
+    """A view that can also say it has caught up with what the topic holds now."""
+
+    async def caught_up(self) -> None: ...
+
+
 def agreement_from_message(raw: bytes) -> Agreement:
     return Agreement.model_validate_json(raw)
 

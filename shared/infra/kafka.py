@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -178,6 +178,14 @@ def dead_letter_counter(registry: CollectorRegistry) -> Counter:
         ["topic"],
         registry=registry,
     )
+
+
+class Publisher(Protocol):
+    """Where a service publishes (topic, key, value) messages: a BatchProducer in production."""
+
+    async def send_many(self, messages: Iterable[tuple[str, bytes, bytes]]) -> int:
+        """Publish and wait for every acknowledgement (acks=all); how many were sent."""
+        ...
 
 
 def batch_size_histogram(registry: CollectorRegistry, service: str) -> Histogram:
