@@ -32,7 +32,7 @@ from services.console.redrive import (
 )
 from shared.infra.db import TRANSIENT_ERRORS
 from shared.infra.http import AdminCaller, state_of
-from shared.infra.openapi import Responses, answer
+from shared.infra.openapi import RETRY_AFTER, Responses, answer
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,9 @@ class RedriveOut(BaseModel):
 _ERRORS: Final[Responses] = {
     401: answer("No key or an unknown key", Detail),
     403: answer("Not an admin key", Detail),
-    503: answer("Kafka or PostgreSQL unavailable: retry after a while", Detail),
+    503: answer(
+        "Kafka or PostgreSQL unavailable: retry after a while", Detail, headers=RETRY_AFTER
+    ),
 }
 _UNKNOWN_TOPIC: Final[Responses] = {
     404: answer("Not a topic with dead letters", Detail),

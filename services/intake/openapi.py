@@ -13,7 +13,14 @@ from typing import Any, Final
 from services.intake.parsing import JSON, MAX_BYTES, MAX_ITEMS, NDJSON
 from shared.contracts.workitems import MAX_ATTRIBUTE_TEXT, MAX_SAFE_INTEGER
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN
-from shared.infra.openapi import DETAIL_SCHEMA, WWW_AUTHENTICATE, JsonSchema, Responses, answer
+from shared.infra.openapi import (
+    DETAIL_SCHEMA,
+    RETRY_AFTER,
+    WWW_AUTHENTICATE,
+    JsonSchema,
+    Responses,
+    answer,
+)
 
 #: Any text without U+0000 (JSON Schema patterns are ECMA-262: `\u0000` is the NUL escape).
 _NO_NUL: Final = r"^[^\u0000]*$"
@@ -141,6 +148,6 @@ RESPONSES: Final[Responses] = {
     503: answer(
         "Kafka cannot take the write now; nothing is lost, retry after Retry-After seconds",
         DETAIL_SCHEMA,
-        headers={"Retry-After": {"schema": {"type": "string"}, "required": True}},
+        headers=RETRY_AFTER,
     ),
 }

@@ -47,6 +47,14 @@ VALIDATION_PROBLEM_SCHEMA: Final[JsonSchema] = {
     },
     "required": ["detail"],
 }
+#: The header every 503 carries: when to try again.
+RETRY_AFTER: Final[dict[str, Any]] = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "string"},
+        "required": True,
+    }
+}
 #: The header a 401 names the scheme in.
 WWW_AUTHENTICATE: Final[dict[str, Any]] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
 _COMMON_RESPONSES: Final = {
