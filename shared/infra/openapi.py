@@ -13,6 +13,8 @@ JSON: Final = "application/json"
 
 #: A JSON Schema, as the OpenAPI document carries it.
 JsonSchema = dict[str, Any]
+#: The headers of a documented answer: name → its OpenAPI Header Object.
+Headers = dict[str, Any]
 #: What a route's `responses=` takes: status → its documented answer.
 Responses = dict[int | str, dict[str, Any]]
 
@@ -48,7 +50,7 @@ VALIDATION_PROBLEM_SCHEMA: Final[JsonSchema] = {
     "required": ["detail"],
 }
 #: The header every 503 carries: when to try again.
-RETRY_AFTER: Final[dict[str, Any]] = {
+RETRY_AFTER: Final[Headers] = {
     "Retry-After": {
         "description": "Seconds to wait before retrying",
         "schema": {"type": "string"},
@@ -56,7 +58,7 @@ RETRY_AFTER: Final[dict[str, Any]] = {
     }
 }
 #: The header a 401 names the scheme in.
-WWW_AUTHENTICATE: Final[dict[str, Any]] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+WWW_AUTHENTICATE: Final[Headers] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
 _COMMON_RESPONSES: Final = {
     "408": "The request body was not complete within TIERLINE_BODY_TIMEOUT_SECONDS",
     "413": "The request body is over the service's limit",
@@ -71,7 +73,7 @@ def answer(
     description: str,
     body: JsonSchema | type[BaseModel] = DETAIL_SCHEMA,
     *,
-    headers: dict[str, Any] | None = None,
+    headers: Headers | None = None,
 ) -> dict[str, Any]:
     """One documented JSON answer for `responses=`: its description and its body, as a JSON
     Schema or a pydantic model (then FastAPI adds the model to the document's components)."""
