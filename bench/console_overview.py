@@ -83,7 +83,7 @@ async def measure(database_url: str, clients: int, runs: int) -> list[float]:
                 pool, now=now, invoices_shown=20, agreement_cache=cache
             )
             timings.append(time.perf_counter() - started)
-        assert overview["clients"] == clients, overview["clients"]
+        assert overview.clients == clients, overview.clients
         return timings
     finally:
         await pool.close()

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from contextlib import AsyncExitStack
+from typing import Annotated
 
 from fastapi import FastAPI
-from faststream import AckPolicy
-from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
@@ -24,14 +21,18 @@ from shared.contracts.topics import (
     dlq,
 )
 from shared.infra.agreement_view import agreement_view
-from shared.infra.http import SMALL_BODY_BYTES, add_operational_routes, kafka_status, run_service
+from shared.infra.http import (
+    SMALL_BODY_BYTES,
+    health_of,
+    run_service,
+    service_app,
+    start_in,
+)
 from shared.infra.kafka import (
-    HOT_FETCH_MAX_WAIT_MS,
-    HOT_FETCH_MIN_BYTES,
     BatchProducer,
     ensure_service_topics,
     make_broker,
-    skip_decoding,
+    subscribe_hot_batches,
 )
 from shared.infra.settings import CommonSettings, Port
 
@@ -64,49 +65,31 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
         dlq(WORKITEMS_COMPLETED),
         dlq(AGREEMENTS),  # written by the agreement view: records it cannot use
     )
-
-    @broker.subscriber(
+    subscribe_hot_batches(
+        broker,
         WORKITEMS_COMPLETED,
         group_id=CLASSIFIER_GROUP,
-        batch=True,
         max_records=settings.classifier_max_batch,
         batch_timeout_ms=settings.classifier_batch_timeout_ms,
-        fetch_min_bytes=HOT_FETCH_MIN_BYTES,
-        fetch_max_wait_ms=HOT_FETCH_MAX_WAIT_MS,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=skip_decoding,
+        handle=classifier.handle,
         title="classify",
         description="Tags each completed work item with its class by the client's agreement rules.",
     )
-    async def classify_batch(msg: KafkaMessage) -> None:
-        await classifier.handle(msg.raw_message)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI, running: AsyncExitStack) -> None:
         await ensure_service_topics(settings)
-        await agreements.start()
-        await producer.start()
-        await broker.start()
-        log.info("classifier ready", extra={"status": "ready"})
-        try:
-            yield
-        finally:
-            await broker.stop()  # drains the batch in flight and commits it
-            await producer.stop()
-            await agreements.stop()
-            log.info("classifier stopped", extra={"status": "stopped"})
+        # The broker stops first: it drains the batch in flight and commits it.
+        await start_in(running, agreements, producer, broker)
 
-    async def health() -> dict[str, Any]:
-        return {"kafka": await kafka_status(broker)}
-
-    app = FastAPI(
-        title="Tierline classifier",
-        version="1",
-        lifespan=lifespan,
+    app = service_app(
+        "classifier",
         description="Classifies work items by each client's agreement rules (SPEC §4).",
+        start=start,
+        log=log,
+        registry=registry,
+        health=health_of(broker=broker),
+        max_body_bytes=SMALL_BODY_BYTES,
     )
-    add_operational_routes(app, registry=registry, health=health, max_body_bytes=SMALL_BODY_BYTES)
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
 

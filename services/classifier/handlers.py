@@ -31,10 +31,11 @@ from shared.contracts.workitems import (
     with_outcome,
 )
 from shared.domain.agreement.agreement import Agreement
+from shared.infra.agreement_view import AgreementView
 from shared.infra.faults import crash_point, pause_point
 from shared.infra.kafka import (
-    BatchProducer,
-    CompactedView,
+    Publisher,
+    batch_size_histogram,
     dead_letter,
     dead_letter_counter,
     decode_records,
@@ -60,12 +61,7 @@ class ClassifierMetrics:
             registry=registry,
         )
         self.dead_letters = dead_letter_counter(registry)
-        self.batch_size = Histogram(
-            "tierline_classifier_batch_size",
-            "Records per consumed batch",
-            registry=registry,
-            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
-        )
+        self.batch_size = batch_size_histogram(registry, "classifier")
         self.batch_seconds = Histogram(
             "tierline_classifier_batch_seconds",
             "Time to classify and publish one batch",
@@ -102,8 +98,8 @@ class Classifier:
         self,
         *,
         broker: KafkaBroker,
-        producer: BatchProducer,
-        agreements: CompactedView[Agreement],
+        producer: Publisher,
+        agreements: AgreementView,
         metrics: ClassifierMetrics,
     ) -> None:
         self.broker = broker  # dead letters

@@ -1,52 +1,68 @@
 """The console's HTTP side: the page (static, no key needed to load it) and the JSON it polls
-(admin key)."""
+(admin key), read through `Page`, which the lifespan sets once the pool exists."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Final
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
 from services.console.business import CachedOverview
+from services.console.documents import KafkaOverview, Overview
 from services.console.watch import KafkaWatch
-from shared.infra.http import AdminCaller
+from shared.infra.http import AdminCaller, state_of
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 
 
-def build_router(
-    watch: KafkaWatch, business: CachedOverview, *, topics: Sequence[str], poll_seconds: float
-) -> APIRouter:
-    router = APIRouter()
+@dataclass(frozen=True)
+class Page:
+    """What the page's JSON is read from."""
 
-    @router.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    watch: KafkaWatch
+    business: CachedOverview
+    #: The topics the page shows.
+    topics: Sequence[str]
+    #: How often the page polls (it shows it).
+    poll_seconds: float
 
-    @router.get(
-        "/api/overview",
-        summary="Everything the operator page shows",
-        description=(
-            "Topics with message rates, consumer groups with lag per partition, dead-letter "
-            "topics with their latest entries, every client's open period with its current and "
-            "projected tier, and the recent invoices with their lines."
-        ),
+
+PageDep = Annotated[Page, Depends(state_of(Page))]
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get(
+    "/api/overview",
+    summary="Everything the operator page shows",
+    description=(
+        "Topics with message rates, consumer groups with lag per partition, dead-letter "
+        "topics with their latest entries, every client's open period with its current and "
+        "projected tier, and the recent invoices with their lines."
+    ),
+)
+async def overview(_: AdminCaller, shown: PageDep) -> Overview:
+    now = datetime.now(UTC)
+    business = await shown.business.get(now)
+    return Overview(
+        generated_at=now.isoformat(timespec="seconds"),
+        poll_seconds=shown.poll_seconds,
+        kafka=shown.watch.overview(shown.topics),
+        clients=business.clients,
+        usage=business.usage,
+        invoices=business.invoices,
     )
-    async def overview(_: AdminCaller) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        return {
-            "generated_at": now.isoformat(timespec="seconds"),
-            "poll_seconds": poll_seconds,
-            "kafka": watch.overview(topics),
-            **await business.get(now),
-        }
 
-    @router.get("/api/kafka", summary="Topics, consumer lag and dead letters only")
-    async def kafka(_: AdminCaller) -> dict[str, Any]:
-        return watch.overview(topics)
 
-    return router
+@router.get("/api/kafka", summary="Topics, consumer lag and dead letters only")
+async def kafka(_: AdminCaller, shown: PageDep) -> KafkaOverview:
+    return shown.watch.overview(shown.topics)

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Final
+from contextlib import AsyncExitStack
+from typing import Annotated, Final
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
-from services.console.api import STATIC_DIR, build_router
+from services.console.api import STATIC_DIR, Page
+from services.console.api import router as page_router
 from services.console.business import CachedOverview
 from services.console.deadletters import DeadLetterLog, DeadLetters
-from services.console.redrive_api import build_redrive_router
+from services.console.redrive_api import router as redrive_router
 from services.console.redrive_store import apply_redrive_schema
 from services.console.watch import KafkaProbe, KafkaWatch
 from shared.contracts.topics import (
@@ -32,9 +32,12 @@ from shared.infra.auth import KeyRing, KeySettings
 from shared.infra.db import apply_schema, create_pool
 from shared.infra.http import (
     SMALL_BODY_BYTES,
-    add_operational_routes,
     database_status,
+    get_state,
     run_service,
+    service_app,
+    set_state,
+    start_in,
 )
 from shared.infra.kafka import ensure_service_topics
 from shared.infra.settings import DatabaseSettings, Port
@@ -70,63 +73,57 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         dead_letters_shown=settings.console_dead_letters_shown,
         registry=registry,
     )
-    state: dict[str, Any] = {}
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI, running: AsyncExitStack) -> None:
         await ensure_service_topics(settings)
         pool = await create_pool(settings.database_url, size=settings.database_pool_size)
+        running.push_async_callback(pool.close)
         await apply_schema(pool)  # the tables it reads exist even before metering/billing start
         await apply_redrive_schema(pool)  # ops.redrives: the one table the console writes
-        state["pool"] = pool
         dead_letter_log = DeadLetterLog(settings.kafka_bootstrap_servers)
-        await dead_letter_log.start()
-        app.include_router(build_redrive_router(DeadLetters(dead_letter_log, pool, registry)))
+        await start_in(running, dead_letter_log)
+        set_state(app, DeadLetters(dead_letter_log, pool, registry))
         business = CachedOverview(
             pool,
             invoices_shown=settings.console_invoices_shown,
             ttl=settings.console_poll_seconds / 2,
         )
-        app.include_router(
-            build_router(
-                watch,
-                business,
-                topics=ALL_TOPICS,
-                poll_seconds=settings.console_poll_seconds,
-            )
+        set_state(
+            app,
+            Page(watch, business, topics=ALL_TOPICS, poll_seconds=settings.console_poll_seconds),
         )
+        running.push_async_callback(watch.probe.close)
         await watch.poll_once()
         poller = asyncio.create_task(watch.run(), name="kafka-watch")
-        log.info("console ready", extra={"status": "ready"})
-        try:
-            yield
-        finally:
-            poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
-            await watch.probe.close()
-            await dead_letter_log.stop()
-            await pool.close()
-            log.info("console stopped", extra={"status": "stopped"})
+        running.push_async_callback(_cancel, poller)
 
-    async def health() -> dict[str, Any]:
-        checks: dict[str, Any] = {
+    async def health() -> dict[str, str]:
+        page = get_state(app, Page)
+        return {
             "kafka": "ok" if watch.error is None and watch.history.latest else "unavailable",
-            "database": await database_status(state.get("pool")),
+            "database": await database_status(page.business.pool if page is not None else None),
         }
-        return checks
 
-    app = FastAPI(
-        title="Tierline console",
-        version="1",
+    app = service_app(
+        "console",
         description=(
             "The operator page: topics, consumer lag, dead letters, usage and invoices, live."
         ),
-        lifespan=lifespan,
+        start=start,
+        log=log,
+        registry=registry,
+        health=health,
+        keys=KeyRing.from_settings(settings),
+        routers=[page_router, redrive_router],
+        max_body_bytes=SMALL_BODY_BYTES,
     )
-    app.state.keys = KeyRing.from_settings(settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    add_operational_routes(app, registry=registry, health=health, max_body_bytes=SMALL_BODY_BYTES)
     return app
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def main() -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
 from services.console import store
-from services.console.usage import client_usage, projected_weighted_units, sort_key
+from services.console.documents import BusinessOverview
+from services.console.usage import OpenPeriod, client_usage, projected_weighted_units, sort_key
 from shared.domain.periods import period_bounds, period_of
 from shared.ledger.reads import clients_with_usage_between, closed_periods, counts_for_ranges
 
@@ -28,7 +28,7 @@ async def business_overview(
     now: datetime,
     invoices_shown: int,
     agreement_cache: store.AgreementCache | None = None,
-) -> dict[str, Any]:
+) -> BusinessOverview:
     """A handful of set-based reads whatever the number of clients (agreements, clients with
     usage, every client's open-period counts in one query, closed periods, invoices), then the
     cards in pure code: every client is ranked by projected weighted units, and only the
@@ -42,51 +42,37 @@ async def business_overview(
             if client not in agreements
         ]
         clients = sorted({*agreements, *without_agreement})
-        open_periods = {}
+        bounds = {}
         for client in clients:
             agreement = agreements.get(client)
             tz = agreement.timezone if agreement is not None else "UTC"
             period = period_of(now, tz)
-            open_periods[client] = (period, *period_bounds(period, tz))
+            bounds[client] = (period, *period_bounds(period, tz))
         counts = await counts_for_ranges(
             conn,
-            [
-                (client, period.key, start, end)
-                for client, (period, start, end) in open_periods.items()
-            ],
+            [(client, period.key, start, end) for client, (period, start, end) in bounds.items()],
         )
         closed = await closed_periods(conn, clients)
         invoices = await store.recent_invoices(conn, invoices_shown)
+    open_periods = {
+        client: OpenPeriod(agreements.get(client), period, start, end, counts[(client, period.key)])
+        for client, (period, start, end) in bounds.items()
+    }
     ranked = sorted(
         open_periods,
-        key=lambda client: (
-            -projected_weighted_units(
-                agreement=agreements.get(client),
-                period=open_periods[client][0],
-                start=open_periods[client][1],
-                end=open_periods[client][2],
-                now=now,
-                counts=counts[(client, open_periods[client][0].key)],
-            ),
-            client,
-        ),
+        key=lambda client: (-projected_weighted_units(open_periods[client], now), client),
     )
     cards = [
         client_usage(
             client_id=client,
-            agreement=agreements.get(client),
-            period=period,
-            start=start,
-            end=end,
+            open_period=open_periods[client],
             now=now,
-            counts=counts[(client, period.key)],
-            closed=(client, period.key) in closed,
+            closed=(client, open_periods[client].period.key) in closed,
         )
         for client in ranked[:MAX_CLIENTS]
-        for period, start, end in [open_periods[client]]
     ]
     cards.sort(key=sort_key)
-    return {"clients": len(open_periods), "usage": cards, "invoices": invoices}
+    return BusinessOverview(clients=len(open_periods), usage=cards, invoices=invoices)
 
 
 class CachedOverview:
@@ -97,11 +83,11 @@ class CachedOverview:
         self.invoices_shown = invoices_shown
         self.ttl = ttl
         self._lock = asyncio.Lock()
-        self._value: dict[str, Any] | None = None
+        self._value: BusinessOverview | None = None
         self._at = 0.0
         self._agreements: store.AgreementCache = {}
 
-    async def get(self, now: datetime) -> dict[str, Any]:
+    async def get(self, now: datetime) -> BusinessOverview:
         async with self._lock:
             if self._value is None or time.monotonic() - self._at >= self.ttl:
                 self._value = await business_overview(

@@ -54,7 +54,8 @@ class KafkaUnavailable(Exception):
     """Kafka did not answer a read in time: the request may be retried."""
 
 
-def _record(raw: ConsumerRecord[bytes, bytes]) -> DeadLetterRecord:
+def record_of(raw: ConsumerRecord[bytes, bytes]) -> DeadLetterRecord:
+    """A dead letter as Kafka holds it, from what aiokafka read."""
     return DeadLetterRecord(
         topic=raw.topic,
         partition=raw.partition,
@@ -129,7 +130,7 @@ class DeadLetterLog:
             batches = await consumer.getmany(tp, timeout_ms=500, max_records=500)
             raw = batches.get(tp, [])
             if raw:
-                return [_record(r) for r in raw if r.offset < end]
+                return [record_of(r) for r in raw if r.offset < end]
             if await consumer.position(tp) >= end:
                 return []  # nothing left below `end` (the rest was deleted by retention)
             if loop.time() > deadline:

@@ -12,7 +12,17 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
+
+from services.console.documents import (
+    DeadLetterEntry,
+    DeadLetterTopicRow,
+    GroupRow,
+    KafkaOverview,
+    PartitionLagRow,
+    TopicRow,
+)
+from services.console.redrive import DeadLetterRecord
 
 #: (topic, partition)
 Partition = tuple[str, int]
@@ -131,45 +141,37 @@ class DeadLetter:
     headers: Mapping[str, str]
     value_preview: str
 
-    def to_json(self) -> dict[str, Any]:
+    def entry(self) -> DeadLetterEntry:
+        """How the page shows it."""
         headers = self.headers
-        return {
-            "topic": self.topic,
-            "partition": self.partition,
-            "offset": self.offset,
-            "time": iso_time(self.timestamp_ms / 1000),
-            "key": self.key,
-            "error": headers.get("error"),
-            "error_type": headers.get("error_type"),
-            "original_topic": headers.get("origin_topic"),
-            "original_partition": _int_or_none(headers.get("origin_partition")),
-            "original_offset": _int_or_none(headers.get("origin_offset")),
-            "headers": dict(headers),
-            "value_preview": self.value_preview,
-        }
+        return DeadLetterEntry(
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            time=iso_time(self.timestamp_ms / 1000),
+            key=self.key,
+            error=headers.get("error"),
+            error_type=headers.get("error_type"),
+            original_topic=headers.get("origin_topic"),
+            original_partition=_int_or_none(headers.get("origin_partition")),
+            original_offset=_int_or_none(headers.get("origin_offset")),
+            headers=dict(headers),
+            value_preview=self.value_preview,
+        )
 
 
-def dead_letter(
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    timestamp_ms: int,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Iterable[tuple[str, bytes]],
-) -> DeadLetter:
+def dead_letter(record: DeadLetterRecord) -> DeadLetter:
     """A record read from a `<topic>.dlq`, decoded for display (never raises on bad bytes)."""
-    text = (value or b"").decode(errors="replace")
+    text = (record.value or b"").decode(errors="replace")
     if len(text) > VALUE_PREVIEW_CHARS:
         text = text[:VALUE_PREVIEW_CHARS] + "…"
     return DeadLetter(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        timestamp_ms=timestamp_ms,
-        key=key.decode(errors="replace") if key is not None else None,
-        headers={name: raw.decode(errors="replace") for name, raw in headers},
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp_ms,
+        key=record.key.decode(errors="replace") if record.key is not None else None,
+        headers=record.header_texts(),
         value_preview=text,
     )
 
@@ -202,52 +204,51 @@ def kafka_overview(
     dead_letter_topics: Sequence[str],
     dead_letters: Mapping[str, list[DeadLetter]],
     error: str | None,
-) -> dict[str, Any]:
-    """JSON for the page: topics with rates, groups with lag, dead-letter topics with entries."""
+) -> KafkaOverview:
+    """The Kafka half of the page: topics with rates, groups with lag, dead-letter topics with
+    their latest entries."""
     latest = history.latest
     if latest is None:
-        return {"sampled_at": None, "error": error, "topics": [], "groups": [], "dead_letters": []}
-    return {
-        "sampled_at": iso_time(latest.at),
-        "error": error,
-        "topics": [
-            {
-                "topic": topic,
-                "partitions": sum(1 for t, _ in latest.ends if t == topic),
-                "messages": latest.topic_end(topic),
-                "rate": round(history.rate(topic), 2),
-                "rate_history": [[round(t, 1), round(r, 2)] for t, r in history.rate_series(topic)],
-            }
+        return KafkaOverview(sampled_at=None, error=error, topics=[], groups=[], dead_letters=[])
+    return KafkaOverview(
+        sampled_at=iso_time(latest.at),
+        error=error,
+        topics=[
+            TopicRow(
+                topic=topic,
+                partitions=sum(1 for t, _ in latest.ends if t == topic),
+                messages=latest.topic_end(topic),
+                rate=round(history.rate(topic), 2),
+                rate_history=[(round(t, 1), round(r, 2)) for t, r in history.rate_series(topic)],
+            )
             for topic in topics
         ],
-        "groups": [
-            {
-                "group": group,
-                "topics": list(consumed),
-                "lag": sum(p.lag for p in lags),
-                "partitions": [
-                    {
-                        "topic": p.topic,
-                        "partition": p.partition,
-                        "committed": p.committed,
-                        "end": p.end,
-                        "lag": p.lag,
-                    }
+        groups=[
+            GroupRow(
+                group=group,
+                topics=list(consumed),
+                lag=sum(p.lag for p in lags),
+                partitions=[
+                    PartitionLagRow(
+                        topic=p.topic,
+                        partition=p.partition,
+                        committed=p.committed,
+                        end=p.end,
+                        lag=p.lag,
+                    )
                     for p in lags
                 ],
-                "lag_history": [
-                    [round(t, 1), lag] for t, lag in history.lag_series(group, consumed)
-                ],
-            }
+                lag_history=[(round(t, 1), lag) for t, lag in history.lag_series(group, consumed)],
+            )
             for group, consumed in groups.items()
             for lags in [partition_lags(latest, group, consumed)]
         ],
-        "dead_letters": [
-            {
-                "topic": topic,
-                "messages": messages_in(latest, topic),
-                "entries": [entry.to_json() for entry in dead_letters.get(topic, [])],
-            }
+        dead_letters=[
+            DeadLetterTopicRow(
+                topic=topic,
+                messages=messages_in(latest, topic),
+                entries=[entry.entry() for entry in dead_letters.get(topic, [])],
+            )
             for topic in dead_letter_topics
         ],
-    }
+    )

@@ -11,7 +11,7 @@ import hashlib
 import logging
 from typing import Annotated, Any, Final, Literal, Self
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -31,7 +31,8 @@ from services.console.redrive import (
     value_preview,
 )
 from shared.infra.db import TRANSIENT_ERRORS
-from shared.infra.http import AdminCaller
+from shared.infra.http import AdminCaller, state_of
+from shared.infra.openapi import RETRY_AFTER, Responses, answer
 
 log = logging.getLogger(__name__)
 
@@ -160,16 +161,18 @@ class RedriveOut(BaseModel):
     )
 
 
-_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    401: {"model": Detail, "description": "No key or an unknown key"},
-    403: {"model": Detail, "description": "Not an admin key"},
-    503: {"model": Detail, "description": "Kafka or PostgreSQL unavailable: retry after a while"},
+_ERRORS: Final[Responses] = {
+    401: answer("No key or an unknown key", Detail),
+    403: answer("Not an admin key", Detail),
+    503: answer(
+        "Kafka or PostgreSQL unavailable: retry after a while", Detail, headers=RETRY_AFTER
+    ),
 }
-_UNKNOWN_TOPIC: Final[dict[int | str, dict[str, Any]]] = {
-    404: {"model": Detail, "description": "Not a topic with dead letters"},
+_UNKNOWN_TOPIC: Final[Responses] = {
+    404: answer("Not a topic with dead letters", Detail),
 }
-_BAD_BODY: Final[dict[int | str, dict[str, Any]]] = {
-    400: {"model": Detail, "description": "A body that cannot be parsed"},
+_BAD_BODY: Final[Responses] = {
+    400: answer("A body that cannot be parsed", Detail),
 }
 
 
@@ -191,21 +194,21 @@ def _mark_out(mark: RedriveMark | None) -> RedrivenOut | None:
     )
 
 
-def _summary(entry: ListedDeadLetter) -> dict[str, Any]:
+def _summary(entry: ListedDeadLetter) -> DeadLetterOut:
     record = entry.record
     origin = record.origin
-    return {
-        "partition": record.partition,
-        "offset": record.offset,
-        "time": iso_time(record.timestamp_ms / 1000),
-        "key": key_text(record.key),
-        "error": record.header("error"),
-        "error_type": record.header("error_type"),
-        "origin": OriginOut(topic=origin.topic, partition=origin.partition, offset=origin.offset)
+    return DeadLetterOut(
+        partition=record.partition,
+        offset=record.offset,
+        time=iso_time(record.timestamp_ms / 1000),
+        key=key_text(record.key),
+        error=record.header("error"),
+        error_type=record.header("error_type"),
+        origin=OriginOut(topic=origin.topic, partition=origin.partition, offset=origin.offset)
         if origin
         else None,
-        "redriven": _mark_out(entry.mark),
-    }
+        redriven=_mark_out(entry.mark),
+    )
 
 
 def _result(decision: Decision, origin_topic: str) -> RedriveResultOut:
@@ -236,152 +239,161 @@ def _not_found(detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=404)
 
 
-def build_redrive_router(dead_letters: DeadLetters) -> APIRouter:
-    router = APIRouter(tags=["dead letters"])
+#: The dependency giving the app's DeadLetters (set by the lifespan; tests override it).
+dead_letters_of = state_of(DeadLetters)
+DeadLettersDep = Annotated[DeadLetters, Depends(dead_letters_of)]
+router = APIRouter(tags=["dead letters"])
 
-    @router.get(
-        "/v1/dead-letters/{topic}",
-        summary="List a topic's dead letters",
-        description=(
-            "Dead letters in (partition, offset) order, each with its error, origin and whether "
-            "it was redriven. Filters combine. A page holds up to `limit` matches; one request "
-            "examines at most 100,000 dead letters, so a page may hold fewer — follow "
-            "`next_cursor` until it is null."
-        ),
-        response_model=DeadLetterPageOut,
-        responses={**_ERRORS, **_UNKNOWN_TOPIC},
+
+@router.get(
+    "/v1/dead-letters/{topic}",
+    summary="List a topic's dead letters",
+    description=(
+        "Dead letters in (partition, offset) order, each with its error, origin and whether "
+        "it was redriven. Filters combine. A page holds up to `limit` matches; one request "
+        "examines at most 100,000 dead letters, so a page may hold fewer — follow "
+        "`next_cursor` until it is null."
+    ),
+    response_model=DeadLetterPageOut,
+    responses={**_ERRORS, **_UNKNOWN_TOPIC},
+)
+async def list_dead_letters(
+    topic: TopicParam,
+    _: AdminCaller,
+    dead_letters: DeadLettersDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=_CURSOR_PATTERN, description="PARTITION:OFFSET to start from"),
+    ] = None,
+    partition: Annotated[int | None, Query(ge=0, le=_MAX_PARTITION)] = None,
+    error_contains: Annotated[
+        str | None,
+        Query(min_length=1, max_length=1000, description="Case-insensitive"),
+    ] = None,
+    error_type: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
+    redriven: Annotated[bool | None, Query(description="Only redriven, or only not")] = None,
+) -> Any:
+    try:
+        dlq_topic, origin_topic = resolve_topic(topic)
+    except UnknownTopic as error:
+        return _not_found(str(error))
+    chosen = Filter(error_contains=error_contains, error_type=error_type, partition=partition)
+    try:
+        page = await dead_letters.page(
+            dlq_topic,
+            chosen,
+            cursor=parse_position(cursor) if cursor else None,
+            limit=limit,
+            redriven=redriven,
+        )
+    except _UNAVAILABLE as error:
+        return _unavailable(error)
+    return DeadLetterPageOut(
+        dlq_topic=dlq_topic,
+        origin_topic=origin_topic,
+        entries=[_summary(entry) for entry in page.entries],
+        next_cursor=str(page.next_cursor) if page.next_cursor else None,
+        scanned=page.scanned,
     )
-    async def list_dead_letters(
-        topic: TopicParam,
-        _: AdminCaller,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-        cursor: Annotated[
-            str | None,
-            Query(pattern=_CURSOR_PATTERN, description="PARTITION:OFFSET to start from"),
-        ] = None,
-        partition: Annotated[int | None, Query(ge=0, le=_MAX_PARTITION)] = None,
-        error_contains: Annotated[
-            str | None,
-            Query(min_length=1, max_length=1000, description="Case-insensitive"),
-        ] = None,
-        error_type: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
-        redriven: Annotated[bool | None, Query(description="Only redriven, or only not")] = None,
-    ) -> Any:
-        try:
-            dlq_topic, origin_topic = resolve_topic(topic)
-        except UnknownTopic as error:
-            return _not_found(str(error))
-        chosen = Filter(error_contains=error_contains, error_type=error_type, partition=partition)
-        try:
-            page = await dead_letters.page(
-                dlq_topic,
-                chosen,
-                cursor=parse_position(cursor) if cursor else None,
-                limit=limit,
-                redriven=redriven,
+
+
+@router.get(
+    "/v1/dead-letters/{topic}/{partition}/{offset}",
+    summary="One dead letter, with all its headers and its value",
+    response_model=DeadLetterDetailOut,
+    responses={
+        **_ERRORS,
+        404: answer("Not a topic with dead letters, or no record", Detail),
+    },
+)
+async def show_dead_letter(
+    topic: TopicParam,
+    partition: PartitionParam,
+    offset: OffsetParam,
+    _: AdminCaller,
+    dead_letters: DeadLettersDep,
+) -> Any:
+    try:
+        dlq_topic, _origin = resolve_topic(topic)
+    except UnknownTopic as error:
+        return _not_found(str(error))
+    position = Position(partition, offset)
+    try:
+        entry = await dead_letters.show(dlq_topic, position)
+    except _UNAVAILABLE as error:
+        return _unavailable(error)
+    if entry is None:
+        return _not_found(f"{dlq_topic} holds no record at {position}")
+    text, complete = value_preview(entry.record.value)
+    return DeadLetterDetailOut(
+        **dict(_summary(entry)),
+        headers=entry.record.header_texts(),
+        value_preview=text,
+        value_bytes=len(entry.record.value or b""),
+        value_complete=complete,
+    )
+
+
+@router.post(
+    "/v1/dead-letters/{topic}/redrive",
+    summary="Re-publish chosen dead letters to their origin topic",
+    description=(
+        "Each chosen dead letter's original key, value and headers go back to its origin "
+        "topic (acks=all) with a `redriven_from` header. A dead letter — or another dead "
+        "letter of the same origin record — that was already redriven is skipped, never "
+        "published twice; one whose origin is not this topic is refused (failed). "
+        "At most 1,000 per request: with `all: true`, follow `next_cursor`."
+    ),
+    response_model=RedriveOut,
+    responses={**_ERRORS, **_UNKNOWN_TOPIC, **_BAD_BODY},
+)
+async def redrive(
+    topic: TopicParam,
+    body: RedriveRequest,
+    _: AdminCaller,
+    dead_letters: DeadLettersDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Any:
+    try:
+        dlq_topic, origin_topic = resolve_topic(topic)
+    except UnknownTopic as error:
+        return _not_found(str(error))
+    by = actor(authorization)
+    next_cursor: Position | None = None
+    try:
+        if body.records is not None:
+            chosen = [Position(r.partition, r.offset) for r in body.records]
+            decisions = await dead_letters.redrive(
+                dlq_topic, origin_topic, chosen, by=by, dry_run=body.dry_run
             )
-        except _UNAVAILABLE as error:
-            return _unavailable(error)
-        return DeadLetterPageOut(
-            dlq_topic=dlq_topic,
-            origin_topic=origin_topic,
-            entries=[DeadLetterOut(**_summary(entry)) for entry in page.entries],
-            next_cursor=str(page.next_cursor) if page.next_cursor else None,
-            scanned=page.scanned,
-        )
-
-    @router.get(
-        "/v1/dead-letters/{topic}/{partition}/{offset}",
-        summary="One dead letter, with all its headers and its value",
-        response_model=DeadLetterDetailOut,
-        responses={
-            **_ERRORS,
-            404: {"model": Detail, "description": "Not a topic with dead letters, or no record"},
-        },
+        else:
+            report = await dead_letters.redrive_matching(
+                dlq_topic,
+                origin_topic,
+                Filter(
+                    error_contains=body.error_contains,
+                    error_type=body.error_type,
+                    partition=body.partition,
+                ),
+                cursor=parse_position(body.cursor) if body.cursor else None,
+                limit=body.limit,
+                by=by,
+                dry_run=body.dry_run,
+            )
+            decisions, next_cursor = report.decisions, report.next_cursor
+    except _UNAVAILABLE as error:
+        return _unavailable(error)
+    counts = tally(d.outcome for d in decisions if d.outcome is not None)
+    return RedriveOut(
+        dlq_topic=dlq_topic,
+        origin_topic=origin_topic,
+        dry_run=body.dry_run,
+        chosen=len(decisions),
+        redriven=counts.redriven,
+        would_redrive=counts.would_redrive,
+        skipped=counts.skipped,
+        failed=counts.failed,
+        results=[_result(d, origin_topic) for d in decisions],
+        next_cursor=str(next_cursor) if next_cursor else None,
     )
-    async def show_dead_letter(
-        topic: TopicParam, partition: PartitionParam, offset: OffsetParam, _: AdminCaller
-    ) -> Any:
-        try:
-            dlq_topic, _origin = resolve_topic(topic)
-        except UnknownTopic as error:
-            return _not_found(str(error))
-        position = Position(partition, offset)
-        try:
-            entry = await dead_letters.show(dlq_topic, position)
-        except _UNAVAILABLE as error:
-            return _unavailable(error)
-        if entry is None:
-            return _not_found(f"{dlq_topic} holds no record at {position}")
-        text, complete = value_preview(entry.record.value)
-        return DeadLetterDetailOut(
-            **_summary(entry),
-            headers=entry.record.header_texts(),
-            value_preview=text,
-            value_bytes=len(entry.record.value or b""),
-            value_complete=complete,
-        )
-
-    @router.post(
-        "/v1/dead-letters/{topic}/redrive",
-        summary="Re-publish chosen dead letters to their origin topic",
-        description=(
-            "Each chosen dead letter's original key, value and headers go back to its origin "
-            "topic (acks=all) with a `redriven_from` header. A dead letter — or another dead "
-            "letter of the same origin record — that was already redriven is skipped, never "
-            "published twice; one whose origin is not this topic is refused (failed). "
-            "At most 1,000 per request: with `all: true`, follow `next_cursor`."
-        ),
-        response_model=RedriveOut,
-        responses={**_ERRORS, **_UNKNOWN_TOPIC, **_BAD_BODY},
-    )
-    async def redrive(
-        topic: TopicParam,
-        body: RedriveRequest,
-        _: AdminCaller,
-        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    ) -> Any:
-        try:
-            dlq_topic, origin_topic = resolve_topic(topic)
-        except UnknownTopic as error:
-            return _not_found(str(error))
-        by = actor(authorization)
-        next_cursor: Position | None = None
-        try:
-            if body.records is not None:
-                chosen = [Position(r.partition, r.offset) for r in body.records]
-                decisions = await dead_letters.redrive(
-                    dlq_topic, origin_topic, chosen, by=by, dry_run=body.dry_run
-                )
-            else:
-                report = await dead_letters.redrive_matching(
-                    dlq_topic,
-                    origin_topic,
-                    Filter(
-                        error_contains=body.error_contains,
-                        error_type=body.error_type,
-                        partition=body.partition,
-                    ),
-                    cursor=parse_position(body.cursor) if body.cursor else None,
-                    limit=body.limit,
-                    by=by,
-                    dry_run=body.dry_run,
-                )
-                decisions, next_cursor = report.decisions, report.next_cursor
-        except _UNAVAILABLE as error:
-            return _unavailable(error)
-        counts = tally(d.outcome for d in decisions if d.outcome is not None)
-        return RedriveOut(
-            dlq_topic=dlq_topic,
-            origin_topic=origin_topic,
-            dry_run=body.dry_run,
-            chosen=len(decisions),
-            redriven=counts.redriven,
-            would_redrive=counts.would_redrive,
-            skipped=counts.skipped,
-            failed=counts.failed,
-            results=[_result(d, origin_topic) for d in decisions],
-            next_cursor=str(next_cursor) if next_cursor else None,
-        )
-
-    return router

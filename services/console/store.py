@@ -4,8 +4,8 @@ the counts are metering's (through shared/ledger/reads.py, as both of them read 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+from services.console.documents import StoredInvoice
 from shared.domain.agreement.agreement import Agreement
 from shared.infra.db import Executor
 
@@ -57,7 +57,7 @@ async def current_agreements(
     }
 
 
-async def recent_invoices(conn: Executor, limit: int) -> list[dict[str, Any]]:
+async def recent_invoices(conn: Executor, limit: int) -> list[StoredInvoice]:
     """The last `limit` invoices issued, newest first (the §7 invoice bodies)."""
     rows = await conn.fetch(
         """SELECT body FROM billing.invoices

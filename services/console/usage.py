@@ -6,10 +6,12 @@ run rate so far carried to the period's end, rated with the same tier decision a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
+from services.console.documents import ProjectedUsage, TierStep, UsageCard
+from shared.contracts.usage import TierChoice
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.money import format_decimal, format_money
 from shared.domain.periods import Period
@@ -21,78 +23,83 @@ from shared.domain.usage import ClassCount, billable_usage
 ELAPSED_PLACES = 4
 
 
-def _tier(decision: TierDecision | None) -> dict[str, str] | None:
-    return {"name": decision.tier.name, "reason": decision.reason} if decision else None
+@dataclass(frozen=True)
+class OpenPeriod:
+    """A client's open period as the ledger has it: its bounds, its counts so far, and the
+    client's current agreement (None without one)."""
+
+    agreement: Agreement | None
+    period: Period
+    start: datetime
+    end: datetime
+    counts: list[ClassCount]
+
+    @property
+    def in_force(self) -> Agreement | None:
+        """The agreement if it is in force for the period (nothing is rated otherwise)."""
+        agreement = self.agreement
+        return agreement if agreement is not None and agreement.in_force_for(self.period) else None
+
+
+def _tier(decision: TierDecision | None) -> TierChoice | None:
+    return TierChoice(name=decision.tier.name, reason=decision.reason) if decision else None
 
 
 def client_usage(
-    *,
-    client_id: str,
-    agreement: Agreement | None,
-    period: Period,
-    start: datetime,
-    end: datetime,
-    now: datetime,
-    counts: list[ClassCount],
-    closed: bool,
-) -> dict[str, Any]:
+    *, client_id: str, open_period: OpenPeriod, now: datetime, closed: bool
+) -> UsageCard:
     """The usage card of one client: counts, tier now, projected tier, and the tier ladder."""
+    agreement, counts = open_period.agreement, open_period.counts
     usage = billable_usage(counts)
-    at = progress(start, end, now)
-    in_force = agreement if agreement is not None and agreement.in_force_for(period) else None
+    at = progress(open_period.start, open_period.end, now)
+    in_force = open_period.in_force
     decision = decide_tier(in_force.pricing, usage) if in_force else None
     projected_usage = project_usage(usage, at)
     projected = decide_tier(in_force.pricing, projected_usage) if in_force else None
-    return {
-        "client_id": client_id,
-        "name": agreement.name if agreement is not None else None,
-        "agreement_version": agreement.version if agreement is not None else None,
-        "currency": agreement.currency if agreement is not None else None,
-        "period": period.key,
-        "status": "closed" if closed else "open",
-        "elapsed": float(at.fraction(ELAPSED_PLACES)),
-        "items": sum(u.items for u in usage),
-        "unclassified_items": sum(c.items for c in counts if not c.classified),
-        "weighted_units": format_decimal(decision.weighted_units) if decision else "0",
-        "tier": _tier(decision),
-        "projected": {
-            "items": sum(u.items for u in projected_usage),
-            "weighted_units": format_decimal(projected.weighted_units) if projected else "0",
-            "tier": _tier(projected),
-        },
-        "tiers": [
-            {
-                "name": tier.name,
-                "up_to": format_decimal(tier.up_to) if tier.up_to is not None else None,
-                "fee": format_money(tier.fee, in_force.currency),
-            }
+    return UsageCard(
+        client_id=client_id,
+        name=agreement.name if agreement is not None else None,
+        agreement_version=agreement.version if agreement is not None else None,
+        currency=agreement.currency if agreement is not None else None,
+        period=open_period.period.key,
+        status="closed" if closed else "open",
+        elapsed=float(at.fraction(ELAPSED_PLACES)),
+        items=sum(u.items for u in usage),
+        unclassified_items=sum(c.items for c in counts if not c.classified),
+        weighted_units=format_decimal(decision.weighted_units) if decision else "0",
+        tier=_tier(decision),
+        projected=ProjectedUsage(
+            items=sum(u.items for u in projected_usage),
+            weighted_units=format_decimal(projected.weighted_units) if projected else "0",
+            tier=_tier(projected),
+        ),
+        tiers=[
+            TierStep(
+                name=tier.name,
+                up_to=format_decimal(tier.up_to) if tier.up_to is not None else None,
+                fee=format_money(tier.fee, in_force.currency),
+            )
             for tier in in_force.pricing.tiers
         ]
         if in_force
         else [],
-    }
+    )
 
 
-def projected_weighted_units(
-    *,
-    agreement: Agreement | None,
-    period: Period,
-    start: datetime,
-    end: datetime,
-    now: datetime,
-    counts: list[ClassCount],
-) -> Decimal:
+def projected_weighted_units(open_period: OpenPeriod, now: datetime) -> Decimal:
     """The card's `projected.weighted_units`, without the tier decision: what ranks the clients
     (the page renders only the busiest), cheap enough to compute for thousands of them."""
-    if agreement is None or not agreement.in_force_for(period):
+    in_force = open_period.in_force
+    if in_force is None:
         return Decimal(0)
-    projected = project_usage(billable_usage(counts), progress(start, end, now))
+    at = progress(open_period.start, open_period.end, now)
+    projected = project_usage(billable_usage(open_period.counts), at)
     return sum(
-        (weighted_units(agreement.pricing, u.service_class, u.items, u.units) for u in projected),
+        (weighted_units(in_force.pricing, u.service_class, u.items, u.units) for u in projected),
         Decimal(0),
     )
 
 
-def sort_key(card: dict[str, Any]) -> tuple[Decimal, str]:
+def sort_key(card: UsageCard) -> tuple[Decimal, str]:
     """Busiest first (projected weighted units), then by client id."""
-    return (-Decimal(card["projected"]["weighted_units"]), card["client_id"])
+    return (-Decimal(card.projected.weighted_units), card.client_id)

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -20,6 +19,8 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from services.console.deadletters import record_of
+from services.console.documents import KafkaOverview
 from services.console.monitor import (
     DeadLetter,
     History,
@@ -147,17 +148,7 @@ class KafkaProbe:
                     batches = await consumer.getmany(*pending, timeout_ms=200)
                     for tp, records in batches.items():
                         found += [
-                            dead_letter(
-                                topic=r.topic,
-                                partition=r.partition,
-                                offset=r.offset,
-                                timestamp_ms=r.timestamp,
-                                key=r.key,
-                                value=r.value,
-                                headers=r.headers or (),
-                            )
-                            for r in records
-                            if r.offset < wanted[tp][1]
+                            dead_letter(record_of(r)) for r in records if r.offset < wanted[tp][1]
                         ]
                     for tp in list(pending):
                         if await consumer.position(tp) >= pending[tp][1]:
@@ -238,7 +229,7 @@ class KafkaWatch:
             await self.poll_once()
             await asyncio.sleep(self.interval)
 
-    def overview(self, topics: Sequence[str]) -> dict[str, Any]:
+    def overview(self, topics: Sequence[str]) -> KafkaOverview:
         return kafka_overview(
             self.history,
             topics=topics,

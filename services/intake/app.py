@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from contextlib import AsyncExitStack
+from typing import Annotated
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
-from services.intake.api import IntakeMetrics, build_router
+from services.intake.api import Intake, IntakeMetrics, router
 from services.intake.parsing import MAX_BYTES
 from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.contracts.topics import WORKITEMS_COMPLETED
 from shared.infra.auth import KeyRing, KeySettings
-from shared.infra.http import add_operational_routes, kafka_status, run_service
+from shared.infra.http import (
+    health_of,
+    run_service,
+    service_app,
+    set_state,
+    start_in,
+)
 from shared.infra.kafka import BatchProducer, ensure_service_topics, make_broker
 from shared.infra.settings import CommonSettings, Port
 
@@ -44,43 +49,31 @@ def create_app(settings: IntakeSettings) -> FastAPI:
         linger_ms=settings.intake_linger_ms,
     )
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI, running: AsyncExitStack) -> None:
         await ensure_service_topics(settings)
-        await broker.start()
-        await producer.start()
-        log.info("intake ready", extra={"status": "ready"})
-        try:
-            yield
-        finally:
-            await producer.stop()  # flushes: every 202 already had its acks
-            await broker.stop()
-            log.info("intake stopped", extra={"status": "stopped"})
+        # The producer stops first: its stop flushes, and every 202 already had its acks.
+        await start_in(running, broker, producer)
 
-    async def health() -> dict[str, Any]:
-        return {"kafka": await kafka_status(broker)}
-
-    app = FastAPI(
-        title="Tierline intake",
-        version="1",
+    app = service_app(
+        "intake",
         description="Takes 'work item completed' events from ticketing systems (SPEC §2).",
-        lifespan=lifespan,
-    )
-    app.state.keys = KeyRing.from_settings(settings)
-    app.include_router(
-        build_router(
-            producer,
-            IntakeMetrics(registry),
-            publish_timeout=settings.intake_publish_timeout_seconds,
-            body_timeout=settings.tierline_body_timeout_seconds,
-        )
-    )
-    add_operational_routes(
-        app,
+        start=start,
+        log=log,
         registry=registry,
-        health=health,
+        health=health_of(broker=broker),
+        keys=KeyRing.from_settings(settings),
+        routers=[router],
         max_body_bytes=MAX_BYTES,
         body_timeout_seconds=settings.tierline_body_timeout_seconds,
+    )
+    set_state(
+        app,
+        Intake(
+            publisher=producer,
+            metrics=IntakeMetrics(registry),
+            publish_timeout=settings.intake_publish_timeout_seconds,
+            body_timeout=settings.tierline_body_timeout_seconds,
+        ),
     )
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app

@@ -13,6 +13,14 @@ from typing import Any, Final
 from services.intake.parsing import JSON, MAX_BYTES, MAX_ITEMS, NDJSON
 from shared.contracts.workitems import MAX_ATTRIBUTE_TEXT, MAX_SAFE_INTEGER
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN
+from shared.infra.openapi import (
+    DETAIL_SCHEMA,
+    RETRY_AFTER,
+    WWW_AUTHENTICATE,
+    JsonSchema,
+    Responses,
+    answer,
+)
 
 #: Any text without U+0000 (JSON Schema patterns are ECMA-262: `\u0000` is the NUL escape).
 _NO_NUL: Final = r"^[^\u0000]*$"
@@ -20,14 +28,14 @@ _NO_NUL: Final = r"^[^\u0000]*$"
 _TIMESTAMP: Final = r"^20\d{2}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 
 
-def _text(max_length: int, *, min_length: int = 0) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string", "maxLength": max_length, "pattern": _NO_NUL}
+def _text(max_length: int, *, min_length: int = 0) -> JsonSchema:
+    schema: JsonSchema = {"type": "string", "maxLength": max_length, "pattern": _NO_NUL}
     if min_length:
         schema["minLength"] = min_length
     return schema
 
 
-ITEM_SCHEMA: Final[dict[str, Any]] = {
+ITEM_SCHEMA: Final[JsonSchema] = {
     "title": "WorkItem",
     "description": (
         "A completed work item (SPEC §2). Optional fields are left out, never null. "
@@ -86,11 +94,6 @@ REQUEST_BODY: Final[dict[str, Any]] = {
     },
 }
 
-_DETAIL: Final = {
-    "type": "object",
-    "required": ["detail"],
-    "properties": {"detail": {"type": "string"}},
-}
 _ERRORS: Final = {
     "type": "object",
     "required": ["errors"],
@@ -114,12 +117,8 @@ _ERRORS: Final = {
 }
 
 
-def _answer(description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}, **extra}
-
-
-RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
-    202: _answer(
+RESPONSES: Final[Responses] = {
+    202: answer(
         "Every item is durably in workitems.completed; accepted counts them, duplicates included",
         {
             "type": "object",
@@ -128,27 +127,27 @@ RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
             "properties": {"accepted": {"type": "integer", "minimum": 0}},
         },
     ),
-    401: _answer(
+    401: answer(
         "No API key or an unknown one",
-        _DETAIL,
-        headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+        DETAIL_SCHEMA,
+        headers=WWW_AUTHENTICATE,
     ),
-    403: _answer("The key is not an intake key", _DETAIL),
-    408: _answer("The body did not arrive within the deadline", _DETAIL),
-    413: _answer(
+    403: answer("The key is not an intake key", DETAIL_SCHEMA),
+    408: answer("The body did not arrive within the deadline", DETAIL_SCHEMA),
+    413: answer(
         f"Over {MAX_ITEMS} items or {MAX_BYTES} bytes, or an item whose record would be over "
         "what Kafka carries (the detail names its index)",
-        _DETAIL,
+        DETAIL_SCHEMA,
     ),
-    415: _answer("Not application/json or application/x-ndjson", _DETAIL),
-    422: _answer(
+    415: answer("Not application/json or application/x-ndjson", DETAIL_SCHEMA),
+    422: answer(
         "Invalid items, or a body that is not UTF-8 / JSON: every problem with the item's index "
         "and the field's path; nothing was published",
         _ERRORS,
     ),
-    503: _answer(
+    503: answer(
         "Kafka cannot take the write now; nothing is lost, retry after Retry-After seconds",
-        _DETAIL,
-        headers={"Retry-After": {"schema": {"type": "string"}, "required": True}},
+        DETAIL_SCHEMA,
+        headers=RETRY_AFTER,
     ),
 }

@@ -1,20 +1,24 @@
-"""GET /v1/usage/{client_id}: the running counts of SPEC §5, and the tier they land in now."""
+"""GET /v1/usage/{client_id}: the running counts of SPEC §5, and the tier they land in now.
+
+The route reads the ledger and the agreements through `Ledger`, set on the app by the lifespan
+once the pool exists."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Final
 
 import asyncpg
-from fastapi import APIRouter, Path, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response
 
 from services.metering.usage import usage_report
-from shared.domain.agreement.agreement import Agreement
+from shared.contracts.usage import TierChoice, UsageReport
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN
 from shared.domain.periods import Period, parse_period, period_bounds, period_of
-from shared.infra.http import AdminCaller, invalid_parameter
-from shared.infra.kafka import CompactedView
+from shared.infra.agreement_view import Agreements
+from shared.infra.http import AdminCaller, invalid_parameter, state_of
 from shared.ledger.reads import closed_periods, counts_between
 
 #: SPEC §2's client id, whole-string (documented in the OpenAPI document, checked by FastAPI).
@@ -52,34 +56,45 @@ PeriodKey = Annotated[
 ]
 
 
-def build_router(pool: asyncpg.Pool, agreements: CompactedView[Agreement]) -> APIRouter:
-    router = APIRouter()
+@dataclass(frozen=True)
+class Ledger:
+    """What the usage API reads: the counts (PostgreSQL) and the agreements in force."""
 
-    @router.get("/v1/usage/{client_id}", summary="Running counts for a client and period")
-    async def usage(client_id: ClientId, _: AdminCaller, period: PeriodKey = None) -> Response:
-        agreement = agreements.get(client_id)
-        tz = agreement.timezone if agreement is not None else "UTC"
-        try:
-            wanted = checked_period(period) if period else period_of(datetime.now(UTC), tz)
-        except ValueError as error:
-            return invalid_parameter("query", "period", str(error))
-        start, end = period_bounds(wanted, tz)
-        counts = await counts_between(pool, client_id, start, end)
-        closed = (await closed_periods(pool, [client_id])).get((client_id, wanted.key))
-        billed_tier = (
-            {"name": closed.tier_name, "reason": closed.tier_reason}
-            if closed is not None and closed.tier_name and closed.tier_reason
-            else None
-        )
-        return JSONResponse(
-            usage_report(
-                client_id=client_id,
-                period=wanted,
-                agreement=agreement,
-                counts=counts,
-                billed_tier=billed_tier,
-                closed=closed is not None,
-            )
-        )
+    pool: asyncpg.Pool
+    agreements: Agreements
 
-    return router
+
+LedgerDep = Annotated[Ledger, Depends(state_of(Ledger))]
+router = APIRouter()
+
+
+@router.get(
+    "/v1/usage/{client_id}",
+    summary="Running counts for a client and period",
+    response_model=UsageReport,
+)
+async def usage(
+    client_id: ClientId, _: AdminCaller, ledger: LedgerDep, period: PeriodKey = None
+) -> UsageReport | Response:
+    agreement = ledger.agreements.get(client_id)
+    tz = agreement.timezone if agreement is not None else "UTC"
+    try:
+        wanted = checked_period(period) if period else period_of(datetime.now(UTC), tz)
+    except ValueError as error:
+        return invalid_parameter("query", "period", str(error))
+    start, end = period_bounds(wanted, tz)
+    counts = await counts_between(ledger.pool, client_id, start, end)
+    closed = (await closed_periods(ledger.pool, [client_id])).get((client_id, wanted.key))
+    billed_tier = (
+        TierChoice(name=closed.tier_name, reason=closed.tier_reason)
+        if closed is not None and closed.tier_name and closed.tier_reason
+        else None
+    )
+    return usage_report(
+        client_id=client_id,
+        period=wanted,
+        agreement=agreement,
+        counts=counts,
+        billed_tier=billed_tier,
+        closed=closed is not None,
+    )

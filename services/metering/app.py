@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from typing import Annotated
 
+import asyncpg
+from aiokafka import ConsumerRecord
 from fastapi import FastAPI
-from faststream import AckPolicy
-from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
-from services.metering.api import build_router
+from services.metering.api import Ledger, router
 from services.metering.handlers import Meter, MeteringMetrics
 from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.contracts.topics import (
@@ -28,18 +28,14 @@ from shared.infra.auth import KeyRing, KeySettings
 from shared.infra.db import apply_schema, create_pool
 from shared.infra.http import (
     SMALL_BODY_BYTES,
-    add_operational_routes,
-    database_status,
-    kafka_status,
+    get_state,
+    health_of,
     run_service,
+    service_app,
+    set_state,
+    start_in,
 )
-from shared.infra.kafka import (
-    HOT_FETCH_MAX_WAIT_MS,
-    HOT_FETCH_MIN_BYTES,
-    ensure_service_topics,
-    make_broker,
-    skip_decoding,
-)
+from shared.infra.kafka import ensure_service_topics, make_broker, subscribe_hot_batches
 from shared.infra.settings import DatabaseSettings, Port
 
 log = logging.getLogger(__name__)
@@ -59,60 +55,52 @@ def create_app(settings: MeteringSettings) -> FastAPI:
     agreements = agreement_view(settings.kafka_bootstrap_servers, service="metering")
     metrics = MeteringMetrics(registry)
     declare_publishers(broker, USAGE_ALERTS, dlq(WORKITEMS_CLASSIFIED), dlq(AGREEMENTS))
-    state: dict[str, Any] = {}
 
-    @broker.subscriber(
+    async def start(app: FastAPI, running: AsyncExitStack) -> None:
+        await ensure_service_topics(settings)
+        pool = await create_pool(settings.database_url, size=settings.database_pool_size)
+        running.push_async_callback(pool.close)
+        await apply_schema(pool)
+        await start_in(running, agreements)
+        set_state(app, Ledger(pool, agreements))
+        set_state(app, Meter(broker, pool, agreements, metrics))
+        # The broker stops first: it drains the batch in flight (its transaction and commit).
+        await start_in(running, broker)
+
+    app = service_app(
+        "metering",
+        description="Exact running counts per client, period and class (SPEC §5).",
+        start=start,
+        log=log,
+        registry=registry,
+        health=health_of(broker=broker, pool=lambda: _pool(app)),
+        keys=KeyRing.from_settings(settings),
+        routers=[router],
+        max_body_bytes=SMALL_BODY_BYTES,
+    )
+
+    async def meter_batch(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        meter = get_state(app, Meter)
+        assert meter is not None, "the broker starts after the lifespan made the meter"
+        await meter.handle(records)
+
+    subscribe_hot_batches(
+        broker,
         WORKITEMS_CLASSIFIED,
         group_id=METERING_GROUP,
-        batch=True,
         max_records=settings.metering_max_batch,
         batch_timeout_ms=settings.metering_batch_timeout_ms,
-        fetch_min_bytes=HOT_FETCH_MIN_BYTES,
-        fetch_max_wait_ms=HOT_FETCH_MAX_WAIT_MS,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=skip_decoding,
+        handle=meter_batch,
         title="meter",
         description="Counts each (client_id, id) once into PostgreSQL; offsets commit after.",
     )
-    async def meter_batch(msg: KafkaMessage) -> None:
-        await state["meter"].handle(msg.raw_message)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_service_topics(settings)
-        pool = await create_pool(settings.database_url, size=settings.database_pool_size)
-        await apply_schema(pool)
-        await agreements.start()
-        state["pool"] = pool
-        state["meter"] = Meter(broker, pool, agreements, metrics)
-        app.include_router(build_router(pool, agreements))
-        await broker.start()
-        log.info("metering ready", extra={"status": "ready"})
-        try:
-            yield
-        finally:
-            await broker.stop()  # drains the batch in flight: its transaction and commit finish
-            await agreements.stop()
-            await pool.close()
-            log.info("metering stopped", extra={"status": "stopped"})
-
-    async def health() -> dict[str, Any]:
-        return {
-            "kafka": await kafka_status(broker),
-            "database": await database_status(state.get("pool")),
-        }
-
-    app = FastAPI(
-        title="Tierline metering",
-        version="1",
-        lifespan=lifespan,
-        description="Exact running counts per client, period and class (SPEC §5).",
-    )
-    app.state.keys = KeyRing.from_settings(settings)
-    add_operational_routes(app, registry=registry, health=health, max_body_bytes=SMALL_BODY_BYTES)
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
+
+
+def _pool(app: FastAPI) -> asyncpg.Pool | None:
+    ledger = get_state(app, Ledger)
+    return ledger.pool if ledger is not None else None
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from collections import Counter as Tally
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -42,22 +42,22 @@ from services.metering.alerts import (
 from services.metering.counting import MeteredItem, metered_item, why_unmeterable
 from shared.contracts.topics import USAGE_ALERTS
 from shared.contracts.workitems import decode_classified
-from shared.domain.agreement.agreement import Agreement
+from shared.infra.agreement_view import Agreements
 from shared.infra.db import caused_by_data, retrying
 from shared.infra.faults import crash_point
-from shared.infra.kafka import dead_letter, dead_letter_counter, decode_records, json_bytes
+from shared.infra.kafka import (
+    batch_size_histogram,
+    dead_letter,
+    dead_letter_counter,
+    decode_records,
+    json_bytes,
+)
 from shared.infra.logs import batch_fields
 
 log = logging.getLogger(__name__)
 
 #: A record metering will count, with what it keeps of it.
 Admitted = tuple[ConsumerRecord[bytes, bytes], MeteredItem]
-
-
-class Agreements(Protocol):
-    """The agreements metering reads (its compacted view of the `agreements` topic)."""
-
-    def get(self, client_id: str, /) -> Agreement | None: ...
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,7 @@ class MeteringMetrics:
             "tierline_metering_duplicates", "Copies of items already counted", registry=registry
         )
         self.dead_letters = dead_letter_counter(registry)
-        self.batch_size = Histogram(
-            "tierline_metering_batch_size",
-            "Records per consumed batch",
-            registry=registry,
-            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
-        )
+        self.batch_size = batch_size_histogram(registry, "metering")
         self.alerts = Counter(
             "tierline_usage_alerts", "Usage threshold alerts published", registry=registry
         )

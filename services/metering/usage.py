@@ -1,10 +1,11 @@
-"""The usage document of SPEC §5, from counts and the agreement. Pure: no I/O."""
+"""The usage report of SPEC §5 (shared.contracts.usage), from counts and the agreement. Pure: no
+I/O."""
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
+from shared.contracts.usage import ClassUsageReport, TierChoice, UsageReport
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.money import format_decimal
 from shared.domain.periods import Period
@@ -18,9 +19,9 @@ def usage_report(
     period: Period,
     agreement: Agreement | None,
     counts: list[ClassCount],
-    billed_tier: dict[str, str] | None,
+    billed_tier: TierChoice | None,
     closed: bool,
-) -> dict[str, Any]:
+) -> UsageReport:
     """Running counts and the tier they land in if the period closed now.
 
     A closed period shows the tier it was billed at. Without an agreement in force for the
@@ -33,27 +34,27 @@ def usage_report(
     tier = (
         billed_tier
         if closed
-        else ({"name": decision.tier.name, "reason": decision.reason} if decision else None)
+        else (TierChoice(name=decision.tier.name, reason=decision.reason) if decision else None)
     )
-    return {
-        "client_id": client_id,
-        "period": period.key,
-        "status": "closed" if closed else "open",
-        "items": sum(u.items for u in usage),
-        "units": sum(u.units for u in usage),
-        "weighted_units": format_decimal(decision.weighted_units if decision else Decimal(0)),
-        "late_items": sum(c.late_items for c in counts if c.classified),
-        "unclassified_items": sum(c.items for c in counts if not c.classified),
-        "tier": tier,
-        "by_class": [
-            {
-                "service_line": u.service_class.service_line,
-                "complexity": u.service_class.complexity,
-                "items": u.items,
-                "units": u.units,
-                "handling_seconds": u.handling_seconds,
-                "weighted_units": format_decimal(weights.get(u.service_class, Decimal(0))),
-            }
+    return UsageReport(
+        client_id=client_id,
+        period=period.key,
+        status="closed" if closed else "open",
+        items=sum(u.items for u in usage),
+        units=sum(u.units for u in usage),
+        weighted_units=format_decimal(decision.weighted_units if decision else Decimal(0)),
+        late_items=sum(c.late_items for c in counts if c.classified),
+        unclassified_items=sum(c.items for c in counts if not c.classified),
+        tier=tier,
+        by_class=[
+            ClassUsageReport(
+                service_line=u.service_class.service_line,
+                complexity=u.service_class.complexity,
+                items=u.items,
+                units=u.units,
+                handling_seconds=u.handling_seconds,
+                weighted_units=format_decimal(weights.get(u.service_class, Decimal(0))),
+            )
             for u in sorted(usage, key=lambda u: u.service_class.sort_key)
         ],
-    }
+    )

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from shared.contracts.topics import AGREEMENTS
 from shared.domain.agreement.agreement import Agreement
 from shared.infra.kafka import CompactedView
+
+
+class Agreements(Protocol):
+    """What a service reads of its view: the agreement in force for a client, if any (a
+    CompactedView[Agreement] in production, a dict's `get` or a fake in tests)."""
+
+    def get(self, client_id: str, /) -> Agreement | None: ...
+
+
+class AgreementView(Agreements, Protocol):
+    """A view that can also say it has caught up with what the topic holds now."""
+
+    async def caught_up(self) -> None: ...
 
 
 def agreement_from_message(raw: bytes) -> Agreement:

@@ -1,4 +1,5 @@
-"""What every service's HTTP side shares: auth dependencies, /healthz, /metrics, the body guard
+"""What every service's HTTP side shares: the app's construction (`service_app`), typed state for
+dependencies (`set_state`, `state_of`), auth dependencies, /healthz, /metrics, the body guard
 (size limit and read deadline), the error responses every route documents, and the server."""
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Final, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Annotated, Any, Final, Protocol, TypeVar
 
 import asyncpg
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from faststream.kafka import KafkaBroker
@@ -22,11 +24,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.infra.auth import Caller, KeyRing, Role
 from shared.infra.logs import configure_logging
+from shared.infra.openapi import install_openapi_common_responses
 from shared.infra.settings import CommonSettings, HttpSettings, load_settings
 
 log = logging.getLogger(__name__)
 
-HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
+#: What /healthz reports: each dependency ("kafka", "database") → "ok" or "unavailable".
+HealthCheck = Callable[[], Awaitable[Mapping[str, str]]]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+T = TypeVar("T")
 
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
@@ -149,99 +155,6 @@ async def _refuse(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-_PROBLEM_SCHEMA: Final = {
-    "type": "object",
-    "properties": {"detail": {"type": "string"}},
-    "required": ["detail"],
-}
-_COMMON_RESPONSES: Final = {
-    "408": "The request body was not complete within TIERLINE_BODY_TIMEOUT_SECONDS",
-    "413": "The request body is over the service's limit",
-}
-_AUTH_RESPONSES: Final = {
-    "401": "No API key, or one this service does not know",
-    "403": "The API key is not good for this endpoint",
-}
-
-
-#: A 422 as the services answer it: FastAPI's own `{"detail": [{loc, msg, type}]}` or a route's
-#: `{"detail": "what is wrong"}` (intake's `{"errors": [...]}` is documented by intake itself).
-_VALIDATION_PROBLEM_SCHEMA: Final = {
-    "type": "object",
-    "properties": {
-        "detail": {
-            "anyOf": [
-                {"type": "string"},
-                {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
-                            "msg": {"type": "string"},
-                            "type": {"type": "string"},
-                        },
-                        "required": ["loc", "msg", "type"],
-                    },
-                },
-            ]
-        }
-    },
-    "required": ["detail"],
-}
-
-
-def error_responses(**described: str) -> dict[int | str, dict[str, Any]]:
-    """`responses=` entries for a route's own error answers, with the body each has:
-    `error_responses(**{"404": "No such invoice", "422": "Bad period"})`. A 422 is documented
-    as either FastAPI's list of problems or a single `detail` string; any other status as
-    `{"detail": "..."}`."""
-    return {
-        status: {
-            "description": description,
-            "content": {
-                "application/json": {
-                    "schema": _VALIDATION_PROBLEM_SCHEMA if status == "422" else _PROBLEM_SCHEMA
-                }
-            },
-        }
-        for status, description in described.items()
-    }
-
-
-def document_common_responses(schema: dict[str, Any]) -> dict[str, Any]:
-    """Adds to every operation the answers that shared code gives for it, whatever the route:
-    408 and 413 (BodyGuard) everywhere, 401 and 403 (the key dependencies) where a key is
-    required. A route's own description of a status wins."""
-    for path_item in schema.get("paths", {}).values():
-        for operation in path_item.values():
-            if not isinstance(operation, dict) or "responses" not in operation:
-                continue
-            answers = dict(_COMMON_RESPONSES)
-            if operation.get("security"):
-                answers |= _AUTH_RESPONSES
-            for status, description in answers.items():
-                operation["responses"].setdefault(
-                    status,
-                    {
-                        "description": description,
-                        "content": {"application/json": {"schema": _PROBLEM_SCHEMA}},
-                    },
-                )
-    return schema
-
-
-def install_openapi_common_responses(app: FastAPI) -> None:
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = document_common_responses(generate())
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def invalid_parameter(location: str, name: str, message: str) -> JSONResponse:
     """A 422 for one bad path or query parameter, in the shape FastAPI's own validation errors
     have (and every route documents): `{"detail": [{"loc", "msg", "type"}]}`."""
@@ -294,6 +207,127 @@ def add_operational_routes(
     )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class Startable(Protocol):
+    """Something a service runs: a broker, a producer, a view of a compacted topic."""
+
+    async def start(self) -> object: ...
+
+    async def stop(self) -> object: ...
+
+
+async def start_in(running: AsyncExitStack, *things: Startable) -> None:
+    """Starts `things` in order, each to be stopped when `running` closes (in reverse order)."""
+    for thing in things:
+        await thing.start()
+        running.push_async_callback(thing.stop)
+
+
+#: What a service starts in its lifespan: it pushes each stop onto the stack as it goes.
+Starter = Callable[[FastAPI, AsyncExitStack], Awaitable[None]]
+
+
+def lifespan_of(service: str, start: Starter, *, log: logging.Logger) -> Lifespan:
+    """A service's lifespan: `start` starts what the service runs, pushing what undoes each
+    step onto the stack; at shutdown (or when a later step fails to start) they are undone in
+    reverse order. "ready" and "stopped" are logged with their status."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as running:
+            await start(app, running)
+            log.info(f"{service} ready", extra={"status": "ready"})
+            try:
+                yield
+            finally:
+                await running.aclose()
+                log.info(f"{service} stopped", extra={"status": "stopped"})
+
+    return lifespan
+
+
+def service_app(
+    service: str,
+    *,
+    description: str,
+    start: Starter,
+    log: logging.Logger,
+    registry: CollectorRegistry,
+    health: HealthCheck,
+    keys: KeyRing | None = None,
+    routers: Sequence[APIRouter] = (),
+    max_body_bytes: int = DEFAULT_BODY_BYTES,
+    body_timeout_seconds: float | None = None,
+) -> FastAPI:
+    """The app of `service` ("Tierline <service>"): its lifespan (`lifespan_of(start)`), its
+    routers (module-level, so the OpenAPI document is whole before the lifespan starts), its
+    keys, and the operational routes and body guard every service has."""
+    app = FastAPI(
+        title=f"Tierline {service}",
+        version="1",
+        description=description,
+        lifespan=lifespan_of(service, start, log=log),
+    )
+    if keys is not None:
+        app.state.keys = keys
+    for router in routers:
+        app.include_router(router)
+    add_operational_routes(
+        app,
+        registry=registry,
+        health=health,
+        max_body_bytes=max_body_bytes,
+        body_timeout_seconds=body_timeout_seconds,
+    )
+    return app
+
+
+def _state_key(kind: type[Any]) -> str:
+    return f"typed:{kind.__module__}.{kind.__qualname__}"
+
+
+def set_state(app: FastAPI, value: object) -> None:
+    """Keeps `value` on the app under its type, for `state_of(type(value))` and `get_state`:
+    set at construction, or in the lifespan for what only exists once started (a pool)."""
+    setattr(app.state, _state_key(type(value)), value)
+
+
+def get_state(app: FastAPI, kind: type[T]) -> T | None:
+    """The app's `kind` object, or None while nothing has set it."""
+    value = getattr(app.state, _state_key(kind), None)
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(f"app state for {kind.__name__} holds a {type(value).__name__}")
+    return value
+
+
+def state_of(kind: type[T]) -> Callable[[Request], T]:
+    """A dependency giving the app's `kind` object (`set_state`): use it as
+    `Annotated[Kind, Depends(state_of(Kind))]`. A 503 while the lifespan has not set it."""
+
+    def dependency(request: Request) -> T:
+        value = get_state(request.app, kind)
+        if value is None:
+            raise HTTPException(503, "the service is starting; retry", headers={"Retry-After": "1"})
+        return value
+
+    dependency.__name__ = f"state_of_{kind.__name__}"
+    return dependency
+
+
+def health_of(
+    *, broker: KafkaBroker, pool: Callable[[], asyncpg.Pool | None] | None = None
+) -> HealthCheck:
+    """The /healthz check of a service on Kafka, and on PostgreSQL when `pool` gives its pool
+    (None until the lifespan has made one)."""
+
+    async def health() -> dict[str, str]:
+        checks = {"kafka": await kafka_status(broker)}
+        if pool is not None:
+            checks["database"] = await database_status(pool())
+        return checks
+
+    return health
 
 
 async def kafka_status(broker: KafkaBroker) -> str:

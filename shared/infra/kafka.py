@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -24,9 +24,11 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
 )
 from aiokafka.partitioner import DefaultPartitioner
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.contracts.topics import ALL_TOPICS, COMPACTED_TOPICS, CONSUMED_TOPICS, DLQ_SUFFIX, dlq
 from shared.contracts.workitems import ContractError
@@ -175,6 +177,24 @@ def dead_letter_counter(registry: CollectorRegistry) -> Counter:
         "Messages sent to a dead-letter topic",
         ["topic"],
         registry=registry,
+    )
+
+
+class Publisher(Protocol):
+    """Where a service publishes (topic, key, value) messages: a BatchProducer in production."""
+
+    async def send_many(self, messages: Iterable[tuple[str, bytes, bytes]]) -> int:
+        """Publish and wait for every acknowledgement (acks=all); how many were sent."""
+        ...
+
+
+def batch_size_histogram(registry: CollectorRegistry, service: str) -> Histogram:
+    """`tierline_<service>_batch_size`: records per batch a hot-path consumer handled."""
+    return Histogram(
+        f"tierline_{service}_batch_size",
+        "Records per consumed batch",
+        registry=registry,
+        buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
     )
 
 
@@ -668,3 +688,41 @@ async def skip_decoding(message: Any) -> None:
     themselves (each one validated once, with the errors kept for the dead-letter topic), so
     FastStream's own JSON decoding of every body would be wasted work on the hot path."""
     return None
+
+
+#: What a hot-path subscriber calls with each batch of raw records.
+BatchHandler = Callable[[Sequence[ConsumerRecord[bytes, bytes]]], Awaitable[object]]
+
+
+def subscribe_hot_batches(
+    broker: KafkaBroker,
+    topic: str,
+    *,
+    group_id: str,
+    max_records: int,
+    batch_timeout_ms: int,
+    handle: BatchHandler,
+    title: str,
+    description: str,
+) -> None:
+    """Subscribes `handle` to `topic` as a hot-path consumer: batches of up to `max_records`
+    raw records (no decoding: `handle` validates each), fetched full (HOT_FETCH_*), from the
+    earliest offset for a new group. The offsets commit after `handle` returns; a batch it
+    fails is redelivered, never skipped."""
+
+    @broker.subscriber(
+        topic,
+        group_id=group_id,
+        batch=True,
+        max_records=max_records,
+        batch_timeout_ms=batch_timeout_ms,
+        fetch_min_bytes=HOT_FETCH_MIN_BYTES,
+        fetch_max_wait_ms=HOT_FETCH_MAX_WAIT_MS,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=skip_decoding,
+        title=title,
+        description=description,
+    )
+    async def consume(msg: KafkaMessage) -> None:
+        await handle(msg.raw_message)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -24,11 +23,12 @@ from services.console.monitor import (
     partition_lags,
     rate_between,
 )
+from services.console.redrive import DeadLetterRecord
+from services.console.usage import OpenPeriod, client_usage, projected_weighted_units
 from services.console.watch import KafkaProbe, KafkaWatch
-from shared.domain.agreement.agreement import Agreement, parse_agreement
+from shared.domain.agreement.agreement import parse_agreement
 from shared.domain.periods import Period, period_bounds
 from shared.ledger.reads import ClassCount
-from tests.helpers import console_card
 from tests.spec_example import spec_agreement
 from tools.supervisor import REPO_ROOT
 
@@ -90,20 +90,26 @@ def test_history_keeps_its_capacity_and_rates_over_the_window() -> None:
 
 
 def test_dead_letter_decoding_keeps_the_error_headers_and_survives_bad_bytes() -> None:
-    entry = dead_letter(
-        topic="workitems.completed.dlq",
-        partition=2,
-        offset=7,
-        timestamp_ms=1_790_000_000_000,
-        key=b"acme",
-        value=b"\xff" + b"x" * 400,
-        headers=[
-            ("error", b"not a valid CompletedWorkItem"),
-            ("origin_topic", b"workitems.completed"),
-            ("origin_partition", b"3"),
-            ("origin_offset", b"not-a-number"),
-        ],
-    ).to_json()
+    entry = (
+        dead_letter(
+            DeadLetterRecord(
+                topic="workitems.completed.dlq",
+                partition=2,
+                offset=7,
+                timestamp_ms=1_790_000_000_000,
+                key=b"acme",
+                value=b"\xff" + b"x" * 400,
+                headers=(
+                    ("error", b"not a valid CompletedWorkItem"),
+                    ("origin_topic", b"workitems.completed"),
+                    ("origin_partition", b"3"),
+                    ("origin_offset", b"not-a-number"),
+                ),
+            )
+        )
+        .entry()
+        .model_dump()
+    )
     assert entry["error"] == "not a valid CompletedWorkItem"
     assert entry["original_topic"] == "workitems.completed"
     assert entry["original_partition"] == 3
@@ -116,13 +122,15 @@ def test_dead_letter_decoding_keeps_the_error_headers_and_survives_bad_bytes() -
 def test_latest_dead_letters_are_newest_first() -> None:
     entries = [
         dead_letter(
-            topic="t.dlq",
-            partition=0,
-            offset=n,
-            timestamp_ms=1000 + n,
-            key=None,
-            value=b"",
-            headers=[],
+            DeadLetterRecord(
+                topic="t.dlq",
+                partition=0,
+                offset=n,
+                timestamp_ms=1000 + n,
+                key=None,
+                value=b"",
+                headers=(),
+            )
         )
         for n in range(5)
     ]
@@ -134,7 +142,7 @@ def test_overview_lists_topics_groups_and_dead_letter_topics() -> None:
     assert (
         kafka_overview(
             history, topics=["a"], groups=GROUPS, dead_letter_topics=[], dead_letters={}, error=None
-        )["topics"]
+        ).model_dump()["topics"]
         == []
     )
     history.add(sample(0, {0: 10, 1: 0}, {0: 10}))
@@ -146,7 +154,7 @@ def test_overview_lists_topics_groups_and_dead_letter_topics() -> None:
         dead_letter_topics=["workitems.completed.dlq"],
         dead_letters={},
         error=None,
-    )
+    ).model_dump()
     (topic,) = overview["topics"]
     assert (topic["partitions"], topic["messages"], topic["rate"]) == (2, 15, 5.0)
     (group,) = overview["groups"]
@@ -183,23 +191,23 @@ def test_watch_exports_lag_per_partition_and_topic_counters() -> None:
 # --- the usage projection -----------------------------------------------------------------------
 
 
-def acme_in_november(elapsed: float) -> tuple[Agreement, Period, datetime]:
-    """SPEC §3's agreement (version 3), November 2026, and the moment `elapsed` of the way in."""
-    agreement = parse_agreement(spec_agreement("acme")).with_version(3)
-    period = Period(2026, 11)
-    start, end = period_bounds(period, agreement.timezone)
-    return agreement, period, start + (end - start) * elapsed
-
-
 def test_projected_tier_can_differ_from_the_tier_now() -> None:
     """9 complex IT items at 90 % of the month → 10 at its end: min_items reached, scope wins."""
-    agreement, period, now = acme_in_november(0.9)
+    agreement = parse_agreement(spec_agreement("acme")).with_version(3)
+    period = Period(2026, 11)
+    start, end = period_bounds(period, "America/New_York")
+    now = start + (end - start) * 0.9
     counts = [
         ClassCount("customer_support", "basic", 200, 200, 0, 0),
         ClassCount("it_support", "complex", 9, 9, 0, 0),
         ClassCount("unclassified", "none", 4, 4, 0, 0),
     ]
-    card, _ = console_card("acme", agreement, period, now, counts)
+    card = client_usage(
+        client_id="acme",
+        open_period=OpenPeriod(agreement, period, start, end, counts),
+        now=now,
+        closed=False,
+    ).model_dump()
     assert card["tier"] == {"name": "Essential", "reason": "volume"}
     assert card["weighted_units"] == "245"
     assert card["projected"]["tier"] == {"name": "Professional", "reason": "scope"}
@@ -212,17 +220,25 @@ def test_projected_tier_can_differ_from_the_tier_now() -> None:
 def test_the_ranking_figure_is_the_card_s_projected_weighted_units() -> None:
     """The overview ranks every client with `projected_weighted_units` and renders only the
     busiest: the ranking must be the figure the card shows."""
-    agreement, period, now = acme_in_november(0.37)
+    agreement = parse_agreement(spec_agreement("acme")).with_version(3)
+    period = Period(2026, 11)
+    start, end = period_bounds(period, "America/New_York")
+    now = start + (end - start) * 0.37
     counts = [
         ClassCount("customer_support", "basic", 211, 211, 0, 0),
         ClassCount("data_entry", "standard", 7, 900, 0, 0),
         ClassCount("it_support", "complex", 9, 9, 0, 0),
         ClassCount("unclassified", "none", 4, 4, 0, 0),
     ]
-    card, figure = console_card("acme", agreement, period, now, counts)
+    card = client_usage(
+        client_id="acme",
+        open_period=OpenPeriod(agreement, period, start, end, counts),
+        now=now,
+        closed=False,
+    ).model_dump()
+    figure = projected_weighted_units(OpenPeriod(agreement, period, start, end, counts), now)
     assert figure == Decimal(card["projected"]["weighted_units"]) > 0
-    _, without_agreement = console_card("acme", None, period, now, counts)
-    assert without_agreement == 0
+    assert projected_weighted_units(OpenPeriod(None, period, start, end, counts), now) == 0
 
 
 class AgreementRows:
@@ -263,8 +279,13 @@ async def test_each_agreement_version_is_read_and_parsed_once() -> None:
 
 def test_a_client_without_agreement_has_counts_but_no_tier() -> None:
     period = Period(2026, 11)
-    _, end = period_bounds(period, "UTC")
-    card, _ = console_card("stray", None, period, end, [ClassCount("hr", "basic", 3, 3, 0, 0)])
+    start, end = period_bounds(period, "UTC")
+    card = client_usage(
+        client_id="stray",
+        open_period=OpenPeriod(None, period, start, end, [ClassCount("hr", "basic", 3, 3, 0, 0)]),
+        now=end,
+        closed=False,
+    ).model_dump()
     assert (card["items"], card["tier"], card["projected"]["tier"], card["tiers"]) == (
         3,
         None,

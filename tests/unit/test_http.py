@@ -19,8 +19,8 @@ from shared.infra.http import (
     AdminCaller,
     BodyGuard,
     add_operational_routes,
-    error_responses,
 )
+from shared.infra.openapi import error_responses
 
 ADMIN_OLD = "admin-key-old-0123456789"
 ADMIN_NEW = "admin-key-new-0123456789"

@@ -1,7 +1,8 @@
 """Intake's HTTP contract (SPEC §2), with Kafka replaced by a recorder or a failure.
 
-The route is the real one; only `send_all` — the call that waits for Kafka's acks — is faked,
-so these tests pin the status codes and error shapes. The real broker path is in tests/e2e.
+The route is the real one; only its publisher — the dependency that waits for Kafka's acks — is
+replaced (`app.dependency_overrides`), so these tests pin the status codes and error shapes.
+The real broker path is in tests/e2e.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from services.intake import api as intake_api
@@ -32,7 +34,7 @@ class Recorder:
         self.fail = False
         self.fail_with: KafkaError | None = None
 
-    async def __call__(self, producer: Any, messages: Iterable[tuple[str, bytes, bytes]]) -> int:
+    async def send_many(self, messages: Iterable[tuple[str, bytes, bytes]]) -> int:
         batch = list(messages)
         if self.fail:
             raise KafkaTimeoutError()
@@ -42,11 +44,16 @@ class Recorder:
         return len(batch)
 
 
+def intake_with(settings: IntakeSettings, recorder: Recorder) -> FastAPI:
+    """Intake's app as it is built, publishing to `recorder` instead of Kafka."""
+    app = create_app(settings)
+    app.dependency_overrides[intake_api.publisher] = lambda: recorder
+    return app
+
+
 @pytest.fixture
-def kafka(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    recorder = Recorder()
-    monkeypatch.setattr(intake_api, "send_all", recorder)
-    return recorder
+def kafka() -> Recorder:
+    return Recorder()
 
 
 @pytest.fixture
@@ -56,7 +63,7 @@ async def client(kafka: Recorder) -> AsyncIterator[httpx.AsyncClient]:
         tierline_admin_key=ADMIN,
         tierline_intake_keys=f"zendesk={KEY},jira=jira-key-2",
     )
-    transport = httpx.ASGITransport(app=create_app(settings))
+    transport = httpx.ASGITransport(app=intake_with(settings, kafka))
     async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
         yield http
 
@@ -267,7 +274,7 @@ async def test_a_stalled_body_is_408(kafka: Recorder) -> None:
         yield orjson.dumps(item())[:10]
         await never.wait()  # the rest never comes
 
-    transport = httpx.ASGITransport(app=create_app(settings))
+    transport = httpx.ASGITransport(app=intake_with(settings, kafka))
     async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
         response = await http.post(
             "/v1/work-items",

@@ -9,7 +9,7 @@ are rightly 422. The suite against the running services is in tests/e2e."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -43,14 +43,16 @@ def intake_app() -> FastAPI:
     return app
 
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", intake_app())
+APP = intake_app()
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
 @pytest.fixture(autouse=True)
-def kafka(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+def kafka() -> Iterator[Recorder]:
     recorder = Recorder()
-    monkeypatch.setattr(intake_api, "send_all", recorder)
-    return recorder
+    APP.dependency_overrides[intake_api.publisher] = lambda: recorder
+    yield recorder
+    APP.dependency_overrides.clear()
 
 
 @schema.include(path="/v1/work-items").parametrize()

@@ -16,13 +16,12 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from services.intake import api as intake_api
 from services.intake.app import IntakeSettings, create_app
 from services.intake.openapi import ITEM_SCHEMA
 from services.intake.parsing import JSON, NDJSON
 from shared.contracts.workitems import WorkItem
 from tests.unit.test_events import EDGES, ITEM
-from tests.unit.test_intake import ADMIN, KEY, Recorder, item
+from tests.unit.test_intake import ADMIN, KEY, Recorder, intake_with, item
 
 PATH = "/v1/work-items"
 
@@ -99,12 +98,11 @@ def test_null_and_unknown_fields_are_documented_as_invalid() -> None:
 
 
 @pytest.fixture
-async def stalled_client(
-    monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[tuple[httpx.AsyncClient, Recorder]]:
+async def stalled_client() -> AsyncIterator[tuple[httpx.AsyncClient, Recorder]]:
     recorder = Recorder()
-    monkeypatch.setattr(intake_api, "send_all", recorder)
-    transport = httpx.ASGITransport(app=create_app(settings(tierline_body_timeout_seconds=0.05)))
+    transport = httpx.ASGITransport(
+        app=intake_with(settings(tierline_body_timeout_seconds=0.05), recorder)
+    )
     async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
         yield http, recorder
 

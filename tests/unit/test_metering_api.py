@@ -10,9 +10,9 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.metering.api import build_router, checked_period
+from services.metering.api import Ledger, checked_period, router
 from shared.infra.auth import KeyRing
-from shared.infra.http import add_operational_routes
+from shared.infra.http import add_operational_routes, set_state
 
 ADMIN = "admin-key-0123456789abcdef"
 
@@ -37,7 +37,8 @@ async def healthy() -> dict[str, Any]:
 def client() -> httpx.AsyncClient:
     app = FastAPI()
     app.state.keys = KeyRing(admin_keys=[ADMIN], intake_keys={"intake-key": "jira"})
-    app.include_router(build_router(cast(Any, NoDatabase()), cast(Any, NoAgreements())))
+    app.include_router(router)
+    set_state(app, Ledger(cast(Any, NoDatabase()), NoAgreements()))
     add_operational_routes(app, registry=CollectorRegistry(), health=healthy)
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),

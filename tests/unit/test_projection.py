@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.billing.insight import forecast
+from services.console.usage import OpenPeriod, client_usage, projected_weighted_units
 from shared.domain.agreement.agreement import load_agreement_yaml
 from shared.domain.agreement.fields import COMPLEXITIES, SERVICE_LINES, ServiceClass
 from shared.domain.periods import Period, period_bounds
 from shared.domain.projection import MIN_ELAPSED_FOR_PROJECTION, progress, project_usage
 from shared.domain.rating import ClassUsage
 from shared.ledger.reads import ClassCount
-from tests.helpers import console_card
 from tests.spec_example import SPEC_YAML
 
 ACME = load_agreement_yaml(SPEC_YAML).with_version(1)
@@ -104,7 +104,12 @@ def test_naive_moments_are_refused() -> None:
 
 def console_projection(period: Period, counts: list[ClassCount], now: datetime) -> tuple[Any, ...]:
     """What the console shows as the period-end projection, and the figure that ranks the card."""
-    card, ranking = console_card(ACME.client_id, ACME, period, now, counts)
+    start, end = period_bounds(period, ACME.timezone)
+    open_period = OpenPeriod(ACME, period, start, end, counts)
+    card = client_usage(
+        client_id=ACME.client_id, open_period=open_period, now=now, closed=False
+    ).model_dump()
+    ranking = projected_weighted_units(open_period, now)
     assert Decimal(card["projected"]["weighted_units"]) == ranking
     projected = card["projected"]
     return projected["items"], projected["weighted_units"], projected["tier"], card["elapsed"]

@@ -33,7 +33,7 @@ from services.console.redrive import (
     tally,
     value_preview,
 )
-from services.console.redrive_api import RedriveRequest, actor, build_redrive_router
+from services.console.redrive_api import RedriveRequest, actor, dead_letters_of, router
 from shared.infra.auth import KeyRing
 from tools.cli import main as tierline
 from tools.dlq_cli import admin_key, parse_offset, progress_bar, run_redrive, table
@@ -293,7 +293,8 @@ def fake() -> FakeDeadLetters:
 async def client(fake: FakeDeadLetters) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     app.state.keys = KeyRing(admin_key="a" * 20, intake_keys={"k" * 20: "jira"})
-    app.include_router(build_redrive_router(cast(DeadLetters, fake)))
+    app.include_router(router)
+    app.dependency_overrides[dead_letters_of] = lambda: cast(DeadLetters, fake)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://console",

@@ -1,0 +1,227 @@
+"""The classifier's batch handler on FastStream's in-memory broker (TestKafkaBroker): each item is
+published with its class, the rule that placed it and the agreement version; an item no rule
+places goes to `workitems.unclassified` too; a record that cannot be classified is dead-lettered
+alone with its error and origin; a Kafka failure fails the batch so it is redelivered.
+
+Kafka and the agreements are replaced: the classified stream by a recorder (the production
+publisher is a BatchProducer, not the broker), the agreement view by a dict. The real broker
+path is in tests/integration/test_poison_records.py and tests/e2e."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaTimeoutError
+from faststream.kafka import KafkaBroker, TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import CollectorRegistry
+
+from services.classifier import handlers
+from services.classifier.handlers import Classifier, ClassifierMetrics
+from shared.contracts.topics import (
+    CLASSIFIER_GROUP,
+    WORKITEMS_CLASSIFIED,
+    WORKITEMS_COMPLETED,
+    WORKITEMS_UNCLASSIFIED,
+    dlq,
+)
+from shared.contracts.workitems import decode_classified
+from shared.domain.agreement.agreement import Agreement, parse_agreement
+from shared.infra.kafka import subscribe_hot_batches
+from tests.spec_example import spec_agreement
+
+AT = datetime(2026, 10, 5, 9, 30, tzinfo=UTC)
+ACME = parse_agreement(spec_agreement("acme")).with_version(4)
+
+
+def completed(item_id: str, *, client: str = "acme", **fields: Any) -> bytes:
+    return orjson.dumps(
+        {
+            "id": item_id,
+            "client_id": client,
+            "source": "zendesk",
+            "completed_at": AT.isoformat(),
+            "received_at": AT.isoformat(),
+            "key_source": "zendesk",
+            "queue": "Customer Care",
+            **fields,
+        }
+    )
+
+
+class Agreements:
+    """The agreement view: a dict, and a count of the catch-up checks the handler made."""
+
+    def __init__(self, agreements: dict[str, Agreement]) -> None:
+        self.agreements = agreements
+        self.catch_ups = 0
+
+    def get(self, client_id: str, /) -> Agreement | None:
+        return self.agreements.get(client_id)
+
+    async def caught_up(self) -> None:
+        self.catch_ups += 1
+
+
+class Recorder:
+    """The classified stream: what was published, or a Kafka failure."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes, bytes]] = []
+        self.fail = False
+
+    async def send_many(self, messages: Iterable[tuple[str, bytes, bytes]]) -> int:
+        batch = list(messages)
+        if self.fail:
+            raise KafkaTimeoutError()
+        self.messages += batch
+        return len(batch)
+
+    def on(self, topic: str) -> list[tuple[bytes, bytes]]:
+        return [(key, value) for t, key, value in self.messages if t == topic]
+
+
+@dataclass
+class Harness:
+    broker: KafkaBroker
+    published: Recorder
+    agreements: Agreements
+    registry: CollectorRegistry
+    dead_letters: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
+
+    async def send(self, *values: bytes) -> None:
+        """One batch of records on workitems.completed, as the subscriber would fetch it."""
+        await self.broker.publish_batch(*values, topic=WORKITEMS_COMPLETED)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    broker = KafkaBroker()
+    registry = CollectorRegistry()
+    agreements = Agreements({"acme": ACME})
+    published = Recorder()
+    classifier = Classifier(
+        broker=broker,
+        producer=published,
+        agreements=agreements,
+        metrics=ClassifierMetrics(registry),
+    )
+    subscribe_hot_batches(
+        broker,
+        WORKITEMS_COMPLETED,
+        group_id=CLASSIFIER_GROUP,
+        max_records=100,
+        batch_timeout_ms=10,
+        handle=classifier.handle,
+        title="classify",
+        description="under test",
+    )
+    found = Harness(broker, published, agreements, registry)
+
+    @broker.subscriber(dlq(WORKITEMS_COMPLETED))
+    async def dead_letter(msg: KafkaMessage) -> None:
+        found.dead_letters.append(msg.raw_message)
+
+    async with TestKafkaBroker(broker):
+        yield found
+
+
+def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    return {key: value.decode() for key, value in record.headers}
+
+
+async def test_each_item_is_published_with_its_class_rule_and_agreement_version(
+    harness: Harness,
+) -> None:
+    await harness.send(
+        completed("t-1", queue="Customer Care"), completed("t-2", queue="IT Desk", units=3)
+    )
+    published = [
+        decode_classified(value) for _, value in harness.published.on(WORKITEMS_CLASSIFIED)
+    ]
+    assert [(i.id, i.service_line, i.complexity, i.rule_id) for i in published] == [
+        ("t-1", "customer_support", "basic", "cs"),
+        ("t-2", "it_support", "complex", "desk"),
+    ]
+    assert {i.agreement_version for i in published} == {4}
+    assert published[1].units == 3  # the item itself travels on unchanged
+    assert {key for key, _ in harness.published.on(WORKITEMS_CLASSIFIED)} == {b"acme"}
+    assert harness.published.on(WORKITEMS_UNCLASSIFIED) == []
+    assert harness.agreements.catch_ups == 1  # never classified on an agreement older than acked
+    assert harness.metric("tierline_classifier_items_total", outcome="classified") == 2
+    assert harness.dead_letters == []
+
+
+async def test_an_item_no_rule_places_goes_to_the_unclassified_topic_too(harness: Harness) -> None:
+    await harness.send(completed("t-1", queue="Somewhere else"), completed("t-2", client="nobody"))
+    classified = [decode_classified(v) for _, v in harness.published.on(WORKITEMS_CLASSIFIED)]
+    unclassified = [decode_classified(v) for _, v in harness.published.on(WORKITEMS_UNCLASSIFIED)]
+    # acme's rules place nothing outside their queues (and it has no default); a client
+    # without an agreement is placed by the built-in rules, under no agreement version.
+    assert [(i.id, i.service_line, i.rule_id, i.agreement_version) for i in classified] == [
+        ("t-1", None, None, 4),
+        ("t-2", "customer_support", "builtin:customer_support", None),
+    ]
+    assert [i.id for i in unclassified] == ["t-1"]
+    assert harness.metric("tierline_classifier_items_total", outcome="unclassified") == 1
+    assert harness.metric("tierline_classifier_items_total", outcome="classified") == 1
+
+
+async def test_a_record_that_does_not_decode_is_dead_lettered_alone(harness: Harness) -> None:
+    await harness.send(
+        b"{not json", completed("t-1"), orjson.dumps({"id": "t-2"}), completed("t-3")
+    )
+    published = [decode_classified(v).id for _, v in harness.published.on(WORKITEMS_CLASSIFIED)]
+    assert published == ["t-1", "t-3"]
+    assert [record.value for record in harness.dead_letters] == [
+        b"{not json",
+        orjson.dumps({"id": "t-2"}),
+    ]
+    for record in harness.dead_letters:
+        headers = headers_of(record)
+        assert headers["origin_topic"] == WORKITEMS_COMPLETED
+        assert headers["error"] and headers["error_type"] == "contract"
+    assert harness.metric("tierline_dead_letters_total", topic=WORKITEMS_COMPLETED) == 2
+    assert harness.metric("tierline_classifier_items_total", outcome="classified") == 2
+
+
+async def test_a_later_copy_in_the_same_batch_is_dropped(harness: Harness) -> None:
+    await harness.send(completed("t-1"), completed("t-1", queue="IT Desk"), completed("t-2"))
+    published = [decode_classified(v) for _, v in harness.published.on(WORKITEMS_CLASSIFIED)]
+    assert [(i.id, i.rule_id) for i in published] == [("t-1", "cs"), ("t-2", "cs")]
+    assert harness.metric("tierline_classifier_items_total", outcome="duplicate") == 1
+
+
+async def test_an_item_whose_classified_copy_is_too_large_is_dead_lettered(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handlers, "MAX_RECORD_BYTES", 400)
+    await harness.send(completed("t-1"), completed("t-2", title="x" * 400))
+    published = [decode_classified(v).id for _, v in harness.published.on(WORKITEMS_CLASSIFIED)]
+    assert published == ["t-1"]
+    (dead,) = harness.dead_letters
+    assert orjson.loads(dead.value)["id"] == "t-2"
+    assert headers_of(dead)["error_type"] == "RecordTooLarge"
+    assert harness.metric("tierline_classifier_items_total", outcome="dead_lettered") == 1
+
+
+async def test_a_kafka_failure_fails_the_batch_so_it_is_redelivered(harness: Harness) -> None:
+    harness.published.fail = True
+    with pytest.raises(KafkaTimeoutError):
+        await harness.send(completed("t-1"))
+    assert harness.dead_letters == []  # an outage is never the record's fault
+    assert harness.metric("tierline_classifier_items_total", outcome="classified") == 0
+    harness.published.fail = False
+    await harness.send(completed("t-1"))  # the redelivery
+    assert [decode_classified(v).id for _, v in harness.published.on(WORKITEMS_CLASSIFIED)] == [
+        "t-1"
+    ]
