@@ -9,7 +9,7 @@ The checks are the dependencies of `services.billing.deps`; the handlers call th
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Request
@@ -37,6 +37,7 @@ from services.billing.openapi import (
     AGREEMENT_BODY_SCHEMA,
     AGREEMENT_SCHEMA,
     CLOSE_BODY_SCHEMA,
+    Problem,
     bad_client_id,
     is_invoice_id,
     printable,
@@ -75,9 +76,9 @@ _CLOSE_BODY = {
 }
 
 
-def _errors(error: ValidationError) -> list[dict[str, Any]]:
+def _errors(error: ValidationError) -> list[Problem]:
     return [
-        {"loc": list(problem["loc"]), "msg": str(problem["msg"]).removeprefix("Value error, ")}
+        Problem(loc=list(problem["loc"]), msg=str(problem["msg"]).removeprefix("Value error, "))
         for problem in error.errors()
     ]
 

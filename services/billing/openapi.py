@@ -11,7 +11,7 @@ patterns are published in the OpenAPI document through `json_schema_extra`.
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 from fastapi.responses import JSONResponse, Response
 
@@ -45,14 +45,21 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def unprocessable(errors: list[dict[str, Any]]) -> Response:
+class Problem(TypedDict):
+    """One entry of a 422's `errors`: where (`["query", "period"]`) and why."""
+
+    loc: list[str | int]
+    msg: str
+
+
+def unprocessable(problems: list[Problem]) -> Response:
     """422 `{"detail": "<where>: <first problem>", "errors": [{"loc", "msg"}, ...]}`."""
     errors = [
-        {
-            "loc": [part if isinstance(part, int) else printable(str(part)) for part in e["loc"]],
-            "msg": printable(str(e["msg"])),
-        }
-        for e in errors
+        Problem(
+            loc=[part if isinstance(part, int) else printable(str(part)) for part in e["loc"]],
+            msg=printable(str(e["msg"])),
+        )
+        for e in problems
     ]
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
