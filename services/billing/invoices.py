@@ -9,7 +9,7 @@ from decimal import Decimal, localcontext
 from typing import Final
 
 from shared.contracts.invoice import (
-    ClassUsage,
+    BilledClass,
     Invoice,
     InvoiceIssued,
     InvoiceUsage,
@@ -61,7 +61,7 @@ def build_invoice(
             items=sum(c.items for c in decision.classes),
             weighted_units=decision.weighted_units,
             by_class=tuple(
-                ClassUsage(
+                BilledClass(
                     service_line=c.service_class.service_line,
                     complexity=c.service_class.complexity,
                     items=c.items,

@@ -84,7 +84,7 @@ InvoiceLine = Annotated[
 ]
 
 
-class ClassUsage(Document):
+class BilledClass(Document):
     """A class's billable usage in the period."""
 
     service_line: ServiceLine
@@ -97,7 +97,7 @@ class ClassUsage(Document):
 class InvoiceUsage(Document):
     items: int
     weighted_units: Plain
-    by_class: tuple[ClassUsage, ...]
+    by_class: tuple[BilledClass, ...]
 
 
 class Invoice(Document):
