@@ -2,8 +2,9 @@
 
 Nothing here reads the clock or the database: `now`, the counts and the history are passed in,
 and every figure comes out of `shared.domain.rating`, so a forecast or a what-if is priced
-exactly as an invoice would be. Money is Decimal throughout and leaves as strings (`format_money`);
-quantities leave as plain decimal strings (`format_decimal`).
+exactly as an invoice would be. Money is Decimal throughout, rounded to the currency's minor unit
+(`round_money`); the answers are the typed `Forecast` and `Recommendations` of
+`shared.contracts.insight`, whose JSON carries the decimal strings.
 
 **Forecast.** The usage so far is carried to the period end by `shared.domain.projection` (the one
 projection the console's cards use too: run rate on UTC instants, half-up, none before
