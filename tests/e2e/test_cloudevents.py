@@ -75,6 +75,6 @@ async def test_every_invoice_event_reads_as_a_structured_cloudevent_with_the_sdk
     assert read == stored  # id = invoice id, data = the invoice, every one of them
     assert {invoice["total"] for invoice in read.values()} == {"100.00", "100"}
     for record in records:  # the bytes on the topic are the contract's envelope, exactly
-        event = InvoiceIssued.model_validate_json(record.value)
-        assert event.model_dump_json().encode() == record.value
-        assert event.data.model_dump(mode="json") == stored[event.id]
+        issued = InvoiceIssued.model_validate_json(record.value)
+        assert issued.model_dump_json().encode() == record.value
+        assert issued.data.model_dump(mode="json") == stored[issued.id]
