@@ -3,82 +3,61 @@
 No input reaches the store unchecked: path and query parameters are matched against their
 patterns (a 422 naming the parameter), bodies are bounded (413) and parsed without recursion
 limits to trip over (422), and every response a route can give is in the OpenAPI document.
+The checks are the dependencies of `services.billing.deps`; the handlers call the service.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from pydantic import ValidationError
-from starlette.types import Receive, Scope, Send
 
 from services.billing.barrier import BarrierTimeout
+from services.billing.deps import (
+    BillingRoute,
+    BoundedBody,
+    CurrentAgreement,
+    Now,
+    PathClientId,
+    PathPeriod,
+    QueryClientId,
+    QueryPeriod,
+    Refusal,
+    Service,
+    invalid,
+    not_found,
+    share_methods,
+    too_large,
+)
 from services.billing.openapi import (
     AGREEMENT_BODY_SCHEMA,
     AGREEMENT_SCHEMA,
-    CLIENT_ID_SCHEMA,
     CLOSE_BODY_SCHEMA,
-    CLOSE_SCHEMA,
-    INVOICE_LIST_SCHEMA,
-    INVOICE_SCHEMA,
-    PERIOD_SCHEMA,
+    Problem,
     bad_client_id,
     is_invoice_id,
-    period_or_error,
     printable,
     responses,
     unprocessable,
 )
-from services.billing.service import BillingService, KafkaUnavailable
-from shared.domain.agreement.agreement import AgreementTooLarge, parse_agreement_body
-from shared.domain.agreement.fields import MAX_BODY_BYTES
-from shared.domain.periods import period_bounds
-from shared.infra.http import AdminCaller
+from services.billing.service import KafkaUnavailable
+from shared.contracts.invoice import Invoice, InvoiceList, PeriodClose
+from shared.domain.agreement.agreement import Agreement, AgreementTooLarge, parse_agreement_body
+from shared.domain.periods import Period, period_bounds
+from shared.infra.auth import Role
+from shared.infra.http import require
 
 log = logging.getLogger(__name__)
 
-ClientIdPath = Annotated[str, Path(json_schema_extra=CLIENT_ID_SCHEMA)]
-PeriodPath = Annotated[str, Path(json_schema_extra=PERIOD_SCHEMA)]
+router = APIRouter(route_class=BillingRoute, dependencies=[Depends(require(Role.ADMIN))])
+
+AgreementBody = Annotated[bytes, Depends(BoundedBody("an agreement body"))]
+CloseBody = Annotated[bytes, Depends(BoundedBody("a body"))]
 InvoiceIdPath = Annotated[str, Path(json_schema_extra={"maxLength": 128})]
-
-
-def _errors(error: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": list(problem["loc"]), "msg": str(problem["msg"]).removeprefix("Value error, ")}
-        for problem in error.errors()
-    ]
-
-
-def too_large(message: str) -> Response:
-    return JSONResponse({"detail": message}, status_code=413)
-
-
-async def read_bounded(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | None:
-    """The request body, or None as soon as it is known to exceed `limit` bytes (by its
-    Content-Length or while streaming): never more than `limit` bytes are held."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _media_type(request: Request) -> str:
-    media = request.headers.get("content-type") or "application/json"
-    return media.split(";")[0].strip().lower()
-
 
 _AGREEMENT_BODY = {
     "requestBody": {
@@ -97,154 +76,135 @@ _CLOSE_BODY = {
 }
 
 
-class _PathRoute(APIRoute):
-    """A route whose 405 names every method of its path in `Allow`. Starlette answers 405 from
-    the first route whose path matches and names only that route's methods; GET and PUT of
-    /v1/agreements/{client_id} are two routes."""
-
-    path_methods: frozenset[str] = frozenset()
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.methods and scope["method"] not in self.methods and self.path_methods:
-            allow = ", ".join(sorted(self.path_methods))
-            raise HTTPException(405, "Method Not Allowed", headers={"Allow": allow})
-        await super().handle(scope, receive, send)
+def _errors(error: ValidationError) -> list[Problem]:
+    return [
+        Problem(loc=list(problem["loc"]), msg=str(problem["msg"]).removeprefix("Value error, "))
+        for problem in error.errors()
+    ]
 
 
-def _share_methods(router: APIRouter) -> None:
-    by_path: dict[str, set[str]] = {}
-    for route in router.routes:
-        if isinstance(route, _PathRoute):
-            by_path.setdefault(route.path, set()).update(route.methods or ())
-    for route in router.routes:
-        if isinstance(route, _PathRoute):
-            route.path_methods = frozenset(by_path[route.path])
+def _media_type(request: Request) -> str:
+    media = request.headers.get("content-type") or "application/json"
+    return media.split(";")[0].strip().lower()
 
 
-def build_router(service: BillingService) -> APIRouter:
-    router = APIRouter(route_class=_PathRoute)
+def _unavailable(detail: str) -> Response:
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
-    @router.put(
-        "/v1/agreements/{client_id}",
-        summary="Create the next version of an agreement",
-        responses=responses(AGREEMENT_SCHEMA, 413, 422, 503),
-        openapi_extra=_AGREEMENT_BODY,
-    )
-    async def put_agreement(client_id: ClientIdPath, request: Request, _: AdminCaller) -> Response:
-        if bad := bad_client_id(client_id, "path"):
-            return bad
-        raw = await read_bounded(request)
-        if raw is None:
-            return too_large(f"an agreement body holds at most {MAX_BODY_BYTES} bytes")
-        try:
-            agreement = parse_agreement_body(raw, _media_type(request))
-        except AgreementTooLarge as error:
-            return too_large(str(error))
-        except ValidationError as error:
-            return unprocessable(_errors(error))
-        except ValueError as error:
-            return unprocessable([{"loc": ["body"], "msg": f"invalid body: {error}"}])
-        if agreement.client_id != client_id:
-            return unprocessable(
-                [{"loc": ["client_id"], "msg": f"must equal the path's client id {client_id!r}"}]
-            )
-        try:
-            stored = await service.put_agreement(agreement)
-        except KafkaUnavailable as error:
-            return JSONResponse(
-                {"detail": str(error)}, status_code=503, headers={"Retry-After": "5"}
-            )
-        return JSONResponse(stored.to_wire())
 
-    @router.get(
-        "/v1/agreements/{client_id}",
-        summary="The current agreement of a client",
-        responses=responses(AGREEMENT_SCHEMA, 404, 422),
-    )
-    async def get_agreement(client_id: ClientIdPath, _: AdminCaller) -> Response:
-        if bad := bad_client_id(client_id, "path"):
-            return bad
-        agreement = await service.agreement(client_id)
-        if agreement is None:
-            return JSONResponse({"detail": f"no agreement for {client_id}"}, status_code=404)
-        return JSONResponse(agreement.to_wire())
+async def agreement_body(
+    client_id: PathClientId, raw: AgreementBody, request: Request
+) -> Agreement:
+    """The PUT body as an agreement for the path's client (JSON or YAML); 413 or 422 if not."""
+    try:
+        agreement = parse_agreement_body(raw, _media_type(request))
+    except AgreementTooLarge as error:
+        raise Refusal(too_large(str(error))) from error
+    except ValidationError as error:
+        raise Refusal(unprocessable(_errors(error))) from error
+    except ValueError as error:
+        raise invalid(["body"], f"invalid body: {error}") from error
+    if agreement.client_id != client_id:
+        raise invalid(["client_id"], f"must equal the path's client id {client_id!r}")
+    return agreement
 
-    @router.post(
-        "/v1/periods/{period}/close",
-        summary="Close a period and issue its invoices",
-        responses=responses(CLOSE_SCHEMA, 413, 422, 503),
-        openapi_extra=_CLOSE_BODY,
-    )
-    async def close_period(period: PeriodPath, request: Request, _: AdminCaller) -> Response:
-        parsed = period_or_error(period, "path")
-        if isinstance(parsed, Response):
-            return parsed
-        now = datetime.now(UTC)
-        start, _end = period_bounds(parsed, "Pacific/Kiritimati")  # the earliest zone on Earth
-        if start > now:
-            return unprocessable([{"loc": ["path", "period"], "msg": "has not begun yet"}])
-        client_id: str | None = None
-        raw = await read_bounded(request)
-        if raw is None:
-            return too_large(f"a body holds at most {MAX_BODY_BYTES} bytes")
-        if raw.strip():
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as error:
-                return unprocessable([{"loc": ["body"], "msg": f"invalid JSON: {error}"}])
-            if not isinstance(body, dict) or set(body) - {"client_id"}:
-                return unprocessable(
-                    [{"loc": ["body"], "msg": 'only {"client_id": ...} is accepted'}]
-                )
-            client_id = body.get("client_id")
-            if not isinstance(client_id, str | None):
-                return unprocessable([{"loc": ["body", "client_id"], "msg": "must be a string"}])
-            if bad := bad_client_id(client_id, "body"):
-                return bad
-        try:
-            result = await service.close(parsed, client_id=client_id, now=now)
-        except BarrierTimeout as error:
-            return JSONResponse(
-                {"detail": f"not every accepted item is metered yet; nothing closed ({error})"},
-                status_code=503,
-                headers={"Retry-After": "5"},
-            )
-        return JSONResponse(result)
 
-    @router.get(
-        "/v1/invoices",
-        summary="Issued invoices, optionally by client and period",
-        responses=responses(INVOICE_LIST_SCHEMA, 422),
-    )
-    async def list_invoices(
-        _: AdminCaller,
-        client_id: Annotated[str | None, Query(json_schema_extra=CLIENT_ID_SCHEMA)] = None,
-        period: Annotated[str | None, Query(json_schema_extra=PERIOD_SCHEMA)] = None,
-    ) -> Response:
-        if bad := bad_client_id(client_id, "query"):
-            return bad
-        if period is not None:
-            parsed = period_or_error(period, "query")
-            if isinstance(parsed, Response):
-                return parsed
-        return JSONResponse(
-            {"invoices": await service.invoices(client_id=client_id, period=period)}
-        )
+async def begun_period(period: PathPeriod, now: Now) -> Period:
+    """The path's period, once it has begun somewhere on Earth; 422 before."""
+    start, _end = period_bounds(period, "Pacific/Kiritimati")  # the earliest zone on Earth
+    if start > now:
+        raise invalid(["path", "period"], "has not begun yet")
+    return period
 
-    @router.get(
-        "/v1/invoices/{invoice_id}",
-        summary="One invoice",
-        # 422 never comes from this route (a bad id is a 404); documented so the framework's
-        # default entry, whose body billing never sends, is not.
-        responses=responses(INVOICE_SCHEMA, 404, 422),
-    )
-    async def get_invoice(invoice_id: InvoiceIdPath, _: AdminCaller) -> Response:
-        # Anything not shaped like an invoice id (NUL, garbage, too long) names no invoice.
-        found = await service.invoice(invoice_id) if is_invoice_id(invoice_id) else None
-        if found is None:
-            shown = printable(invoice_id if len(invoice_id) <= 80 else invoice_id[:80] + "...")
-            return JSONResponse({"detail": f"no invoice {shown}"}, status_code=404)
-        return JSONResponse(found)
 
-    _share_methods(router)
-    return router
+async def close_client(raw: CloseBody) -> str | None:
+    """The optional close body: `{"client_id": ...}` or nothing (every client)."""
+    if not raw.strip():
+        return None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise invalid(["body"], f"invalid JSON: {error}") from error
+    if not isinstance(body, dict) or set(body) - {"client_id"}:
+        raise invalid(["body"], 'only {"client_id": ...} is accepted')
+    client_id = body.get("client_id")
+    if not isinstance(client_id, str | None):
+        raise invalid(["body", "client_id"], "must be a string")
+    if bad := bad_client_id(client_id, "body"):
+        raise Refusal(bad)
+    return client_id
+
+
+@router.put(
+    "/v1/agreements/{client_id}",
+    summary="Create the next version of an agreement",
+    responses=responses(413, 422, 503, ok=AGREEMENT_SCHEMA),
+    openapi_extra=_AGREEMENT_BODY,
+)
+async def put_agreement(
+    agreement: Annotated[Agreement, Depends(agreement_body)], service: Service
+) -> Response:
+    try:
+        stored = await service.put_agreement(agreement)
+    except KafkaUnavailable as error:
+        return _unavailable(str(error))
+    return JSONResponse(stored.to_wire())
+
+
+@router.get(
+    "/v1/agreements/{client_id}",
+    summary="The current agreement of a client",
+    responses=responses(404, 422, ok=AGREEMENT_SCHEMA),
+)
+async def get_agreement(agreement: CurrentAgreement) -> Response:
+    return JSONResponse(agreement.to_wire())
+
+
+@router.post(
+    "/v1/periods/{period}/close",
+    summary="Close a period and issue its invoices",
+    responses=responses(413, 422, 503),
+    openapi_extra=_CLOSE_BODY,
+)
+async def close_period(
+    period: Annotated[Period, Depends(begun_period)],
+    client_id: Annotated[str | None, Depends(close_client)],
+    service: Service,
+    now: Now,
+) -> PeriodClose:
+    try:
+        return await service.close(period, client_id=client_id, now=now)
+    except BarrierTimeout as error:
+        detail = f"not every accepted item is metered yet; nothing closed ({error})"
+        raise Refusal(_unavailable(detail)) from error
+
+
+@router.get(
+    "/v1/invoices",
+    summary="Issued invoices, optionally by client and period",
+    responses=responses(422),
+)
+async def list_invoices(
+    client_id: QueryClientId, period: QueryPeriod, service: Service
+) -> InvoiceList:
+    key = period.key if period is not None else None
+    return InvoiceList(invoices=tuple(await service.invoices(client_id=client_id, period=key)))
+
+
+@router.get(
+    "/v1/invoices/{invoice_id}",
+    summary="One invoice",
+    # 422 never comes from this route (a bad id is a 404); documented so the framework's
+    # default entry, whose body billing never sends, is not.
+    responses=responses(404, 422),
+)
+async def get_invoice(invoice_id: InvoiceIdPath, service: Service) -> Invoice:
+    # Anything not shaped like an invoice id (NUL, garbage, too long) names no invoice.
+    found = await service.invoice(invoice_id) if is_invoice_id(invoice_id) else None
+    if found is None:
+        shown = printable(invoice_id if len(invoice_id) <= 80 else invoice_id[:80] + "...")
+        raise not_found(f"no invoice {shown}")
+    return found
+
+
+share_methods(router)

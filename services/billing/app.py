@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
-from services.billing.api import build_router
-from services.billing.insight_api import build_insight_router
+from services.billing import api, insight_api
+from services.billing.deps import Billing
 from services.billing.service import BillingMetrics, BillingService, utcnow
 from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.contracts.topics import AGREEMENTS, INVOICES
@@ -55,7 +55,6 @@ def create_app(settings: BillingSettings) -> FastAPI:
     on_topic: CompactedView[bytes] = CompactedView(
         settings.kafka_bootstrap_servers, AGREEMENTS, bytes
     )
-    state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,9 +69,7 @@ def create_app(settings: BillingSettings) -> FastAPI:
             barrier_timeout=settings.billing_close_barrier_timeout_seconds,
             metrics=BillingMetrics(registry),
         )
-        app.include_router(build_router(service))
-        app.include_router(build_insight_router(pool))
-        state["pool"] = pool
+        app.state.billing = Billing(service=service, pool=pool)
         try:  # whatever a crash left unpublished; a row Kafka refuses never stops the start
             await service.publish_outbox()
         except Exception as error:  # the outbox loop below retries
@@ -115,10 +112,9 @@ def create_app(settings: BillingSettings) -> FastAPI:
             log.info("billing stopped", extra={"status": "stopped"})
 
     async def health() -> dict[str, Any]:
-        return {
-            "kafka": await kafka_status(broker),
-            "database": await database_status(state.get("pool")),
-        }
+        running = getattr(app.state, "billing", None)
+        pool = running.pool if isinstance(running, Billing) else None
+        return {"kafka": await kafka_status(broker), "database": await database_status(pool)}
 
     app = FastAPI(
         title="Tierline billing",
@@ -127,6 +123,8 @@ def create_app(settings: BillingSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.keys = KeyRing.from_settings(settings)
+    app.include_router(api.router)
+    app.include_router(insight_api.router)
     add_operational_routes(app, registry=registry, health=health)
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app

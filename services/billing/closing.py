@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from asyncpg import Record
 
 from services.billing import store
 from services.billing.invoices import build_invoice
+from shared.contracts.invoice import Invoice
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.periods import Period, parse_period, period_bounds
 from shared.domain.rating import InvoiceLine, late_adjustment_line, rate
@@ -23,7 +23,7 @@ from shared.ledger.reads import LOCK_FOR_CLOSE, billable_usage, counts_between
 @dataclass(frozen=True)
 class CloseOutcome:
     client_id: str
-    invoice: dict[str, Any] | None = None
+    invoice: Invoice | None = None
     unbilled_items: int | None = None
     newly_closed: bool = False
 
@@ -64,7 +64,7 @@ async def close_for_client(
             client_id=client_id,
             period=period.key,
             items=items,
-            invoice_id=invoice["invoice_id"],
+            invoice_id=invoice.invoice_id,
             agreement_version=agreement.version,
             tier_name=rating.decision.tier.name,
             tier_reason=rating.decision.reason,

@@ -2,8 +2,9 @@
 
 Nothing here reads the clock or the database: `now`, the counts and the history are passed in,
 and every figure comes out of `shared.domain.rating`, so a forecast or a what-if is priced
-exactly as an invoice would be. Money is Decimal throughout and leaves as strings (`format_money`);
-quantities leave as plain decimal strings (`format_decimal`).
+exactly as an invoice would be. Money is Decimal throughout, rounded to the currency's minor unit
+(`round_money`); the answers are the typed `Forecast` and `Recommendations` of
+`shared.contracts.insight`, whose JSON carries the decimal strings.
 
 **Forecast.** The usage so far is carried to the period end by `shared.domain.projection` (the one
 projection the console's cards use too: run rate on UTC instants, half-up, none before
@@ -20,26 +21,46 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal, localcontext
-from typing import Any, Final, TypeAlias
+from typing import Final, Literal, TypeAlias
 
-from services.billing.invoices import utc_timestamp
+from shared.contracts.insight import (
+    Change,
+    Forecast,
+    ForecastClass,
+    MinItemsChange,
+    ModeChange,
+    Option,
+    PeriodInsight,
+    ProjectedSummary,
+    RatedSummary,
+    Recommendations,
+    Rerated,
+    ScopeChange,
+    ScopeClass,
+    ScopeShare,
+    TierChange,
+    TierCost,
+)
+from shared.contracts.invoice import TierChoice, invoice_line
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.agreement.fields import COMPLEXITIES, ServiceClass
 from shared.domain.agreement.pricing import Pricing, Tier
-from shared.domain.money import EXACT_PRECISION, format_decimal, format_money
+from shared.domain.money import EXACT_PRECISION, round_money
 from shared.domain.periods import Period, period_bounds
 from shared.domain.projection import divide_half_up, progress, project_usage
-from shared.domain.rating import ClassUsage, Rating, TierDecision, rate, rate_pricing
+from shared.domain.rating import ClassUsage, Rating, Reason, TierDecision, rate, rate_pricing
 from shared.domain.usage import ClassCount, billable_usage
 
 #: Decimal places of the fractions reported (`elapsed_fraction`, `scope_share.fraction`).
 FRACTION_PLACES: Final = 4
 
 #: One invoiced period: its key, its billable usage as it stands, and the tier it was billed at.
-BilledPeriod: TypeAlias = tuple[Period, Sequence[ClassUsage], str, str]
+BilledPeriod: TypeAlias = tuple[Period, Sequence[ClassUsage], str, Reason]
 
 #: A candidate change: its kind, a description, its details and the pricing it would give.
-Candidate: TypeAlias = tuple[str, str, dict[str, Any], Pricing]
+Candidate: TypeAlias = tuple[
+    Change, str, MinItemsChange | ScopeChange | ModeChange | TierChange, Pricing
+]
 
 
 # --- forecast -----------------------------------------------------------------------------------
@@ -47,7 +68,7 @@ Candidate: TypeAlias = tuple[str, str, dict[str, Any], Pricing]
 
 def forecast(
     agreement: Agreement, period: Period, counts: Sequence[ClassCount], now: datetime
-) -> dict[str, Any]:
+) -> Forecast:
     """The period's usage so far and its projection to the period end, both rated.
 
     `counts` are the period's counts in the agreement's timezone (unclassified ones are left
@@ -61,44 +82,53 @@ def forecast(
 
     currency = agreement.currency
     projected_classes = {c.service_class: c for c in projected.decision.classes}
-    return {
-        "client_id": agreement.client_id,
-        "period": period.key,
-        "currency": currency,
-        "as_of": utc_timestamp(now),
-        "elapsed_fraction": f"{at.fraction(FRACTION_PLACES):f}",
-        "so_far": _summary(so_far),
-        "projected": {**_summary(projected), "lines": projected.lines_to_wire()},
-        "by_class": [
-            {
-                "service_line": c.service_class.service_line,
-                "complexity": c.service_class.complexity,
-                "items": c.items,
-                "projected_items": projected_classes[c.service_class].items,
-                "weighted_units": format_decimal(c.weighted_units),
-                "projected_weighted_units": format_decimal(
-                    projected_classes[c.service_class].weighted_units
-                ),
-            }
+    summary = _summary(projected)
+    return Forecast(
+        client_id=agreement.client_id,
+        period=period.key,
+        currency=currency,
+        as_of=now.replace(microsecond=0),
+        elapsed_fraction=at.fraction(FRACTION_PLACES),
+        so_far=_summary(so_far),
+        projected=ProjectedSummary(
+            items=summary.items,
+            weighted_units=summary.weighted_units,
+            tier=summary.tier,
+            total=summary.total,
+            lines=tuple(invoice_line(line, currency) for line in projected.lines),
+        ),
+        by_class=tuple(
+            ForecastClass(
+                service_line=c.service_class.service_line,
+                complexity=c.service_class.complexity,
+                items=c.items,
+                projected_items=projected_classes[c.service_class].items,
+                weighted_units=c.weighted_units,
+                projected_weighted_units=projected_classes[c.service_class].weighted_units,
+            )
             for c in so_far.decision.classes
-        ],
-    }
+        ),
+    )
 
 
-def _summary(rating: Rating) -> dict[str, Any]:
+def _summary(rating: Rating) -> RatedSummary:
     decision = rating.decision
-    return {
-        "items": sum(c.items for c in decision.classes),
-        "weighted_units": format_decimal(decision.weighted_units),
-        "tier": {"name": decision.tier.name, "reason": decision.reason},
-        "total": format_money(rating.total, rating.currency),
-    }
+    return RatedSummary(
+        items=sum(c.items for c in decision.classes),
+        weighted_units=decision.weighted_units,
+        tier=_tier(decision),
+        total=round_money(rating.total, rating.currency),
+    )
+
+
+def _tier(decision: TierDecision) -> TierChoice:
+    return TierChoice(name=decision.tier.name, reason=decision.reason)
 
 
 # --- recommendations ----------------------------------------------------------------------------
 
 
-def recommendations(agreement: Agreement, history: Iterable[BilledPeriod]) -> dict[str, Any]:
+def recommendations(agreement: Agreement, history: Iterable[BilledPeriod]) -> Recommendations:
     """Over the invoiced periods in `history`: how often scope set the tier, what each period
     would have cost in each tier, and the candidate changes with their saving (best first).
 
@@ -124,7 +154,7 @@ def recommendations(agreement: Agreement, history: Iterable[BilledPeriod]) -> di
     with localcontext(prec=EXACT_PRECISION):
         total_before = sum((rating.total for rating in ratings), Decimal(0))
 
-    options: list[tuple[Decimal, dict[str, Any]]] = []
+    options: list[tuple[Decimal, Option]] = []
     if periods:
         candidates = [
             *_min_items_candidates(pricing, decisions),
@@ -139,40 +169,37 @@ def recommendations(agreement: Agreement, history: Iterable[BilledPeriod]) -> di
         options.sort(key=lambda option: -option[0])  # stable: ties keep the order above
 
     scoped = sum(1 for _, _, _, reason in periods if reason == "scope")
-    return {
-        "client_id": agreement.client_id,
-        "currency": currency,
-        "scope_share": {
-            "count": scoped,
-            "periods": len(periods),
-            "fraction": _fraction(scoped, len(periods)),
-        },
-        "periods": [
-            {
-                "period": period.key,
-                "items": sum(c.items for c in rating.decision.classes),
-                "weighted_units": format_decimal(rating.decision.weighted_units),
-                "tier": {"name": tier_name, "reason": reason},
-                "rated": {
-                    "tier": {"name": rating.decision.tier.name, "reason": rating.decision.reason},
-                    "total": format_money(rating.total, currency),
-                },
-                "by_tier": [
-                    {
-                        "tier": tier.name,
-                        "total": format_money(cost, currency),
-                        "fits_volume": index >= rating.decision.volume_index,
-                    }
+    return Recommendations(
+        client_id=agreement.client_id,
+        currency=currency,
+        scope_share=ScopeShare(
+            count=scoped, periods=len(periods), fraction=_fraction(scoped, len(periods))
+        ),
+        periods=tuple(
+            PeriodInsight(
+                period=period.key,
+                items=sum(c.items for c in rating.decision.classes),
+                weighted_units=rating.decision.weighted_units,
+                tier=TierChoice(name=tier_name, reason=reason),
+                rated=Rerated(
+                    tier=_tier(rating.decision), total=round_money(rating.total, currency)
+                ),
+                by_tier=tuple(
+                    TierCost(
+                        tier=tier.name,
+                        total=round_money(cost, currency),
+                        fits_volume=index >= rating.decision.volume_index,
+                    )
                     for index, (tier, cost) in enumerate(zip(pricing.tiers, costs, strict=True))
-                ],
-            }
+                ),
+            )
             for (period, _, tier_name, reason), rating, costs in zip(
                 periods, ratings, tier_costs, strict=True
             )
-        ],
-        "options": [option for _, option in options],
-        "cheapest": options[0][1] if options and options[0][0] > 0 else None,
-    }
+        ),
+        options=tuple(option for _, option in options),
+        cheapest=options[0][1] if options and options[0][0] > 0 else None,
+    )
 
 
 def _cost_in_tier(
@@ -220,7 +247,8 @@ def _min_items_candidates(pricing: Pricing, decisions: Sequence[TierDecision]) -
         f"Raise min_items from {policy.min_items} to {needed}: no class seen would upgrade "
         "the tier by scope; its items are charged out of scope instead"
     )
-    return [("min_items", description, {"min_items": needed, "current": policy.min_items}, changed)]
+    details = MinItemsChange(min_items=needed, current=policy.min_items)
+    return [("min_items", description, details, changed)]
 
 
 def _scope_candidates(pricing: Pricing, decisions: Sequence[TierDecision]) -> list[Candidate]:
@@ -249,16 +277,14 @@ def _scope_candidate(pricing: Pricing, moves: Sequence[tuple[ServiceClass, int]]
     ]
     effect = "it no longer forces" if len(moves) == 1 else "they no longer force"
     description = f"Move {' and '.join(names)}, so {effect} a higher tier"
-    details = {
-        "classes": [
-            {
-                "service_line": c.service_line,
-                "complexity": c.complexity,
-                "tier": pricing.tiers[i].name,
-            }
+    details = ScopeChange(
+        classes=tuple(
+            ScopeClass(
+                service_line=c.service_line, complexity=c.complexity, tier=pricing.tiers[i].name
+            )
             for c, i in moves
-        ]
-    }
+        )
+    )
     return "scope", description, details, pricing.model_copy(update={"tiers": tuple(tiers)})
 
 
@@ -277,7 +303,7 @@ def _with_class(tier: Tier, service_class: ServiceClass) -> Tier:
 
 def _mode_candidate(pricing: Pricing) -> Candidate:
     policy = pricing.scope_policy
-    other = "surcharge" if policy.mode == "upgrade" else "upgrade"
+    other: Literal["upgrade", "surcharge"] = "surcharge" if policy.mode == "upgrade" else "upgrade"
     description = {
         "surcharge": "Switch the scope policy to surcharge: stay in the volume tier and pay "
         "out-of-scope charges instead of moving up a tier",
@@ -285,7 +311,7 @@ def _mode_candidate(pricing: Pricing) -> Candidate:
         "the work instead of paying out-of-scope charges",
     }[other]
     changed = pricing.model_copy(update={"scope_policy": policy.model_copy(update={"mode": other})})
-    return "mode", description, {"mode": other, "current": policy.mode}, changed
+    return "mode", description, ModeChange(mode=other, current=policy.mode), changed
 
 
 def _tier_option(
@@ -294,7 +320,7 @@ def _tier_option(
     tier_costs: Sequence[Sequence[Decimal]],
     total_before: Decimal,
     currency: str,
-) -> tuple[Decimal, dict[str, Any]]:
+) -> tuple[Decimal, Option]:
     """Commit to one tier every period: the cheapest that holds every period's volume (the last
     tier always does, with overage)."""
     highest_volume = max(decision.volume_index for decision in decisions)
@@ -309,36 +335,36 @@ def _tier_option(
         f"Commit to the {tier.name} tier every period: classes outside its scope are charged "
         "out of scope instead of moving up a tier"
     )
-    details = {"tier": tier.name}
+    details = TierChange(tier=tier.name)
     return _option("tier", description, details, total_before, total_after, currency)
 
 
 def _option(
-    change: str,
+    change: Change,
     description: str,
-    details: dict[str, Any],
+    details: MinItemsChange | ScopeChange | ModeChange | TierChange,
     total_before: Decimal,
     total_after: Decimal,
     currency: str,
-) -> tuple[Decimal, dict[str, Any]]:
+) -> tuple[Decimal, Option]:
     # All three amounts are sums of rounded invoice totals, so they carry the currency's digits.
     with localcontext(prec=EXACT_PRECISION):
         saving = total_before - total_after
-    return saving, {
-        "change": change,
-        "description": description,
-        "details": details,
-        "total_before": format_money(total_before, currency),
-        "total_after": format_money(total_after, currency),
-        "saving": format_money(saving, currency),
-    }
+    return saving, Option(
+        change=change,
+        description=description,
+        details=details,
+        total_before=round_money(total_before, currency),
+        total_after=round_money(total_after, currency),
+        saving=round_money(saving, currency),
+    )
 
 
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _fraction(part: int, whole: int) -> str:
-    """part / whole with FRACTION_PLACES decimals, half-up; "0.0000" when whole is 0."""
+def _fraction(part: int, whole: int) -> Decimal:
+    """part / whole with FRACTION_PLACES decimals, half-up; 0.0000 when whole is 0."""
     scale = 10**FRACTION_PLACES
     units = divide_half_up(part * scale, whole) if whole > 0 else 0
-    return f"{Decimal(units).scaleb(-FRACTION_PLACES):f}"
+    return Decimal(units).scaleb(-FRACTION_PLACES)

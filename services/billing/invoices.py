@@ -1,31 +1,34 @@
-"""The invoice of SPEC §7 and its CloudEvent envelope. Pure: builds plain JSON-ready data."""
+"""The invoice of SPEC §7 and its CloudEvent envelope. Pure: builds the typed documents of
+`shared.contracts.invoice` from a rating."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any, Final
+from datetime import datetime
+from decimal import Decimal, localcontext
+from typing import Final
 
+from shared.contracts.invoice import (
+    BilledClass,
+    Invoice,
+    InvoiceIssued,
+    InvoiceUsage,
+    TierChoice,
+    invoice_line,
+)
 from shared.domain.agreement.agreement import Agreement
-from shared.domain.money import format_decimal, format_money
+from shared.domain.money import EXACT_PRECISION, round_money
 from shared.domain.periods import Period, period_bounds
 from shared.domain.rating import InvoiceLine, Rating
 
-EVENT_TYPE: Final = "bpo.invoice.issued"
 #: Kafka headers of an invoice event: CloudEvents structured mode (SPEC §7). No `ce_*` header:
 #: the CloudEvents SDK's `from_kafka_event` reads one as binary mode and fails on the envelope.
 CLOUDEVENT_HEADERS: Final = (("content-type", "application/cloudevents+json; charset=utf-8"),)
-EVENT_SOURCE: Final = "/tierline/billing"
 FIRST_REVISION: Final = 1
 
 
 def invoice_id(client_id: str, period: Period, revision: int = FIRST_REVISION) -> str:
     return f"{client_id}-{period.key}-{revision}"
-
-
-def utc_timestamp(instant: datetime) -> str:
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def build_invoice(
@@ -35,48 +38,44 @@ def build_invoice(
     rating: Rating,
     adjustments: Sequence[InvoiceLine],
     issued_at: datetime,
-) -> dict[str, Any]:
-    start, end = period_bounds(period, agreement.timezone)
-    lines = [*rating.lines, *adjustments]
-    total = sum((line.amount for line in lines), Decimal(0))
+) -> Invoice:
+    """The period's invoice: the rating's lines, then `adjustments` (late adjustments); the
+    total is the sum of the line amounts. `issued_at` is kept to the whole second."""
     assert agreement.version is not None, "only a stored agreement rates a period"
-    return {
-        "invoice_id": invoice_id(agreement.client_id, period),
-        "client_id": agreement.client_id,
-        "period": period.key,
-        "period_start": start.isoformat(),
-        "period_end": end.isoformat(),
-        "currency": agreement.currency,
-        "agreement_version": agreement.version,
-        "tier": {"name": rating.decision.tier.name, "reason": rating.decision.reason},
-        "usage": {
-            "items": sum(c.items for c in rating.decision.classes),
-            "weighted_units": format_decimal(rating.decision.weighted_units),
-            "by_class": [
-                {
-                    "service_line": c.service_class.service_line,
-                    "complexity": c.service_class.complexity,
-                    "items": c.items,
-                    "units": c.units,
-                    "weighted_units": format_decimal(c.weighted_units),
-                }
-                for c in rating.decision.classes
-            ],
-        },
-        "lines": [line.to_wire(agreement.currency) for line in lines],
-        "total": format_money(total, agreement.currency),
-        "issued_at": utc_timestamp(issued_at),
-    }
+    start, end = period_bounds(period, agreement.timezone)
+    currency = agreement.currency
+    lines = [*rating.lines, *adjustments]
+    with localcontext(prec=EXACT_PRECISION):
+        total = round_money(sum((line.amount for line in lines), Decimal(0)), currency)
+    decision = rating.decision
+    return Invoice(
+        invoice_id=invoice_id(agreement.client_id, period),
+        client_id=agreement.client_id,
+        period=period.key,
+        period_start=start,
+        period_end=end,
+        currency=currency,
+        agreement_version=agreement.version,
+        tier=TierChoice(name=decision.tier.name, reason=decision.reason),
+        usage=InvoiceUsage(
+            items=sum(c.items for c in decision.classes),
+            weighted_units=decision.weighted_units,
+            by_class=tuple(
+                BilledClass(
+                    service_line=c.service_class.service_line,
+                    complexity=c.service_class.complexity,
+                    items=c.items,
+                    units=c.units,
+                    weighted_units=c.weighted_units,
+                )
+                for c in decision.classes
+            ),
+        ),
+        lines=tuple(invoice_line(line, currency) for line in lines),
+        total=total,
+        issued_at=issued_at.replace(microsecond=0),
+    )
 
 
-def cloudevent(invoice: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "type": EVENT_TYPE,
-        "source": EVENT_SOURCE,
-        "id": invoice["invoice_id"],
-        "subject": invoice["client_id"],
-        "time": invoice["issued_at"],
-        "datacontenttype": "application/json",
-        "data": invoice,
-    }
+def cloudevent(invoice: Invoice) -> InvoiceIssued:
+    return InvoiceIssued.of(invoice)

@@ -1,5 +1,6 @@
-"""What billing's HTTP API documents and answers for bad input: the JSON Schemas of its
-documents and error bodies, the responses of each route, and the checks of path and query
+"""What billing's HTTP API documents and answers for bad input: the JSON Schemas of the
+agreement and the error bodies (the invoice and insight documents document themselves: their
+models in `shared.contracts`), the responses of each route, and the checks of path and query
 parameters (a 422 naming the parameter, in the same body the API uses for every 422).
 
 Parameters are declared as plain strings to FastAPI and checked here, so every 422 has one
@@ -10,10 +11,11 @@ patterns are published in the OpenAPI document through `json_schema_extra`.
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 from fastapi.responses import JSONResponse, Response
 
+from shared.contracts.wire import DECIMAL_PATTERN
 from shared.domain.agreement.fields import (
     CLIENT_ID_PATTERN,
     COMPLEXITIES,
@@ -43,14 +45,21 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def unprocessable(errors: list[dict[str, Any]]) -> Response:
+class Problem(TypedDict):
+    """One entry of a 422's `errors`: where (`["query", "period"]`) and why."""
+
+    loc: list[str | int]
+    msg: str
+
+
+def unprocessable(problems: list[Problem]) -> Response:
     """422 `{"detail": "<where>: <first problem>", "errors": [{"loc", "msg"}, ...]}`."""
     errors = [
-        {
-            "loc": [part if isinstance(part, int) else printable(str(part)) for part in e["loc"]],
-            "msg": printable(str(e["msg"])),
-        }
-        for e in errors
+        Problem(
+            loc=[part if isinstance(part, int) else printable(str(part)) for part in e["loc"]],
+            msg=printable(str(e["msg"])),
+        )
+        for e in problems
     ]
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
@@ -81,7 +90,7 @@ def is_invoice_id(value: str) -> bool:
 # --- schemas -------------------------------------------------------------------------------------
 
 _STRING: Final = {"type": "string"}
-_DECIMAL: Final = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}
+_DECIMAL: Final = {"type": "string", "pattern": DECIMAL_PATTERN}
 _SERVICE_LINE: Final = {"type": "string", "enum": list(SERVICE_LINES)}
 _COMPLEXITY: Final = {"type": "string", "enum": list(COMPLEXITIES)}
 _NULLABLE_STRING: Final = {"type": ["string", "null"]}
@@ -242,79 +251,6 @@ def _agreement_schema(*, stored: bool) -> dict[str, Any]:
 AGREEMENT_BODY_SCHEMA: Final = _agreement_schema(stored=False)
 AGREEMENT_SCHEMA: Final = _agreement_schema(stored=True)
 
-_TIER_CHOICE: Final = _object({"name": _STRING, "reason": {"type": "string"}})
-_LINE: Final = _object(
-    {
-        "kind": {
-            "type": "string",
-            "enum": [
-                "tier_fee",
-                "out_of_scope",
-                "overage",
-                "service_credit",
-                "late_adjustment",
-                "commitment_true_up",
-            ],
-        },
-        "description": _STRING,
-        "service_line": _SERVICE_LINE,
-        "complexity": _COMPLEXITY,
-        "period": _STRING,
-        "service_level": _STRING,
-        "quantity": _DECIMAL,
-        "unit_price": _DECIMAL,
-        "amount": _DECIMAL,
-    },
-    required=["kind", "description", "quantity", "unit_price", "amount"],
-    closed=False,
-)
-INVOICE_SCHEMA: Final = _object(
-    {
-        "invoice_id": _STRING,
-        "client_id": _STRING,
-        "period": _STRING,
-        "period_start": {"type": "string", "format": "date-time"},
-        "period_end": {"type": "string", "format": "date-time"},
-        "currency": _STRING,
-        "agreement_version": {"type": "integer"},
-        "tier": _TIER_CHOICE,
-        "usage": _object(
-            {
-                "items": {"type": "integer"},
-                "weighted_units": _DECIMAL,
-                "by_class": {
-                    "type": "array",
-                    "items": _object(
-                        {
-                            "service_line": _SERVICE_LINE,
-                            "complexity": _COMPLEXITY,
-                            "items": {"type": "integer"},
-                            "units": {"type": "integer"},
-                            "weighted_units": _DECIMAL,
-                        },
-                        closed=False,
-                    ),
-                },
-            },
-            closed=False,
-        ),
-        "lines": {"type": "array", "items": _LINE},
-        "total": _DECIMAL,
-        "issued_at": {"type": "string", "format": "date-time"},
-    },
-    closed=False,
-)
-INVOICE_LIST_SCHEMA: Final = _object({"invoices": {"type": "array", "items": INVOICE_SCHEMA}})
-CLOSE_SCHEMA: Final = _object(
-    {
-        "period": _STRING,
-        "invoices": {"type": "array", "items": INVOICE_SCHEMA},
-        "unbilled": {
-            "type": "array",
-            "items": _object({"client_id": _STRING, "items": {"type": "integer"}}),
-        },
-    }
-)
 #: Optional: `{"client_id": ...}` closes the period for that client only.
 CLOSE_BODY_SCHEMA: Final = _object(
     {
@@ -323,40 +259,6 @@ CLOSE_BODY_SCHEMA: Final = _object(
         }
     },
     required=[],
-)
-_SUMMARY: Final = _object(
-    {
-        "items": {"type": "integer"},
-        "weighted_units": _DECIMAL,
-        "tier": _TIER_CHOICE,
-        "total": _DECIMAL,
-    },
-    closed=False,
-)
-FORECAST_SCHEMA: Final = _object(
-    {
-        "client_id": _STRING,
-        "period": _STRING,
-        "currency": _STRING,
-        "as_of": _STRING,
-        "elapsed_fraction": _DECIMAL,
-        "so_far": _SUMMARY,
-        "projected": _SUMMARY,
-        "by_class": {"type": "array", "items": {"type": "object"}},
-    },
-    closed=False,
-)
-RECOMMENDATIONS_SCHEMA: Final = _object(
-    {
-        "client_id": _STRING,
-        "currency": _STRING,
-        "scope_share": {"type": "object"},
-        "periods": {"type": "array", "items": {"type": "object"}},
-        "options": {"type": "array", "items": {"type": "object"}},
-        "cheapest": {"type": ["object", "null"]},
-    },
-    required=["client_id", "currency", "scope_share", "periods"],
-    closed=False,
 )
 
 
@@ -375,14 +277,16 @@ _RETRY_AFTER: Final = {"Retry-After": {"description": "seconds", "schema": {"typ
 _AUTHENTICATE: Final = {"WWW-Authenticate": {"schema": {"type": "string"}}}
 
 
-def responses(ok: dict[str, Any], *statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The documented responses of a route: 200 with `ok`'s schema, 401 and 403 (every billing
-    route takes the admin key), and each of `statuses` with its real body."""
+def responses(*statuses: int, ok: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The documented responses of a route: 401 and 403 (every billing route takes the admin
+    key), each of `statuses` with its real body, and 200 with `ok`'s schema when the route has
+    no response model to document it."""
     documented: dict[int | str, dict[str, Any]] = {
-        200: _json(ok, "OK"),
         401: _json(ERROR_SCHEMA, "No key or an unknown key", headers=_AUTHENTICATE),
         403: _json(ERROR_SCHEMA, "A key that is not good for this endpoint"),
     }
+    if ok is not None:
+        documented[200] = _json(ok, "OK")
     known = {
         404: _json(ERROR_SCHEMA, "Not found"),
         413: _json(ERROR_SCHEMA, f"Body over {MAX_BODY_BYTES} bytes, or too large for Kafka"),

@@ -7,8 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Hashable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 from aiokafka.errors import (
@@ -26,6 +25,7 @@ from services.billing.barrier import wait_until_metered
 from services.billing.closing import CloseOutcome, close_for_client
 from services.billing.invoices import CLOUDEVENT_HEADERS, cloudevent
 from services.billing.reconcile import to_republish
+from shared.contracts.invoice import Invoice, PeriodClose
 from shared.contracts.topics import AGREEMENTS, INVOICES
 from shared.domain.agreement.agreement import Agreement, wire_bytes
 from shared.domain.periods import Period, is_close_due, period_bounds, period_of
@@ -139,9 +139,6 @@ class BillingService:
             ) from error
         return stored
 
-    async def agreement(self, client_id: str) -> Agreement | None:
-        return await store.current_agreement(self.pool, client_id)
-
     async def _publish_agreement(self, agreement: Agreement) -> None:
         assert agreement.version is not None
         await asyncio.wait_for(
@@ -180,20 +177,18 @@ class BillingService:
 
     # --- closing ------------------------------------------------------------------------------
 
-    async def close(
-        self, period: Period, *, client_id: str | None, now: datetime
-    ) -> dict[str, Any]:
+    async def close(self, period: Period, *, client_id: str | None, now: datetime) -> PeriodClose:
         await wait_until_metered(self.bootstrap_servers, timeout=self.barrier_timeout)
         clients = [client_id] if client_id else await self._clients_for(period)
         for client in clients:
             await self._close_client(client, period, now)
         crash_point("billing.after_close_commit")
         await self.publish_outbox()
-        return {
-            "period": period.key,
-            "invoices": await store.invoices(self.pool, client_id=client_id, period=period.key),
-            "unbilled": await store.unbilled(self.pool, period.key, client_id),
-        }
+        return PeriodClose(
+            period=period.key,
+            invoices=tuple(await store.invoices(self.pool, client_id=client_id, period=period.key)),
+            unbilled=tuple(await store.unbilled(self.pool, period.key, client_id)),
+        )
 
     async def _close_client(self, client_id: str, period: Period, now: datetime) -> CloseOutcome:
         async def attempt() -> CloseOutcome:
@@ -206,8 +201,8 @@ class BillingService:
             kind = "invoiced" if outcome.invoice else "unbilled"
             self.metrics.periods_closed.labels(outcome=kind).inc()
             if outcome.invoice:
-                self.metrics.invoice_total.labels(currency=outcome.invoice["currency"]).inc(
-                    float(Decimal(outcome.invoice["total"]))
+                self.metrics.invoice_total.labels(currency=outcome.invoice.currency).inc(
+                    float(outcome.invoice.total)
                 )
             log.info(
                 f"closed {period.key} for {client_id}: {kind}",
@@ -274,10 +269,10 @@ class BillingService:
 
     # --- invoices -----------------------------------------------------------------------------
 
-    async def invoices(self, *, client_id: str | None, period: str | None) -> list[dict[str, Any]]:
+    async def invoices(self, *, client_id: str | None, period: str | None) -> list[Invoice]:
         return await store.invoices(self.pool, client_id=client_id, period=period)
 
-    async def invoice(self, invoice_id: str) -> dict[str, Any] | None:
+    async def invoice(self, invoice_id: str) -> Invoice | None:
         return await store.invoice(self.pool, invoice_id)
 
     async def publish_outbox(self) -> int:
@@ -324,14 +319,12 @@ class BillingService:
                 return sent
             outcomes = await asyncio.gather(
                 *(
-                    self._attempt((INVOICES, invoice["invoice_id"]), self._send_invoice(invoice))
-                    for invoice in batch
+                    self._attempt((INVOICES, ident), self._send_invoice(invoice))
+                    for ident, invoice in batch
                 )
             )
             published = [
-                invoice["invoice_id"]
-                for invoice, outcome in zip(batch, outcomes, strict=True)
-                if outcome
+                ident for (ident, _), outcome in zip(batch, outcomes, strict=True) if outcome
             ]
             await store.mark_invoices_published(self.pool, published)
             self.metrics.published.labels(topic=INVOICES).inc(len(published))
@@ -339,12 +332,14 @@ class BillingService:
             if None in outcomes:
                 return sent  # an outage: the next pass retries
 
-    async def _send_invoice(self, invoice: dict[str, Any]) -> None:
+    async def _send_invoice(self, invoice: Invoice | None) -> None:
+        if invoice is None:  # refused: held back and counted, like a record Kafka refuses
+            raise ValueError("the stored invoice is not a valid invoice")
         await asyncio.wait_for(
             self.broker.publish(
-                json_bytes(cloudevent(invoice)),
+                json_bytes(cloudevent(invoice).model_dump(mode="json")),
                 INVOICES,
-                key=invoice["client_id"].encode(),
+                key=invoice.client_id.encode(),
                 headers=dict(CLOUDEVENT_HEADERS),
             ),
             timeout=PUBLISH_TIMEOUT_SECONDS,

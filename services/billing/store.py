@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
+from shared.contracts.invoice import Invoice, Unbilled
 from shared.domain.agreement.agreement import Agreement
 from shared.infra.db import Connection, Executor
 
@@ -186,14 +187,14 @@ async def record_rerate(
     )
 
 
-async def insert_invoice(conn: Connection, invoice: dict[str, Any], issued_at: datetime) -> None:
+async def insert_invoice(conn: Connection, invoice: Invoice, issued_at: datetime) -> None:
     await conn.execute(
         """INSERT INTO billing.invoices (invoice_id, client_id, period, body, issued_at)
            VALUES ($1, $2, $3, $4, $5)""",
-        invoice["invoice_id"],
-        invoice["client_id"],
-        invoice["period"],
-        invoice,
+        invoice.invoice_id,
+        invoice.client_id,
+        invoice.period,
+        invoice.model_dump(mode="json"),
         issued_at,
     )
 
@@ -203,7 +204,7 @@ async def invoices(
     *,
     client_id: str | None = None,
     period: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Invoice]:
     rows = await conn.fetch(
         """SELECT body FROM billing.invoices
             WHERE ($1::text IS NULL OR client_id = $1) AND ($2::text IS NULL OR period = $2)
@@ -211,17 +212,17 @@ async def invoices(
         client_id,
         period,
     )
-    return [r["body"] for r in rows]
+    return [Invoice.model_validate(r["body"]) for r in rows]
 
 
-async def invoice(conn: Executor, invoice_id: str) -> dict[str, Any] | None:
-    body: dict[str, Any] | None = await conn.fetchval(
+async def invoice(conn: Executor, invoice_id: str) -> Invoice | None:
+    body = await conn.fetchval(
         "SELECT body FROM billing.invoices WHERE invoice_id = $1", invoice_id
     )
-    return body
+    return None if body is None else Invoice.model_validate(body)
 
 
-async def unbilled(conn: Executor, period: str, client_id: str | None) -> list[dict[str, Any]]:
+async def unbilled(conn: Executor, period: str, client_id: str | None) -> list[Unbilled]:
     rows = await conn.fetch(
         """SELECT client_id, items FROM billing.closed_periods
             WHERE period = $1 AND invoice_id IS NULL AND ($2::text IS NULL OR client_id = $2)
@@ -229,21 +230,30 @@ async def unbilled(conn: Executor, period: str, client_id: str | None) -> list[d
         period,
         client_id,
     )
-    return [{"client_id": r["client_id"], "items": int(r["items"])} for r in rows]
+    return [Unbilled(client_id=r["client_id"], items=int(r["items"])) for r in rows]
 
 
 async def unpublished_invoices(
     conn: Executor, *, exclude: Sequence[str] = (), limit: int = 500
-) -> list[dict[str, Any]]:
-    """The oldest unpublished invoices, but those in `exclude` (held back after a refusal)."""
+) -> list[tuple[str, Invoice | None]]:
+    """The oldest unpublished invoices, but those in `exclude` (held back after a refusal):
+    (invoice_id, invoice; None if the stored body is not a valid invoice)."""
     rows = await conn.fetch(
-        """SELECT body FROM billing.invoices
+        """SELECT invoice_id, body FROM billing.invoices
             WHERE NOT published AND NOT (invoice_id = ANY($2::text[]))
             ORDER BY issued_at LIMIT $1""",
         limit,
         list(exclude),
     )
-    return [r["body"] for r in rows]
+    return [(r["invoice_id"], _invoice(r["invoice_id"], r["body"])) for r in rows]
+
+
+def _invoice(invoice_id: str, body: Any) -> Invoice | None:
+    try:
+        return Invoice.model_validate(body)
+    except ValidationError as error:
+        log.error(f"stored invoice {invoice_id!r} is not valid", extra={"error": str(error)[:500]})
+        return None
 
 
 async def mark_invoices_published(conn: Executor, invoice_ids: list[str]) -> None:

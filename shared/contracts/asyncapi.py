@@ -25,8 +25,9 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
+from shared.contracts.invoice import InvoiceIssued
 from shared.contracts.topics import (
     AGREEMENTS,
     CONSUMED_TOPICS,
@@ -40,6 +41,7 @@ from shared.contracts.topics import (
 from shared.contracts.workitems import ClassifiedWorkItem, CompletedWorkItem
 
 # --- payloads that have no model of their own in the code (built as plain JSON) --------------
+# (the invoice event has one: `shared.contracts.invoice.InvoiceIssued`)
 
 
 class _Doc(BaseModel):
@@ -49,47 +51,6 @@ class _Doc(BaseModel):
 class TierRef(_Doc):
     name: str
     reason: Literal["volume", "scope"]
-
-
-class InvoiceLineDoc(_Doc):
-    kind: Literal["tier_fee", "out_of_scope", "overage", "late_adjustment"]
-    description: str
-    service_line: str | None = Field(None, description="out_of_scope lines only")
-    complexity: str | None = Field(None, description="out_of_scope lines only")
-    period: str | None = Field(None, description="late_adjustment lines only")
-    quantity: str = Field(description="plain decimal string")
-    unit_price: str = Field(description="decimal string with the currency's minor digits")
-    amount: str = Field(description="decimal string with the currency's minor digits")
-
-
-class InvoiceDoc(_Doc):
-    """SPEC §7: the invoice, money and weighted units as decimal strings."""
-
-    invoice_id: str = Field(description="<client>-<period>-<revision>; deterministic")
-    client_id: str
-    period: str = Field(description="YYYY-MM")
-    period_start: str
-    period_end: str
-    currency: str
-    agreement_version: int
-    tier: TierRef
-    usage: dict[str, Any]
-    lines: list[InvoiceLineDoc]
-    total: str
-    issued_at: str
-
-
-class InvoiceIssued(_Doc):
-    """CloudEvents 1.0 structured mode, `type` bpo.invoice.issued, keyed by client_id."""
-
-    specversion: Literal["1.0"]
-    type: Literal["bpo.invoice.issued"]
-    source: Literal["/tierline/billing"]
-    id: str = Field(description="the invoice id: a consumer drops a copy it has seen")
-    subject: str = Field(description="the client id")
-    time: str
-    datacontenttype: Literal["application/json"]
-    data: InvoiceDoc
 
 
 class UsageAlertData(_Doc):

@@ -15,7 +15,7 @@ from typing import Final, Literal, NamedTuple, TypeAlias
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.agreement.fields import Complexity, ServiceClass, ServiceLine
 from shared.domain.agreement.pricing import Pricing, Tier
-from shared.domain.money import EXACT_PRECISION, format_decimal, format_money, round_money
+from shared.domain.money import EXACT_PRECISION, format_decimal, round_money
 
 Reason: TypeAlias = Literal["volume", "scope"]
 LineKind: TypeAlias = Literal["tier_fee", "out_of_scope", "overage", "late_adjustment"]
@@ -77,21 +77,6 @@ class InvoiceLine:
     complexity: Complexity | None = None
     period: str | None = None
 
-    def to_wire(self, currency: str) -> dict[str, str]:
-        """Decimal strings: quantity plain, money with exactly the currency's minor digits;
-        `service_line`, `complexity` and `period` only when set."""
-        wire = {"kind": self.kind, "description": self.description}
-        if self.service_line is not None:
-            wire["service_line"] = self.service_line
-        if self.complexity is not None:
-            wire["complexity"] = self.complexity
-        if self.period is not None:
-            wire["period"] = self.period
-        wire["quantity"] = format_decimal(self.quantity)
-        wire["unit_price"] = format_money(self.unit_price, currency)
-        wire["amount"] = format_money(self.amount, currency)
-        return wire
-
 
 @dataclass(frozen=True, slots=True)
 class Rating:
@@ -106,9 +91,6 @@ class Rating:
         """This rating with more lines (late adjustments) appended and the total updated."""
         lines = self.lines + extra
         return replace(self, lines=lines, total=_sum_amounts(lines, self.currency))
-
-    def lines_to_wire(self) -> list[dict[str, str]]:
-        return [line.to_wire(self.currency) for line in self.lines]
 
 
 # --- weighted units and the tier decision -------------------------------------------------------

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from shared.contracts.invoice import InvoiceList
 from tools.localinfra import free_port
 from tools.supervisor import SERVICES, Stack
 
@@ -103,6 +104,10 @@ class Api:
         )
         assert response.status_code == 200, response.text
         found: list[dict[str, Any]] = response.json()["invoices"]
+        # Every invoice served is the contract's document, and reads back unchanged.
+        assert InvoiceList.model_validate(response.json()).model_dump(mode="json") == {
+            "invoices": found
+        }
         return found
 
 

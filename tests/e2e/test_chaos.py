@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.contracts.invoice import invoice_line
 from shared.contracts.topics import CONSUMED_TOPICS, dlq
 from shared.domain.agreement.agreement import parse_agreement
 from shared.domain.agreement.fields import ServiceClass
@@ -336,7 +337,8 @@ async def test_exactly_once_through_kills_and_restarts(api: Api, run_id: str, in
             mismatches.append(f"{client}: by_class {by_class} != {want_by_class}")
         rating = rate(agreements[client], usage)
         [invoice] = closed["invoices"]
-        want_lines = [line.to_wire(agreements[client].currency) for line in rating.lines]
+        currency = agreements[client].currency
+        want_lines = [invoice_line(line, currency).model_dump(mode="json") for line in rating.lines]
         if invoice["lines"] != want_lines or Decimal(invoice["total"]) != rating.total:
             mismatches.append(f"{client}: invoice {invoice['lines']} != {want_lines}")
 

@@ -10,6 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka_event
 
+from shared.contracts.invoice import InvoiceIssued
 from shared.contracts.topics import INVOICES
 from shared.domain.periods import period_bounds
 from tests.e2e.conftest import Api
@@ -73,3 +74,7 @@ async def test_every_invoice_event_reads_as_a_structured_cloudevent_with_the_sdk
         read[attributes["id"]] = data
     assert read == stored  # id = invoice id, data = the invoice, every one of them
     assert {invoice["total"] for invoice in read.values()} == {"100.00", "100"}
+    for record in records:  # the bytes on the topic are the contract's envelope, exactly
+        issued = InvoiceIssued.model_validate_json(record.value)
+        assert issued.model_dump_json().encode() == record.value
+        assert issued.data.model_dump(mode="json") == stored[issued.id]

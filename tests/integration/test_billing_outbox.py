@@ -164,7 +164,7 @@ async def test_an_agreement_the_topic_no_longer_carries_is_republished(
         broker = service.broker
         for client in (victim, untouched):
             await service.put_agreement(parse_agreement(body(client_id=client)))
-        real = await service.agreement(victim)
+        real = await store.current_agreement(pool, victim)
         assert real is not None
         forged = {**real.to_wire(), "client_id": "someone-else"}
         await broker.publish(orjson.dumps(forged), AGREEMENTS, key=victim.encode())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -15,14 +15,14 @@ import jsonschema_rs
 import pytest
 from fastapi import FastAPI
 
-from services.billing.api import build_router
-from services.billing.insight_api import build_insight_router
-from services.billing.service import BillingService
+from services.billing import api, insight_api
+from services.billing.app import BillingSettings, create_app
+from services.billing.deps import billing_service, clock, database
+from shared.contracts.invoice import Invoice, PeriodClose
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.agreement.fields import MAX_BODY_BYTES
 from shared.domain.periods import Period
 from shared.infra.auth import KeyRing
-from shared.infra.db import Executor
 from tests.spec_example import SPEC_YAML
 from tests.unit.test_agreement_bounds import json_body
 from tests.unit.test_agreements import body
@@ -69,21 +69,34 @@ class FakeService:
         self.stored[agreement.client_id] = stored
         return stored
 
-    async def agreement(self, client_id: str) -> Agreement | None:
-        self.calls.append(("agreement", client_id))
-        return self.stored.get(client_id)
-
-    async def close(self, period: Period, *, client_id: str | None, now: datetime) -> Any:
+    async def close(self, period: Period, *, client_id: str | None, now: datetime) -> PeriodClose:
         self.calls.append(("close", (period.key, client_id)))
-        return {"period": period.key, "invoices": [INVOICE], "unbilled": []}
+        return PeriodClose(
+            period=period.key, invoices=(Invoice.model_validate(INVOICE),), unbilled=()
+        )
 
-    async def invoices(self, *, client_id: str | None, period: str | None) -> Any:
+    async def invoices(self, *, client_id: str | None, period: str | None) -> list[Invoice]:
         self.calls.append(("invoices", (client_id, period)))
-        return [INVOICE]
+        return [Invoice.model_validate(INVOICE)]
 
-    async def invoice(self, invoice_id: str) -> Any:
+    async def invoice(self, invoice_id: str) -> Invoice | None:
         self.calls.append(("invoice", invoice_id))
-        return INVOICE if invoice_id == INVOICE["invoice_id"] else None
+        return Invoice.model_validate(INVOICE) if invoice_id == INVOICE["invoice_id"] else None
+
+
+def billing_routes(
+    service: object, pool: object, now: datetime = datetime(2026, 6, 16, tzinfo=UTC)
+) -> FastAPI:
+    """Billing's routers on a bare app, with the service, the pool and the clock given: what
+    the lifespan would set, without starting it."""
+    app = FastAPI(title="billing routes")
+    app.state.keys = KeyRing(admin_key=ADMIN, intake_keys={INTAKE: "zendesk"})
+    app.include_router(api.router)
+    app.include_router(insight_api.router)
+    app.dependency_overrides[billing_service] = lambda: service
+    app.dependency_overrides[database] = lambda: pool
+    app.dependency_overrides[clock] = lambda: now
+    return app
 
 
 @pytest.fixture
@@ -93,14 +106,7 @@ def service() -> FakeService:
 
 @pytest.fixture
 def app(service: FakeService) -> FastAPI:
-    app = FastAPI()
-    app.state.keys = KeyRing(admin_key=ADMIN, intake_keys={INTAKE: "zendesk"})
-    app.include_router(build_router(cast(BillingService, service)))
-    pool = FakePool(ACME.to_wire(), {})
-    app.include_router(
-        build_insight_router(cast(Executor, pool), clock=lambda: datetime(2026, 6, 16, tzinfo=UTC))
-    )
-    return app
+    return billing_routes(service, FakePool(ACME.to_wire(), {}))
 
 
 @pytest.fixture
@@ -111,13 +117,16 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def assert_documented(app: FastAPI, method: str, route: str, response: httpx.Response) -> None:
-    """The status is declared for the route and the body matches its declared schema."""
-    operation = app.openapi()["paths"][route][method]
-    declared = operation["responses"]
+    """The status is declared for the route and the body matches its declared schema (its
+    `$ref`s resolved against the document's components)."""
+    document = app.openapi()
+    declared = document["paths"][route][method]["responses"]
     status = str(response.status_code)
     assert status in declared, f"{method} {route}: {status} is not documented"
     schema = declared[status]["content"]["application/json"]["schema"]
-    jsonschema_rs.validate(schema, response.json())
+    jsonschema_rs.validate(
+        {**schema, "components": document.get("components", {})}, response.json()
+    )
 
 
 def assert_422_at(response: httpx.Response, loc: list[Any], *words: str) -> None:
@@ -373,3 +382,34 @@ def test_the_spec_agreement_matches_its_documented_schemas(app: FastAPI) -> None
     answer = schemas["responses"]["200"]["content"]["application/json"]["schema"]
     jsonschema_rs.validate(request, json.loads(json_body(body())))
     jsonschema_rs.validate(answer, ACME.to_wire())
+
+
+def test_the_app_documents_every_route_and_document_before_it_starts() -> None:
+    # The routers are included when the app is built, so /openapi.json is complete without
+    # the lifespan (no Kafka, no database), with the documents' real schemas.
+    settings = BillingSettings(
+        kafka_bootstrap_servers="127.0.0.1:1",
+        database_url="postgresql://nobody@127.0.0.1:1/none",
+        tierline_admin_key=ADMIN,
+        tierline_intake_keys=f"zendesk={INTAKE}",
+    )
+    document = create_app(settings).openapi()
+    routes = {(method, path) for path, ops in document["paths"].items() for method in ops}
+    assert {
+        ("put", "/v1/agreements/{client_id}"),
+        ("get", "/v1/agreements/{client_id}"),
+        ("post", "/v1/periods/{period}/close"),
+        ("get", "/v1/invoices"),
+        ("get", "/v1/invoices/{invoice_id}"),
+        ("get", "/v1/forecast/{client_id}"),
+        ("get", "/v1/recommendations/{client_id}"),
+    } <= routes
+    ok = document["paths"]["/v1/invoices/{invoice_id}"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Invoice"}
+    invoice = document["components"]["schemas"]["Invoice"]
+    assert list(invoice["properties"]) == list(INVOICE)
+    assert set(invoice["required"]) == set(INVOICE)
+    assert {"Forecast", "Recommendations", "PeriodClose", "InvoiceList"} <= set(
+        document["components"]["schemas"]
+    )
+    jsonschema_rs.validate({**invoice, "components": document["components"]}, INVOICE)

@@ -22,6 +22,7 @@ from services.billing.service import (
     KafkaUnavailable,
     is_transient,
 )
+from shared.contracts.invoice import Invoice
 from shared.contracts.topics import AGREEMENTS, INVOICES
 from shared.domain.agreement.agreement import Agreement, parse_agreement
 from tests.unit.test_agreements import body
@@ -58,12 +59,21 @@ class FakeStore:
 
     async def unpublished_invoices(
         self, _: Any, *, exclude: Iterable[str] = (), limit: int = 500
-    ) -> list[dict[str, Any]]:
+    ) -> list[tuple[str, Invoice | None]]:
         skip = set(self.published_invoices) | set(exclude)
-        return [i for ident, i in self.invoices.items() if ident not in skip][:limit]
+        rows = [(ident, _parsed(i)) for ident, i in self.invoices.items()]
+        return [(ident, i) for ident, i in rows if ident not in skip][:limit]
 
     async def mark_invoices_published(self, _: Any, invoice_ids: list[str]) -> None:
         self.published_invoices += invoice_ids
+
+
+def _parsed(body: dict[str, Any]) -> Invoice | None:
+    """As the store reads a row: None for a body that is no valid invoice."""
+    try:
+        return Invoice.model_validate(body)
+    except ValueError:
+        return None
 
 
 class FakeBroker:
@@ -128,6 +138,21 @@ async def test_one_refused_invoice_does_not_stop_the_others(
     store.invoices["gamma-2026-01-1"] = invoice("gamma")
     assert await service.publish_outbox() == 1
     assert "big-2026-01-1" not in store.published_invoices
+
+
+async def test_a_stored_invoice_that_is_no_invoice_is_held_back_not_raised(
+    monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry
+) -> None:
+    store = FakeStore(invoices=[{**invoice("bad"), "total": "1e3"}, invoice("acme")])
+    broker = FakeBroker()
+    service = billing(monkeypatch, store, broker, registry)
+
+    assert await service.publish_outbox() == 1
+    assert store.published_invoices == ["acme-2026-01-1"]
+    assert [key for _, key, _, _ in broker.sent] == [b"acme"]
+    assert refused_count(registry, INVOICES) == 1
+    assert await service.publish_outbox() == 0  # held back, not retried at once
+    assert refused_count(registry, INVOICES) == 1
 
 
 async def test_a_refused_agreement_stops_neither_invoices_nor_other_agreements(

@@ -13,21 +13,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from services.billing.insight import BilledPeriod, forecast, recommendations
-from services.billing.insight_api import build_insight_router
-from shared.domain.agreement.agreement import load_agreement_yaml
+from services.billing import insight, insight_api
+from services.billing.deps import clock, database
+from services.billing.insight import BilledPeriod
+from shared.domain.agreement.agreement import Agreement, load_agreement_yaml
 from shared.domain.agreement.fields import Complexity, ServiceClass, ServiceLine
 from shared.domain.periods import Period, period_of
 from shared.domain.rating import ClassUsage
 from shared.infra.auth import KeyRing
-from shared.infra.db import Executor
 from shared.ledger.reads import ClassCount
 from tests.spec_example import SPEC_YAML
 
@@ -48,6 +48,18 @@ def usage(line: ServiceLine, complexity: Complexity, items: int) -> ClassUsage:
 
 def new_york(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=NEW_YORK)
+
+
+def forecast(
+    agreement: Agreement, period: Period, counts: Sequence[ClassCount], now: datetime
+) -> dict[str, Any]:
+    """The forecast as the wire carries it."""
+    return insight.forecast(agreement, period, counts, now).model_dump(mode="json")
+
+
+def recommendations(agreement: Agreement, history: Sequence[BilledPeriod]) -> dict[str, Any]:
+    """The recommendations as the wire carries them."""
+    return insight.recommendations(agreement, history).model_dump(mode="json")
 
 
 ESSENTIAL_FEE_LINE = {
@@ -417,7 +429,9 @@ def pool() -> FakePool:
 async def client(pool: FakePool) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     app.state.keys = KeyRing(admin_key=ADMIN, intake_keys={INTAKE: "zendesk"})
-    app.include_router(build_insight_router(cast(Executor, pool), clock=lambda: NOW))
+    app.include_router(insight_api.router)
+    app.dependency_overrides[database] = lambda: pool
+    app.dependency_overrides[clock] = lambda: NOW
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {ADMIN}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://b", headers=headers) as http:

@@ -117,7 +117,7 @@ def console_projection(period: Period, counts: list[ClassCount], now: datetime) 
 
 def billing_projection(period: Period, counts: list[ClassCount], now: datetime) -> tuple[Any, ...]:
     """What `GET /v1/forecast` answers for the same period, counts and moment."""
-    result = forecast(ACME, period, counts, now)
+    result = forecast(ACME, period, counts, now).model_dump(mode="json")
     projected = result["projected"]
     return (
         projected["items"],

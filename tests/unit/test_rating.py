@@ -5,6 +5,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.contracts.invoice import invoice_line
 from shared.domain.agreement.agreement import Agreement, load_agreement_yaml, parse_agreement
 from shared.domain.agreement.fields import (
     COMPLEXITIES,
@@ -39,8 +40,8 @@ def usage(
 EXAMPLE_1 = [usage("customer_support", "basic", 600), usage("data_entry", "standard", 150)]
 
 
-def wire(lines: tuple[InvoiceLine, ...], currency: str = "USD") -> list[dict[str, str]]:
-    return [line.to_wire(currency) for line in lines]
+def wire(lines: tuple[InvoiceLine, ...], currency: str = "USD") -> list[dict[str, Any]]:
+    return [invoice_line(line, currency).model_dump(mode="json") for line in lines]
 
 
 # --- the worked examples of SPEC §6 ---------------------------------------------------------------
@@ -222,7 +223,7 @@ def test_jpy_amounts_are_whole_yen() -> None:
          "quantity": "0.5", "unit_price": "3", "amount": "2"},
     ]  # fmt: skip
     assert rating.total == 1002
-    assert rating.lines_to_wire() == wire(rating.lines, "JPY")
+    assert wire(rating.lines, rating.currency) == wire(rating.lines, "JPY")
 
 
 # --- late adjustments ---------------------------------------------------------------------------
@@ -230,7 +231,7 @@ def test_jpy_amounts_are_whole_yen() -> None:
 
 def test_late_adjustment_line() -> None:
     line = late_adjustment_line("2026-09", Decimal("10180.00"), Decimal("10000.00"), "USD")
-    assert line.to_wire("USD") == {
+    assert wire((line,))[0] == {
         "kind": "late_adjustment",
         "description": "Late items adjustment for 2026-09",
         "period": "2026-09",
@@ -239,10 +240,10 @@ def test_late_adjustment_line() -> None:
         "amount": "180.00",
     }
     negative = late_adjustment_line("2026-09", Decimal("90000.00"), Decimal("90929.30"), "USD")
-    assert negative.to_wire("USD")["amount"] == "-929.30"
-    assert negative.to_wire("USD")["unit_price"] == "-929.30"
+    assert wire((negative,))[0]["amount"] == "-929.30"
+    assert wire((negative,))[0]["unit_price"] == "-929.30"
     zero = late_adjustment_line("2026-09", Decimal("10000.00"), Decimal("10000.00"), "USD")
-    assert zero.to_wire("USD")["amount"] == "0.00"
+    assert wire((zero,))[0]["amount"] == "0.00"
 
 
 def test_late_adjustments_join_the_total() -> None:
@@ -251,7 +252,7 @@ def test_late_adjustments_join_the_total() -> None:
     adjusted = rating.with_lines(late)
     assert [line.kind for line in adjusted.lines] == ["tier_fee", "late_adjustment"]
     assert f"{adjusted.total:f}" == "10180.00"
-    assert json.dumps(adjusted.lines_to_wire())  # JSON-ready
+    assert json.dumps(wire(adjusted.lines, adjusted.currency))  # JSON-ready
 
 
 # --- threshold alerts ---------------------------------------------------------------------------
@@ -367,7 +368,7 @@ def test_total_is_the_sum_of_line_amounts_with_exact_minor_digits(
     for value in [rating.total, *(line.amount for line in rating.lines),
                   *(line.unit_price for line in rating.lines)]:  # fmt: skip
         assert value.as_tuple().exponent == -digits
-    for line in rating.lines_to_wire():
+    for line in wire(rating.lines, rating.currency):
         for key in ("unit_price", "amount"):
             text = line[key].lstrip("-")
             assert "E" not in text

@@ -1,0 +1,200 @@
+"""The invoice of SPEC §6/§7, its CloudEvent, and the answers of the invoice and close routes.
+
+One definition for every place an invoice appears: `build_invoice` returns an `Invoice`, billing
+stores it (`billing.invoices.body`), serves it and publishes it in an `InvoiceIssued` envelope,
+and the tests read responses with it. Field order is the JSON's order; a line carries only the
+fields of its kind (SPEC §13: only `late_adjustment` lines carry `period`, only `out_of_scope`
+lines `service_line` and `complexity`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal, Self, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.contracts.wire import (
+    Fixed,
+    OffsetTimestamp,
+    Plain,
+    UtcTimestamp,
+    require_minor_digits,
+)
+from shared.domain import rating
+from shared.domain.agreement.fields import Complexity, ServiceLine
+from shared.domain.money import round_money
+
+EVENT_TYPE: Final = "bpo.invoice.issued"
+EVENT_SOURCE: Final = "/tierline/billing"
+
+Reason: TypeAlias = Literal["volume", "scope"]
+PeriodKey = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}$")]
+
+
+class Document(BaseModel):
+    """A wire document: immutable, and unknown fields are an error."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_serialization_defaults_required=True
+    )
+
+
+class TierChoice(Document):
+    name: str
+    reason: Reason
+
+
+class TierFeeLine(Document):
+    kind: Literal["tier_fee"] = "tier_fee"
+    description: str
+    quantity: Plain
+    unit_price: Fixed
+    amount: Fixed
+
+
+class OutOfScopeLine(Document):
+    kind: Literal["out_of_scope"] = "out_of_scope"
+    description: str
+    service_line: ServiceLine
+    complexity: Complexity
+    quantity: Plain
+    unit_price: Fixed
+    amount: Fixed
+
+
+class OverageLine(Document):
+    kind: Literal["overage"] = "overage"
+    description: str
+    quantity: Plain
+    unit_price: Fixed
+    amount: Fixed
+
+
+class LateAdjustmentLine(Document):
+    kind: Literal["late_adjustment"] = "late_adjustment"
+    description: str
+    period: PeriodKey
+    quantity: Plain
+    unit_price: Fixed
+    amount: Fixed
+
+
+InvoiceLine = Annotated[
+    TierFeeLine | OutOfScopeLine | OverageLine | LateAdjustmentLine, Field(discriminator="kind")
+]
+
+
+class BilledClass(Document):
+    """A class's billable usage in the period."""
+
+    service_line: ServiceLine
+    complexity: Complexity
+    items: int
+    units: int
+    weighted_units: Plain
+
+
+class InvoiceUsage(Document):
+    items: int
+    weighted_units: Plain
+    by_class: tuple[BilledClass, ...]
+
+
+class Invoice(Document):
+    """SPEC §7's `data`: money carries exactly the currency's minor digits."""
+
+    invoice_id: str
+    client_id: str
+    period: PeriodKey
+    period_start: OffsetTimestamp
+    period_end: OffsetTimestamp
+    currency: str
+    agreement_version: int
+    tier: TierChoice
+    usage: InvoiceUsage
+    lines: tuple[InvoiceLine, ...]
+    total: Fixed
+    issued_at: UtcTimestamp
+
+    @model_validator(mode="after")
+    def _money_in_currency(self) -> Self:
+        amounts = [a for line in self.lines for a in (line.unit_price, line.amount)]
+        require_minor_digits(self.currency, [*amounts, self.total])
+        return self
+
+
+class InvoiceIssued(Document):
+    """SPEC §7's CloudEvents 1.0 envelope (structured mode) around an invoice."""
+
+    specversion: Literal["1.0"] = "1.0"
+    type: Literal["bpo.invoice.issued"] = EVENT_TYPE
+    source: Literal["/tierline/billing"] = EVENT_SOURCE
+    id: str
+    subject: str
+    time: UtcTimestamp
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: Invoice
+
+    @classmethod
+    def of(cls, invoice: Invoice) -> InvoiceIssued:
+        return cls(
+            id=invoice.invoice_id,
+            subject=invoice.client_id,
+            time=invoice.issued_at,
+            data=invoice,
+        )
+
+
+class InvoiceList(Document):
+    """`GET /v1/invoices`."""
+
+    invoices: tuple[Invoice, ...]
+
+
+class Unbilled(Document):
+    """A client with usage but no agreement in force: no invoice for the period (SPEC §6)."""
+
+    client_id: str
+    items: int
+
+
+class PeriodClose(Document):
+    """`POST /v1/periods/{period}/close`."""
+
+    period: PeriodKey
+    invoices: tuple[Invoice, ...]
+    unbilled: tuple[Unbilled, ...]
+
+
+def invoice_line(line: rating.InvoiceLine, currency: str) -> InvoiceLine:
+    """A rated line as the wire carries it: money rounded to `currency`'s minor digits."""
+    quantity = line.quantity
+    unit_price = round_money(line.unit_price, currency)
+    amount = round_money(line.amount, currency)
+    description = line.description
+    if line.kind == "tier_fee":
+        return TierFeeLine(
+            description=description, quantity=quantity, unit_price=unit_price, amount=amount
+        )
+    if line.kind == "overage":
+        return OverageLine(
+            description=description, quantity=quantity, unit_price=unit_price, amount=amount
+        )
+    if line.kind == "out_of_scope":
+        assert line.service_line is not None and line.complexity is not None
+        return OutOfScopeLine(
+            description=description,
+            service_line=line.service_line,
+            complexity=line.complexity,
+            quantity=quantity,
+            unit_price=unit_price,
+            amount=amount,
+        )
+    assert line.period is not None
+    return LateAdjustmentLine(
+        description=description,
+        period=line.period,
+        quantity=quantity,
+        unit_price=unit_price,
+        amount=amount,
+    )

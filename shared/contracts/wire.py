@@ -1,0 +1,77 @@
+"""The wire forms of SPEC's scalar values, as pydantic types the typed documents share.
+
+Values stay `Decimal` and `datetime` in Python; only the JSON is text (SPEC §7, §13):
+
+- `Plain`: weighted units, quantities — a plain decimal string, no exponent, no trailing
+  fractional zeros (`"5"`, `"2.5"`).
+- `Fixed`: money and fractions — a decimal string with exactly the digits the value carries
+  (`Decimal("90000.00")` is `"90000.00"`, JPY `"1294689"`). A builder rounds money with
+  `round_money`; a document checks its amounts carry its currency's digits (`require_minor_digits`).
+- `UtcTimestamp`: `2026-11-04T04:00:05Z` (whole seconds, UTC).
+- `OffsetTimestamp`: `2026-10-01T00:00:00-04:00` (the instant in its own zone's offset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Final
+
+from pydantic import AfterValidator, AwareDatetime, PlainSerializer, WithJsonSchema
+
+from shared.domain.money import format_decimal, minor_units
+
+DECIMAL_PATTERN: Final = r"^-?[0-9]+(\.[0-9]+)?$"
+_DECIMAL_SCHEMA: Final = {"type": "string", "pattern": DECIMAL_PATTERN}
+
+
+def _finite(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError(f"not a finite decimal: {value}")
+    return value.copy_abs() if value.is_zero() else value  # never "-0.00"
+
+
+def _fixed(value: Decimal) -> str:
+    return f"{value:f}"
+
+
+def utc_timestamp(instant: datetime) -> str:
+    """`instant` in UTC, whole seconds, with `Z`."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _offset_timestamp(instant: datetime) -> str:
+    return instant.isoformat()
+
+
+Plain = Annotated[
+    Decimal,
+    AfterValidator(_finite),
+    PlainSerializer(format_decimal, return_type=str),
+    WithJsonSchema(_DECIMAL_SCHEMA),
+]
+Fixed = Annotated[
+    Decimal,
+    AfterValidator(_finite),
+    PlainSerializer(_fixed, return_type=str),
+    WithJsonSchema(_DECIMAL_SCHEMA),
+]
+UtcTimestamp = Annotated[
+    AwareDatetime,
+    PlainSerializer(utc_timestamp, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+OffsetTimestamp = Annotated[
+    AwareDatetime,
+    PlainSerializer(_offset_timestamp, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+def require_minor_digits(currency: str, amounts: Iterable[Decimal]) -> None:
+    """Raise ValueError unless every amount carries exactly `currency`'s minor digits."""
+    exponent = -minor_units(currency)
+    for amount in amounts:
+        if amount.as_tuple().exponent != exponent:
+            raise ValueError(f"{amount} does not carry the {-exponent} minor digits of {currency}")
