@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from services.billing import store
 from services.billing.service import BillingMetrics, BillingService
+from shared.contracts.invoice import Invoice
 from shared.contracts.topics import AGREEMENTS, INVOICES
 from shared.domain.agreement.agreement import parse_agreement
 from shared.infra.kafka import CompactedView, ensure_topics, make_broker
@@ -35,7 +36,7 @@ def invoice(client_id: str, description: str = "Essential tier (volume)") -> dic
 async def insert_invoice(pool: asyncpg.Pool, doc: dict[str, Any], issued_at: datetime) -> None:
     """An invoice in billing's outbox, not yet published, as billing's close writes it."""
     async with pool.acquire() as conn:
-        await store.insert_invoice(conn, doc, issued_at)
+        await store.insert_invoice(conn, Invoice.model_validate(doc), issued_at)
 
 
 @contextlib.asynccontextmanager
