@@ -73,6 +73,12 @@ class Write:
         return self.ended - self.started
 
 
+def fresh_dir() -> Path:
+    data_dir = Path(tempfile.mkdtemp(prefix="tierline-close-isolation-"))
+    data_dir.chmod(0o755)  # PostgreSQL runs as nobody when we are root
+    return data_dir
+
+
 @asynccontextmanager
 async def database() -> AsyncIterator[str]:
     if url := os.environ.get("DATABASE_URL"):
@@ -80,8 +86,7 @@ async def database() -> AsyncIterator[str]:
         return
     from tools.localinfra import LocalPostgres
 
-    data_dir = Path(tempfile.mkdtemp(prefix="tierline-close-isolation-"))
-    data_dir.chmod(0o755)  # PostgreSQL runs as nobody when we are root
+    data_dir = fresh_dir()
     postgres = LocalPostgres(data_dir / "postgres")
     try:
         yield postgres.start().url
@@ -139,7 +144,9 @@ async def meter_b(pool: asyncpg.Pool, stop: asyncio.Event, writes: list[Write]) 
     while not stop.is_set():
         size = rng.randint(1, 5)
         batch = [
-            MeteredItem(B, f"b-{n + k}", at + timedelta(seconds=n + k), "hr", "basic", 1, 60, None, 1)
+            MeteredItem(
+                B, f"b-{n + k}", at + timedelta(seconds=n + k), "hr", "basic", 1, 60, None, 1
+            )
             for k in range(size)
         ]
         n += size
