@@ -107,10 +107,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def apply_schema(pool: asyncpg.Pool) -> None:
-    sql = files("shared.ledger.reads").joinpath("schema.sql").read_text()
+    sql = files("shared.ledger").joinpath("schema.sql").read_text()
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
         await conn.execute(sql)
+
+
+async def ping(pool: Executor) -> None:
+    """A round trip that reads nothing: raises when the database does not answer."""
+    await pool.fetchval("SELECT 1")
 
 
 async def retrying(
