@@ -29,6 +29,7 @@ __all__ = [
     "late_period_counts",
 ]
 
+
 def class_count(row: asyncpg.Record) -> ClassCount:
     """A row of summed counts (the columns of `counts_between`)."""
     return ClassCount(
