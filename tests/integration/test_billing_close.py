@@ -13,14 +13,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.billing import closing, store
+from services.billing import store
 from services.billing.close_decision import Close
 from services.billing.closing import CloseOutcome, close_for_client
 from services.metering import store as metering_store
 from services.metering.counting import MeteredItem
 from shared.domain.agreement.agreement import parse_agreement
 from shared.domain.periods import parse_period, period_bounds
-from shared.infra.db import apply_schema, create_pool
+from shared.infra.db import Connection, apply_schema, create_pool
 from shared.ledger.reads import counts_between
 from tests.spec_example import spec_body
 
@@ -158,7 +158,7 @@ class HeldClose:
             await self._go.wait()
             await record(conn, decided, issued_at)
 
-        monkeypatch.setattr(closing.store, "record_close", held)
+        monkeypatch.setattr(store, "record_close", held)  # the module closing.py calls
         self.task = asyncio.create_task(close(pool, client, "2026-10"))
 
     async def holding(self) -> None:
@@ -188,7 +188,7 @@ async def waits_for_a_lock(pool: asyncpg.Pool, pid: int, task: asyncio.Task[Any]
 
 
 async def on_own_connection(
-    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[Any]]
+    pool: asyncpg.Pool, work: Callable[[Connection], Awaitable[Any]]
 ) -> tuple[int, asyncio.Task[Any]]:
     conn = await pool.acquire()
     pid: int = conn.get_server_pid()
@@ -202,7 +202,7 @@ async def on_own_connection(
     return pid, asyncio.create_task(run())
 
 
-async def count_in_transaction(conn: asyncpg.Connection, batch: list[MeteredItem]) -> Any:
+async def count_in_transaction(conn: Connection, batch: list[MeteredItem]) -> Any:
     async with conn.transaction():
         return await metering_store.count(conn, batch, timezone_of=lambda _: "UTC")
 
@@ -277,7 +277,8 @@ async def test_an_item_racing_the_close_is_in_the_invoice_or_late_never_neither(
     outcomes = await asyncio.gather(
         *writes[: round_ % 6], close(pool, client, "2026-10"), *writes[round_ % 6 :]
     )
-    assert outcomes[round_ % 6].newly_closed
+    closed = outcomes[round_ % 6]
+    assert isinstance(closed, CloseOutcome) and closed.newly_closed
     invoiced = await invoiced_items(pool, client, "2026-10")
     late = await late_items(pool, client, "2026-10")
     assert invoiced + late == 15
