@@ -8,7 +8,9 @@ then `--items` work items for A in 2026-10 (completed_at spread uniformly over t
 timezone, seven classes as the demo workload places them, units 1..3), metered through metering's
 own write path (`services.metering.store.count`, in transactions of `--batch` items), so
 `metering.items` and `metering.usage_slots` hold exactly the rows metering would have after
-counting them; then VACUUM ANALYZE, as autovacuum would do on a live system.
+counting them; then VACUUM ANALYZE, as autovacuum would do on a live system. With `--history N`,
+first N earlier months of `--history-items` items each, each closed (invoiced) through billing's
+close: a client with a past, whose close the old code re-read month by month.
 
 What is measured: A's 2026-10 is closed through billing's own close
 (`services.billing.closing.close_for_client`) while one task meters B — batches of 1..5 items
@@ -44,7 +46,7 @@ from services.billing.closing import close_for_client
 from services.metering import store as metering_store
 from services.metering.counting import MeteredItem
 from shared.domain.agreement.agreement import Agreement
-from shared.domain.periods import parse_period, period_bounds
+from shared.domain.periods import Period, parse_period, period_bounds
 from shared.infra.db import apply_schema, create_pool
 from tests.spec_example import spec_body
 
@@ -95,9 +97,9 @@ async def database() -> AsyncIterator[str]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def a_items(count: int, first: int, seed: int) -> list[MeteredItem]:
+def a_items(count: int, first: int, seed: int, period: Period = PERIOD) -> list[MeteredItem]:
     rng = random.Random(seed)
-    start, end = period_bounds(PERIOD, A_ZONE)
+    start, end = period_bounds(period, A_ZONE)
     span = (end - start).total_seconds() - 1
     kinds = [(line, complexity) for line, complexity, share in CLASSES for _ in range(share)]
     items = []
@@ -106,7 +108,7 @@ def a_items(count: int, first: int, seed: int) -> list[MeteredItem]:
         items.append(
             MeteredItem(
                 client_id=A,
-                item_id=f"a-{n}",
+                item_id=f"a-{period.key}-{n}",
                 completed_at=start + timedelta(seconds=rng.uniform(0, span)),
                 service_line=line,
                 complexity=complexity,
@@ -124,11 +126,11 @@ async def meter(pool: asyncpg.Pool, batch: list[MeteredItem], zone: str) -> int:
         return len(await metering_store.count(conn, batch, timezone_of=lambda _: zone))
 
 
-async def load(pool: asyncpg.Pool, items: int, batch: int) -> float:
+async def load(pool: asyncpg.Pool, items: int, batch: int, period: Period = PERIOD) -> float:
     began = time.perf_counter()
     for first in range(0, items, batch):
         size = min(batch, items - first)
-        await meter(pool, a_items(size, first, seed=first), A_ZONE)
+        await meter(pool, a_items(size, first, seed=first, period=period), A_ZONE)
         if (first // batch) % 20 == 0:
             print(f"  loaded {first + size:,} / {items:,}", flush=True)
     async with pool.acquire() as conn:
@@ -165,7 +167,19 @@ def quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
-async def run(items: int, batch: int) -> None:
+async def history(pool: asyncpg.Pool, months: int, items: int, batch: int) -> None:
+    """`months` invoiced periods before PERIOD, `items` each, closed through billing's close."""
+    periods = [PERIOD]
+    for _ in range(months):
+        periods.insert(0, periods[0].previous())
+    for period in periods[:-1]:
+        await load(pool, items, batch, period)
+        async with pool.acquire() as conn:
+            await close_for_client(conn, client_id=A, period=period, now=datetime.now(UTC))
+    print(f"  {months} earlier periods of {items:,} items each, invoiced")
+
+
+async def run(items: int, batch: int, months: int, history_items: int) -> None:
     async with database() as url:
         pool = await create_pool(url, size=6)
         try:
@@ -174,10 +188,15 @@ async def run(items: int, batch: int) -> None:
                 for client in (A, B):
                     body = {**spec_body(client), "timezone": A_ZONE if client == A else "UTC"}
                     await billing_store.store_agreement(conn, Agreement.model_validate(body))
+            if months:
+                await history(pool, months, history_items, batch)
             print(f"loading {items:,} items for {A} in {PERIOD.key} ({batch:,} a transaction)")
             print(f"  loaded in {await load(pool, items, batch):.1f} s")
             slots = await pool.fetchval(
-                "SELECT count(*) FROM metering.usage_slots WHERE client_id = $1", A
+                """SELECT count(*) FROM metering.usage_slots
+                    WHERE client_id = $1 AND slot >= $2 AND slot < $3""",
+                A,
+                *period_bounds(PERIOD, A_ZONE),
             )
 
             stop = asyncio.Event()
@@ -202,7 +221,7 @@ async def run(items: int, batch: int) -> None:
     completed = [w for w in writes if close_began <= w.ended <= close_ended]
     latencies = [w.seconds for w in during]
     print()
-    print(f"close of {A} {PERIOD.key}: {items:,} items in {slots:,} slot rows")
+    print(f"close of {A} {PERIOD.key}: {items:,} items in {slots:,} slot rows; {months} earlier")
     print(f"  invoice total {outcome.invoice['total']} {outcome.invoice['currency']}")
     print(f"close duration:                 {ms(close_ended - close_began)}")
     print(f"B writes before the close:      {len(before)}, p50 {ms(quantile(before, 0.5))}")
@@ -219,8 +238,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument(
+        "--history", type=int, default=0, help="invoiced periods before the one closed"
+    )
+    parser.add_argument("--history-items", type=int, default=20_000, help="items in each")
     args = parser.parse_args()
-    asyncio.run(run(args.items, args.batch))
+    asyncio.run(run(args.items, args.batch, args.history, args.history_items))
 
 
 if __name__ == "__main__":
