@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
 
+from services.billing.close_decision import Close, ClosedPeriod
 from shared.contracts.invoice import Invoice, Unbilled
 from shared.domain.agreement.agreement import Agreement
 from shared.infra.db import Connection, Executor
@@ -124,77 +126,61 @@ async def first_agreement_at(conn: Executor, client_id: str) -> datetime | None:
 # --- closed periods and invoices --------------------------------------------------------------
 
 
-async def closed_period(conn: Connection, client_id: str, period: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT * FROM billing.closed_periods WHERE client_id = $1 AND period = $2",
-        client_id,
-        period,
-    )
-
-
-async def invoiced_periods(conn: Connection, client_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        """SELECT * FROM billing.closed_periods
-            WHERE client_id = $1 AND invoice_id IS NOT NULL ORDER BY period""",
+async def closed_periods_for_close(conn: Connection, client_id: str) -> dict[str, ClosedPeriod]:
+    """Every period closed for the client, by period (a row a month: small whatever the usage)."""
+    rows = await conn.fetch(
+        """SELECT period, invoice_id, items, billed_total, late_items_settled
+             FROM billing.closed_periods WHERE client_id = $1""",
         client_id,
     )
+    return {
+        r["period"]: ClosedPeriod(
+            r["period"],
+            r["invoice_id"],
+            int(r["items"]),
+            None if r["billed_total"] is None else Decimal(r["billed_total"]),
+            int(r["late_items_settled"]),
+        )
+        for r in rows
+    }
 
 
-async def record_close(
-    conn: Connection,
-    *,
-    client_id: str,
-    period: str,
-    items: int,
-    invoice_id: str | None = None,
-    agreement_version: int | None = None,
-    tier_name: str | None = None,
-    tier_reason: str | None = None,
-    billed_total: Any = None,
-    late_items_settled: int = 0,
-) -> None:
+#: One statement: the closed period, the earlier periods it re-rated and its invoice (if any).
+_RECORD_CLOSE = """
+WITH closed AS (
+    INSERT INTO billing.closed_periods (client_id, period, invoice_id, agreement_version,
+                                        tier_name, tier_reason, items, billed_total,
+                                        late_items_settled)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+), rerated AS (
+    UPDATE billing.closed_periods c
+       SET billed_total = r.billed_total, late_items_settled = r.late_items_settled
+      FROM unnest($10::text[], $11::numeric[], $12::bigint[])
+           AS r(period, billed_total, late_items_settled)
+     WHERE c.client_id = $1 AND c.period = r.period
+)
+INSERT INTO billing.invoices (invoice_id, client_id, period, body, issued_at)
+SELECT $3, $1, $2, $13::jsonb, $14 WHERE $3::text IS NOT NULL
+"""
+
+
+async def record_close(conn: Connection, close: Close, issued_at: datetime) -> None:
+    """Write what `close_decision.decide_close` decided, in one statement."""
     await conn.execute(
-        """INSERT INTO billing.closed_periods (client_id, period, invoice_id, agreement_version,
-                  tier_name, tier_reason, items, billed_total, late_items_settled)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        client_id,
-        period,
-        invoice_id,
-        agreement_version,
-        tier_name,
-        tier_reason,
-        items,
-        billed_total,
-        late_items_settled,
-    )
-
-
-async def record_rerate(
-    conn: Connection,
-    *,
-    client_id: str,
-    period: str,
-    billed_total: Any,
-    late_items_settled: int,
-) -> None:
-    await conn.execute(
-        """UPDATE billing.closed_periods SET billed_total = $3, late_items_settled = $4
-            WHERE client_id = $1 AND period = $2""",
-        client_id,
-        period,
-        billed_total,
-        late_items_settled,
-    )
-
-
-async def insert_invoice(conn: Connection, invoice: Invoice, issued_at: datetime) -> None:
-    await conn.execute(
-        """INSERT INTO billing.invoices (invoice_id, client_id, period, body, issued_at)
-           VALUES ($1, $2, $3, $4, $5)""",
-        invoice.invoice_id,
-        invoice.client_id,
-        invoice.period,
-        invoice.model_dump(mode="json"),
+        _RECORD_CLOSE,
+        close.client_id,
+        close.period,
+        None if close.invoice is None else close.invoice.invoice_id,
+        close.agreement_version,
+        close.tier_name,
+        close.tier_reason,
+        close.items,
+        close.billed_total,
+        close.late_items_settled,
+        [r.period for r in close.rerates],
+        [r.billed_total for r in close.rerates],
+        [r.late_items_settled for r in close.rerates],
+        None if close.invoice is None else close.invoice.model_dump(mode="json"),
         issued_at,
     )
 

@@ -15,7 +15,8 @@ from services.metering.alerts import AlertRow, UsageKey
 from services.metering.counting import MeteredItem, flag_late
 from shared.domain.periods import period_bounds
 from shared.infra.db import Connection
-from shared.ledger.reads import LOCK_AND_READ_CLOSED, UNCLASSIFIED, ClassCount, counts_for_ranges
+from shared.ledger.locks import LOCK_AND_READ_CLOSED
+from shared.ledger.reads import UNCLASSIFIED, ClassCount, counts_for_ranges
 
 #: One statement, one round trip: the first copy of each key in the batch claims the key if no
 #: earlier batch did, and what the newly claimed items hold is added to their 15-minute slot rows.
@@ -67,10 +68,11 @@ async def count(
     """In the caller's transaction: count every item not counted before; return those that
     were new, in batch order, flagged late when their period is closed for their client.
 
-    The lock comes first (with the closed periods, one round trip), so a close cannot commit
-    between the read of the closed periods and the count. The dedupe insert and the counter
-    update are one statement: a key is never claimed without its counts, so a crash cannot
-    under-count.
+    The close lock comes first, shared for the batch's clients (with the closed periods, one
+    round trip), so a close of one of them cannot commit between the read of the closed
+    periods and the count; closes of other clients do not wait for it, nor it for them. The
+    dedupe insert and the counter update are one statement: a key is never claimed without its
+    counts, so a crash cannot under-count.
     """
     if not batch:
         return []

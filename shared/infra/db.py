@@ -113,6 +113,11 @@ async def apply_schema(pool: asyncpg.Pool) -> None:
         await conn.execute(sql)
 
 
+async def ping(pool: Executor) -> None:
+    """A round trip that reads nothing: raises when the database does not answer."""
+    await pool.fetchval("SELECT 1")
+
+
 async def retrying(
     operation: Callable[[], Awaitable[T]],
     *,

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.infra.auth import Caller, KeyRing, Role
+from shared.infra.db import ping
 from shared.infra.logs import configure_logging
 from shared.infra.openapi import install_openapi_common_responses
 from shared.infra.settings import CommonSettings, HttpSettings, load_settings
@@ -339,11 +340,11 @@ async def kafka_status(broker: KafkaBroker) -> str:
 
 
 async def database_status(pool: asyncpg.Pool | None) -> str:
-    """'ok' when PostgreSQL answers `SELECT 1` within 2 s."""
+    """'ok' when PostgreSQL answers a ping within 2 s."""
     if pool is None:
         return "unavailable"
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(pool.fetchval("SELECT 1"), 2.0)
+        await asyncio.wait_for(ping(pool), 2.0)
         return "ok"
     return "unavailable"
 

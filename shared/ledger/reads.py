@@ -1,13 +1,13 @@
-"""The usage ledger as both metering and billing read it: counts per class over a time range, and
-which periods are closed. Metering writes it (services/metering/store.py); billing closes periods
-against it under `LOCK_FOR_CLOSE`, so no item can be counted between a close's read and its commit.
+"""The usage ledger as metering, billing and the console read it: counts per class over a time
+range, which periods are closed, and the invoiced periods with late items to settle. Metering
+writes it (services/metering/store.py); billing closes periods against it under the close lock
+(shared/ledger/locks.py), so no item is counted between a close's read and its commit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
 
 import asyncpg
 
@@ -16,8 +16,6 @@ from shared.domain.usage import NO_COMPLEXITY, UNCLASSIFIED, ClassCount, billabl
 from shared.infra.db import Executor
 
 __all__ = [
-    "LOCK_AND_READ_CLOSED",
-    "LOCK_FOR_CLOSE",
     "NO_COMPLEXITY",
     "UNCLASSIFIED",
     "ClassCount",
@@ -28,15 +26,8 @@ __all__ = [
     "closed_periods",
     "counts_between",
     "counts_for_ranges",
+    "late_period_counts",
 ]
-
-#: Metering's writers take ROW EXCLUSIVE on the counts before reading closed periods (both in
-#: one round trip: `metering.lock_and_read_closed` in schema.sql); a close takes SHARE, which
-#: waits for writers in flight and holds new ones until the close commits.
-LOCK_AND_READ_CLOSED: Final = (
-    "SELECT client_id, period FROM metering.lock_and_read_closed($1::text[])"
-)
-LOCK_FOR_CLOSE: Final = "LOCK TABLE metering.usage_slots IN SHARE MODE"
 
 
 def class_count(row: asyncpg.Record) -> ClassCount:
@@ -127,4 +118,44 @@ async def counts_for_ranges(
     found: dict[tuple[str, str], list[ClassCount]] = {(r[0], r[1]): [] for r in ranges}
     for r in rows:
         found[(r["client_id"], r["label"])].append(class_count(r))
+    return found
+
+
+async def late_period_counts(
+    conn: Executor, client_id: str, ranges: list[tuple[str, datetime, datetime, int]]
+) -> dict[str, list[ClassCount]]:
+    """Of the client's (period, start, end, late items settled), the counts per class of those
+    periods whose late items now exceed what was settled, in one round trip. Only slots with
+    late items are read to find them (index `usage_slots_late`), then only their periods'."""
+    if not ranges:
+        return {}
+    rows = await conn.fetch(
+        """
+        WITH q AS (
+            SELECT * FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[])
+                AS q(period, start_at, end_at, settled)
+        ), changed AS (
+            SELECT q.period, q.start_at, q.end_at
+              FROM q JOIN metering.usage_slots s
+                ON s.client_id = $1 AND s.slot >= q.start_at AND s.slot < q.end_at
+               AND s.late_items > 0
+             GROUP BY q.period, q.start_at, q.end_at, q.settled
+            HAVING sum(s.late_items) > q.settled
+        )
+        SELECT c.period, s.service_line, s.complexity, sum(s.items) AS items,
+               sum(s.units) AS units, sum(s.handling_seconds) AS handling_seconds,
+               sum(s.late_items) AS late_items
+          FROM changed c JOIN metering.usage_slots s
+            ON s.client_id = $1 AND s.slot >= c.start_at AND s.slot < c.end_at
+         GROUP BY c.period, s.service_line, s.complexity
+        """,
+        client_id,
+        [r[0] for r in ranges],
+        [r[1] for r in ranges],
+        [r[2] for r in ranges],
+        [r[3] for r in ranges],
+    )
+    found: dict[str, list[ClassCount]] = {}
+    for r in rows:
+        found.setdefault(r["period"], []).append(class_count(r))
     return found

@@ -4,7 +4,8 @@
 -- metering owns metering.*: the dedupe ledger of items and the running counts.
 -- billing owns billing.*: agreements, closed periods, invoices (an outbox for billing.invoices).
 -- billing.closed_periods is the one table both read: metering flags an item late when its period
--- is closed, and billing's close locks metering.usage_slots so no item slips between the two.
+-- is closed. A per-client advisory lock (shared by metering's writers, exclusive for billing's
+-- close of that client) makes sure no item slips between the two: shared/ledger/README.md.
 
 CREATE SCHEMA IF NOT EXISTS metering;
 CREATE SCHEMA IF NOT EXISTS billing;
@@ -92,15 +93,41 @@ CREATE TABLE IF NOT EXISTS billing.invoices (
 CREATE INDEX IF NOT EXISTS invoices_by_period ON billing.invoices (period, client_id);
 CREATE INDEX IF NOT EXISTS invoices_unpublished ON billing.invoices (issued_at) WHERE NOT published;
 
--- Metering's first step in each counting transaction, in one round trip: take ROW EXCLUSIVE on
--- the counters (a close's SHARE lock waits for this transaction; this one waits for a close in
--- flight), and only then read which of these clients' periods are closed.
+-- Slots that received late items: a close finds the invoiced periods with late items to settle
+-- through this index, at a cost that grows with the late slots, not with the client's history.
+-- Counter updates that leave late_items as it was stay HOT.
+CREATE INDEX IF NOT EXISTS usage_slots_late ON metering.usage_slots (client_id, slot)
+    WHERE late_items > 0;
+
+-- The close lock of the ledger: advisory locks in the two-key space (73013, hashtext(client_id)),
+-- apart from the one-key schema locks (73011 here, 73012 console). Metering's writers hold it
+-- shared for each client of their batch; billing's close of a client holds it exclusive, so it
+-- waits for that client's writers in flight and holds that client's new ones until it commits,
+-- while every other client's writers go on. shared/ledger/README.md says why this is enough.
+
+-- Metering's first step in each counting transaction, in one round trip: take the close lock
+-- shared for every client of the batch (in key order: no deadlock with other writers queued
+-- behind a close), and only then read which of these clients' periods are closed.
 CREATE OR REPLACE FUNCTION metering.lock_and_read_closed(clients text[])
 RETURNS TABLE (client_id text, period text)
 LANGUAGE plpgsql AS $$
+DECLARE
+    key integer;
 BEGIN
+    -- What the writer's INSERT takes anyway, taken first: a billing of the table-wide scheme
+    -- (SHARE) still waits for this writer, so metering can be upgraded before billing.
     LOCK TABLE metering.usage_slots IN ROW EXCLUSIVE MODE;
+    FOR key IN SELECT DISTINCT hashtext(c) FROM unnest(clients) AS c ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock_shared(73013, key);
+    END LOOP;
     RETURN QUERY SELECT c.client_id, c.period FROM billing.closed_periods c
                   WHERE c.client_id = ANY (clients);
 END
+$$;
+
+-- Billing's close of one client: the close lock, exclusive, until the transaction ends.
+CREATE OR REPLACE FUNCTION metering.lock_for_close(client text)
+RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock(73013, hashtext(client));
 $$;

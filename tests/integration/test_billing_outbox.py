@@ -18,6 +18,7 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka_event
 from prometheus_client import CollectorRegistry
 
 from services.billing import store
+from services.billing.close_decision import Close
 from services.billing.service import BillingMetrics, BillingService
 from shared.contracts.invoice import Invoice
 from shared.contracts.topics import AGREEMENTS, INVOICES
@@ -34,9 +35,11 @@ def invoice(client_id: str, description: str = "Essential tier (volume)") -> dic
 
 
 async def insert_invoice(pool: asyncpg.Pool, doc: dict[str, Any], issued_at: datetime) -> None:
-    """An invoice in billing's outbox, not yet published, as billing's close writes it."""
+    """An invoice in billing's outbox, not yet published, written as billing's close writes it."""
+    invoice = Invoice.model_validate(doc)
+    close = Close(client_id=invoice.client_id, period=invoice.period, items=0, invoice=invoice)
     async with pool.acquire() as conn:
-        await store.insert_invoice(conn, Invoice.model_validate(doc), issued_at)
+        await store.record_close(conn, close, issued_at)
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,143 @@
+"""The pure close decision (services/billing/close_decision.py): what a close records and
+invoices, on counts given by hand (SPEC §6, worked examples and late items)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from services.billing.close_decision import Close, ClosedPeriod, decide_close, late_ranges
+from shared.contracts.invoice import Invoice
+from shared.domain.agreement.agreement import Agreement, parse_agreement
+from shared.domain.periods import parse_period, period_bounds
+from shared.domain.usage import NO_COMPLEXITY, UNCLASSIFIED, ClassCount
+from tests.spec_example import spec_body
+
+OCTOBER = parse_period("2026-10")
+NOW = datetime(2026, 11, 4, 4, 0, 5, tzinfo=UTC)
+
+
+def doc(invoice: Invoice | None) -> dict[str, Any]:
+    """The invoice as its JSON document (what the API and the CloudEvent carry)."""
+    assert invoice is not None
+    return invoice.model_dump(mode="json")
+
+
+def acme(**changes: object) -> Agreement:
+    return parse_agreement({**spec_body("acme"), **changes}).with_version(3)
+
+
+def count(line: str, complexity: str, items: int, *, late: int = 0) -> ClassCount:
+    return ClassCount(line, complexity, items, items, 0, late)
+
+
+EXAMPLE_1 = [count("customer_support", "basic", 600), count("data_entry", "standard", 150)]
+
+
+def invoiced(period: str, total: str, settled: int = 0) -> ClosedPeriod:
+    return ClosedPeriod(period, f"acme-{period}-1", 750, Decimal(total), settled)
+
+
+def decide(
+    *,
+    agreement: Agreement | None = None,
+    no_agreement: bool = False,
+    counts: list[ClassCount] = EXAMPLE_1,
+    closed: Mapping[str, ClosedPeriod] | None = None,
+    late_counts: Mapping[str, list[ClassCount]] | None = None,
+) -> Close | None:
+    return decide_close(
+        client_id="acme",
+        period=OCTOBER,
+        agreement=None if no_agreement else agreement or acme(),
+        counts=counts,
+        closed=closed or {},
+        late_counts=late_counts or {},
+        now=NOW,
+    )
+
+
+def test_a_period_is_invoiced_as_spec_example_1() -> None:
+    close = decide()
+    assert close is not None and close.invoice is not None
+    assert doc(close.invoice)["total"] == "10000.00"
+    assert doc(close.invoice)["invoice_id"] == "acme-2026-10-1"
+    assert (close.tier_name, close.tier_reason) == ("Essential", "volume")
+    assert (close.items, close.billed_total, close.agreement_version) == (
+        750,
+        Decimal("10000.00"),
+        3,
+    )
+    assert close.rerates == ()
+
+
+def test_unclassified_items_are_neither_counted_nor_billed() -> None:
+    close = decide(counts=[*EXAMPLE_1, count(UNCLASSIFIED, NO_COMPLEXITY, 40)])
+    assert close is not None and close.invoice is not None
+    assert close.items == 750
+    assert doc(close.invoice)["total"] == "10000.00"
+
+
+def test_without_an_agreement_usage_is_closed_unbilled() -> None:
+    close = decide(no_agreement=True)
+    assert close is not None
+    assert (close.items, close.invoice, close.billed_total) == (750, None, None)
+
+
+def test_an_agreement_not_yet_in_force_leaves_the_period_unbilled() -> None:
+    close = decide(agreement=acme(effective_from="2026-11-01"))
+    assert close is not None and close.invoice is None and close.items == 750
+
+
+def test_no_agreement_and_no_usage_records_nothing() -> None:
+    assert decide(no_agreement=True, counts=[]) is None
+
+
+def test_an_agreement_and_no_items_owes_the_first_tiers_fee() -> None:
+    close = decide(counts=[])
+    assert close is not None and close.invoice is not None
+    assert doc(close.invoice)["total"] == "10000.00"
+
+
+def test_only_periods_with_more_late_items_than_settled_are_rerated_in_period_order() -> None:
+    closed = {
+        "2026-07": invoiced("2026-07", "10000.00", settled=0),
+        "2026-08": invoiced("2026-08", "10000.00", settled=5),
+        "2026-09": invoiced("2026-09", "10000.00", settled=0),
+    }
+    # September: 3 complex accounting items arrived late (example 2: +180.00 out of scope).
+    # August: its 5 late items were settled already; nothing new.
+    late_counts = {
+        "2026-09": [*EXAMPLE_1, count("accounting", "complex", 3, late=3)],
+        "2026-08": [*EXAMPLE_1, count("hr", "basic", 5, late=5)],
+        "2026-07": [*EXAMPLE_1, count("accounting", "complex", 12, late=12)],
+    }
+    close = decide(closed=closed, late_counts=late_counts)
+    assert close is not None and close.invoice is not None
+    adjustments = [
+        line for line in doc(close.invoice)["lines"] if line["kind"] == "late_adjustment"
+    ]
+    assert [(a["period"], a["amount"]) for a in adjustments] == [
+        ("2026-07", "80000.00"),  # example 3: Enterprise by scope, 90000.00 in all
+        ("2026-09", "180.00"),
+    ]
+    assert [(r.period, r.billed_total, r.late_items_settled) for r in close.rerates] == [
+        ("2026-07", Decimal("90000.00"), 12),
+        ("2026-09", Decimal("10180.00"), 3),
+    ]
+    assert doc(close.invoice)["total"] == "90180.00"
+
+
+def test_late_ranges_are_the_invoiced_periods_in_the_agreements_zone() -> None:
+    closed = {
+        "2026-09": invoiced("2026-09", "1.00", settled=2),
+        "2026-08": ClosedPeriod("2026-08", None, 4, None, 0),  # unbilled: never re-rated
+        "2026-07": invoiced("2026-07", "1.00"),
+    }
+    ranges = late_ranges(closed, "America/New_York")
+    assert [(r.period, r.settled) for r in ranges] == [("2026-07", 0), ("2026-09", 2)]
+    assert (ranges[1].start, ranges[1].end) == period_bounds(
+        parse_period("2026-09"), "America/New_York"
+    )
