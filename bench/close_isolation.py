@@ -33,7 +33,8 @@ period re-read), after = per-client close lock, read → decide → write. Same 
 
 Before, B's longest wait is the close's duration (B holds still while any close runs); after, it
 is B's own latency under load (a first "24, after" run under heavier load: close 127.6 ms,
-longest B wait 22.1 ms). bench/RESULTS.md, section "Close isolation", has the same table.
+longest B wait 22.1 ms). bench/CLOSE-ISOLATION.md has the same table (RESULTS.md is rewritten
+by each `./tierline bench`).
 """
 
 from __future__ import annotations
