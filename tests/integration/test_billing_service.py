@@ -92,7 +92,8 @@ async def test_closing_one_client_answers_and_publishes_its_invoice_once(
     assert answer["period"] == "2031-03" and answer["unbilled"] == []
     [invoice] = answer["invoices"]
     assert (invoice["invoice_id"], invoice["total"]) == (f"{client}-2031-03-1", "35000.00")
-    assert await store.unpublished_invoices(pool) == []  # the outbox went out
+    # its invoice went out (the database is the session's: other tests leave refused rows behind)
+    assert [i for i, _ in await store.unpublished_invoices(pool) if i.startswith(client)] == []
     assert closed(billing, "invoiced") == 1
 
     again = await billing.close(period, client_id=client, now=NOW)
