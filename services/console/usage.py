@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from services.console.documents import ProjectedUsage, TierStep, UsageCard
-from shared.contracts.usage import TierChoice
+from shared.contracts.invoice import TierChoice
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.money import format_decimal, format_money
 from shared.domain.periods import Period

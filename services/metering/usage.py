@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from shared.contracts.usage import ClassUsageReport, TierChoice, UsageReport
+from shared.contracts.invoice import TierChoice
+from shared.contracts.usage import ClassUsageReport, UsageReport
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.money import format_decimal
 from shared.domain.periods import Period

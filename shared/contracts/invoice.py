@@ -40,6 +40,8 @@ class Document(BaseModel):
 
 
 class TierChoice(Document):
+    """A tier and why the usage lands in it: the invoice's, the usage report's, the forecast's."""
+
     name: str
     reason: Reason
 
