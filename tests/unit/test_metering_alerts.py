@@ -99,8 +99,8 @@ def test_the_event_names_client_period_threshold_and_tier() -> None:
         billable_usage(after(805)),
         OCTOBER,
     )
-    assert event["id"] == "acme-2026-10-80-Essential"
-    assert event["data"] == {
+    assert event.id == "acme-2026-10-80-Essential"
+    assert event.model_dump(mode="json")["data"] == {
         "client_id": "acme",
         "period": "2026-10",
         "threshold": "80",
