@@ -163,10 +163,7 @@ def _json_schemas(model: type[Any]) -> dict[str, Any]:
     schema = model.model_json_schema(
         ref_template="#/components/schemas/{model}", mode="serialization"
     )
-    schemas: dict[str, Any] = _asyncapi_discriminators(
-        {**schema.pop("$defs", {}), model.__name__: schema}
-    )
-    return schemas
+    return dict(_asyncapi_discriminators({**schema.pop("$defs", {}), model.__name__: schema}))
 
 
 def _asyncapi_discriminators(schema: Any) -> Any:
