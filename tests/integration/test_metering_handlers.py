@@ -10,7 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -32,9 +32,9 @@ from shared.infra.kafka import (
     topic_configs,
 )
 from shared.ledger.reads import counts_between
+from tests.records import AT, classified_record
 from tests.spec_example import spec_agreement
 
-AT = datetime(2026, 10, 5, 9, 30, tzinfo=UTC)
 ITEMS = 25
 #: How long a step may take before the test gives up (a deadline for failing, not a measure).
 DEADLINE_SECONDS = 60
@@ -72,21 +72,9 @@ async def topic(kafka_bootstrap: str) -> str:
 
 
 def classified(client: str, n: int) -> bytes:
+    completed_at = (AT + timedelta(minutes=n)).isoformat()
     return orjson.dumps(
-        {
-            "id": f"item-{n}",
-            "client_id": client,
-            "source": "zendesk",
-            "completed_at": (AT + timedelta(minutes=n)).isoformat(),
-            "received_at": AT.isoformat(),
-            "key_source": "zendesk",
-            "queue": "Customer Care",
-            "units": 2,
-            "service_line": "customer_support",
-            "complexity": "basic",
-            "rule_id": "cs",
-            "agreement_version": 1,
-        }
+        classified_record(f"item-{n}", client=client, completed_at=completed_at, units=2)
     )
 
 
