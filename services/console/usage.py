@@ -42,7 +42,7 @@ class OpenPeriod:
 
 
 def _tier(decision: TierDecision | None) -> TierChoice | None:
-    return TierChoice(name=decision.tier.name, reason=decision.reason) if decision else None
+    return TierChoice.of(decision) if decision else None
 
 
 def client_usage(

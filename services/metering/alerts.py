@@ -262,7 +262,7 @@ def alert_event(
             tier=alert.tier_name,
             up_to=tier.up_to,
             weighted_units=decision.weighted_units,
-            current_tier=TierChoice(name=decision.tier.name, reason=decision.reason),
+            current_tier=TierChoice.of(decision),
         ),
     )
 

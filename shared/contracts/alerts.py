@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from shared.contracts.invoice import Document, PeriodKey, TierChoice
-from shared.contracts.wire import Plain, UtcTimestamp
+from shared.contracts.invoice import PeriodKey, TierChoice
+from shared.contracts.wire import CloudEvent, Document, Plain
 from shared.domain.rating import AlertKind
 
 ALERT_TYPE: Final = "bpo.usage.threshold"
@@ -24,14 +24,8 @@ class UsageAlertData(Document):
     current_tier: TierChoice
 
 
-class UsageAlert(Document):
+class UsageAlert(CloudEvent[UsageAlertData]):
     """CloudEvents 1.0: an open period crossed 80 % / 100 % of its tier, or scope moved it up."""
 
-    specversion: Literal["1.0"] = "1.0"
     type: Literal["bpo.usage.threshold"] = ALERT_TYPE
     source: Literal["/tierline/metering"] = ALERT_SOURCE
-    id: str
-    subject: str
-    time: UtcTimestamp
-    datacontenttype: Literal["application/json"] = "application/json"
-    data: UsageAlertData

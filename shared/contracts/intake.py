@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field, WithJsonSchema
 
-from shared.contracts.invoice import Document
+from shared.contracts.wire import Document
 
 #: A path inside an item, as JSON writes it: `["tags", 3]`.
 Location = Annotated[
