@@ -80,7 +80,7 @@ async def read_topic(bootstrap: str, topic: str, keys: set[bytes]) -> dict[bytes
 async def test_a_refused_invoice_and_an_invalid_agreement_stop_no_one(
     pool: asyncpg.Pool, kafka_bootstrap: str
 ) -> None:
-    await ensure_topics(kafka_bootstrap, partitions=3)
+    await ensure_topics(kafka_bootstrap, partitions=6)
     tag = uuid.uuid4().hex[:6]
     big, ok, ok2, legacy = (f"{name}-{tag}" for name in ("big", "ok", "ok2", "legacy"))
     issued = datetime(2026, 2, 4, 5, tzinfo=UTC)
@@ -156,7 +156,7 @@ async def test_an_agreement_the_topic_no_longer_carries_is_republished(
 ) -> None:
     """A record written under a client's key by someone else is refused by every consumer, but
     compaction would keep only it: billing puts the real agreement back on the topic."""
-    await ensure_topics(kafka_bootstrap, partitions=3)
+    await ensure_topics(kafka_bootstrap, partitions=6)
     tag = uuid.uuid4().hex[:6]
     victim, untouched = f"victim-{tag}", f"untouched-{tag}"
     registry = CollectorRegistry()
