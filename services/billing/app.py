@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import Field
@@ -19,7 +20,15 @@ from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.contracts.topics import AGREEMENTS, INVOICES
 from shared.infra.auth import KeyRing, KeySettings
 from shared.infra.db import apply_schema, create_pool
-from shared.infra.http import add_operational_routes, database_status, kafka_status, run_service
+from shared.infra.http import (
+    get_state,
+    health_of,
+    run_in,
+    run_service,
+    service_app,
+    set_state,
+    start_in,
+)
 from shared.infra.kafka import CompactedView, ensure_service_topics, make_broker
 from shared.infra.settings import DatabaseSettings, Port
 
@@ -56,12 +65,12 @@ def create_app(settings: BillingSettings) -> FastAPI:
         settings.kafka_bootstrap_servers, AGREEMENTS, bytes
     )
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI, running: AsyncExitStack) -> None:
         await ensure_service_topics(settings)
         pool = await create_pool(settings.database_url, size=settings.database_pool_size)
+        running.push_async_callback(pool.close)
         await apply_schema(pool)
-        await broker.start()
+        await start_in(running, broker)
         service = BillingService(
             pool=pool,
             broker=broker,
@@ -69,65 +78,57 @@ def create_app(settings: BillingSettings) -> FastAPI:
             barrier_timeout=settings.billing_close_barrier_timeout_seconds,
             metrics=BillingMetrics(registry),
         )
-        app.state.billing = Billing(service=service, pool=pool)
+        set_state(app, Billing(service=service, pool=pool))
         try:  # whatever a crash left unpublished; a row Kafka refuses never stops the start
             await service.publish_outbox()
         except Exception as error:  # the outbox loop below retries
             log.warning("outbox at start failed; will retry", extra={"error": repr(error)})
-        await on_topic.start()
-        tasks = [
-            asyncio.create_task(
-                _every(settings.billing_outbox_interval_seconds, "outbox", service.publish_outbox)
+        await start_in(running, on_topic)
+        # The loops are cancelled first at shutdown, before what they use stops.
+        run_in(
+            running,
+            _every(settings.billing_outbox_interval_seconds, "outbox", service.publish_outbox),
+            name="outbox",
+        )
+        run_in(
+            running,
+            _every(
+                settings.billing_reconcile_interval_seconds,
+                "agreements reconcile",
+                lambda: service.reconcile_agreements(on_topic),
             ),
-            asyncio.create_task(
-                _every(
-                    settings.billing_reconcile_interval_seconds,
-                    "agreements reconcile",
-                    lambda: service.reconcile_agreements(on_topic),
-                )
-            ),
-        ]
+            name="agreements-reconcile",
+        )
         if settings.billing_auto_close:
-            tasks.append(
-                asyncio.create_task(
-                    _every(
-                        settings.billing_auto_close_interval_seconds,
-                        "auto-close",
-                        lambda: service.auto_close(
-                            now=utcnow(), grace_hours=settings.billing_close_grace_hours
-                        ),
-                    )
-                )
+            run_in(
+                running,
+                _every(
+                    settings.billing_auto_close_interval_seconds,
+                    "auto-close",
+                    lambda: service.auto_close(
+                        now=utcnow(), grace_hours=settings.billing_close_grace_hours
+                    ),
+                ),
+                name="auto-close",
             )
-        log.info("billing ready", extra={"status": "ready"})
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await on_topic.stop()
-            await broker.stop()
-            await pool.close()
-            log.info("billing stopped", extra={"status": "stopped"})
 
-    async def health() -> dict[str, Any]:
-        running = getattr(app.state, "billing", None)
-        pool = running.pool if isinstance(running, Billing) else None
-        return {"kafka": await kafka_status(broker), "database": await database_status(pool)}
-
-    app = FastAPI(
-        title="Tierline billing",
-        version="1",
+    app = service_app(
+        "billing",
         description="Agreements, period close, tier decision and invoices (SPEC §3, §6, §7).",
-        lifespan=lifespan,
+        start=start,
+        log=log,
+        registry=registry,
+        health=health_of(broker=broker, pool=lambda: _pool(app)),
+        keys=KeyRing.from_settings(settings),
+        routers=[api.router, insight_api.router],
     )
-    app.state.keys = KeyRing.from_settings(settings)
-    app.include_router(api.router)
-    app.include_router(insight_api.router)
-    add_operational_routes(app, registry=registry, health=health)
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
+
+
+def _pool(app: FastAPI) -> asyncpg.Pool | None:
+    running = get_state(app, Billing)
+    return running.pool if running is not None else None
 
 
 def main() -> None:

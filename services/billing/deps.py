@@ -1,6 +1,6 @@
 """What billing's routes depend on, as typed FastAPI dependencies.
 
-- `Billing`: the running service and its pool, set on `app.state.billing` by the lifespan;
+- `Billing`: the running service and its pool, set on the app (`set_state`) by the lifespan;
   routes take `Service`, `Database` and `Now` (tests override `billing_service`, `database` and
   `clock` through `app.dependency_overrides`).
 - Checked inputs: `PathClientId`, `QueryClientId`, `PathPeriod`, `QueryPeriod`, a bounded body
@@ -37,6 +37,7 @@ from shared.domain.agreement.agreement import Agreement
 from shared.domain.agreement.fields import MAX_BODY_BYTES
 from shared.domain.periods import Period
 from shared.infra.db import Executor
+from shared.infra.http import state_of
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,7 @@ class Billing:
     pool: asyncpg.Pool
 
 
-async def billing(request: Request) -> Billing:
-    state = getattr(request.app.state, "billing", None)
-    if not isinstance(state, Billing):
-        raise RuntimeError("billing has not started: no app.state.billing")
-    return state
+billing = state_of(Billing)
 
 
 async def billing_service(running: Annotated[Billing, Depends(billing)]) -> BillingService:

@@ -116,13 +116,9 @@ def _summary(rating: Rating) -> RatedSummary:
     return RatedSummary(
         items=sum(c.items for c in decision.classes),
         weighted_units=decision.weighted_units,
-        tier=_tier(decision),
+        tier=TierChoice.of(decision),
         total=round_money(rating.total, rating.currency),
     )
-
-
-def _tier(decision: TierDecision) -> TierChoice:
-    return TierChoice(name=decision.tier.name, reason=decision.reason)
 
 
 # --- recommendations ----------------------------------------------------------------------------
@@ -182,7 +178,7 @@ def recommendations(agreement: Agreement, history: Iterable[BilledPeriod]) -> Re
                 weighted_units=rating.decision.weighted_units,
                 tier=TierChoice(name=tier_name, reason=reason),
                 rated=Rerated(
-                    tier=_tier(rating.decision), total=round_money(rating.total, currency)
+                    tier=TierChoice.of(rating.decision), total=round_money(rating.total, currency)
                 ),
                 by_tier=tuple(
                     TierCost(

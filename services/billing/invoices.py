@@ -56,7 +56,7 @@ def build_invoice(
         period_end=end,
         currency=currency,
         agreement_version=agreement.version,
-        tier=TierChoice(name=decision.tier.name, reason=decision.reason),
+        tier=TierChoice.of(decision),
         usage=InvoiceUsage(
             items=sum(c.items for c in decision.classes),
             weighted_units=decision.weighted_units,

@@ -1,6 +1,7 @@
 """What billing's HTTP API documents and answers for bad input: the JSON Schemas of the
-agreement and the error bodies (the invoice and insight documents document themselves: their
-models in `shared.contracts`), the responses of each route, and the checks of path and query
+agreement and of billing's 422 body (the invoice and insight documents document themselves: their
+models in `shared.contracts`; other errors are `shared.infra.openapi`'s `{"detail"}`), the
+responses of each route, and the checks of path and query
 parameters (a 422 naming the parameter, in the same body the API uses for every 422).
 
 Parameters are declared as plain strings to FastAPI and checked here, so every 422 has one
@@ -26,6 +27,13 @@ from shared.domain.agreement.fields import (
 )
 from shared.domain.money import ISO_4217_MINOR_UNITS
 from shared.domain.periods import Period, PeriodError, parse_period, timezone_names
+from shared.infra.openapi import (
+    RETRY_AFTER,
+    WWW_AUTHENTICATE,
+    JsonSchema,
+    Responses,
+    answer,
+)
 
 # --- parameters ----------------------------------------------------------------------------------
 
@@ -109,7 +117,6 @@ def _object(
     return schema
 
 
-ERROR_SCHEMA: Final = _object({"detail": _STRING}, closed=False)
 VALIDATION_ERROR_SCHEMA: Final = _object(
     {
         "detail": _STRING,
@@ -265,37 +272,21 @@ CLOSE_BODY_SCHEMA: Final = _object(
 # --- responses -----------------------------------------------------------------------------------
 
 
-def _json(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": schema}},
-        **extra,
-    }
-
-
-_RETRY_AFTER: Final = {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}
-_AUTHENTICATE: Final = {"WWW-Authenticate": {"schema": {"type": "string"}}}
-
-
-def responses(*statuses: int, ok: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+def responses(*statuses: int, ok: JsonSchema | None = None) -> Responses:
     """The documented responses of a route: 401 and 403 (every billing route takes the admin
     key), each of `statuses` with its real body, and 200 with `ok`'s schema when the route has
     no response model to document it."""
-    documented: dict[int | str, dict[str, Any]] = {
-        401: _json(ERROR_SCHEMA, "No key or an unknown key", headers=_AUTHENTICATE),
-        403: _json(ERROR_SCHEMA, "A key that is not good for this endpoint"),
+    documented: Responses = {
+        401: answer("No key or an unknown key", headers=WWW_AUTHENTICATE),
+        403: answer("A key that is not good for this endpoint"),
     }
     if ok is not None:
-        documented[200] = _json(ok, "OK")
+        documented[200] = answer("OK", ok)
     known = {
-        404: _json(ERROR_SCHEMA, "Not found"),
-        413: _json(ERROR_SCHEMA, f"Body over {MAX_BODY_BYTES} bytes, or too large for Kafka"),
-        422: _json(VALIDATION_ERROR_SCHEMA, "Invalid input: each error names where and why"),
-        503: _json(
-            ERROR_SCHEMA,
-            "Kafka or the close barrier cannot answer now; retry",
-            headers=_RETRY_AFTER,
-        ),
+        404: answer("Not found"),
+        413: answer(f"Body over {MAX_BODY_BYTES} bytes, or too large for Kafka"),
+        422: answer("Invalid input: each error names where and why", VALIDATION_ERROR_SCHEMA),
+        503: answer("Kafka or the close barrier cannot answer now; retry", headers=RETRY_AFTER),
     }
     for status in statuses:
         documented[status] = known[status]

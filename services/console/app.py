@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import AsyncExitStack
 from typing import Annotated, Final
@@ -34,6 +33,7 @@ from shared.infra.http import (
     SMALL_BODY_BYTES,
     database_status,
     get_state,
+    run_in,
     run_service,
     service_app,
     set_state,
@@ -94,8 +94,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         )
         running.push_async_callback(watch.probe.close)
         await watch.poll_once()
-        poller = asyncio.create_task(watch.run(), name="kafka-watch")
-        running.push_async_callback(_cancel, poller)
+        run_in(running, watch.run(), name="kafka-watch")
 
     async def health() -> dict[str, str]:
         page = get_state(app, Page)
@@ -119,11 +118,6 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 def main() -> None:

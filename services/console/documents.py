@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts.usage import TierChoice
+from shared.contracts.invoice import Invoice, TierChoice
 
 
 class Document(BaseModel):
@@ -108,14 +108,10 @@ class UsageCard(Document):
     tiers: list[TierStep]
 
 
-#: An invoice as billing stored it (SPEC §7); the console shows it, it never reads into it.
-StoredInvoice = dict[str, JsonValue]
-
-
 class BusinessOverview(Document):
     clients: int = Field(description="Clients with an agreement or with usage this period")
     usage: list[UsageCard] = Field(description="The busiest clients by projected weighted units")
-    invoices: list[StoredInvoice] = Field(description="The latest invoices, newest first")
+    invoices: list[Invoice] = Field(description="The latest invoices, newest first")
 
 
 class Overview(Document):
@@ -126,4 +122,4 @@ class Overview(Document):
     kafka: KafkaOverview
     clients: int
     usage: list[UsageCard]
-    invoices: list[StoredInvoice]
+    invoices: list[Invoice]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from services.console.documents import StoredInvoice
+from shared.contracts.invoice import Invoice
 from shared.domain.agreement.agreement import Agreement
 from shared.infra.db import Executor
 
@@ -57,11 +57,11 @@ async def current_agreements(
     }
 
 
-async def recent_invoices(conn: Executor, limit: int) -> list[StoredInvoice]:
-    """The last `limit` invoices issued, newest first (the §7 invoice bodies)."""
+async def recent_invoices(conn: Executor, limit: int) -> list[Invoice]:
+    """The last `limit` invoices issued, newest first, read as billing wrote them (SPEC §7)."""
     rows = await conn.fetch(
         """SELECT body FROM billing.invoices
             ORDER BY issued_at DESC, invoice_id DESC LIMIT $1""",
         limit,
     )
-    return [r["body"] for r in rows]
+    return [Invoice.model_validate(r["body"]) for r in rows]

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from services.console.documents import ProjectedUsage, TierStep, UsageCard
-from shared.contracts.usage import TierChoice
+from shared.contracts.invoice import TierChoice
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.money import format_decimal, format_money
 from shared.domain.periods import Period
@@ -42,7 +42,7 @@ class OpenPeriod:
 
 
 def _tier(decision: TierDecision | None) -> TierChoice | None:
-    return TierChoice(name=decision.tier.name, reason=decision.reason) if decision else None
+    return TierChoice.of(decision) if decision else None
 
 
 def client_usage(

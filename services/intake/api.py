@@ -34,6 +34,7 @@ from services.intake.parsing import (
     media_type,
     parse_work_items,
 )
+from shared.contracts.intake import InvalidItemsAnswer
 from shared.contracts.topics import WORKITEMS_COMPLETED
 from shared.infra.http import IntakeCaller, state_of
 from shared.infra.kafka import Publisher
@@ -157,7 +158,8 @@ async def post_work_items(
     except (TooManyItems, RecordTooLarge) as error:
         return answer(metrics, 413, {"detail": str(error)})
     except InvalidItems as error:
-        return answer(metrics, 422, {"errors": [e.to_wire() for e in error.errors]})
+        invalid = InvalidItemsAnswer(errors=error.errors)
+        return answer(metrics, 422, invalid.model_dump(mode="json"))
 
     started = time.perf_counter()
     messages = (

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from services.intake.parsing import JSON, MAX_BYTES, MAX_ITEMS, NDJSON
+from shared.contracts.intake import InvalidItemsAnswer
 from shared.contracts.workitems import MAX_ATTRIBUTE_TEXT, MAX_SAFE_INTEGER
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN
 from shared.infra.openapi import (
@@ -20,6 +21,7 @@ from shared.infra.openapi import (
     JsonSchema,
     Responses,
     answer,
+    inline_schema,
 )
 
 #: Any text without U+0000 (JSON Schema patterns are ECMA-262: `\u0000` is the NUL escape).
@@ -94,27 +96,8 @@ REQUEST_BODY: Final[dict[str, Any]] = {
     },
 }
 
-_ERRORS: Final = {
-    "type": "object",
-    "required": ["errors"],
-    "additionalProperties": False,
-    "properties": {
-        "errors": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["index", "loc", "msg"],
-                "additionalProperties": False,
-                "properties": {
-                    "index": {"type": "integer", "minimum": 0},
-                    "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
-                    "msg": {"type": "string"},
-                },
-            },
-        }
-    },
-}
+#: The 422 body (SPEC §2), from its one definition.
+_ERRORS: Final = inline_schema(InvalidItemsAnswer)
 
 
 RESPONSES: Final[Responses] = {

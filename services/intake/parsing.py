@@ -22,6 +22,7 @@ import orjson
 from msgspec import UNSET, Meta, UnsetType
 from pydantic import ValidationError
 
+from shared.contracts.intake import ItemProblem
 from shared.contracts.workitems import (
     FIRST_YEAR,
     LAST_YEAR,
@@ -43,18 +44,8 @@ JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
 
 
-@dataclass(frozen=True)
-class ItemError:
-    index: int
-    loc: tuple[str | int, ...]
-    msg: str
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"index": self.index, "loc": list(self.loc), "msg": self.msg}
-
-
 class InvalidItems(Exception):
-    def __init__(self, errors: list[ItemError]) -> None:
+    def __init__(self, errors: list[ItemProblem]) -> None:
         super().__init__(f"{len(errors)} error(s)")
         self.errors = errors
 
@@ -113,17 +104,17 @@ def _checked_items(body: bytes, kind: str, *, received_at: datetime) -> list[Wor
     if len(raw) > MAX_ITEMS:
         raise TooManyItems(f"{len(raw)} items; at most {MAX_ITEMS} per request")
     items: list[WorkItem] = []
-    errors: list[ItemError] = []
+    errors: list[ItemProblem] = []
     context = {"received_at": received_at}
     for index, candidate in enumerate(raw):
-        if isinstance(candidate, ItemError):
+        if isinstance(candidate, ItemProblem):
             errors.append(candidate)
             continue
         try:
             items.append(WorkItem.model_validate(candidate, context=context))
         except ValidationError as error:
             errors.extend(
-                ItemError(index, tuple(problem["loc"]), _message(problem))
+                ItemProblem(index=index, loc=tuple(problem["loc"]), msg=_message(problem))
                 for problem in error.errors()
             )
     if errors:
@@ -220,18 +211,22 @@ def _decode(body: bytes, kind: str) -> list[Any]:
                 value = _loads(line, line=number, offset=start)
                 index = len(decoded)
                 decoded.append(
-                    ItemError(index, (), value.msg) if isinstance(value, _Broken) else value
+                    ItemProblem(index=index, loc=(), msg=value.msg)
+                    if isinstance(value, _Broken)
+                    else value
                 )
             start += len(line) + 1
         return decoded
     value = _loads(body, line=1, offset=0)
     if isinstance(value, _Broken):
-        raise InvalidItems([ItemError(0, (), value.msg)])
+        raise InvalidItems([ItemProblem(index=0, loc=(), msg=value.msg)])
     if isinstance(value, list):
         return value
     if isinstance(value, dict):
         return [value]
-    raise InvalidItems([ItemError(0, (), "the body must be a JSON object or an array of objects")])
+    raise InvalidItems(
+        [ItemProblem(index=0, loc=(), msg="the body must be a JSON object or an array of objects")]
+    )
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import NamedTuple
+
+from pydantic import JsonValue
 
 from services.metering.counting import MeteredItem, period_of_item
+from shared.contracts.alerts import UsageAlert, UsageAlertData
+from shared.contracts.invoice import TierChoice
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.agreement.fields import ServiceClass
 from shared.domain.agreement.pricing import Pricing
-from shared.domain.money import format_decimal
 from shared.domain.periods import Period
 from shared.domain.rating import (
     ClassUsage,
@@ -31,8 +34,6 @@ from shared.domain.rating import (
 )
 from shared.domain.usage import UNCLASSIFIED, ClassCount, billable_usage
 
-ALERT_TYPE = "bpo.usage.threshold"
-
 
 class AlertRow(NamedTuple):
     """One usage alert as `metering.alerts` keeps it (an outbox row)."""
@@ -41,7 +42,8 @@ class AlertRow(NamedTuple):
     period: str
     #: `"<threshold>:<tier name>"`, e.g. `"80:Essential"`.
     threshold: str
-    body: dict[str, Any]
+    #: The `UsageAlert` as JSON: what the row keeps and `usage.alerts` carries.
+    body: dict[str, JsonValue]
 
 
 class UsageKey(NamedTuple):
@@ -138,7 +140,9 @@ def decide(
                     group.client_id,
                     group.period.key,
                     f"{alert.threshold}:{alert.tier_name}",
-                    alert_event(group.agreement, group.period, alert, now.usage, at),
+                    alert_event(group.agreement, group.period, alert, now.usage, at).model_dump(
+                        mode="json"
+                    ),
                 )
                 for alert in new_alerts(group.agreement, now.usage, group.added)
             ]
@@ -244,27 +248,23 @@ def alert_event(
     alert: ThresholdAlert,
     after: list[ClassUsage],
     at: datetime,
-) -> dict[str, Any]:
+) -> UsageAlert:
     decision = decide_tier(agreement.pricing, after)
     tier = next(t for t in agreement.pricing.tiers if t.name == alert.tier_name)
-    return {
-        "specversion": "1.0",
-        "type": ALERT_TYPE,
-        "source": "/tierline/metering",
-        "id": f"{agreement.client_id}-{period.key}-{alert.threshold}-{alert.tier_name}",
-        "subject": agreement.client_id,
-        "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "datacontenttype": "application/json",
-        "data": {
-            "client_id": agreement.client_id,
-            "period": period.key,
-            "threshold": alert.threshold,
-            "tier": alert.tier_name,
-            "up_to": format_decimal(tier.up_to) if tier.up_to is not None else None,
-            "weighted_units": format_decimal(decision.weighted_units),
-            "current_tier": {"name": decision.tier.name, "reason": decision.reason},
-        },
-    }
+    return UsageAlert(
+        id=f"{agreement.client_id}-{period.key}-{alert.threshold}-{alert.tier_name}",
+        subject=agreement.client_id,
+        time=at,
+        data=UsageAlertData(
+            client_id=agreement.client_id,
+            period=period.key,
+            threshold=alert.threshold,
+            tier=alert.tier_name,
+            up_to=tier.up_to,
+            weighted_units=decision.weighted_units,
+            current_tier=TierChoice.of(decision),
+        ),
+    )
 
 
 def usage_plus(usage: list[ClassUsage], added: list[ClassUsage]) -> list[ClassUsage]:

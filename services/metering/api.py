@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from services.metering.usage import usage_report
-from shared.contracts.usage import TierChoice, UsageReport
+from shared.contracts.invoice import TierChoice
+from shared.contracts.usage import UsageReport
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN
 from shared.domain.periods import Period, parse_period, period_bounds, period_of
 from shared.infra.agreement_view import Agreements
@@ -86,7 +87,7 @@ async def usage(
     counts = await counts_between(ledger.pool, client_id, start, end)
     closed = (await closed_periods(ledger.pool, [client_id])).get((client_id, wanted.key))
     billed_tier = (
-        TierChoice(name=closed.tier_name, reason=closed.tier_reason)
+        TierChoice.model_validate({"name": closed.tier_name, "reason": closed.tier_reason})
         if closed is not None and closed.tier_name and closed.tier_reason
         else None
     )

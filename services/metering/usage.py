@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from shared.contracts.usage import ClassUsageReport, TierChoice, UsageReport
+from shared.contracts.invoice import TierChoice
+from shared.contracts.usage import ClassUsageReport, UsageReport
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.money import format_decimal
 from shared.domain.periods import Period
@@ -31,11 +32,7 @@ def usage_report(
     in_force = agreement if agreement is not None and agreement.in_force_for(period) else None
     decision = decide_tier(in_force.pricing, usage) if in_force is not None else None
     weights = {c.service_class: c.weighted_units for c in decision.classes} if decision else {}
-    tier = (
-        billed_tier
-        if closed
-        else (TierChoice(name=decision.tier.name, reason=decision.reason) if decision else None)
-    )
+    tier = billed_tier if closed else (TierChoice.of(decision) if decision else None)
     return UsageReport(
         client_id=client_id,
         period=period.key,

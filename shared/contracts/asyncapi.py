@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import msgspec
 import orjson
@@ -27,6 +27,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
 from pydantic import BaseModel, ConfigDict
 
+from shared.contracts.alerts import UsageAlert
 from shared.contracts.invoice import InvoiceIssued
 from shared.contracts.topics import (
     AGREEMENTS,
@@ -41,39 +42,11 @@ from shared.contracts.topics import (
 from shared.contracts.workitems import ClassifiedWorkItem, CompletedWorkItem
 
 # --- payloads that have no model of their own in the code (built as plain JSON) --------------
-# (the invoice event has one: `shared.contracts.invoice.InvoiceIssued`)
+# (the invoice and usage alert events have one: `InvoiceIssued`, `UsageAlert`)
 
 
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="allow")
-
-
-class TierRef(_Doc):
-    name: str
-    reason: Literal["volume", "scope"]
-
-
-class UsageAlertData(_Doc):
-    client_id: str
-    period: str
-    threshold: Literal["80", "100", "scope"]
-    tier: str
-    up_to: str | None
-    weighted_units: str
-    current_tier: TierRef
-
-
-class UsageAlert(_Doc):
-    """CloudEvents 1.0: an open period crossed 80 % / 100 % of its tier, or scope moved it up."""
-
-    specversion: Literal["1.0"]
-    type: str
-    source: Literal["/tierline/metering"]
-    id: str
-    subject: str
-    time: str
-    datacontenttype: Literal["application/json"]
-    data: UsageAlertData
 
 
 class AgreementDoc(_Doc):
@@ -135,7 +108,7 @@ def declare_publishers(broker: KafkaBroker, *topics: str) -> None:
     """Declare the topics this broker writes, so its AsyncAPI lists them with their payload."""
     for topic in topics:
         schema, description = TOPICS[topic]
-        if _is_struct(schema):  # FastStream knows pydantic only: filled in afterwards
+        if _is_struct(schema) or _is_model(schema):  # filled in afterwards (as serialized)
             schema = None
         broker.publisher(topic, title=f"{topic}:publish", description=description, schema=schema)
 
@@ -186,8 +159,28 @@ def _json_schemas(model: type[Any]) -> dict[str, Any]:
             [model], ref_template="#/components/schemas/{name}"
         )
         return dict(components)
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {**schema.pop("$defs", {}), model.__name__: schema}
+    # What is published: serialization mode, where a field with a default is still required.
+    schema = model.model_json_schema(
+        ref_template="#/components/schemas/{model}", mode="serialization"
+    )
+    return dict(_asyncapi_discriminators({**schema.pop("$defs", {}), model.__name__: schema}))
+
+
+def _asyncapi_discriminators(schema: Any) -> Any:
+    """`schema` with each OpenAPI discriminator object (`{"propertyName", "mapping"}`, as
+    pydantic writes it) as the property name AsyncAPI's Schema Object takes instead."""
+    if isinstance(schema, list):
+        return [_asyncapi_discriminators(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        key: (
+            value["propertyName"]
+            if key == "discriminator" and isinstance(value, dict)
+            else _asyncapi_discriminators(value)
+        )
+        for key, value in schema.items()
+    }
 
 
 def add_asyncapi_routes(app: FastAPI, broker: KafkaBroker, *, title: str, description: str) -> None:

@@ -9,8 +9,8 @@ from typing import Literal, Self
 
 from pydantic import model_validator
 
-from shared.contracts.invoice import Document, InvoiceLine, PeriodKey, TierChoice
-from shared.contracts.wire import Fixed, Plain, UtcTimestamp, require_minor_digits
+from shared.contracts.invoice import InvoiceLine, PeriodKey, TierChoice
+from shared.contracts.wire import Document, Fixed, Plain, UtcTimestamp, require_minor_digits
 from shared.domain.agreement.fields import Complexity, ServiceLine
 
 # --- forecast -----------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated, Final, Literal, Self, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from shared.contracts.wire import (
+    CloudEvent,
+    Document,
     Fixed,
     OffsetTimestamp,
     Plain,
@@ -31,17 +33,16 @@ Reason: TypeAlias = Literal["volume", "scope"]
 PeriodKey = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}$")]
 
 
-class Document(BaseModel):
-    """A wire document: immutable, and unknown fields are an error."""
-
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", json_schema_serialization_defaults_required=True
-    )
-
-
 class TierChoice(Document):
+    """A tier and why the usage lands in it: the invoice's, the usage report's, the forecast's."""
+
     name: str
     reason: Reason
+
+    @classmethod
+    def of(cls, decision: rating.TierDecision) -> TierChoice:
+        """The tier a decision (SPEC §6) lands in, and why."""
+        return cls(name=decision.tier.name, reason=decision.reason)
 
 
 class TierFeeLine(Document):
@@ -123,17 +124,11 @@ class Invoice(Document):
         return self
 
 
-class InvoiceIssued(Document):
+class InvoiceIssued(CloudEvent[Invoice]):
     """SPEC §7's CloudEvents 1.0 envelope (structured mode) around an invoice."""
 
-    specversion: Literal["1.0"] = "1.0"
     type: Literal["bpo.invoice.issued"] = EVENT_TYPE
     source: Literal["/tierline/billing"] = EVENT_SOURCE
-    id: str
-    subject: str
-    time: UtcTimestamp
-    datacontenttype: Literal["application/json"] = "application/json"
-    data: Invoice
 
     @classmethod
     def of(cls, invoice: Invoice) -> InvoiceIssued:

@@ -7,17 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts.invoice import TierChoice
+
 #: A decimal as the documents write it: a string, never a float (SPEC §5, §7).
 DecimalText = str
-
-
-class TierChoice(BaseModel):
-    """A tier and why the usage lands in it (`volume` or `scope`)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    reason: str
 
 
 class ClassUsageReport(BaseModel):

@@ -9,6 +9,9 @@ Values stay `Decimal` and `datetime` in Python; only the JSON is text (SPEC §7,
   `round_money`; a document checks its amounts carry its currency's digits (`require_minor_digits`).
 - `UtcTimestamp`: `2026-11-04T04:00:05Z` (whole seconds, UTC).
 - `OffsetTimestamp`: `2026-10-01T00:00:00-04:00` (the instant in its own zone's offset).
+
+`Document` is the base of every typed document, `CloudEvent` of every event Tierline publishes
+(the invoice's, the usage alert's): each names its `type`, `source` and `data`.
 """
 
 from __future__ import annotations
@@ -16,9 +19,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Final
+from typing import Annotated, Final, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 from shared.domain.money import format_decimal, minor_units
 
@@ -75,3 +85,27 @@ def require_minor_digits(currency: str, amounts: Iterable[Decimal]) -> None:
     for amount in amounts:
         if amount.as_tuple().exponent != exponent:
             raise ValueError(f"{amount} does not carry the {-exponent} minor digits of {currency}")
+
+
+class Document(BaseModel):
+    """A wire document: immutable, and unknown fields are an error."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_serialization_defaults_required=True
+    )
+
+
+DataT = TypeVar("DataT", bound=Document)
+
+
+class CloudEvent(Document, Generic[DataT]):
+    """A CloudEvents 1.0 envelope (structured mode); a subclass fixes `type` and `source`."""
+
+    specversion: Literal["1.0"] = "1.0"
+    type: str
+    source: str
+    id: str
+    subject: str
+    time: UtcTimestamp
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: DataT

@@ -9,7 +9,7 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Annotated, Any, Final, Protocol, TypeVar
 
@@ -225,6 +225,17 @@ async def start_in(running: AsyncExitStack, *things: Startable) -> None:
         running.push_async_callback(thing.stop)
 
 
+def run_in(running: AsyncExitStack, work: Coroutine[Any, Any, None], *, name: str) -> None:
+    """Runs `work` as a background task, cancelled (and awaited) when `running` closes."""
+    task = asyncio.create_task(work, name=name)
+    running.push_async_callback(_cancel, task)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 #: What a service starts in its lifespan: it pushes each stop onto the stack as it goes.
 Starter = Callable[[FastAPI, AsyncExitStack], Awaitable[None]]
 
@@ -302,11 +313,12 @@ def get_state(app: FastAPI, kind: type[T]) -> T | None:
     return value
 
 
-def state_of(kind: type[T]) -> Callable[[Request], T]:
+def state_of(kind: type[T]) -> Callable[[Request], Awaitable[T]]:
     """A dependency giving the app's `kind` object (`set_state`): use it as
-    `Annotated[Kind, Depends(state_of(Kind))]`. A 503 while the lifespan has not set it."""
+    `Annotated[Kind, Depends(state_of(Kind))]`. A 503 while the lifespan has not set it.
+    It is `async def` only so that FastAPI calls it on the loop, not in its thread pool."""
 
-    def dependency(request: Request) -> T:
+    async def dependency(request: Request) -> T:
         value = get_state(request.app, kind)
         if value is None:
             raise HTTPException(503, "the service is starting; retry", headers={"Retry-After": "1"})

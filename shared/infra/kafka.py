@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 import orjson
@@ -245,25 +245,6 @@ async def decode_records(
             await dead_letter(broker, record, error)
             dead_letters.labels(topic=record.topic).inc()
     return decoded
-
-
-async def publish_all(
-    broker: KafkaBroker,
-    messages: Iterable[tuple[str, bytes, bytes]],
-    *,
-    headers: Mapping[str, str] | None = None,
-) -> int:
-    """Publish (topic, key, value) messages pipelined, and return once Kafka acked all of them."""
-    futures: list[Awaitable[Any]] = []
-    for topic, key, value in messages:
-        futures.append(
-            await broker.publish(
-                value, topic, key=key, headers=dict(headers or {}), no_confirm=True
-            )
-        )
-    if futures:
-        await asyncio.gather(*futures)
-    return len(futures)
 
 
 class CompactedView(Generic[T]):

@@ -87,6 +87,24 @@ def answer(
     return documented
 
 
+def inline_schema(model: type[BaseModel]) -> JsonSchema:
+    """`model`'s JSON Schema (as serialized) standing alone: each reference to one of its own
+    definitions replaced by the definition, for a route that documents its body inline."""
+    schema = model.model_json_schema(mode="serialization")
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+
+    def inlined(value: Any) -> Any:
+        if isinstance(value, dict):
+            if set(value) == {"$ref"}:
+                return inlined(definitions[value["$ref"].removeprefix("#/$defs/")])
+            return {key: inlined(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [inlined(item) for item in value]
+        return value
+
+    return dict(inlined(schema))
+
+
 def error_responses(**described: str) -> Responses:
     """`responses=` entries for a route's own error answers, with the body each has:
     `error_responses(**{"404": "No such invoice", "422": "Bad period"})`. A 422 is documented

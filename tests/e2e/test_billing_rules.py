@@ -11,6 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from shared.contracts.alerts import UsageAlert
 from shared.domain.periods import period_bounds
 from tests.e2e.conftest import Api, invoice_events
 from tests.e2e.test_pipeline import last_month
@@ -223,6 +224,8 @@ async def test_alerts_at_eighty_and_a_hundred_percent_once_each(api: Api, run_id
         ("100", "Essential"),
         ("80", "Essential"),
     ]
+    for alert in alerts:  # each is the contract's UsageAlert and reads back unchanged
+        assert UsageAlert.model_validate(alert).model_dump(mode="json") == alert
 
 
 async def test_the_barrier_answers_503_and_closes_nothing(api: Api, run_id: str) -> None:

@@ -4,35 +4,18 @@ answers OutOfOrderSequenceNumber for that partition from then on)."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import MessageSizeTooLargeError
 
 from shared.infra.kafka import BatchProducer, partitions_of
+from tests.topics import new_topic
 
 SMALL_LIMIT = 20_000  # the topic's max.message.bytes
 
 
 async def small_topic(bootstrap: str) -> str:
-    topic = f"wedge-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(
-                    name=topic,
-                    num_partitions=1,
-                    replication_factor=1,
-                    topic_configs={"max.message.bytes": str(SMALL_LIMIT)},
-                )
-            ]
-        )
-    finally:
-        await admin.close()
+    topic = await new_topic(bootstrap, "wedge", configs={"max.message.bytes": str(SMALL_LIMIT)})
     await partitions_of(bootstrap, topic)  # wait for its metadata
     return topic
 

@@ -7,7 +7,7 @@ import uuid
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter
@@ -22,6 +22,7 @@ from shared.infra.kafka import (
     end_offsets,
     ensure_topics,
 )
+from tests.topics import new_topic
 
 
 async def test_topics_are_created_with_partitions_and_agreements_compacted(
@@ -66,12 +67,8 @@ async def test_the_view_keeps_the_newest_version_and_catches_up(kafka_bootstrap:
 
 
 async def test_committed_offsets_tell_when_a_group_has_caught_up(kafka_bootstrap: str) -> None:
-    topic = f"barrier-{uuid.uuid4().hex[:6]}"
+    topic = await new_topic(kafka_bootstrap, "barrier", partitions=2)
     group = f"g-{topic}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 2, 1)])
-    await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
     for n in range(10):

@@ -17,25 +17,14 @@ from types import SimpleNamespace
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.topics import new_topic
 from tools.localinfra import REPO_ROOT, LocalInfra, pid_alive, postgres_bin_dir
 
 needs_local_tools = pytest.mark.skipif(
     shutil.which("java") is None or not Path("/proc").is_dir(),
     reason="tools.localinfra needs java and Linux",
 )
-
-
-async def _new_topic(bootstrap: str) -> str:
-    topic = f"test-localinfra-{uuid.uuid4().hex[:12]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
-    return topic
 
 
 async def _produce(bootstrap: str, topic: str, value: bytes) -> None:
@@ -62,7 +51,7 @@ async def _consume_first(bootstrap: str, topic: str) -> bytes | None:
 
 
 async def test_a_message_goes_through_the_broker(kafka_bootstrap: str) -> None:
-    topic = await _new_topic(kafka_bootstrap)
+    topic = await new_topic(kafka_bootstrap, "test-localinfra")
 
     await _produce(kafka_bootstrap, topic, b"hello")
 
@@ -81,7 +70,7 @@ async def test_postgres_answers_sql(database_url: str) -> None:
 async def test_a_message_survives_a_broker_restart(
     kafka_bootstrap: str, infra: LocalInfra | SimpleNamespace
 ) -> None:
-    topic = await _new_topic(kafka_bootstrap)
+    topic = await new_topic(kafka_bootstrap, "test-localinfra")
     await _produce(kafka_bootstrap, topic, b"before restart")
 
     await asyncio.to_thread(infra.kafka.restart)

@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from services.metering.handlers import Meter, MeteringMetrics
 from shared.contracts.topics import WORKITEMS_CLASSIFIED
 from shared.domain.agreement.agreement import parse_agreement
-from shared.infra.db import apply_schema, create_pool
 from shared.infra.kafka import (
     committed_offsets,
     ensure_topics,
@@ -32,61 +30,28 @@ from shared.infra.kafka import (
     topic_configs,
 )
 from shared.ledger.reads import counts_between
+from tests.records import AT, classified_record
 from tests.spec_example import spec_agreement
+from tests.topics import new_topic
 
-AT = datetime(2026, 10, 5, 9, 30, tzinfo=UTC)
 ITEMS = 25
 #: How long a step may take before the test gives up (a deadline for failing, not a measure).
 DEADLINE_SECONDS = 60
-
-
-@pytest.fixture(scope="module")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url, size=4)
-    await apply_schema(pool)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture
 async def topic(kafka_bootstrap: str) -> str:
     """A one-partition topic of this test's own (configured as workitems.classified is)."""
     await ensure_topics(kafka_bootstrap, partitions=6)  # usage.alerts, the dead-letter topics
-    name = f"metering-handler-test-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(
-                    name,
-                    num_partitions=1,
-                    replication_factor=1,
-                    topic_configs=topic_configs(WORKITEMS_CLASSIFIED),
-                )
-            ]
-        )
-    finally:
-        await admin.close()
-    return name
+    return await new_topic(
+        kafka_bootstrap, "metering-handler-test", configs=topic_configs(WORKITEMS_CLASSIFIED)
+    )
 
 
 def classified(client: str, n: int) -> bytes:
+    completed_at = (AT + timedelta(minutes=n)).isoformat()
     return orjson.dumps(
-        {
-            "id": f"item-{n}",
-            "client_id": client,
-            "source": "zendesk",
-            "completed_at": (AT + timedelta(minutes=n)).isoformat(),
-            "received_at": AT.isoformat(),
-            "key_source": "zendesk",
-            "queue": "Customer Care",
-            "units": 2,
-            "service_line": "customer_support",
-            "complexity": "basic",
-            "rule_id": "cs",
-            "agreement_version": 1,
-        }
+        classified_record(f"item-{n}", client=client, completed_at=completed_at, units=2)
     )
 
 

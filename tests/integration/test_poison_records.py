@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -46,8 +46,7 @@ from shared.infra.kafka import (
 )
 from shared.ledger.reads import counts_between
 from tests.e2e.test_billing_rules import agreement as agreement_body
-
-AT = datetime(2026, 10, 5, 9, 30, tzinfo=UTC)
+from tests.records import AT, classified_record, completed_record
 
 
 @pytest.fixture
@@ -68,30 +67,11 @@ async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
 
 
 def completed(client: str, item_id: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "id": item_id,
-        "client_id": client,
-        "source": "zendesk",
-        "completed_at": AT.isoformat(),
-        "received_at": AT.isoformat(),
-        "key_source": "zendesk",
-        "queue": "Care",
-        **fields,
-    }
+    return completed_record(item_id, client=client, queue="Care", **fields)
 
 
 def classified(client: str, item_id: str, **fields: Any) -> dict[str, Any]:
-    return completed(
-        client,
-        item_id,
-        **{
-            "service_line": "customer_support",
-            "complexity": "basic",
-            "rule_id": "care",
-            "agreement_version": 1,
-            **fields,
-        },
-    )
+    return classified_record(item_id, client=client, queue="Care", rule_id="care", **fields)
 
 
 class Sent:

@@ -10,16 +10,14 @@ path is in tests/integration/test_poison_records.py and tests/e2e."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaTimeoutError
-from faststream.kafka import KafkaBroker, TestKafkaBroker
-from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
 from services.classifier import handlers
@@ -29,30 +27,18 @@ from shared.contracts.topics import (
     WORKITEMS_CLASSIFIED,
     WORKITEMS_COMPLETED,
     WORKITEMS_UNCLASSIFIED,
-    dlq,
 )
 from shared.contracts.workitems import decode_classified
 from shared.domain.agreement.agreement import Agreement, parse_agreement
-from shared.infra.kafka import subscribe_hot_batches
+from tests.records import completed_record
 from tests.spec_example import spec_agreement
+from tests.unit.batch_harness import BatchHarness, handling
 
-AT = datetime(2026, 10, 5, 9, 30, tzinfo=UTC)
 ACME = parse_agreement(spec_agreement("acme")).with_version(4)
 
 
 def completed(item_id: str, *, client: str = "acme", **fields: Any) -> bytes:
-    return orjson.dumps(
-        {
-            "id": item_id,
-            "client_id": client,
-            "source": "zendesk",
-            "completed_at": AT.isoformat(),
-            "received_at": AT.isoformat(),
-            "key_source": "zendesk",
-            "queue": "Customer Care",
-            **fields,
-        }
-    )
+    return orjson.dumps(completed_record(item_id, client=client, **fields))
 
 
 class Agreements:
@@ -87,20 +73,12 @@ class Recorder:
         return [(key, value) for t, key, value in self.messages if t == topic]
 
 
-@dataclass
-class Harness:
-    broker: KafkaBroker
+@dataclass(kw_only=True)
+class Harness(BatchHarness):
+    """The classifier on workitems.completed, its stream recorded, its agreements a dict."""
+
     published: Recorder
     agreements: Agreements
-    registry: CollectorRegistry
-    dead_letters: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
-
-    async def send(self, *values: bytes) -> None:
-        """One batch of records on workitems.completed, as the subscriber would fetch it."""
-        await self.broker.publish_batch(*values, topic=WORKITEMS_COMPLETED)
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, labels) or 0.0
 
 
 @pytest.fixture
@@ -115,24 +93,17 @@ async def harness() -> AsyncIterator[Harness]:
         agreements=agreements,
         metrics=ClassifierMetrics(registry),
     )
-    subscribe_hot_batches(
-        broker,
-        WORKITEMS_COMPLETED,
-        group_id=CLASSIFIER_GROUP,
-        max_records=100,
-        batch_timeout_ms=10,
-        handle=classifier.handle,
-        title="classify",
-        description="under test",
+    found = Harness(
+        broker=broker,
+        topic=WORKITEMS_COMPLETED,
+        registry=registry,
+        published=published,
+        agreements=agreements,
     )
-    found = Harness(broker, published, agreements, registry)
-
-    @broker.subscriber(dlq(WORKITEMS_COMPLETED))
-    async def dead_letter(msg: KafkaMessage) -> None:
-        found.dead_letters.append(msg.raw_message)
-
-    async with TestKafkaBroker(broker):
-        yield found
+    async with handling(
+        found, group_id=CLASSIFIER_GROUP, handle=classifier.handle, title="classify"
+    ) as running:
+        yield running
 
 
 def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -191,23 +193,29 @@ def test_watch_exports_lag_per_partition_and_topic_counters() -> None:
 # --- the usage projection -----------------------------------------------------------------------
 
 
-def test_projected_tier_can_differ_from_the_tier_now() -> None:
-    """9 complex IT items at 90 % of the month → 10 at its end: min_items reached, scope wins."""
+def acme_in_november(counts: list[ClassCount], *, elapsed: float) -> tuple[OpenPeriod, datetime]:
+    """acme's open November 2026 (agreement version 3) with `counts`, and the instant
+    `elapsed` (0..1) of the way through it."""
     agreement = parse_agreement(spec_agreement("acme")).with_version(3)
     period = Period(2026, 11)
     start, end = period_bounds(period, "America/New_York")
-    now = start + (end - start) * 0.9
+    return OpenPeriod(agreement, period, start, end, counts), start + (end - start) * elapsed
+
+
+def card_of(open_period: OpenPeriod, now: datetime) -> dict[str, Any]:
+    return client_usage(
+        client_id="acme", open_period=open_period, now=now, closed=False
+    ).model_dump()
+
+
+def test_projected_tier_can_differ_from_the_tier_now() -> None:
+    """9 complex IT items at 90 % of the month → 10 at its end: min_items reached, scope wins."""
     counts = [
         ClassCount("customer_support", "basic", 200, 200, 0, 0),
         ClassCount("it_support", "complex", 9, 9, 0, 0),
         ClassCount("unclassified", "none", 4, 4, 0, 0),
     ]
-    card = client_usage(
-        client_id="acme",
-        open_period=OpenPeriod(agreement, period, start, end, counts),
-        now=now,
-        closed=False,
-    ).model_dump()
+    card = card_of(*acme_in_november(counts, elapsed=0.9))
     assert card["tier"] == {"name": "Essential", "reason": "volume"}
     assert card["weighted_units"] == "245"
     assert card["projected"]["tier"] == {"name": "Professional", "reason": "scope"}
@@ -220,25 +228,17 @@ def test_projected_tier_can_differ_from_the_tier_now() -> None:
 def test_the_ranking_figure_is_the_card_s_projected_weighted_units() -> None:
     """The overview ranks every client with `projected_weighted_units` and renders only the
     busiest: the ranking must be the figure the card shows."""
-    agreement = parse_agreement(spec_agreement("acme")).with_version(3)
-    period = Period(2026, 11)
-    start, end = period_bounds(period, "America/New_York")
-    now = start + (end - start) * 0.37
     counts = [
         ClassCount("customer_support", "basic", 211, 211, 0, 0),
         ClassCount("data_entry", "standard", 7, 900, 0, 0),
         ClassCount("it_support", "complex", 9, 9, 0, 0),
         ClassCount("unclassified", "none", 4, 4, 0, 0),
     ]
-    card = client_usage(
-        client_id="acme",
-        open_period=OpenPeriod(agreement, period, start, end, counts),
-        now=now,
-        closed=False,
-    ).model_dump()
-    figure = projected_weighted_units(OpenPeriod(agreement, period, start, end, counts), now)
+    open_period, now = acme_in_november(counts, elapsed=0.37)
+    card = card_of(open_period, now)
+    figure = projected_weighted_units(open_period, now)
     assert figure == Decimal(card["projected"]["weighted_units"]) > 0
-    assert projected_weighted_units(OpenPeriod(None, period, start, end, counts), now) == 0
+    assert projected_weighted_units(replace(open_period, agreement=None), now) == 0
 
 
 class AgreementRows:

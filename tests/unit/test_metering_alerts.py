@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any, cast
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -99,8 +100,8 @@ def test_the_event_names_client_period_threshold_and_tier() -> None:
         billable_usage(after(805)),
         OCTOBER,
     )
-    assert event["id"] == "acme-2026-10-80-Essential"
-    assert event["data"] == {
+    assert event.id == "acme-2026-10-80-Essential"
+    assert event.model_dump(mode="json")["data"] == {
         "client_id": "acme",
         "period": "2026-10",
         "threshold": "80",
@@ -161,7 +162,7 @@ def test_decide_adds_the_batch_to_the_cached_usage_and_records_the_crossed_thres
     assert [(a.client_id, a.period, a.threshold) for a in decision.alerts] == [
         ("acme", "2026-10", "80:Essential")
     ]
-    assert decision.alerts[0].body["data"]["weighted_units"] == "805"
+    assert cast(dict[str, Any], decision.alerts[0].body["data"])["weighted_units"] == "805"
     assert decision.usage == [UsageNow(ACME_OCTOBER, billable_usage(after(805)), read=False)]
     assert decision.failures == []
 

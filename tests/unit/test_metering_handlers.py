@@ -9,47 +9,29 @@ of a record that cannot be counted."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any, cast
 
 import asyncpg
 import orjson
 import pytest
-from aiokafka import ConsumerRecord
-from faststream.kafka import KafkaBroker, TestKafkaBroker
-from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
 from services.metering.alerts import AlertDecision
 from services.metering.counting import MeteredItem
 from services.metering.handlers import Meter, Metered, MeteringMetrics
-from shared.contracts.topics import METERING_GROUP, WORKITEMS_CLASSIFIED, dlq
+from shared.contracts.topics import METERING_GROUP, WORKITEMS_CLASSIFIED
 from shared.domain.agreement.agreement import parse_agreement
-from shared.infra.kafka import subscribe_hot_batches
+from tests.records import classified_record
 from tests.spec_example import spec_agreement
+from tests.unit.batch_harness import BatchHarness, handling
 
-AT = datetime(2026, 10, 5, 9, 30, tzinfo=UTC)
 ACME = parse_agreement(spec_agreement("acme")).with_version(1)
 
 
 def classified(item_id: str, *, client: str = "acme", **fields: Any) -> bytes:
-    return orjson.dumps(
-        {
-            "id": item_id,
-            "client_id": client,
-            "source": "zendesk",
-            "completed_at": AT.isoformat(),
-            "received_at": AT.isoformat(),
-            "key_source": "zendesk",
-            "queue": "Customer Care",
-            "service_line": "customer_support",
-            "complexity": "basic",
-            "rule_id": "cs",
-            "agreement_version": 1,
-            **fields,
-        }
-    )
+    return orjson.dumps(classified_record(item_id, client=client, **fields))
 
 
 class NoDatabase:
@@ -83,19 +65,11 @@ class InMemoryMeter(Meter):
         return Metered(counted=new, alerts=AlertDecision(alerts=[], usage=[], failures=[]))
 
 
-@dataclass
-class Harness:
-    broker: KafkaBroker
+@dataclass(kw_only=True)
+class Harness(BatchHarness):
+    """Metering's handler on workitems.classified, counting in memory."""
+
     meter: InMemoryMeter
-    registry: CollectorRegistry
-    dead_letters: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
-
-    async def send(self, *values: bytes) -> None:
-        """One batch of records on workitems.classified, as the subscriber would fetch it."""
-        await self.broker.publish_batch(*values, topic=WORKITEMS_CLASSIFIED)
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, labels) or 0.0
 
     def dead(self) -> list[tuple[str, str]]:
         """(item id or raw value, error type) of each dead letter, in order."""
@@ -116,24 +90,11 @@ async def harness() -> AsyncIterator[Harness]:
     broker = KafkaBroker()
     registry = CollectorRegistry()
     meter = InMemoryMeter(broker, registry)
-    subscribe_hot_batches(
-        broker,
-        WORKITEMS_CLASSIFIED,
-        group_id=METERING_GROUP,
-        max_records=100,
-        batch_timeout_ms=10,
-        handle=meter.handle,
-        title="meter",
-        description="under test",
-    )
-    found = Harness(broker, meter, registry)
-
-    @broker.subscriber(dlq(WORKITEMS_CLASSIFIED))
-    async def dead_letter(msg: KafkaMessage) -> None:
-        found.dead_letters.append(msg.raw_message)
-
-    async with TestKafkaBroker(broker):
-        yield found
+    found = Harness(broker=broker, topic=WORKITEMS_CLASSIFIED, registry=registry, meter=meter)
+    async with handling(
+        found, group_id=METERING_GROUP, handle=meter.handle, title="meter"
+    ) as running:
+        yield running
 
 
 async def test_a_batch_is_counted_once_and_its_redelivery_adds_nothing(harness: Harness) -> None:
