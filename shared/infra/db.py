@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import asyncpg
 import orjson
@@ -106,11 +106,26 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+#: How often a start retries the schema when PostgreSQL picked it as a deadlock's victim.
+_SCHEMA_ATTEMPTS: Final = 5
+
+
 async def apply_schema(pool: asyncpg.Pool) -> None:
+    """Apply shared/ledger/schema.sql, one service at a time. Once applied it takes no table lock;
+    a migration that must (the first start of a version that adds an index) can deadlock with
+    writers in flight, and PostgreSQL then rolls it back: it is tried again."""
     sql = files("shared.ledger").joinpath("schema.sql").read_text()
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
-        await conn.execute(sql)
+    for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+                await conn.execute(sql)
+            return
+        except asyncpg.exceptions.DeadlockDetectedError:
+            if attempt == _SCHEMA_ATTEMPTS:
+                raise
+            log.warning("the schema deadlocked with a writer; trying again (attempt %d)", attempt)
+            await asyncio.sleep(0.2 * attempt)
 
 
 async def ping(pool: Executor) -> None:

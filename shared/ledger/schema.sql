@@ -26,7 +26,16 @@ CREATE TABLE IF NOT EXISTS metering.items (
     PRIMARY KEY (client_id, item_id)
 );
 
-ALTER TABLE metering.items ADD COLUMN IF NOT EXISTS received_at timestamptz;
+-- Each service applies this file at start, while others write: a change to a table that already
+-- exists (a column, an index) runs only when missing, so once applied it takes no table lock
+-- (`ADD COLUMN IF NOT EXISTS` takes ACCESS EXCLUSIVE and `CREATE INDEX IF NOT EXISTS` SHARE even
+-- when there is nothing to do, and together they deadlock with metering's writers).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'metering'
+                     AND table_name = 'items' AND column_name = 'received_at') THEN
+        ALTER TABLE metering.items ADD COLUMN received_at timestamptz;
+    END IF;
+END $$;
 
 -- Running counts per client, class and 15-minute UTC slot. Every IANA offset is a multiple of
 -- 15 minutes, so any timezone's calendar month is an exact sum of slots: a client whose agreement
@@ -90,14 +99,24 @@ CREATE TABLE IF NOT EXISTS billing.invoices (
     issued_at  timestamptz NOT NULL,
     published  boolean     NOT NULL DEFAULT false
 );
-CREATE INDEX IF NOT EXISTS invoices_by_period ON billing.invoices (period, client_id);
-CREATE INDEX IF NOT EXISTS invoices_unpublished ON billing.invoices (issued_at) WHERE NOT published;
+DO $$ BEGIN
+    IF to_regclass('billing.invoices_by_period') IS NULL THEN
+        CREATE INDEX invoices_by_period ON billing.invoices (period, client_id);
+    END IF;
+    IF to_regclass('billing.invoices_unpublished') IS NULL THEN
+        CREATE INDEX invoices_unpublished ON billing.invoices (issued_at) WHERE NOT published;
+    END IF;
+END $$;
 
 -- Slots that received late items: a close finds the invoiced periods with late items to settle
 -- through this index, at a cost that grows with the late slots, not with the client's history.
 -- Counter updates that leave late_items as it was stay HOT.
-CREATE INDEX IF NOT EXISTS usage_slots_late ON metering.usage_slots (client_id, slot)
-    WHERE late_items > 0;
+DO $$ BEGIN
+    IF to_regclass('metering.usage_slots_late') IS NULL THEN
+        CREATE INDEX usage_slots_late ON metering.usage_slots (client_id, slot)
+            WHERE late_items > 0;
+    END IF;
+END $$;
 
 -- The close lock of the ledger: advisory locks in the two-key space (73013, hashtext(client_id)),
 -- apart from the one-key schema locks (73011 here, 73012 console). Metering's writers hold it

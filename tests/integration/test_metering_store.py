@@ -11,7 +11,7 @@ import asyncpg
 
 from services.metering import store
 from services.metering.counting import MeteredItem
-from shared.infra.db import create_pool
+from shared.infra.db import apply_schema, create_pool
 from shared.ledger.reads import counts_between
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -213,3 +213,31 @@ async def test_a_metered_batch_costs_one_transaction_of_few_statements(
         ]  # 80 %
     finally:
         await one_connection.close()
+
+
+async def test_a_service_starting_applies_the_schema_while_a_counting_transaction_is_open(
+    pool: asyncpg.Pool,
+) -> None:
+    """Every service applies the schema at start while metering writes. Once applied, the schema
+    takes no lock a counting transaction holds: with a batch counted but not yet committed (its
+    locks held: the ledger's close lock, the items and the usage slots), a second application
+    finishes, and the batch then commits. (Before, `ADD COLUMN IF NOT EXISTS` and `CREATE INDEX IF
+    NOT EXISTS` locked the tables even when there was nothing to do, and deadlocked a restarting
+    billing against metering in the chaos test.)"""
+    client = f"schema-{uuid.uuid4().hex[:6]}"
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            assert len(await store.count(conn, [make(client, 1)], timezone_of=utc)) == 1
+            held = await conn.fetchval(
+                """SELECT count(*) FROM pg_locks
+                    WHERE pid = pg_backend_pid() AND granted
+                      AND relation IN ('metering.items'::regclass, 'metering.usage_slots'::regclass)
+                      AND mode = 'RowExclusiveLock'"""
+            )
+            assert held == 2  # the batch is in flight: both tables written, not committed
+            await asyncio.wait_for(apply_schema(pool), timeout=60)
+        finally:
+            await transaction.commit()
+    assert await totals(pool, client) == (1, 1, 0)
