@@ -44,7 +44,12 @@ async def insert_invoice(pool: asyncpg.Pool, doc: dict[str, Any], issued_at: dat
 
 @contextlib.asynccontextmanager
 async def billing_service(
-    pool: asyncpg.Pool, bootstrap: str, client_id: str, registry: CollectorRegistry
+    pool: asyncpg.Pool,
+    bootstrap: str,
+    client_id: str,
+    registry: CollectorRegistry,
+    *,
+    barrier_timeout: float = 5,
 ) -> AsyncIterator[BillingService]:
     """Billing's service on a started broker of its own (stopped at the end)."""
     broker = make_broker(bootstrap, client_id=client_id, registry=registry)
@@ -54,7 +59,7 @@ async def billing_service(
             pool=pool,
             broker=broker,
             bootstrap_servers=bootstrap,
-            barrier_timeout=5,
+            barrier_timeout=barrier_timeout,
             metrics=BillingMetrics(registry),
         )
     finally:

@@ -15,44 +15,26 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from services.billing import store
-from services.billing.service import BillingMetrics, BillingService
+from services.billing.service import BillingService
 from services.metering import store as metering_store
 from services.metering.counting import MeteredItem
 from shared.domain.agreement.agreement import parse_agreement
 from shared.domain.periods import Period, parse_period, period_bounds
-from shared.infra.db import apply_schema, create_pool
-from shared.infra.kafka import ensure_topics, make_broker
+from shared.infra.kafka import ensure_topics
+from tests.integration.test_billing_outbox import billing_service
 from tests.spec_example import spec_body
 
 NOW = datetime(2031, 6, 1, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url, size=4)
-    await apply_schema(pool)
-    yield pool
-    await pool.close()
-
-
 @pytest.fixture
 async def billing(pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[BillingService]:
-    await ensure_topics(kafka_bootstrap, partitions=3)
-    registry = CollectorRegistry()
-    broker = make_broker(
-        kafka_bootstrap, client_id=f"close-{uuid.uuid4().hex[:6]}", registry=registry
-    )
-    await broker.start()
-    try:
-        yield BillingService(
-            pool=pool,
-            broker=broker,
-            bootstrap_servers=kafka_bootstrap,
-            barrier_timeout=10,
-            metrics=BillingMetrics(registry),
-        )
-    finally:
-        await broker.stop()
+    await ensure_topics(kafka_bootstrap, partitions=6)
+    client_id = f"close-{uuid.uuid4().hex[:6]}"
+    async with billing_service(
+        pool, kafka_bootstrap, client_id, CollectorRegistry(), barrier_timeout=10
+    ) as service:
+        yield service
 
 
 async def put_agreement(pool: asyncpg.Pool, client: str) -> None:
