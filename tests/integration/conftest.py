@@ -16,7 +16,7 @@ __all__ = ["api", "pool", "run_id", "stack", "stack_options"]
 @pytest.fixture(scope="module")
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     """A pool on the test database, with the schema applied."""
-    pool = await create_pool(database_url, size=6)
+    pool = await create_pool(database_url, size=8)  # the close races hold several at once
     await apply_schema(pool)
     yield pool
     await pool.close()

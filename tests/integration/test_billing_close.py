@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,20 +21,12 @@ from services.metering.counting import MeteredItem
 from shared.contracts.invoice import Unbilled
 from shared.domain.agreement.agreement import parse_agreement
 from shared.domain.periods import parse_period, period_bounds
-from shared.infra.db import Connection, apply_schema, create_pool
+from shared.infra.db import Connection
 from shared.ledger.reads import counts_between
 from tests.spec_example import spec_body
 
 NOW = datetime(2026, 12, 4, tzinfo=UTC)
 OCTOBER = parse_period("2026-10")
-
-
-@pytest.fixture(scope="module")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(database_url, size=8)
-    await apply_schema(pool)
-    yield pool
-    await pool.close()
 
 
 def new_client(name: str) -> str:
