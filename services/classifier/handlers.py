@@ -21,7 +21,6 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.classifier.rules import classify
 from shared.contracts.topics import WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED
 from shared.contracts.workitems import (
     MAX_RECORD_BYTES,
@@ -31,6 +30,7 @@ from shared.contracts.workitems import (
     with_outcome,
 )
 from shared.domain.agreement.agreement import Agreement
+from shared.domain.agreement.rules import classify
 from shared.infra.agreement_view import AgreementView
 from shared.infra.faults import crash_point, pause_point
 from shared.infra.kafka import (

@@ -143,6 +143,7 @@ class _FastItem(msgspec.Struct, forbid_unknown_fields=True):
     units: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
     handling_seconds: Annotated[int, Meta(ge=0, le=604_800)] | UnsetType = UNSET
     attributes: Attributes | UnsetType = UNSET
+    opened_at: Annotated[str, Meta(pattern=_anchored(RFC3339_PATTERN))] | UnsetType = UNSET
 
 
 _FAST_BODY = msgspec.json.Decoder(list[_FastItem] | _FastItem)
@@ -171,10 +172,16 @@ def _fast_records(
     for item in items:
         try:
             completed_at = datetime.fromisoformat(item.completed_at)
+            opened_at = None if item.opened_at is UNSET else datetime.fromisoformat(item.opened_at)
         except ValueError:
             return None
         if completed_at > latest or (
             not FIRST_YEAR < completed_at.year < LAST_YEAR and time_problem(completed_at)
+        ):
+            return None
+        if opened_at is not None and (
+            opened_at > completed_at
+            or (not FIRST_YEAR < opened_at.year < LAST_YEAR and time_problem(opened_at))
         ):
             return None
         records.append(
@@ -191,6 +198,7 @@ def _fast_records(
                 units=item.units,
                 handling_seconds=None if item.handling_seconds is UNSET else item.handling_seconds,
                 attributes=None if item.attributes is UNSET else item.attributes,
+                opened_at=opened_at,
             )
         )
     return records

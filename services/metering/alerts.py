@@ -176,7 +176,7 @@ def tally(items: Iterable[MeteredItem]) -> list[ClassUsage]:
             acc = sums[(item.service_line, item.complexity)] = [0, 0, 0]
         acc[0] += 1
         acc[1] += item.units
-        acc[2] += item.handling_seconds
+        acc[2] += item.handling_seconds or 0
     return [
         ClassUsage(ServiceClass(line, complexity), *acc)  # type: ignore[arg-type]
         for (line, complexity), acc in sums.items()

@@ -31,14 +31,37 @@ class MeteredItem(msgspec.Struct, frozen=True):
     service_line: str
     complexity: str
     units: int
-    handling_seconds: int
+    #: None when the item did not say (counted as 0).
+    handling_seconds: int | None
     rule_id: str | None
     agreement_version: int | None
     received_at: datetime | None = None
     late: bool = False
+    source: str | None = None
+    opened_at: datetime | None = None
+    #: What else the rules read (`Facts`, as JSON), kept so the item can be classified again.
+    facts: bytes | None = None
+
+
+class Facts(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The fields of an item the rules read that metering keeps no column for."""
+
+    queue: str | None = None
+    title: str | None = None
+    tags: list[str] | None = None
+    attributes: dict[str, bool | int | float | str] | None = None
+
+
+_encode_facts = msgspec.json.Encoder().encode
+decode_facts = msgspec.json.Decoder(Facts).decode
 
 
 def metered_item(item: ClassifiedWorkItem) -> MeteredItem:
+    facts = (
+        None
+        if item.queue is None and item.title is None and item.tags is None and not item.attributes
+        else _encode_facts(Facts(item.queue, item.title, item.tags, item.attributes))
+    )
     return MeteredItem(
         client_id=item.client_id,
         item_id=item.id,
@@ -46,10 +69,13 @@ def metered_item(item: ClassifiedWorkItem) -> MeteredItem:
         service_line=item.service_line or UNCLASSIFIED,
         complexity=item.complexity or NO_COMPLEXITY,
         units=item.units,
-        handling_seconds=item.handling_seconds or 0,
+        handling_seconds=item.handling_seconds,
         rule_id=item.rule_id,
         agreement_version=item.agreement_version,
         received_at=item.received_at,
+        source=item.source,
+        opened_at=item.opened_at,
+        facts=facts,
     )
 
 

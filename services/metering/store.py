@@ -27,16 +27,19 @@ _COUNT_BATCH = """
 WITH batch AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
                          $6::int[], $7::int[], $8::text[], $9::int[], $10::bool[],
-                         $11::timestamptz[])
+                         $11::timestamptz[], $12::text[], $13::timestamptz[], $14::text[])
         WITH ORDINALITY AS b(client_id, item_id, completed_at, service_line, complexity, units,
-                             handling_seconds, rule_id, agreement_version, late, received_at, n)
+                             handling_seconds, rule_id, agreement_version, late, received_at,
+                             source, opened_at, facts, n)
 ), firsts AS (
     SELECT DISTINCT ON (client_id, item_id) * FROM batch ORDER BY client_id, item_id, n
 ), claimed AS (
     INSERT INTO metering.items (client_id, item_id, completed_at, service_line, complexity,
-                                units, rule_id, agreement_version, late, received_at, metered_at)
+                                units, rule_id, agreement_version, late, received_at, metered_at,
+                                source, opened_at, handling_seconds, facts)
     SELECT client_id, item_id, completed_at, service_line, complexity, units, rule_id,
-           agreement_version, late, received_at, clock_timestamp()
+           agreement_version, late, received_at, clock_timestamp(), source, opened_at,
+           handling_seconds, facts::jsonb
       FROM firsts
      ORDER BY client_id, item_id
     ON CONFLICT (client_id, item_id) DO NOTHING
@@ -47,8 +50,8 @@ WITH batch AS (
     INSERT INTO metering.usage_slots AS s (client_id, slot, service_line, complexity, items,
                                            units, handling_seconds, late_items)
     SELECT client_id, date_bin('15 minutes', completed_at, timestamptz '2000-01-01 00:00Z'),
-           service_line, complexity, count(*), sum(units), sum(handling_seconds),
-           count(*) FILTER (WHERE late AND service_line <> $12)
+           service_line, complexity, count(*), sum(units), coalesce(sum(handling_seconds), 0),
+           count(*) FILTER (WHERE late AND service_line <> $15)
       FROM counted
      GROUP BY 1, 2, 3, 4
      ORDER BY 1, 2, 3, 4
@@ -95,7 +98,7 @@ async def load_usage(conn: Connection, keys: list[UsageKey]) -> dict[UsageKey, l
 
 
 def _columns(items: list[MeteredItem]) -> list[list[Any]]:
-    """`_COUNT_BATCH`'s first eleven parameters: one array per column."""
+    """`_COUNT_BATCH`'s first fourteen parameters: one array per column."""
     return [
         [i.client_id for i in items],
         [i.item_id for i in items],
@@ -108,6 +111,9 @@ def _columns(items: list[MeteredItem]) -> list[list[Any]]:
         [i.agreement_version for i in items],
         [i.late for i in items],
         [i.received_at for i in items],
+        [i.source for i in items],
+        [i.opened_at for i in items],
+        [None if i.facts is None else i.facts.decode() for i in items],
     ]
 
 

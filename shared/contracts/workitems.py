@@ -110,7 +110,15 @@ def _attribute_value(value: Any) -> bool | int | float | str:
 
 AttributeValue = Annotated[bool | int | float | str, PlainValidator(_attribute_value)]
 
-_OPTIONAL_FIELDS = ("queue", "title", "tags", "units", "handling_seconds", "attributes")
+_OPTIONAL_FIELDS = (
+    "queue",
+    "title",
+    "tags",
+    "units",
+    "handling_seconds",
+    "attributes",
+    "opened_at",
+)
 
 
 class WorkItem(BaseModel):
@@ -128,6 +136,7 @@ class WorkItem(BaseModel):
     units: Annotated[int, Field(ge=1, le=1_000_000)] = 1
     handling_seconds: Annotated[int, Field(ge=0, le=604_800)] | None = None
     attributes: Annotated[dict[AttributeKey, AttributeValue], Field(max_length=50)] | None = None
+    opened_at: AwareDatetime | None = None
 
     @field_validator(*_OPTIONAL_FIELDS, mode="before")
     @classmethod
@@ -143,7 +152,7 @@ class WorkItem(BaseModel):
             raise ValueError(f"must match {CLIENT_ID_PATTERN}")
         return value
 
-    @field_validator("completed_at", mode="before")
+    @field_validator("completed_at", "opened_at", mode="before")
     @classmethod
     def _rfc3339(cls, value: Any) -> Any:
         # Parsed here because pydantic alone also takes dates, naive times and epoch numbers.
@@ -168,6 +177,19 @@ class WorkItem(BaseModel):
         received_at = info.context.get("received_at") if info.context else None
         if received_at is not None and value > received_at + MAX_FUTURE_SKEW:
             raise ValueError("is more than 5 minutes in the future")
+        return value
+
+    @field_validator("opened_at")
+    @classmethod
+    def _opened_in_range(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is None:
+            return None
+        problem = time_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        completed_at = info.data.get("completed_at")
+        if completed_at is not None and value > completed_at:
+            raise ValueError("must not be after completed_at")
         return value
 
 
@@ -215,6 +237,7 @@ class CompletedWorkItem(
     units: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
     handling_seconds: Annotated[int, msgspec.Meta(ge=0, le=604_800)] | None = None
     attributes: Attributes | None = None
+    opened_at: Instant | None = None
 
 
 class ClassifiedWorkItem(CompletedWorkItem, frozen=True):
@@ -266,12 +289,15 @@ def _decode(decoder: msgspec.json.Decoder[_T], value: bytes | None, name: str) -
     # Checked here rather than in a __post_init__, which costs a Python call per record: the
     # years only when a time is near an edge, U+0000 only when the bytes hold its escape (msgspec
     # refuses lone surrogates and raw control characters itself, and writes U+0000 only so).
+    opened_at = record.opened_at
     if not (
         FIRST_YEAR < record.completed_at.year < LAST_YEAR
         and FIRST_YEAR < record.received_at.year < LAST_YEAR
+        and (opened_at is None or FIRST_YEAR < opened_at.year < LAST_YEAR)
     ):
-        for field in ("completed_at", "received_at"):
-            problem = time_problem(getattr(record, field))
+        for field in ("completed_at", "received_at", "opened_at"):
+            when: datetime | None = getattr(record, field)
+            problem = None if when is None else time_problem(when)
             if problem is not None:
                 raise ContractError(f"not a valid {name}: `{field}` {problem}")
     if b"\\" in raw and b"\\u0000" in raw:  # one memchr for the records without escapes

@@ -388,8 +388,32 @@ def require(role: Role) -> Callable[..., Caller]:
     return dependency
 
 
+def require_reader(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
+) -> Caller:
+    """An admin key, or a client key (SPEC §2: it reads its own client's documents)."""
+    caller = caller_of(request, credentials)
+    if caller.role not in (Role.ADMIN, Role.CLIENT):
+        raise HTTPException(403, f"this key is not good for {request.url.path}")
+    return caller
+
+
+def scoped_client(caller: Caller, client_id: str | None) -> str | None:
+    """The client a read may see (SPEC §13 "Keys"): for an admin key, `client_id` as given (None:
+    every client); for a client key, its own client — also when `client_id` is left out — and a
+    403 when `client_id` names any other, existing or not."""
+    if caller.role is not Role.CLIENT:
+        return client_id
+    if client_id is not None and client_id != caller.client_id:
+        raise HTTPException(403, "this key reads only its own client's documents")
+    return caller.client_id
+
+
 AdminCaller = Annotated[Caller, Depends(require(Role.ADMIN))]
 IntakeCaller = Annotated[Caller, Depends(require(Role.INTAKE))]
+#: An admin key or a client key; a route scopes what it reads with `scoped_client`.
+ReaderCaller = Annotated[Caller, Depends(require_reader)]
 
 
 def serve(app: FastAPI, *, host: str, port: int) -> None:

@@ -23,6 +23,10 @@ CREATE TABLE IF NOT EXISTS metering.items (
     late          boolean     NOT NULL,
     received_at   timestamptz,            -- when intake received it: ingest latency
     metered_at    timestamptz NOT NULL DEFAULT now(),
+    source        text,                   -- SPEC §2's fields the item document shows (§10)
+    opened_at     timestamptz,
+    handling_seconds integer,             -- null when the item did not say
+    facts         jsonb,                  -- what else the rules read: queue, title, tags, attributes
     PRIMARY KEY (client_id, item_id)
 );
 
@@ -35,7 +39,57 @@ DO $$ BEGIN
                      AND table_name = 'items' AND column_name = 'received_at') THEN
         ALTER TABLE metering.items ADD COLUMN received_at timestamptz;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'metering'
+                     AND table_name = 'items' AND column_name = 'facts') THEN
+        ALTER TABLE metering.items ADD COLUMN source text, ADD COLUMN opened_at timestamptz,
+            ADD COLUMN handling_seconds integer, ADD COLUMN facts jsonb;
+    END IF;
+    -- A period's items in order (SPEC §10: by instant, then id): the items API pages on it and
+    -- a reclassification selects through it.
+    IF to_regclass('metering.items_by_time') IS NULL THEN
+        CREATE INDEX items_by_time ON metering.items (client_id, completed_at, item_id);
+    END IF;
 END $$;
+
+-- Every reclassification (SPEC §10), once per (client_id, id): its body (a replay is compared
+-- with it), its first answer (a replay gets it verbatim), who made it and when — the audit trail
+-- of a client's disputes. `note_due` marks one that moved items in a closed, invoiced period:
+-- billing owes a note for it (billing.notes holds the ones issued).
+CREATE TABLE IF NOT EXISTS metering.reclassifications (
+    client_id  text        NOT NULL,
+    id         text        NOT NULL,
+    seq        bigint      GENERATED ALWAYS AS IDENTITY,
+    period     text        NOT NULL,
+    body       jsonb       NOT NULL,
+    answer     jsonb       NOT NULL,
+    made_by    text        NOT NULL,
+    made_at    timestamptz NOT NULL,
+    note_due   boolean     NOT NULL,
+    PRIMARY KEY (client_id, id)
+);
+DO $$ BEGIN
+    IF to_regclass('metering.reclassifications_by_period') IS NULL THEN
+        CREATE INDEX reclassifications_by_period ON metering.reclassifications (client_id, period, seq);
+    END IF;
+    IF to_regclass('metering.reclassifications_note_due') IS NULL THEN
+        CREATE INDEX reclassifications_note_due ON metering.reclassifications (seq) WHERE note_due;
+    END IF;
+END $$;
+
+-- Each change of an item's class, oldest first: the item document's `history`.
+CREATE TABLE IF NOT EXISTS metering.item_history (
+    client_id        text        NOT NULL,
+    item_id          text        NOT NULL,
+    seq              bigint      GENERATED ALWAYS AS IDENTITY,
+    at               timestamptz NOT NULL,
+    from_line        text        NOT NULL,   -- 'unclassified' as in metering.items
+    from_complexity  text        NOT NULL,
+    to_line          text        NOT NULL,
+    to_complexity    text        NOT NULL,
+    reclassification text        NOT NULL,
+    reason           text        NOT NULL,
+    PRIMARY KEY (client_id, item_id, seq)
+);
 
 -- Running counts per client, class and 15-minute UTC slot. Every IANA offset is a multiple of
 -- 15 minutes, so any timezone's calendar month is an exact sum of slots: a client whose agreement
@@ -88,6 +142,22 @@ CREATE TABLE IF NOT EXISTS billing.closed_periods (
     billed_total       numeric,
     late_items_settled bigint      NOT NULL DEFAULT 0,
     PRIMARY KEY (client_id, period)
+);
+
+-- Notes (SPEC §10): one per reclassification that moved items in a closed, invoiced period; body
+-- is the CloudEvent `data`. billed_total of the period grows by each note's total, so a later
+-- late adjustment never bills the same difference again. Unpublished rows are an outbox.
+CREATE TABLE IF NOT EXISTS billing.notes (
+    note_id          text        PRIMARY KEY,
+    client_id        text        NOT NULL,
+    period           text        NOT NULL,
+    k                integer     NOT NULL,
+    reclassification text        NOT NULL,
+    body             jsonb       NOT NULL,
+    issued_at        timestamptz NOT NULL,
+    published        boolean     NOT NULL DEFAULT false,
+    UNIQUE (client_id, reclassification),
+    UNIQUE (client_id, period, k)
 );
 
 -- Issued invoices; body is the CloudEvent `data`, fixed at issue. Unpublished rows are an outbox.

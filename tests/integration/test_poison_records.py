@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaConnectionError
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
-from services.classifier import handlers, rules
+from services.classifier import handlers
 from services.classifier.handlers import Classifier, ClassifierMetrics
 from services.metering import alerts as metering_alerts
 from services.metering.handlers import Meter, MeteringMetrics
@@ -34,6 +34,7 @@ from shared.contracts.topics import (
     dlq,
 )
 from shared.contracts.workitems import CompletedWorkItem, decode_classified
+from shared.domain.agreement import rules
 from shared.domain.agreement.agreement import Agreement, parse_agreement
 from shared.infra.agreement_view import agreement_view
 from shared.infra.kafka import (

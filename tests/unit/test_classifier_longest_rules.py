@@ -13,7 +13,7 @@ import time
 import pytest
 
 from bench.hostile_rules import CASES, MAX_PATTERN, MAX_RULES, MAX_TITLE, Case, record
-from services.classifier.rules import classify
+from shared.domain.agreement.rules import classify
 
 EXPECTED = {
     "typical": ("customer_support", "standard", "default"),

@@ -4,13 +4,13 @@ from typing import Any
 
 import pytest
 
-from services.classifier.rules import (
+from shared.domain.agreement.agreement import Agreement, parse_agreement
+from shared.domain.agreement.rules import (
     Classification,
     builtin_service_line,
     classify,
     complexity_for,
 )
-from shared.domain.agreement.agreement import Agreement, parse_agreement
 
 PRICING = {
     "weights": {"basic": 1, "standard": 2, "complex": 5},
