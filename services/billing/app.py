@@ -13,13 +13,13 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
-from services.billing import api, insight_api
+from services.billing import api, insight_api, notes_api
 from services.billing.deps import Billing
 from services.billing.service import BillingMetrics, BillingService, utcnow
 from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.contracts.topics import AGREEMENTS, INVOICES
 from shared.infra.auth import KeyRing, KeySettings
-from shared.infra.db import apply_schema, create_pool
+from shared.infra.db import apply_schema, create_pool, on_notification
 from shared.infra.http import (
     get_state,
     health_of,
@@ -31,6 +31,7 @@ from shared.infra.http import (
 )
 from shared.infra.kafka import CompactedView, ensure_service_topics, make_broker
 from shared.infra.settings import DatabaseSettings, Port
+from shared.ledger.reads import NOTES_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class BillingSettings(DatabaseSettings, KeySettings):
     billing_close_barrier_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 30
     billing_outbox_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2
     billing_reconcile_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60
+    #: Notes are issued when metering says one is owed (LISTEN), and at least this often.
+    billing_notes_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5
 
 
 async def _every(seconds: float, what: str, work: Callable[[], Awaitable[Any]]) -> None:
@@ -92,6 +95,17 @@ def create_app(settings: BillingSettings) -> FastAPI:
         )
         run_in(
             running,
+            on_notification(
+                settings.database_url,
+                NOTES_CHANNEL,
+                service.issue_notes,
+                every=settings.billing_notes_interval_seconds,
+                what="notes",
+            ),
+            name="notes",
+        )
+        run_in(
+            running,
             _every(
                 settings.billing_reconcile_interval_seconds,
                 "agreements reconcile",
@@ -120,7 +134,7 @@ def create_app(settings: BillingSettings) -> FastAPI:
         registry=registry,
         health=health_of(broker=broker, pool=lambda: _pool(app)),
         keys=KeyRing.from_settings(settings),
-        routers=[api.router, insight_api.router],
+        routers=[api.router, insight_api.router, notes_api.router],
     )
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app

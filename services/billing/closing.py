@@ -10,6 +10,7 @@ from datetime import datetime
 
 from services.billing import store
 from services.billing.close_decision import ClosedPeriod, decide_close, late_ranges
+from services.billing.noting import issue_due_notes
 from shared.contracts.invoice import Invoice
 from shared.domain.periods import Period, period_bounds
 from shared.infra.db import Connection
@@ -32,6 +33,8 @@ async def close_for_client(
         # First: every read below sees each of this client's items either counted or, once
         # this commits, flagged late; one close per client at a time.
         await lock_for_close(conn, client_id)
+        # Notes the client's reclassifications owe come first: the close sees what they billed.
+        await issue_due_notes(conn, client_id, now)
         closed = await store.closed_periods_for_close(conn, client_id)
         if (done := closed.get(period.key)) is not None:
             return await _already_closed(conn, client_id, done)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final, Protocol, TypeVar
 
 import asyncpg
 from aiokafka.errors import (
@@ -20,19 +20,23 @@ from aiokafka.errors import (
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.billing import store
+from services.billing import notes_store, store
 from services.billing.barrier import wait_until_metered
 from services.billing.closing import CloseOutcome, close_for_client
 from services.billing.invoices import CLOUDEVENT_HEADERS, cloudevent
+from services.billing.noting import issue_due_notes
 from services.billing.reconcile import to_republish
 from shared.contracts.invoice import Invoice, PeriodClose
+from shared.contracts.reclassification import Note, NoteIssued
 from shared.contracts.topics import AGREEMENTS, INVOICES
+from shared.contracts.wire import CloudEvent
 from shared.domain.agreement.agreement import Agreement, wire_bytes
 from shared.domain.periods import Period, is_close_due, period_bounds, period_of
-from shared.infra.db import retrying
+from shared.infra.db import Executor, retrying
 from shared.infra.faults import crash_point
 from shared.infra.kafka import CompactedView, json_bytes
-from shared.ledger.reads import clients_with_usage_between
+from shared.ledger.locks import lock_for_close
+from shared.ledger.reads import clients_owed_notes, clients_with_usage_between
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,11 @@ class BillingMetrics:
             "tierline_billing_outbox_refused",
             "Outbox rows Kafka refused or that could not be encoded (each try; others go on)",
             ["topic", "error_type"],
+            registry=registry,
+        )
+        self.notes = Counter(
+            "tierline_billing_notes_issued",
+            "Notes issued for reclassifications in closed periods (SPEC §10)",
             registry=registry,
         )
         self.db_seconds = Histogram(
@@ -267,6 +276,35 @@ class BillingService:
             period = period.next()
         return periods
 
+    # --- notes --------------------------------------------------------------------------------
+
+    async def issue_notes(self, client_id: str | None = None) -> int:
+        """Issue the notes reclassifications owe (of one client, or of every client owed one),
+        each client under its close lock, then publish them; the number issued."""
+        clients = [client_id] if client_id else await clients_owed_notes(self.pool)
+        issued = 0
+        for client in clients:
+
+            async def attempt(client: str = client) -> int:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await lock_for_close(conn, client)
+                    return len(await issue_due_notes(conn, client, utcnow()))
+
+            count = await retrying(attempt, what="issue notes")
+            if count:
+                log.info(f"issued {count} note(s)", extra={"client_id": client})
+            issued += count
+        if issued:
+            self.metrics.notes.inc(issued)
+            await self.publish_outbox()
+        return issued
+
+    async def notes(self, *, client_id: str | None, period: str | None) -> list[Note]:
+        return await notes_store.notes(self.pool, client_id=client_id, period=period)
+
+    async def note(self, note_id: str) -> Note | None:
+        return await notes_store.note(self.pool, note_id)
+
     # --- invoices -----------------------------------------------------------------------------
 
     async def invoices(self, *, client_id: str | None, period: str | None) -> list[Invoice]:
@@ -276,8 +314,8 @@ class BillingService:
         return await store.invoice(self.pool, invoice_id)
 
     async def publish_outbox(self) -> int:
-        """Publish every stored but unpublished agreement and invoice, exactly as stored; the
-        number published.
+        """Publish every stored but unpublished agreement, invoice and note, exactly as stored;
+        the number published.
 
         Each row on its own (SPEC §12): a row Kafka refuses — too large, or any error that is
         the record's rather than an outage — is logged, counted in
@@ -289,7 +327,11 @@ class BillingService:
         two republishes the same event (same id, same content) — consumers drop the copy.
         """
         async with self._publish_lock:
-            return await self._publish_agreements() + await self._publish_invoices()
+            return (
+                await self._publish_agreements()
+                + await self._publish_invoices()
+                + await self._publish_notes()
+            )
 
     async def _publish_agreements(self) -> int:
         sent = 0
@@ -307,6 +349,28 @@ class BillingService:
         return sent
 
     async def _publish_invoices(self) -> int:
+        return await self._publish_events(
+            "invoices", store.unpublished_invoices, store.mark_invoices_published, _invoice_event
+        )
+
+    async def _publish_notes(self) -> int:
+        return await self._publish_events(
+            "notes",
+            notes_store.unpublished_notes,
+            notes_store.mark_notes_published,
+            _note_event,
+        )
+
+    async def _publish_events(
+        self,
+        what: str,
+        unpublished: Unpublished[E],
+        mark_published: Callable[[Executor, list[str]], Awaitable[None]],
+        event: Callable[[E], CloudEvent[Any]],
+    ) -> int:
+        """Publish an outbox of CloudEvents on `billing.invoices`, batch by batch, each row on
+        its own; a stored body that is not a valid document is refused like a record Kafka
+        refuses (held back and counted)."""
         sent = 0
         while True:
             held_back = [
@@ -314,32 +378,35 @@ class BillingService:
                 for (topic, ident), until in self._refused.items()
                 if topic == INVOICES and until > time.monotonic()
             ]
-            batch = await store.unpublished_invoices(self.pool, exclude=held_back)
+            batch = await unpublished(self.pool, exclude=held_back)
             if not batch:
                 return sent
             outcomes = await asyncio.gather(
                 *(
-                    self._attempt((INVOICES, ident), self._send_invoice(invoice))
-                    for ident, invoice in batch
+                    self._attempt((INVOICES, ident), self._send_event(what, document, event))
+                    for ident, document in batch
                 )
             )
             published = [
                 ident for (ident, _), outcome in zip(batch, outcomes, strict=True) if outcome
             ]
-            await store.mark_invoices_published(self.pool, published)
+            await mark_published(self.pool, published)
             self.metrics.published.labels(topic=INVOICES).inc(len(published))
             sent += len(published)
             if None in outcomes:
                 return sent  # an outage: the next pass retries
 
-    async def _send_invoice(self, invoice: Invoice | None) -> None:
-        if invoice is None:  # refused: held back and counted, like a record Kafka refuses
-            raise ValueError("the stored invoice is not a valid invoice")
+    async def _send_event(
+        self, what: str, document: E | None, event: Callable[[E], CloudEvent[Any]]
+    ) -> None:
+        if document is None:  # refused: held back and counted, like a record Kafka refuses
+            raise ValueError(f"a stored row of {what} is not a valid document")
+        envelope = event(document)
         await asyncio.wait_for(
             self.broker.publish(
-                json_bytes(cloudevent(invoice).model_dump(mode="json")),
+                json_bytes(envelope.model_dump(mode="json")),
                 INVOICES,
-                key=invoice.client_id.encode(),
+                key=envelope.subject.encode(),
                 headers=dict(CLOUDEVENT_HEADERS),
             ),
             timeout=PUBLISH_TIMEOUT_SECONDS,
@@ -377,3 +444,20 @@ class BillingService:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+E = TypeVar("E", Invoice, Note)
+
+
+class Unpublished(Protocol[E]):
+    async def __call__(
+        self, conn: Executor, *, exclude: Sequence[str] = ..., limit: int = ...
+    ) -> list[tuple[str, E | None]]: ...
+
+
+def _invoice_event(invoice: Invoice) -> CloudEvent[Any]:
+    return cloudevent(invoice)
+
+
+def _note_event(note: Note) -> CloudEvent[Any]:
+    return NoteIssued.of(note)

@@ -154,6 +154,27 @@ def decide(
     return AlertDecision(alerts, usage, failures)
 
 
+def alerts_between(
+    agreement: Agreement,
+    period: Period,
+    before: list[ClassUsage],
+    after: list[ClassUsage],
+    at: datetime,
+) -> list[AlertRow]:
+    """The alerts an open period earns when its usage changes from `before` to `after` for
+    another reason than new items (a reclassification, SPEC §10): the same thresholds, once
+    each (a threshold already recorded is not raised again)."""
+    return [
+        AlertRow(
+            agreement.client_id,
+            period.key,
+            f"{alert.threshold}:{alert.tier_name}",
+            alert_event(agreement, period, alert, after, at).model_dump(mode="json"),
+        )
+        for alert in threshold_alerts(agreement.pricing, before, after)
+    ]
+
+
 def open_period_additions(
     items: Iterable[MeteredItem], timezone_of: dict[str, str]
 ) -> dict[tuple[str, Period], list[ClassUsage]]:
@@ -287,6 +308,7 @@ class PeriodUsageCache:
     def __init__(self, ttl_seconds: float = 30.0) -> None:
         self.ttl = ttl_seconds
         self._entries: dict[UsageKey, tuple[float, list[ClassUsage]]] = {}
+        self._forgotten: dict[str, float] = {}
 
     def get(self, key: UsageKey, now: float) -> list[ClassUsage] | None:
         entry = self._entries.get(key)
@@ -305,8 +327,18 @@ class PeriodUsageCache:
     def load(self, key: UsageKey, usage: list[ClassUsage], now: float) -> None:
         self._entries[key] = (now, usage)
 
-    def remember(self, usage: Iterable[UsageNow], now: float) -> None:
-        """What a committed transaction learned: usage read from the ledger starts a fresh
-        entry; usage worked out from the cache keeps its entry's age."""
+    def forget(self, client_id: str, now: float) -> None:
+        """Drop what the cache knows of a client whose counts moved (a reclassification), and
+        what a transaction that began before `now` would teach it of the client."""
+        self._forgotten[client_id] = now
+        for key in [key for key in self._entries if key.client_id == client_id]:
+            del self._entries[key]
+
+    def remember(self, usage: Iterable[UsageNow], now: float, *, since: float) -> None:
+        """What a transaction begun at `since` learned, once committed: usage read from the
+        ledger starts a fresh entry; usage worked out from the cache keeps its entry's age.
+        Nothing is learned of a client forgotten meanwhile."""
         for seen in usage:
+            if self._forgotten.get(seen.key.client_id, -1.0) >= since:
+                continue
             (self.load if seen.read else self.put)(seen.key, seen.usage, now)

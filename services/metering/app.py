@@ -1,4 +1,5 @@
-"""Composition root of metering: settings, pool, agreement view, subscriber, usage API."""
+"""Composition root of metering: settings, pool, agreement view, subscriber, usage and
+reclassification APIs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pydantic import Field
 
 from services.metering.api import Ledger, router
 from services.metering.handlers import Meter, MeteringMetrics
+from services.metering.reclassify_api import router as reclassify_router
+from services.metering.reclassifying import Reclassifier
 from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.contracts.topics import (
     AGREEMENTS,
@@ -23,11 +26,11 @@ from shared.contracts.topics import (
     WORKITEMS_CLASSIFIED,
     dlq,
 )
+from shared.domain.agreement.fields import MAX_BODY_BYTES
 from shared.infra.agreement_view import agreement_view
 from shared.infra.auth import KeyRing, KeySettings
 from shared.infra.db import apply_schema, create_pool
 from shared.infra.http import (
-    SMALL_BODY_BYTES,
     get_state,
     health_of,
     run_service,
@@ -63,7 +66,9 @@ def create_app(settings: MeteringSettings) -> FastAPI:
         await apply_schema(pool)
         await start_in(running, agreements)
         set_state(app, Ledger(pool, agreements))
-        set_state(app, Meter(broker, pool, agreements, metrics))
+        meter = Meter(broker, pool, agreements, metrics)
+        set_state(app, meter)
+        set_state(app, Reclassifier(pool, agreements, meter))
         # The broker stops first: it drains the batch in flight (its transaction and commit).
         await start_in(running, broker)
 
@@ -75,8 +80,8 @@ def create_app(settings: MeteringSettings) -> FastAPI:
         registry=registry,
         health=health_of(broker=broker, pool=lambda: _pool(app)),
         keys=KeyRing.from_settings(settings),
-        routers=[router],
-        max_body_bytes=SMALL_BODY_BYTES,
+        routers=[router, reclassify_router],
+        max_body_bytes=MAX_BODY_BYTES,  # a reclassification naming many items
     )
 
     async def meter_batch(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:

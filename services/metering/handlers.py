@@ -165,6 +165,7 @@ class Meter:
         is dead-lettered while all the others are counted. Halves keep the batch order, so the
         first copy of an item is still the one that counts."""
         items = [item for _, item in batch]
+        began = time.monotonic()
         try:
             metered = await retrying(lambda: self.meter(items), what="meter batch")
         except Exception as error:
@@ -180,7 +181,7 @@ class Meter:
             half = len(batch) // 2
             return await self.count(batch[:half]) + await self.count(batch[half:])
         # Committed: now the cache may know, and the alerts may be published.
-        self.usage_cache.remember(metered.alerts.usage, time.monotonic())
+        self.usage_cache.remember(metered.alerts.usage, time.monotonic(), since=began)
         if metered.alerts.alerts:
             self.alerts_pending = True
         self.report_alert_failures(metered)

@@ -226,14 +226,21 @@ def invoice_lines(
     return tuple(lines)
 
 
+def adjustment_amount(rerated_total: Decimal, already_billed: Decimal, currency: str) -> Decimal:
+    """SPEC §6's rule for a period billed before: its total re-rated now minus everything
+    already billed for it (its invoice, its late adjustments, its notes). A late adjustment line
+    and a note (§10) both bill this."""
+    with localcontext(prec=EXACT_PRECISION):
+        return round_money(rerated_total - already_billed, currency)
+
+
 def late_adjustment_line(
     period_key: str, rerated_total: Decimal, already_billed: Decimal, currency: str
 ) -> InvoiceLine:
     """One earlier period re-rated with its late items: quantity 1, unit price = amount =
     re-rated total minus everything already billed for it. Negative and zero amounts are
     still lines."""
-    with localcontext(prec=EXACT_PRECISION):
-        amount = round_money(rerated_total - already_billed, currency)
+    amount = adjustment_amount(rerated_total, already_billed, currency)
     return InvoiceLine(
         kind="late_adjustment",
         description=f"Late items adjustment for {period_key}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
@@ -154,3 +155,42 @@ async def retrying(
             log.warning(f"{what}: database unavailable, retrying", extra={"error": str(error)})
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
+
+
+async def on_notification(
+    url: str,
+    channel: str,
+    work: Callable[[], Awaitable[object]],
+    *,
+    every: float,
+    what: str,
+) -> None:
+    """Run `work` whenever `channel` is notified (LISTEN on a connection of its own), and at
+    least every `every` seconds (a notification sent while the connection was down is not
+    lost for long). Runs until cancelled; a failure of `work` or of the connection is logged
+    and retried, never the end of the loop."""
+    wake = asyncio.Event()
+
+    def notified(*_: object) -> None:
+        wake.set()
+
+    while True:
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await asyncpg.connect(url)
+            await conn.add_listener(channel, notified)
+            while not conn.is_closed():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), every)
+                wake.clear()
+                try:
+                    await work()
+                except Exception as error:  # the next wake retries
+                    log.warning(f"{what} failed; will retry", extra={"error": repr(error)})
+        except Exception as error:
+            log.warning(f"{what}: listening failed; will retry", extra={"error": repr(error)})
+            await asyncio.sleep(every)
+        finally:
+            if conn is not None and not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)

@@ -19,3 +19,9 @@ async def lock_for_close(conn: Connection, client_id: str) -> None:
     """Billing, first in a close's transaction: the client's close lock, exclusive, until the
     transaction ends (waits for that client's metering writers in flight; holds new ones)."""
     await conn.execute("SELECT metering.lock_for_close($1)", client_id)
+
+
+async def lock_for_reclassification(conn: Connection, client_id: str) -> None:
+    """Metering, first in a reclassification's transaction: one reclassification of the client
+    at a time. Then the close lock, shared (`LOCK_AND_READ_CLOSED`), as any writer takes it."""
+    await conn.execute("SELECT metering.lock_for_reclassification($1)", client_id)

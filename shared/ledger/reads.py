@@ -1,5 +1,6 @@
 """The usage ledger as metering, billing and the console read it: counts per class over a time
-range, which periods are closed, and the invoiced periods with late items to settle. Metering
+range, which periods are closed, the invoiced periods with late items to settle, and the
+reclassifications owed a note. Metering
 writes it (services/metering/store.py); billing closes periods against it under the close lock
 (shared/ledger/locks.py), so no item is counted between a close's read and its commit.
 """
@@ -16,17 +17,22 @@ from shared.domain.usage import NO_COMPLEXITY, UNCLASSIFIED, ClassCount, billabl
 from shared.infra.db import Executor
 
 __all__ = [
+    "NOTES_CHANNEL",
     "NO_COMPLEXITY",
     "UNCLASSIFIED",
     "ClassCount",
     "ClosedPeriod",
+    "DueNote",
     "billable_usage",
     "class_count",
+    "clients_owed_notes",
     "clients_with_usage_between",
     "closed_periods",
     "counts_between",
     "counts_for_ranges",
     "late_period_counts",
+    "note_for",
+    "notes_due",
 ]
 
 
@@ -159,3 +165,60 @@ async def late_period_counts(
     for r in rows:
         found.setdefault(r["period"], []).append(class_count(r))
     return found
+
+
+# --- reclassifications and their notes (SPEC §10): metering records, billing notes ---------------
+
+
+#: Metering notifies this channel (payload: the client id) when a reclassification owes a note.
+NOTES_CHANNEL = "tierline_notes"
+
+
+@dataclass(frozen=True)
+class DueNote:
+    """A reclassification that moved items in a closed, invoiced period and has no note yet."""
+
+    client_id: str
+    reclassification: str
+    period: str
+    reason: str
+    late_delta: int
+
+
+async def clients_owed_notes(conn: Executor) -> list[str]:
+    """The clients with a reclassification still owed its note (index
+    `reclassifications_note_due`)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT r.client_id FROM metering.reclassifications r
+            WHERE r.note_due AND NOT EXISTS (
+                  SELECT 1 FROM billing.notes n
+                   WHERE n.client_id = r.client_id AND n.reclassification = r.id)
+            ORDER BY 1"""
+    )
+    return [r["client_id"] for r in rows]
+
+
+async def notes_due(conn: Executor, client_id: str) -> list[DueNote]:
+    """The client's reclassifications owed a note, in the order they were made."""
+    rows = await conn.fetch(
+        """SELECT r.id, r.period, r.body->>'reason' AS reason, r.late_delta
+             FROM metering.reclassifications r
+            WHERE r.client_id = $1 AND r.note_due AND NOT EXISTS (
+                  SELECT 1 FROM billing.notes n
+                   WHERE n.client_id = r.client_id AND n.reclassification = r.id)
+            ORDER BY r.seq""",
+        client_id,
+    )
+    return [
+        DueNote(client_id, r["id"], r["period"], r["reason"], int(r["late_delta"])) for r in rows
+    ]
+
+
+async def note_for(conn: Executor, client_id: str, reclassification: str) -> str | None:
+    """The id of the note billing issued for a reclassification, if it has."""
+    value: str | None = await conn.fetchval(
+        """SELECT note_id FROM billing.notes WHERE client_id = $1 AND reclassification = $2""",
+        client_id,
+        reclassification,
+    )
+    return value

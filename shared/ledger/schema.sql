@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS metering.reclassifications (
     made_by    text        NOT NULL,
     made_at    timestamptz NOT NULL,
     note_due   boolean     NOT NULL,
+    late_delta bigint      NOT NULL,   -- the change in the period's late billable items
     PRIMARY KEY (client_id, id)
 );
 DO $$ BEGIN
@@ -219,4 +220,12 @@ CREATE OR REPLACE FUNCTION metering.lock_for_close(client text)
 RETURNS void
 LANGUAGE sql AS $$
     SELECT pg_advisory_xact_lock(73013, hashtext(client));
+$$;
+
+-- Metering's reclassifications of one client, one at a time (two over the same items would each
+-- move them from the class they read): an advisory lock of its own key space, exclusive.
+CREATE OR REPLACE FUNCTION metering.lock_for_reclassification(client text)
+RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock(73014, hashtext(client));
 $$;

@@ -6,9 +6,12 @@ structured mode that the SDK's `from_kafka_event` reads (point 8)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, cast
 
 import asyncpg
+import orjson
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka_event
@@ -23,6 +26,7 @@ from services.billing.service import (
     is_transient,
 )
 from shared.contracts.invoice import Invoice
+from shared.contracts.reclassification import Note, adjustment_line
 from shared.contracts.topics import AGREEMENTS, INVOICES
 from shared.domain.agreement.agreement import Agreement, parse_agreement
 from tests.unit.test_agreements import body
@@ -44,8 +48,11 @@ class FakeStore:
         self,
         agreements: Iterable[tuple[str, int, Agreement | None]] = (),
         invoices: Iterable[dict[str, Any]] = (),
+        notes: Iterable[Note] = (),
     ) -> None:
         self.agreements = list(agreements)
+        self.notes = list(notes)
+        self.published_notes: list[str] = []
         self.invoices = {i["invoice_id"]: i for i in invoices}
         self.published_agreements: list[tuple[str, int]] = []
         self.published_invoices: list[str] = []
@@ -66,6 +73,16 @@ class FakeStore:
 
     async def mark_invoices_published(self, _: Any, invoice_ids: list[str]) -> None:
         self.published_invoices += invoice_ids
+
+    async def unpublished_notes(
+        self, _: Any, *, exclude: Iterable[str] = (), limit: int = 500
+    ) -> list[tuple[str, Note | None]]:
+        skip = set(self.published_notes) | set(exclude)
+        rows: list[tuple[str, Note | None]] = [(n.note_id, n) for n in self.notes]
+        return [(ident, n) for ident, n in rows if ident not in skip][:limit]
+
+    async def mark_notes_published(self, _: Any, note_ids: list[str]) -> None:
+        self.published_notes += note_ids
 
 
 def _parsed(body: dict[str, Any]) -> Invoice | None:
@@ -104,6 +121,7 @@ def billing(
     monkeypatch: pytest.MonkeyPatch, store: FakeStore, broker: FakeBroker, registry: Any
 ) -> BillingService:
     monkeypatch.setattr(service_module, "store", store)
+    monkeypatch.setattr(service_module, "notes_store", store)
     return BillingService(
         pool=cast(asyncpg.Pool, object()),
         broker=cast(KafkaBroker, broker),
@@ -261,3 +279,37 @@ async def test_invoice_events_are_structured_cloudevents_the_sdk_reads(
     assert event.get_subject() == "acme"
     assert event.get_datacontenttype() == "application/json"
     assert event.get_data() == invoice("acme")
+
+
+async def test_a_note_goes_out_as_an_adjusted_invoice_cloudevent_after_the_invoices(
+    monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry
+) -> None:
+    note = Note(
+        note_id="acme-2026-01-n1",
+        client_id="acme",
+        invoice_id="acme-2026-01-1",
+        period="2026-01",
+        currency="USD",
+        reclassification="rc-1",
+        reason="reclassification rc-1: dispute #42",
+        lines=(adjustment_line(Decimal("-125.50")),),
+        total=Decimal("-125.50"),
+        issued_at=datetime(2026, 2, 10, 12, 0, tzinfo=UTC),
+    )
+    store, broker = FakeStore(invoices=[invoice("acme")], notes=[note]), FakeBroker()
+    service = billing(monkeypatch, store, broker, registry)
+
+    assert await service.publish_outbox() == 2
+
+    (_, _, first, _), (topic, note_key, value, headers) = broker.sent
+    assert orjson.loads(first)["type"] == "bpo.invoice.issued"
+    event = orjson.loads(value)
+    assert (topic, note_key) == (INVOICES, b"acme")
+    assert headers == {"content-type": "application/cloudevents+json; charset=utf-8"}
+    assert event["type"] == "bpo.invoice.adjusted" and event["id"] == "acme-2026-01-n1"
+    assert event["subject"] == "acme" and event["source"] == "/tierline/billing"
+    assert event["data"]["total"] == "-125.50"
+    assert event["data"]["lines"] == [
+        {"kind": "adjustment", "quantity": "1", "unit_price": "-125.50", "amount": "-125.50"}
+    ]
+    assert store.published_notes == ["acme-2026-01-n1"]

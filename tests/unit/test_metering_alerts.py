@@ -205,9 +205,9 @@ def test_an_alert_row_is_what_metering_alerts_keeps() -> None:
 def test_the_cache_keeps_the_age_of_worked_out_usage_and_renews_read_usage() -> None:
     cache = PeriodUsageCache(ttl_seconds=30)
     first, second = billable_usage(after(1)), billable_usage(after(2))
-    cache.remember([UsageNow(ACME_OCTOBER, first, read=True)], now=0)
-    cache.remember([UsageNow(ACME_OCTOBER, second, read=False)], now=20)
+    cache.remember([UsageNow(ACME_OCTOBER, first, read=True)], now=0, since=0)
+    cache.remember([UsageNow(ACME_OCTOBER, second, read=False)], now=20, since=20)
     assert cache.known([ACME_OCTOBER], now=30) == {ACME_OCTOBER: second}
     assert cache.known([ACME_OCTOBER], now=31) == {}  # 31 s since it was read
-    cache.remember([UsageNow(ACME_OCTOBER, first, read=True)], now=31)
+    cache.remember([UsageNow(ACME_OCTOBER, first, read=True)], now=31, since=31)
     assert cache.known([ACME_OCTOBER], now=61) == {ACME_OCTOBER: first}
