@@ -25,10 +25,11 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, RootModel
 
 from shared.contracts.alerts import UsageAlert
 from shared.contracts.invoice import InvoiceIssued
+from shared.contracts.reclassification import NoteIssued
 from shared.contracts.topics import (
     AGREEMENTS,
     CONSUMED_TOPICS,
@@ -74,6 +75,10 @@ DEAD_LETTER_HEADERS: Final = {
 }
 
 #: topic -> (payload schema, what it carries). Every message is keyed by client_id.
+class BillingEvent(RootModel[InvoiceIssued | NoteIssued]):
+    """What `billing.invoices` carries: an invoice issued, or a note on one."""
+
+
 TOPICS: Final[dict[str, tuple[Any, str]]] = {
     WORKITEMS_COMPLETED: (
         CompletedWorkItem,
@@ -90,7 +95,12 @@ TOPICS: Final[dict[str, tuple[Any, str]]] = {
         "it; metering counts it from workitems.classified (unclassified, never billed).",
     ),
     AGREEMENTS: (AgreementDoc, "The current agreement per client (compacted, key client_id)."),
-    INVOICES: (InvoiceIssued, "Issued invoices as CloudEvents (SPEC §7), from billing's outbox."),
+    INVOICES: (
+        BillingEvent,
+        "Issued invoices (`bpo.invoice.issued`, SPEC §7) and the notes reclassifications in "
+        "closed periods raise (`bpo.invoice.adjusted`, SPEC §10), as CloudEvents from billing's "
+        "outbox.",
+    ),
     USAGE_ALERTS: (UsageAlert, "Threshold alerts, once per threshold, client and period."),
     **{
         dlq(topic): (

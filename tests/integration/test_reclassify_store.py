@@ -198,6 +198,7 @@ async def test_a_closed_invoiced_period_owes_a_note_billed_once(
         "SELECT billed_total, late_items_settled FROM billing.closed_periods WHERE client_id = $1",
         client,
     )
+    assert row is not None
     assert (row["billed_total"], row["late_items_settled"]) == (Decimal("35000.00"), 0)
     # Issued once: nothing is owed any more, whoever asks again.
     assert await notes_due(pool, client) == []
