@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Annotated, Any
@@ -13,9 +14,10 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
-from services.billing import api, insight_api, notes_api
+from services.billing import api, insight_api, notes_api, templates_api
 from services.billing.deps import Billing
 from services.billing.service import BillingMetrics, BillingService, utcnow
+from services.billing.template_catalog import TemplateError
 from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.contracts.topics import AGREEMENTS, INVOICES
 from shared.infra.auth import KeyRing, KeySettings
@@ -134,8 +136,9 @@ def create_app(settings: BillingSettings) -> FastAPI:
         registry=registry,
         health=health_of(broker=broker, pool=lambda: _pool(app)),
         keys=KeyRing.from_settings(settings),
-        routers=[api.router, insight_api.router, notes_api.router],
+        routers=[api.router, insight_api.router, notes_api.router, templates_api.router],
     )
+    set_state(app, templates_api.read_catalog())  # a broken template stops billing, naming it
     add_asyncapi_routes(app, broker, title=app.title, description=app.description)
     return app
 
@@ -146,4 +149,10 @@ def _pool(app: FastAPI) -> asyncpg.Pool | None:
 
 
 def main() -> None:
-    run_service("billing", BillingSettings, create_app, port=lambda settings: settings.billing_port)
+    try:
+        run_service(
+            "billing", BillingSettings, create_app, port=lambda settings: settings.billing_port
+        )
+    except TemplateError as error:  # raised while the app is built, before it serves
+        print(f"configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

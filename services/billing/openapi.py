@@ -258,6 +258,24 @@ def _agreement_schema(*, stored: bool) -> dict[str, Any]:
 AGREEMENT_BODY_SCHEMA: Final = _agreement_schema(stored=False)
 AGREEMENT_SCHEMA: Final = _agreement_schema(stored=True)
 
+
+def _template_body_schema() -> dict[str, Any]:
+    """An agreement template (SPEC §3): the stored agreement's form without `client_id` and
+    `version`, every other field given."""
+    left_out = ("client_id", "version")
+    return {
+        **AGREEMENT_SCHEMA,
+        "properties": {
+            key: value
+            for key, value in AGREEMENT_SCHEMA["properties"].items()
+            if key not in left_out
+        },
+        "required": [key for key in AGREEMENT_SCHEMA["required"] if key not in left_out],
+    }
+
+
+TEMPLATE_BODY_SCHEMA: Final = _template_body_schema()
+
 #: Optional: `{"client_id": ...}` closes the period for that client only.
 CLOSE_BODY_SCHEMA: Final = _object(
     {

@@ -2,7 +2,8 @@
 
 Pure (no I/O). Parse a client's body with `parse_agreement(dict)` or a YAML file with
 `load_agreement_yaml(text)`; both raise a pydantic `ValidationError` whose `loc` names the
-offending field, e.g. `("pricing", "tiers", 1, "up_to")`.
+offending field, e.g. `("pricing", "tiers", 1, "up_to")`. `read_agreement_yaml(text)` gives a
+YAML file's data unvalidated (decimals exact), for a caller that edits it first.
 
 Numbers: weights and `up_to` are JSON numbers (`int` or `Decimal`, as `json.loads(...,
 parse_float=Decimal)` gives them) or decimal strings; a Python `float` is taken by its shortest
@@ -218,9 +219,10 @@ def _yaml_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal | f
 _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _yaml_decimal)
 
 
-def load_agreement_yaml(text: str) -> Agreement:
-    """An agreement from a YAML document of the §3 shape. ValueError if it is not YAML or not a
-    mapping; a pydantic ValidationError (a ValueError too) if it is not a valid agreement."""
+def read_agreement_yaml(text: str) -> Mapping[str, Any]:
+    """A YAML document of the §3 shape as data, not yet validated: floats as exact Decimals,
+    dates as `date`. ValueError if it is not YAML (aliases and deep nesting refused) or not a
+    mapping."""
     try:
         data = yaml.load(text, Loader=_DecimalLoader)  # safe: a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -229,7 +231,13 @@ def load_agreement_yaml(text: str) -> Agreement:
         raise ValueError(f"not accepted: nested deeper than {MAX_NESTING} levels") from None
     if not isinstance(data, Mapping):
         raise ValueError("an agreement YAML document must be a mapping")
-    return parse_agreement(data)
+    return data
+
+
+def load_agreement_yaml(text: str) -> Agreement:
+    """An agreement from a YAML document of the §3 shape. ValueError if it is not YAML or not a
+    mapping; a pydantic ValidationError (a ValueError too) if it is not a valid agreement."""
+    return parse_agreement(read_agreement_yaml(text))
 
 
 YAML_MEDIA_TYPES: Final = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
