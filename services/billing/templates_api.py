@@ -44,8 +44,10 @@ _NAME_SCHEMA: Final = {
 }
 
 
-def read_catalog(directory: Path = TEMPLATES_DIR) -> TemplateCatalog:
-    """Every `<name>.yaml` of `directory`, checked; TemplateError naming the file otherwise."""
+def read_catalog(directory: Path | None = None) -> TemplateCatalog:
+    """Every `<name>.yaml` of `directory` (TEMPLATES_DIR when not given), checked; a
+    TemplateError naming the directory and the file otherwise."""
+    directory = TEMPLATES_DIR if directory is None else directory
     files: dict[str, str] = {}
     try:
         for path in sorted(directory.glob(f"*{SUFFIX}")):

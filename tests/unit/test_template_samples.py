@@ -27,7 +27,9 @@ from shared.domain.agreement.rules import classify
 
 CATALOG: Final = read_catalog()
 #: SPEC §3: the industries the templates cover at least.
-REQUIRED_INDUSTRIES: Final = ("healthcare", "banking", "insurance", "retail", "telecom", "logistics")
+REQUIRED_INDUSTRIES: Final = (
+    "healthcare", "banking", "insurance", "retail", "telecom", "logistics",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
