@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 
 from shared.domain.periods import Period, period_bounds, period_of
+from tools.agreements_cli import add_agreements_commands
+from tools.agreements_cli import run as run_agreements
 from tools.dlq_cli import add_dlq_commands
 from tools.dlq_cli import run as run_dlq
 from tools.reclassify_cli import add_reclassify_commands
@@ -206,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-demo", action="store_true", help="skip the demo workload")
     add_dlq_commands(commands)
     add_reclassify_commands(commands)
+    add_agreements_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "up":
         return up(args)
@@ -213,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_dlq(args)
     if args.command == "reclassify":
         return run_reclassify(args)
+    if args.command == "agreements":
+        return run_agreements(args)
     return 2
 
 

@@ -88,7 +88,7 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
 def admin_key(environ: os._Environ[str] | dict[str, str]) -> str:
     keys = [k.strip() for k in environ.get("TIERLINE_ADMIN_KEY", "").split(",") if k.strip()]
     if not keys:
-        raise ApiError("set TIERLINE_ADMIN_KEY to an admin key of the console")
+        raise ApiError("set TIERLINE_ADMIN_KEY to an admin key")
     return keys[0]
 
 
