@@ -74,6 +74,7 @@ DEAD_LETTER_HEADERS: Final = {
     "dead_lettered_by": "on agreements.dlq: the service that refused it (each consumer does)",
 }
 
+
 #: topic -> (payload schema, what it carries). Every message is keyed by client_id.
 class BillingEvent(RootModel[InvoiceIssued | NoteIssued]):
     """What `billing.invoices` carries: an invoice issued, or a note on one."""
