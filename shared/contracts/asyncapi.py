@@ -75,11 +75,11 @@ DEAD_LETTER_HEADERS: Final = {
 }
 
 
-#: topic -> (payload schema, what it carries). Every message is keyed by client_id.
 class BillingEvent(RootModel[InvoiceIssued | NoteIssued]):
     """What `billing.invoices` carries: an invoice issued, or a note on one."""
 
 
+#: topic -> (payload schema, what it carries). Every message is keyed by client_id.
 TOPICS: Final[dict[str, tuple[Any, str]]] = {
     WORKITEMS_COMPLETED: (
         CompletedWorkItem,
