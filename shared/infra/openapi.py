@@ -65,7 +65,7 @@ _COMMON_RESPONSES: Final = {
 }
 _AUTH_RESPONSES: Final = {
     "401": "No API key, or one this service does not know",
-    "403": "The API key is not good for this endpoint",
+    "403": "The API key is not good for this endpoint (or a client key names another client)",
 }
 
 
