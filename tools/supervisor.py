@@ -159,15 +159,6 @@ def new_client_keys(clients: Iterable[str]) -> str:
     return ",".join(f"{client}=ck_{secrets.token_urlsafe(16)}" for client in clients)
 
 
-def client_key(client_keys: str, client_id: str) -> str | None:
-    """The first key `client_keys` (`client_id=key,...`) gives `client_id`, or None."""
-    for entry in client_keys.split(","):
-        client, _, key = entry.partition("=")
-        if client.strip() == client_id and key.strip():
-            return key.strip()
-    return None
-
-
 @dataclass
 class Stack:
     """The services against one Kafka and one PostgreSQL."""

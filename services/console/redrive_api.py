@@ -195,7 +195,8 @@ async def redrive_request(request: Request) -> RedriveRequest:
     try:
         return RedriveRequest.model_validate_json(await request.body())
     except ValidationError as error:
-        problems = error.errors(include_url=False)
+        # Without the input: it may be bytes that are not UTF-8 (then no JSON could carry it).
+        problems = error.errors(include_url=False, include_input=False, include_context=False)
         raise RequestValidationError(
             [{**problem, "loc": ("body", *problem["loc"])} for problem in problems]
         ) from None

@@ -401,9 +401,10 @@ async def test_a_malformed_redrive_body_is_a_422_naming_where(client: httpx.Asyn
     )
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["body", "records", 0, "offset"]
-    broken = await client.post(f"/v1/dead-letters/{ORIGIN}/redrive", content=b"{")
-    assert broken.status_code == 422
-    assert broken.json()["detail"][0]["type"] == "json_invalid"
+    for broken in (b"{", b"\xbd]\xf2a\x80", b'{"all": "\xff"}'):
+        response = await client.post(f"/v1/dead-letters/{ORIGIN}/redrive", content=broken)
+        assert response.status_code == 422, broken
+        assert response.json()["detail"][0]["type"] == "json_invalid"
 
 
 async def test_every_answer_is_documented_with_its_schema(client: httpx.AsyncClient) -> None:
