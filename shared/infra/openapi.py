@@ -4,7 +4,7 @@ the body guard, 401 and 403 from the key dependencies), added to every operation
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from fastapi import FastAPI
 from pydantic import BaseModel
@@ -65,7 +65,7 @@ _COMMON_RESPONSES: Final = {
 }
 _AUTH_RESPONSES: Final = {
     "401": "No API key, or one this service does not know",
-    "403": "The API key is not good for this endpoint",
+    "403": "The API key is not good for this endpoint (or a client key names another client)",
 }
 
 
@@ -87,10 +87,13 @@ def answer(
     return documented
 
 
-def inline_schema(model: type[BaseModel]) -> JsonSchema:
-    """`model`'s JSON Schema (as serialized) standing alone: each reference to one of its own
-    definitions replaced by the definition, for a route that documents its body inline."""
-    schema = model.model_json_schema(mode="serialization")
+def inline_schema(
+    model: type[BaseModel], *, mode: Literal["validation", "serialization"] = "serialization"
+) -> JsonSchema:
+    """`model`'s JSON Schema (as serialized, or as validated for a request body) standing alone:
+    each reference to one of its own definitions replaced by the definition, for a route that
+    documents its body inline."""
+    schema = model.model_json_schema(mode=mode)
     definitions: dict[str, Any] = schema.pop("$defs", {})
 
     def inlined(value: Any) -> Any:
