@@ -15,6 +15,8 @@ from pydantic import Field
 
 from services.metering.api import Ledger, router
 from services.metering.handlers import Meter, MeteringMetrics
+from services.metering.items_api import ItemReads
+from services.metering.items_api import router as items_router
 from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
 from shared.contracts.topics import (
     AGREEMENTS,
@@ -40,6 +42,10 @@ from shared.infra.settings import DatabaseSettings, Port
 
 log = logging.getLogger(__name__)
 
+#: Connections of the items exports' own pool: at most this many exports read at once (others
+#: wait their turn), and none of them ever takes a connection the counting needs.
+EXPORT_CONNECTIONS = 2
+
 
 class MeteringSettings(DatabaseSettings, KeySettings):
     metering_port: Port = 8083
@@ -61,8 +67,11 @@ def create_app(settings: MeteringSettings) -> FastAPI:
         pool = await create_pool(settings.database_url, size=settings.database_pool_size)
         running.push_async_callback(pool.close)
         await apply_schema(pool)
+        exports = await create_pool(settings.database_url, size=EXPORT_CONNECTIONS)
+        running.push_async_callback(exports.close)
         await start_in(running, agreements)
         set_state(app, Ledger(pool, agreements))
+        set_state(app, ItemReads(pool, exports, agreements))
         set_state(app, Meter(broker, pool, agreements, metrics))
         # The broker stops first: it drains the batch in flight (its transaction and commit).
         await start_in(running, broker)
@@ -75,7 +84,7 @@ def create_app(settings: MeteringSettings) -> FastAPI:
         registry=registry,
         health=health_of(broker=broker, pool=lambda: _pool(app)),
         keys=KeyRing.from_settings(settings),
-        routers=[router],
+        routers=[router, items_router],
         max_body_bytes=SMALL_BODY_BYTES,
     )
 
