@@ -24,6 +24,8 @@ import httpx
 from shared.domain.periods import Period, period_bounds, period_of
 from tools.dlq_cli import add_dlq_commands
 from tools.dlq_cli import run as run_dlq
+from tools.items_cli import add_items_commands
+from tools.items_cli import run as run_items
 from tools.supervisor import REPO_ROOT, Stack, ports_from_env
 from tools.workload import Mix, demo_items
 
@@ -203,11 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--no-demo", action="store_true", help="skip the demo workload")
     add_dlq_commands(commands)
+    add_items_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "up":
         return up(args)
     if args.command == "dlq":
         return run_dlq(args)
+    if args.command == "items":
+        return run_items(args)
     return 2
 
 

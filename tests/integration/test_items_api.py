@@ -4,6 +4,7 @@ items router, as metering's composition root builds it)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import csv
@@ -12,6 +13,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +37,8 @@ from shared.infra.db import create_pool
 from shared.infra.http import add_operational_routes, set_state
 from tests.items_ledger import LedgerChange, LedgerItem, seed_changes, seed_items
 from tests.spec_example import spec_body
+from tools.items_cli import add_items_commands
+from tools.items_cli import run as run_cli
 from tools.localinfra import free_port
 
 ADMIN = "admin-key-0123456789abcdef"
@@ -718,3 +722,42 @@ async def _idle(exports: asyncpg.Pool) -> bool:
 
 async def _none(pool: asyncpg.Pool) -> bool:
     return await busy_readers(pool) == []
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["csv", "ndjson"])
+async def test_the_cli_exports_exactly_what_the_api_streams(
+    pool: asyncpg.Pool, tmp_path: Path, form: str
+) -> None:
+    client = client_id("cli")
+    items, changes = awkward_items(client)
+    await seed_items(pool, items)
+    await seed_changes(pool, changes)
+    app = items_app(pool, Agreements({client: agreement_for(client)}))
+    target = tmp_path / f"items.{form}"
+    parser = argparse.ArgumentParser(prog="tierline")
+    add_items_commands(parser.add_subparsers(dest="command", required=True))
+    async with serving(app) as url:
+        command = ["items", "export", "--metering-url", url, "--client", client]
+        args = parser.parse_args(
+            [*command, "--period", "2026-10", "--format", form, "-o", str(target)]
+        )
+        err = io.StringIO()
+        # The command is synchronous: it runs in a thread while this loop serves it.
+        code = await asyncio.to_thread(
+            run_cli, args, err=err, environ={"TIERLINE_ADMIN_KEY": ADMIN}
+        )
+        async with httpx.AsyncClient(timeout=60) as http:
+            direct = await http.get(
+                f"{url}/v1/items",
+                params={"client_id": client, "period": "2026-10"},
+                headers={
+                    "Authorization": f"Bearer {ADMIN}",
+                    "Accept": "text/csv" if form == "csv" else "application/x-ndjson",
+                },
+            )
+    assert code == 0, err.getvalue()
+    assert target.read_bytes() == direct.content
+    assert f"export {len(items)} items" in err.getvalue()
