@@ -48,6 +48,24 @@ class LedgerItem:
     opened_at: datetime | None = None
     handling_seconds: int | None = None
 
+    def row(self) -> tuple[object, ...]:
+        """The row in `_ITEM_COLUMNS` order (`dataclasses.astuple` would deep-copy each value)."""
+        return (
+            self.client_id,
+            self.item_id,
+            self.completed_at,
+            self.service_line,
+            self.complexity,
+            self.units,
+            self.rule_id,
+            self.agreement_version,
+            self.late,
+            self.received_at,
+            self.source,
+            self.opened_at,
+            self.handling_seconds,
+        )
+
 
 @dataclass(frozen=True)
 class LedgerChange:
@@ -68,7 +86,7 @@ async def seed_items(pool: asyncpg.Pool, items: Iterable[LedgerItem]) -> None:
     await pool.copy_records_to_table(
         "items",
         schema_name="metering",
-        records=(astuple(item) for item in items),
+        records=(item.row() for item in items),
         columns=list(_ITEM_COLUMNS),
     )
 

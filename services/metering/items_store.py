@@ -70,12 +70,15 @@ _PAGE: Final = f"SELECT {_COLUMNS}{_SELECTED}\n LIMIT $12::bigint"
 
 
 def _instant(column: str) -> str:
-    """`wire.utc_instant` in SQL: microseconds written, then their trailing zeros and a bare
-    point taken off."""
-    return (
-        f"""rtrim(rtrim(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), """
-        f"""'0'), '.') || 'Z'"""
-    )
+    """`wire.utc_instant` in SQL: a timestamp's text under DateStyle ISO (`_EXPORT_SETTINGS`) is
+    `2026-10-05 10:00:00.25`, fractional seconds only when non-zero and without trailing zeros
+    (and several times cheaper than `to_char`)."""
+    return f"replace(({column} AT TIME ZONE 'UTC')::text, ' ', 'T') || 'Z'"
+
+
+#: An export's transaction: timestamps written as `_instant` expects whatever the server's
+#: default DateStyle; no JIT (it costs its compilation and gains nothing on this plan).
+_EXPORT_SETTINGS: Final = "SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL jit = off"
 
 
 #: Each CSV column as SQL; $12 is the period key, $13/$14 `ClassWeights.per_item`/`per_unit`
@@ -152,6 +155,7 @@ async def export(
     """Every selected item in order, `batch` at a time, from a server-side cursor (one
     connection and one snapshot for the whole export; memory bounded by the batch)."""
     async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(_EXPORT_SETTINGS)
         cursor = await conn.cursor(_PAGE, *_selected(selection, selection.first()), None)
         while rows := await cursor.fetch(batch):
             yield await _with_history(conn, selection.client_id, rows)
@@ -173,7 +177,8 @@ async def copy_csv(
         # asyncpg hands over a view of its own buffer, which it reuses once this returns.
         await output(bytes(data))
 
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(_EXPORT_SETTINGS)
         await conn.copy_from_query(
             _CSV,
             *_selected(selection, selection.first()),

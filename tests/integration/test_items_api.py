@@ -499,17 +499,28 @@ def awkward_items(client: str) -> tuple[list[LedgerItem], list[LedgerChange]]:
     return items, changes
 
 
-async def test_the_csv_export_says_what_the_json_documents_say(pool: asyncpg.Pool) -> None:
+async def test_the_csv_export_says_what_the_json_documents_say(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
     client = client_id("csv")
     items, changes = awkward_items(client)
     await seed_items(pool, items)
     await seed_changes(pool, changes)
     weights = {"basic": "0.25", "standard": "1.5", "complex": "2.125"}
-    app = items_app(pool, Agreements({client: agreement_for(client, weights=weights)}))
+    # Whatever the server's DateStyle, the export writes SPEC's timestamps.
+    exports = await asyncpg.create_pool(
+        database_url, min_size=1, max_size=1, server_settings={"DateStyle": "SQL, DMY"}
+    )
+    assert exports is not None
+    agreements = Agreements({client: agreement_for(client, weights=weights)})
+    app = items_app(pool, agreements, exports=exports)
     params = {"client_id": client, "period": "2026-10"}
-    async with http_to(app) as http:
-        documents, _ = await every_page(http, params, limit=7)
-        response = await http.get("/v1/items", params=params, headers={"Accept": "text/csv"})
+    try:
+        async with http_to(app) as http:
+            documents, _ = await every_page(http, params, limit=7)
+            response = await http.get("/v1/items", params=params, headers={"Accept": "text/csv"})
+    finally:
+        await exports.close()
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
     assert len(documents) == len(items)
