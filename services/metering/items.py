@@ -132,19 +132,38 @@ def decode_cursor(text: str) -> Position:
 # --- the document -------------------------------------------------------------------------------
 
 
+class ItemWeights:
+    """An item's weighted units at an agreement's weights (`rating.weighted_units`: weights
+    [complexity] × units or 1), as the document writes them; "0" without an agreement or for an
+    unclassified item. Remembered per class and units: an export asks millions of times for a
+    few hundred answers."""
+
+    _MEMO: Final = 100_000
+
+    def __init__(self, pricing: Pricing | None) -> None:
+        self.pricing = pricing
+        self._known: dict[tuple[ServiceClass, int], str] = {}
+
+    def text(self, service_class: ServiceClass | None, units: int) -> str:
+        if service_class is None or self.pricing is None:
+            return "0"
+        key = (service_class, units)
+        found = self._known.get(key)
+        if found is None:
+            found = format_decimal(weighted_units(self.pricing, service_class, 1, units))
+            if len(self._known) < self._MEMO:
+                self._known[key] = found
+        return found
+
+
 def item_document(
-    item: StoredItem, history: list[StoredChange], *, period: str, pricing: Pricing | None
+    item: StoredItem, history: list[StoredChange], *, period: str, weights: ItemWeights
 ) -> ItemDocument:
     """The item as SPEC §10 shows it: its class as it stands now (null when unclassified), its
-    weighted units at `pricing`'s weights (the client's current agreement; "0" without one or
-    when unclassified), its changes of class oldest first, and `period`, the key of the period
-    its completion lies in (in the timezone of the client's current agreement)."""
+    weighted units at `weights` (the client's current agreement's), its changes of class oldest
+    first, and `period`, the key of the period its completion lies in (in the timezone of the
+    client's current agreement)."""
     service_class = class_of(item.service_line, item.complexity)
-    weight = (
-        weighted_units(pricing, service_class, 1, item.units)
-        if service_class is not None and pricing is not None
-        else Decimal(0)
-    )
     return ItemDocument(
         client_id=item.client_id,
         id=item.item_id,
@@ -161,8 +180,8 @@ def item_document(
         agreement_version=item.agreement_version,
         units=item.units,
         handling_seconds=item.handling_seconds,
-        weighted_units=format_decimal(weight),
-        history=[_change(change) for change in history],
+        weighted_units=weights.text(service_class, item.units),
+        history=[_change(change) for change in history] if history else [],
     )
 
 

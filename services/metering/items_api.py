@@ -28,6 +28,7 @@ from services.metering.items import (
     MAX_ITEM_ID,
     MAX_LIMIT,
     ItemSelection,
+    ItemWeights,
     Position,
     class_weights,
     decode_cursor,
@@ -147,7 +148,7 @@ async def get_item(
     item, history = found
     tz, pricing = reads.terms(client)
     period = period_of(item.completed_at, tz).key
-    document = item_document(item, history, period=period, pricing=pricing)
+    document = item_document(item, history, period=period, weights=ItemWeights(pricing))
     return Response(encode_document(document), media_type=JSON)
 
 
@@ -223,8 +224,9 @@ async def list_items(
         return _ndjson_export(reads, selection, pricing)
     found = await items_store.page(reads.pool, selection, after or selection.first(), limit + 1)
     more = len(found) > limit
+    weights = ItemWeights(pricing)
     documents = [
-        item_document(item, history, period=selection.period, pricing=pricing)
+        item_document(item, history, period=selection.period, weights=weights)
         for item, history in found[:limit]
     ]
     last = found[limit - 1][0] if more else None
@@ -249,12 +251,13 @@ def _csv_export(reads: ItemReads, selection: ItemSelection, pricing: Pricing | N
 def _ndjson_export(reads: ItemReads, selection: ItemSelection, pricing: Pricing | None) -> Response:
     async def write(emit: Emit) -> None:
         batches = items_store.export(reads.exports, selection, batch=EXPORT_BATCH)
+        weights = ItemWeights(pricing)
         chunk = bytearray()
         async with asyncio.timeout(EXPORT_SECONDS), contextlib.aclosing(batches):
             async for batch in batches:
                 for item, history in batch:
                     document = item_document(
-                        item, history, period=selection.period, pricing=pricing
+                        item, history, period=selection.period, weights=weights
                     )
                     chunk += encode_document(document)
                     chunk += b"\n"

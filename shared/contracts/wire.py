@@ -56,10 +56,12 @@ def utc_timestamp(instant: datetime) -> str:
 
 def utc_instant(instant: datetime) -> str:
     """`instant` in UTC with `Z`, to the microsecond: fractional seconds only when non-zero,
-    without trailing zeros (`...T10:00:00Z`, `...T10:00:00.25Z`)."""
-    utc = instant.astimezone(UTC)
-    text = utc.replace(tzinfo=None).isoformat()
-    return (text.rstrip("0") if utc.microsecond else text) + "Z"
+    without trailing zeros (`...T10:00:00Z`, `...T10:00:00.25Z`). An export writes millions:
+    an instant already in UTC (as asyncpg reads them) is not converted again."""
+    if instant.tzinfo is not UTC:
+        instant = instant.astimezone(UTC)
+    text = instant.isoformat()[:-6]  # without "+00:00"
+    return (text.rstrip("0") if instant.microsecond else text) + "Z"
 
 
 def _offset_timestamp(instant: datetime) -> str:

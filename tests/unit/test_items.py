@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from services.metering import items_store
 from services.metering.items import (
     ItemSelection,
+    ItemWeights,
     Position,
     StoredChange,
     StoredItem,
@@ -138,7 +139,7 @@ def test_anything_else_is_not_a_cursor(text: str) -> None:
 
 
 def test_a_classified_item_shows_its_class_rule_and_weighted_units_at_current_weights() -> None:
-    document = item_document(stored(), [], period="2026-10", pricing=acme().pricing)
+    document = item_document(stored(), [], period="2026-10", weights=ItemWeights(acme().pricing))
     assert msgspec.to_builtins(document) == {
         "client_id": "acme",
         "id": "T-1",
@@ -162,7 +163,7 @@ def test_a_classified_item_shows_its_class_rule_and_weighted_units_at_current_we
 
 def test_a_units_basis_line_weighs_the_items_units() -> None:
     item = stored(service_line="data_entry", complexity="standard", units=250)
-    document = item_document(item, [], period="2026-10", pricing=acme().pricing)
+    document = item_document(item, [], period="2026-10", weights=ItemWeights(acme().pricing))
     assert document.weighted_units == "500"  # SPEC §6 worked example 5
 
 
@@ -171,12 +172,15 @@ def test_decimal_weights_are_written_plainly() -> None:
     body["pricing"]["weights"] = {"basic": "0.25", "standard": "1.50", "complex": "2.125"}
     pricing = parse_agreement(body).pricing
     item = stored(service_line="data_entry", complexity="standard", units=3)
-    assert item_document(item, [], period="2026-10", pricing=pricing).weighted_units == "4.5"
+    assert (
+        item_document(item, [], period="2026-10", weights=ItemWeights(pricing)).weighted_units
+        == "4.5"
+    )
 
 
 def test_an_unclassified_item_has_no_class_rule_or_weight() -> None:
     item = stored(service_line="unclassified", complexity="none", rule_id=None)
-    document = item_document(item, [], period="2026-10", pricing=acme().pricing)
+    document = item_document(item, [], period="2026-10", weights=ItemWeights(acme().pricing))
     assert (document.status, document.service_line, document.complexity) == (
         "unclassified",
         None,
@@ -187,7 +191,7 @@ def test_an_unclassified_item_has_no_class_rule_or_weight() -> None:
 
 def test_without_an_agreement_nothing_weighs_anything() -> None:
     item = stored(agreement_version=None)
-    document = item_document(item, [], period="2026-10", pricing=None)
+    document = item_document(item, [], period="2026-10", weights=ItemWeights(None))
     assert (document.status, document.weighted_units, document.agreement_version) == (
         "classified",
         "0",
@@ -202,7 +206,7 @@ def test_history_is_written_in_the_order_given_with_null_for_unclassified() -> N
             "T-1", T0 + timedelta(microseconds=500), "hr", "basic", "hr", "standard", "rc-2", "x"
         ),
     ]
-    document = item_document(stored(), changes, period="2026-10", pricing=None)
+    document = item_document(stored(), changes, period="2026-10", weights=ItemWeights(None))
     assert msgspec.to_builtins(document.history) == [
         {
             "at": "2026-10-05T10:00:00Z",
@@ -222,7 +226,7 @@ def test_history_is_written_in_the_order_given_with_null_for_unclassified() -> N
 
 
 def test_the_document_decodes_as_its_own_contract() -> None:
-    document = item_document(stored(), [], period="2026-10", pricing=acme().pricing)
+    document = item_document(stored(), [], period="2026-10", weights=ItemWeights(acme().pricing))
     raw = msgspec.json.encode(document)
     assert msgspec.json.decode(raw, type=ItemDocument) == document
 
