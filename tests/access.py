@@ -74,6 +74,8 @@ RULES: Final[Mapping[tuple[str, str, str], Access]] = {
     ("billing", "GET", "/v1/notes/{note_id}"): Access.OWN_BY_ID,
     ("billing", "GET", "/v1/agreement-templates"): Access.ADMIN,
     ("billing", "GET", "/v1/agreement-templates/{name}"): Access.ADMIN,
+    ("metering", "GET", "/v1/items"): Access.OWN_LIST,
+    ("metering", "GET", "/v1/items/{client_id}/{item_id:path}"): Access.OWN_CLIENT,
     ("metering", "POST", "/v1/reclassifications"): Access.ADMIN,
     ("metering", "GET", "/v1/reclassifications"): Access.OWN_LIST,
     ("console", "GET", "/"): Access.PUBLIC,  # the static page; its JSON takes the admin key
@@ -241,10 +243,11 @@ def target(path: str, values: Mapping[str, str], query: Mapping[str, str]) -> st
     """`path` with its placeholders filled; a placeholder `path_values` lacks is a KeyError
     that says what to add."""
     filled = path
-    for name in _placeholders(path):
+    for placeholder in _placeholders(path):
+        name = placeholder.split(":")[0]  # `{item_id:path}`: the name before its convertor
         if name not in values:
             raise KeyError(f"{path}: give {{{name}}} an example value in tests.access.path_values")
-        filled = filled.replace(f"{{{name}}}", quote(values[name], safe=""))
+        filled = filled.replace(f"{{{placeholder}}}", quote(values[name], safe=""))
     return f"{filled}?{urlencode(query)}" if query else filled
 
 

@@ -26,6 +26,8 @@ from tools.agreements_cli import add_agreements_commands
 from tools.agreements_cli import run as run_agreements
 from tools.dlq_cli import add_dlq_commands
 from tools.dlq_cli import run as run_dlq
+from tools.items_cli import add_items_commands
+from tools.items_cli import run as run_items
 from tools.reclassify_cli import add_reclassify_commands
 from tools.reclassify_cli import run as run_reclassify
 from tools.supervisor import REPO_ROOT, Stack, new_client_keys, ports_from_env
@@ -220,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     add_dlq_commands(commands)
     add_reclassify_commands(commands)
     add_agreements_commands(commands)
+    add_items_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "up":
         return up(args)
@@ -229,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_reclassify(args)
     if args.command == "agreements":
         return run_agreements(args)
+    if args.command == "items":
+        return run_items(args)
     return 2
 
 

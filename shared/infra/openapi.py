@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
+import msgspec
 from fastapi import FastAPI
 from pydantic import BaseModel
 
@@ -93,7 +94,16 @@ def inline_schema(
     """`model`'s JSON Schema (as serialized, or as validated for a request body) standing alone:
     each reference to one of its own definitions replaced by the definition, for a route that
     documents its body inline."""
-    schema = model.model_json_schema(mode=mode)
+    return _inlined(model.model_json_schema(mode=mode))
+
+
+def inline_struct_schema(struct: type[msgspec.Struct]) -> JsonSchema:
+    """A msgspec Struct's JSON Schema standing alone, as `inline_schema` gives a model's."""
+    return _inlined(msgspec.json.schema(struct))
+
+
+def _inlined(schema: JsonSchema) -> JsonSchema:
+    """`schema` with each reference to one of its own `$defs` replaced by the definition."""
     definitions: dict[str, Any] = schema.pop("$defs", {})
 
     def inlined(value: Any) -> Any:
