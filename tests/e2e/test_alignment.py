@@ -6,8 +6,10 @@ open period resolved by a reclassification — every amount to the cent."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -40,8 +42,9 @@ def as_client(client: str) -> dict[str, str]:
 def batch(
     client: str, prefix: str, count: int, period: Period, **fields: Any
 ) -> list[dict[str, Any]]:
-    """`count` items spread over the period (in the agreement's zone, New York)."""
+    """`count` items spread over the period (in the agreement's zone, New York), up to now."""
     start, end = period_bounds(period, "America/New_York")
+    end = min(end, datetime.now(UTC) - timedelta(minutes=1))
     step = (end - start) / (count + 1)
     return [
         {
@@ -71,6 +74,16 @@ def dispute_agreement(client: str) -> dict[str, Any]:
         },
     ]
     return body
+
+
+async def metered(api: Api, client: str, period: Period, count: int) -> dict[str, Any]:
+    """The period's usage once metering has counted `count` items (classified or not)."""
+    async with asyncio.timeout(60):
+        while True:
+            usage = await api.usage(client, period.key)
+            if usage["items"] + usage["unclassified_items"] >= count:
+                return usage
+            await asyncio.sleep(0.2)
 
 
 def lines(invoice_or_note: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -247,7 +260,7 @@ async def test_the_review_queue_is_resolved_by_a_reclassification(api: Api) -> N
         batch(client, "care", 20, period, queue="Care")
         + batch(client, "odd", 11, period, queue="Master records")
     )
-    usage = await api.usage(client, period.key)
+    usage = await metered(api, client, period, 31)
     assert (usage["items"], usage["unclassified_items"]) == (20, 11)
     assert usage["tier"] == {"name": "Essential", "reason": "volume"}
 
