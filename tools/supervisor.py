@@ -180,6 +180,8 @@ class Stack:
             "TIERLINE_INTAKE_KEYS": self.intake_keys,
             "PYTHONUNBUFFERED": "1",
             **{PORT_VARIABLES[name]: str(port) for name, port in self.ports.items()},
+            # The console forwards the pages' item reads to this stack's metering.
+            "CONSOLE_METERING_URL": f"http://127.0.0.1:{self.ports['metering']}",
             **self.extra_env,
         }
         for name in SERVICES:
