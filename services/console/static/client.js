@@ -127,7 +127,7 @@
   }
 
   function renderHead(data, asOperator) {
-    $("client-name").replaceChildren(data.name || data.client_id, asOperator ? h("span", { class: "tag" }, "operator view") : null);
+    $("client-name").replaceChildren(data.name || data.client_id, ...(asOperator ? [h("span", { class: "tag" }, "operator view")] : []));
     $("client-meta").textContent = [
       data.client_id,
       data.agreement_version ? `agreement v${data.agreement_version}` : "no agreement yet",

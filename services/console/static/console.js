@@ -296,13 +296,17 @@
 
   // --- the review queue and an item's provenance (SPEC §10, through the console's metering relay) ---
 
-  function renderReviewQueue(queues) {
+  function renderReviewQueue(all) {
+    const filter = $("client-filter").value.trim().toLowerCase();
+    const queues = all.filter((q) => !filter || q.client_id.includes(filter));
     const total = queues.reduce((sum, q) => sum + q.unclassified_items + q.closed_unclassified_items, 0);
     $("queue-note").textContent = queues.length
       ? `${fmt(total)} unclassified item${total === 1 ? "" : "s"} across ${queues.length} client${queues.length === 1 ? "" : "s"} · never billed until a reclassification places them`
       : "unclassified items, never billed until a reclassification places them";
     if (!queues.length) {
-      $("review-queue").replaceChildren(h("div", { class: "empty" }, "Nothing to review: every item of the open and last closed periods is placed."));
+      $("review-queue").replaceChildren(h("div", { class: "empty" }, filter && all.length
+        ? `No client matching “${filter}” has unclassified items.`
+        : "Nothing to review: every item of the open and last closed periods is placed."));
       return;
     }
     const count = (client, period, n, field) =>
@@ -362,7 +366,11 @@
   });
 
   let lastData = null;
-  $("client-filter").addEventListener("input", () => lastData && renderUsage(lastData));
+  $("client-filter").addEventListener("input", () => {
+    if (!lastData) return;
+    renderUsage(lastData);
+    renderReviewQueue(lastData.review_queue);
+  });
 
   window.Tierline.takeFromUrl({ key: KEY_STORAGE });
   poll();
