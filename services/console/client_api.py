@@ -55,6 +55,27 @@ QueryClientId = Annotated[
         examples=["acme"],
     ),
 ]
+PathClientId = Annotated[
+    str, Path(pattern=CLIENT_ID_PARAMETER, description=f"The client, `{CLIENT_ID_PATTERN}`")
+]
+
+
+def client_in_query(caller: ReaderCaller, client_id: QueryClientId = None) -> str | None:
+    """The client a read names in its query, as the key may see it (`scoped_client`): decided
+    before anything else the route depends on is asked for."""
+    return scoped_client(caller, client_id)
+
+
+def client_in_path(caller: ReaderCaller, client_id: PathClientId) -> str:
+    """The client a read names in its path: the key's own, or any with an admin key."""
+    client = scoped_client(caller, client_id)
+    assert client is not None
+    return client
+
+
+#: Declared first in each route, so a key is refused before the route's state is asked for.
+ScopedQueryClient = Annotated[str | None, Depends(client_in_query)]
+ScopedPathClient = Annotated[str, Depends(client_in_path)]
 
 _UNAVAILABLE: Final[Responses] = {
     503: answer(
@@ -117,9 +138,8 @@ def _client_required() -> JSONResponse:
     },
 )
 async def client_overview(
-    caller: ReaderCaller,
+    client: ScopedQueryClient,
     reads: ClientReadsDep,
-    client_id: QueryClientId = None,
     period: Annotated[
         str | None,
         Query(
@@ -129,7 +149,6 @@ async def client_overview(
         ),
     ] = None,
 ) -> ClientOverview | Response:
-    client = scoped_client(caller, client_id)
     if client is None:
         return _client_required()
     try:
@@ -173,13 +192,12 @@ async def _relay(
     },
 )
 async def items(
+    client: ScopedQueryClient,
     request: Request,
-    caller: ReaderCaller,
     metering: MeteringDep,
     period: Annotated[
         str, Query(pattern=PERIOD_PATTERN, description="`YYYY-MM`, 2000-01..2099-12")
     ],
-    client_id: QueryClientId = None,
     service_line: ServiceLine | None = None,
     complexity: Complexity | None = None,
     rule_id: Annotated[str | None, Query(min_length=1, max_length=200, pattern=_NO_NUL)] = None,
@@ -190,7 +208,6 @@ async def items(
         Query(min_length=1, max_length=MAX_CURSOR, description="`next_cursor` of the last page"),
     ] = None,
 ) -> Response:
-    client = scoped_client(caller, client_id)
     if client is None:
         return _client_required()
     chosen = {
@@ -224,17 +241,12 @@ async def items(
     },
 )
 async def item(
+    client: ScopedPathClient,
     request: Request,
-    caller: ReaderCaller,
     metering: MeteringDep,
-    client_id: Annotated[
-        str, Path(pattern=CLIENT_ID_PARAMETER, description=f"The client, `{CLIENT_ID_PATTERN}`")
-    ],
     item_id: Annotated[
         str,
         Path(min_length=1, max_length=MAX_ITEM_ID, pattern=_NO_NUL, description="The item's id"),
     ],
 ) -> Response:
-    client = scoped_client(caller, client_id)
-    assert client is not None
     return await _relay(metering, request, f"/v1/items/{client}/{path_segment(item_id)}", {})

@@ -548,3 +548,21 @@ def test_the_metering_url_is_checked_at_start() -> None:
             tierline_intake_keys=f"jira={INTAKE}",
             console_metering_url="not a url",
         )
+
+
+async def test_permission_is_decided_before_the_route_s_state_is_asked_for() -> None:
+    """Before the lifespan has set the reads and the relay (503: starting), a key naming a
+    client it may not read is already 403."""
+    app = console_app()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://console"
+    ) as http:
+        mine = as_key(KEYS["acme"])
+        for target in (
+            "/api/client/overview?client_id=beta",
+            "/api/items?period=2026-10&client_id=beta",
+            "/api/items/beta/T-1",
+        ):
+            assert (await http.get(target, headers=mine)).status_code == 403, target
+        starting = await http.get("/api/client/overview", headers=mine)
+        assert (starting.status_code, starting.headers["Retry-After"]) == (503, "1")
