@@ -26,9 +26,11 @@ from tools.agreements_cli import add_agreements_commands
 from tools.agreements_cli import run as run_agreements
 from tools.dlq_cli import add_dlq_commands
 from tools.dlq_cli import run as run_dlq
+from tools.items_cli import add_items_commands
+from tools.items_cli import run as run_items
 from tools.reclassify_cli import add_reclassify_commands
 from tools.reclassify_cli import run as run_reclassify
-from tools.supervisor import REPO_ROOT, Stack, ports_from_env
+from tools.supervisor import REPO_ROOT, Stack, new_client_keys, ports_from_env
 from tools.workload import Mix, demo_items
 
 DEMO_DIR = REPO_ROOT / "deploy" / "demo"
@@ -88,6 +90,11 @@ def run_demo(stack: Stack, *, now: datetime) -> list[dict[str, Any]]:
         response.raise_for_status()
         invoices: list[dict[str, Any]] = response.json()["invoices"]
         return invoices
+
+
+def demo_clients() -> list[str]:
+    """The demo's clients: one per agreement in deploy/demo."""
+    return sorted(path.stem for path in DEMO_DIR.glob("*.yaml"))
 
 
 def _demo_workload(period: Period) -> list[dict[str, object]]:
@@ -151,12 +158,17 @@ def up(args: argparse.Namespace) -> int:
             intake_keys = os.environ.get("TIERLINE_INTAKE_KEYS", "")
             if not (admin_key and intake_keys):
                 say("no TIERLINE_ADMIN_KEY / TIERLINE_INTAKE_KEYS set: generated fresh keys")
+            client_keys = os.environ.get("TIERLINE_CLIENT_KEYS", "")
+            if not client_keys.strip():
+                client_keys = new_client_keys(demo_clients())
+                say("no TIERLINE_CLIENT_KEYS set: generated a read-only key per demo client")
             stack = Stack(
                 kafka,
                 database,
                 data_dir / "logs",
                 admin_key=admin_key,
                 intake_keys=intake_keys,
+                client_keys=client_keys,
                 ports=ports,
                 # The local run command may use published default keys (a developer's .env);
                 # the services refuse them everywhere else (shared/infra/auth.py).
@@ -183,6 +195,7 @@ Tierline is running. Where to look:
   logs        {data_dir / "logs"}
   admin key   {stack.admin_key}
   intake keys {stack.intake_keys}
+  client keys {stack.client_keys}   (read-only, each its own client's documents)
 Press Ctrl-C to stop everything.""",
                     flush=True,
                 )
@@ -210,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     add_dlq_commands(commands)
     add_reclassify_commands(commands)
     add_agreements_commands(commands)
+    add_items_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "up":
         return up(args)
@@ -219,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_reclassify(args)
     if args.command == "agreements":
         return run_agreements(args)
+    if args.command == "items":
+        return run_items(args)
     return 2
 
 

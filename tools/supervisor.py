@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -154,6 +154,11 @@ def new_keys() -> tuple[str, str]:
     return admin, intake
 
 
+def new_client_keys(clients: Iterable[str]) -> str:
+    """A fresh read-only key for each of `clients` (`client_id=key,...`, SPEC §2)."""
+    return ",".join(f"{client}=ck_{secrets.token_urlsafe(16)}" for client in clients)
+
+
 @dataclass
 class Stack:
     """The services against one Kafka and one PostgreSQL."""
@@ -165,6 +170,8 @@ class Stack:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     admin_key: str = ""
     intake_keys: str = ""
+    #: `client_id=key,...` (TIERLINE_CLIENT_KEYS) when given; else the environment's, if any.
+    client_keys: str = ""
     #: Extra instances per service beyond the first (scale-out: one consumer group).
     instances: Mapping[str, int] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
@@ -178,6 +185,7 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "TIERLINE_ADMIN_KEY": self.admin_key,
             "TIERLINE_INTAKE_KEYS": self.intake_keys,
+            **({"TIERLINE_CLIENT_KEYS": self.client_keys} if self.client_keys else {}),
             "PYTHONUNBUFFERED": "1",
             **{PORT_VARIABLES[name]: str(port) for name, port in self.ports.items()},
             # The console forwards the pages' item reads to this stack's metering.

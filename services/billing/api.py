@@ -1,5 +1,9 @@
 """Billing's HTTP API: agreements (§3), period close (§6), invoices (§7).
 
+Each route declares who may call it first (`dependencies=ADMIN_ONLY` or `READERS`), so it is
+decided before any input is checked or the body read (SPEC §13): writes take an admin key; reads
+an admin key or the client's own key (SPEC §2), which sees its own client's documents only.
+
 No input reaches the store unchecked: path and query parameters are matched against their
 patterns (a 422 naming the parameter), bodies are bounded (413) and parsed without recursion
 limits to trip over (422), and every response a route can give is in the OpenAPI document.
@@ -48,12 +52,11 @@ from services.billing.service import KafkaUnavailable
 from shared.contracts.invoice import Invoice, InvoiceList, PeriodClose
 from shared.domain.agreement.agreement import Agreement, AgreementTooLarge, parse_agreement_body
 from shared.domain.periods import Period, period_bounds
-from shared.infra.auth import Role
-from shared.infra.http import require
+from shared.infra.http import ADMIN_ONLY, READERS, ReaderCaller, may_read, scoped_client
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(route_class=BillingRoute, dependencies=[Depends(require(Role.ADMIN))])
+router = APIRouter(route_class=BillingRoute)
 
 AgreementBody = Annotated[bytes, Depends(BoundedBody("an agreement body"))]
 CloseBody = Annotated[bytes, Depends(BoundedBody("a body"))]
@@ -138,6 +141,7 @@ async def close_client(raw: CloseBody) -> str | None:
 @router.put(
     "/v1/agreements/{client_id}",
     summary="Create the next version of an agreement",
+    dependencies=ADMIN_ONLY,
     responses=responses(413, 422, 503, ok=AGREEMENT_SCHEMA),
     openapi_extra=_AGREEMENT_BODY,
 )
@@ -154,6 +158,7 @@ async def put_agreement(
 @router.get(
     "/v1/agreements/{client_id}",
     summary="The current agreement of a client",
+    dependencies=READERS,
     responses=responses(404, 422, ok=AGREEMENT_SCHEMA),
 )
 async def get_agreement(agreement: CurrentAgreement) -> Response:
@@ -163,6 +168,7 @@ async def get_agreement(agreement: CurrentAgreement) -> Response:
 @router.post(
     "/v1/periods/{period}/close",
     summary="Close a period and issue its invoices",
+    dependencies=ADMIN_ONLY,
     responses=responses(413, 422, 503),
     openapi_extra=_CLOSE_BODY,
 )
@@ -182,26 +188,31 @@ async def close_period(
 @router.get(
     "/v1/invoices",
     summary="Issued invoices, optionally by client and period",
+    description="A client key lists its own client's invoices (`client_id` left out or its own).",
+    dependencies=READERS,
     responses=responses(422),
 )
 async def list_invoices(
-    client_id: QueryClientId, period: QueryPeriod, service: Service
+    caller: ReaderCaller, client_id: QueryClientId, period: QueryPeriod, service: Service
 ) -> InvoiceList:
     key = period.key if period is not None else None
-    return InvoiceList(invoices=tuple(await service.invoices(client_id=client_id, period=key)))
+    client = scoped_client(caller, client_id)
+    return InvoiceList(invoices=tuple(await service.invoices(client_id=client, period=key)))
 
 
 @router.get(
     "/v1/invoices/{invoice_id}",
     summary="One invoice",
+    description="Another client's invoice is unknown to a client key (404).",
+    dependencies=READERS,
     # 422 never comes from this route (a bad id is a 404); documented so the framework's
     # default entry, whose body billing never sends, is not.
     responses=responses(404, 422),
 )
-async def get_invoice(invoice_id: InvoiceIdPath, service: Service) -> Invoice:
+async def get_invoice(caller: ReaderCaller, invoice_id: InvoiceIdPath, service: Service) -> Invoice:
     # Anything not shaped like an invoice id (NUL, garbage, too long) names no invoice.
     found = await service.invoice(invoice_id) if is_invoice_id(invoice_id) else None
-    if found is None:
+    if found is None or not may_read(caller, found.client_id):
         shown = printable(invoice_id if len(invoice_id) <= 80 else invoice_id[:80] + "...")
         raise not_found(f"no invoice {shown}")
     return found

@@ -7,9 +7,10 @@
   (`BoundedBody`) and the client's `CurrentAgreement`. A bad one raises `Refusal`, whose
   response (`{"detail", "errors"}` for a 422, 404, 413) `BillingRoute` sends.
 
-Dependencies run in the order a route declares them, after the admin key its router requires:
-a route declares them in the order it checks its inputs. All are `async def`, so none hops to
-the thread pool and a body is parsed where it always was.
+Dependencies run in the order a route declares them, after the key it requires
+(`dependencies=ADMIN_ONLY` or `READERS`, so permission is decided before any input is checked or
+the body read): a route declares them in the order it checks its inputs. All are `async def`,
+so none hops to the thread pool and a body is parsed where it always was.
 """
 
 from __future__ import annotations
@@ -200,7 +201,8 @@ class BoundedBody:
     async def __call__(self, request: Request) -> bytes:
         raw = await read_bounded(request)
         if raw is None:
-            raise Refusal(too_large(f"{self.what} holds at most {MAX_BODY_BYTES} bytes"))
+            limit = f"{MAX_BODY_BYTES} bytes ({MAX_BODY_BYTES // 2**20} MiB)"
+            raise Refusal(too_large(f"{self.what} holds at most {limit}"))
         return raw
 
 

@@ -6,7 +6,7 @@ from the pure `services.billing.insight`.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from services.billing import store
 from services.billing.deps import (
@@ -26,19 +26,18 @@ from shared.contracts.insight import Forecast, Recommendations
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.periods import Period, parse_period, period_bounds, period_of
 from shared.domain.rating import Reason
-from shared.infra.auth import Role
 from shared.infra.db import Executor
-from shared.infra.http import require
+from shared.infra.http import READERS
 from shared.ledger.reads import billable_usage, counts_between, counts_for_ranges
 
-router = APIRouter(
-    route_class=BillingRoute, tags=["insight"], dependencies=[Depends(require(Role.ADMIN))]
-)
+#: Reads of one client's figures: an admin key or that client's own key (SPEC §2).
+router = APIRouter(route_class=BillingRoute, tags=["insight"])
 
 
 @router.get(
     "/v1/forecast/{client_id}",
     summary="The period's projected W, tier and total",
+    dependencies=READERS,
     responses=responses(404, 422),
 )
 async def get_forecast(
@@ -60,6 +59,7 @@ async def get_forecast(
 @router.get(
     "/v1/recommendations/{client_id}",
     summary="Scope vs volume over the invoiced periods, and the cheapest change",
+    dependencies=READERS,
     responses=responses(404, 422),
 )
 async def get_recommendations(agreement: CurrentAgreement, db: Database) -> Recommendations:

@@ -19,8 +19,7 @@ from services.billing.deps import (
 from services.billing.openapi import printable, responses
 from shared.contracts.reclassification import Note, Notes
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN
-from shared.infra.auth import Role
-from shared.infra.http import ReaderCaller, scoped_client
+from shared.infra.http import READERS, ReaderCaller, may_read, scoped_client
 
 #: `<client>-<YYYY-MM>-n<k>` (SPEC §10).
 _NOTE_ID: Final = re.compile(rf"{CLIENT_ID_PATTERN}-[0-9]{{4}}-[0-9]{{2}}-n[1-9][0-9]{{0,8}}")
@@ -32,6 +31,8 @@ NoteIdPath = Annotated[str, Path(json_schema_extra={"maxLength": 128})]
 @router.get(
     "/v1/notes",
     summary="Notes issued for reclassifications in closed periods, by client and period",
+    description="A client key lists its own client's notes (`client_id` left out or its own).",
+    dependencies=READERS,
     responses=responses(422),
 )
 async def list_notes(
@@ -42,10 +43,16 @@ async def list_notes(
     return Notes(notes=tuple(await service.notes(client_id=client, period=key)))
 
 
-@router.get("/v1/notes/{note_id}", summary="One note", responses=responses(404, 422))
+@router.get(
+    "/v1/notes/{note_id}",
+    summary="One note",
+    description="Another client's note is unknown to a client key (404).",
+    dependencies=READERS,
+    responses=responses(404, 422),
+)
 async def get_note(caller: ReaderCaller, note_id: NoteIdPath, service: Service) -> Note:
     found = await service.note(note_id) if _NOTE_ID.fullmatch(note_id) else None
-    if found is None or (caller.role is Role.CLIENT and found.client_id != caller.client_id):
+    if found is None or not may_read(caller, found.client_id):
         shown = printable(note_id if len(note_id) <= 80 else note_id[:80] + "...")
         raise not_found(f"no note {shown}")
     return found

@@ -291,12 +291,14 @@ CLOSE_BODY_SCHEMA: Final = _object(
 
 
 def responses(*statuses: int, ok: JsonSchema | None = None) -> Responses:
-    """The documented responses of a route: 401 and 403 (every billing route takes the admin
-    key), each of `statuses` with its real body, and 200 with `ok`'s schema when the route has
-    no response model to document it."""
+    """The documented responses of a route: 401 and 403 (every billing route takes a key: an
+    admin key, or for a read the client's own key), each of `statuses` with its real body, and
+    200 with `ok`'s schema when the route has no response model to document it."""
     documented: Responses = {
         401: answer("No key or an unknown key", headers=WWW_AUTHENTICATE),
-        403: answer("A key that is not good for this endpoint"),
+        403: answer(
+            "A key that is not good for this endpoint, or a client key naming another client"
+        ),
     }
     if ok is not None:
         documented[200] = answer("OK", ok)

@@ -26,15 +26,12 @@ from shared.contracts.templates import (
     TEMPLATE_NAME_PATTERN,
     TemplateList,
 )
-from shared.infra.auth import Role
-from shared.infra.http import require, state_of
+from shared.infra.http import ADMIN_ONLY, state_of
 
 #: Billing's templates, shipped with the package (pyproject's package-data).
 TEMPLATES_DIR: Final = Path(__file__).resolve().parent / "templates"
 
-router = APIRouter(
-    route_class=BillingRoute, tags=["templates"], dependencies=[Depends(require(Role.ADMIN))]
-)
+router = APIRouter(route_class=BillingRoute, tags=["templates"], dependencies=list(ADMIN_ONLY))
 
 Templates = Annotated[TemplateCatalog, Depends(state_of(TemplateCatalog))]
 _NAME_SCHEMA: Final = {

@@ -21,11 +21,19 @@ from services.console.api import STATIC_DIR
 from services.console.client import ClientReads
 from services.console.documents import ClientOverview
 from services.console.metering import MeteringItems, MeteringUnavailable, Relayed
+from shared.contracts.items import ItemDocument, ItemPage
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN, Complexity, ServiceLine
 from shared.domain.periods import parse_period
 from shared.infra.db import TRANSIENT_ERRORS
-from shared.infra.http import ReaderCaller, invalid_parameter, scoped_client, state_of
-from shared.infra.openapi import JSON, RETRY_AFTER, Responses, answer, error_responses
+from shared.infra.http import READERS, ReaderCaller, invalid_parameter, scoped_client, state_of
+from shared.infra.openapi import (
+    JSON,
+    RETRY_AFTER,
+    Responses,
+    answer,
+    error_responses,
+    inline_struct_schema,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +44,7 @@ CLIENT_ID_PARAMETER: Final = f"^{CLIENT_ID_PATTERN}$"
 MAX_LIMIT: Final = 1000
 DEFAULT_LIMIT: Final = 100
 MAX_ITEM_ID: Final = 128
-MAX_CURSOR: Final = 512
+MAX_CURSOR: Final = 1024
 RETRY_AFTER_SECONDS: Final = "5"
 #: Any text without U+0000 (JSON Schema patterns are ECMA-262).
 _NO_NUL: Final = r"^[^\u0000]+$"
@@ -83,15 +91,9 @@ _UNAVAILABLE: Final[Responses] = {
         headers=RETRY_AFTER,
     )
 }
-_ITEM_SCHEMA: Final = {"type": "object", "description": "SPEC §10's item document"}
-_PAGE_SCHEMA: Final = {
-    "type": "object",
-    "properties": {
-        "items": {"type": "array", "items": _ITEM_SCHEMA},
-        "next_cursor": {"type": ["string", "null"]},
-    },
-    "required": ["items", "next_cursor"],
-}
+#: Metering's documents, relayed as they are (shared/contracts/items.py: one definition).
+_ITEM_SCHEMA: Final = inline_struct_schema(ItemDocument)
+_PAGE_SCHEMA: Final = inline_struct_schema(ItemPage)
 
 router = APIRouter(tags=["client page"])
 
@@ -127,6 +129,7 @@ def _client_required() -> JSONResponse:
         "and notes. A client key reads its own client; an admin key names one."
     ),
     response_model=ClientOverview,
+    dependencies=READERS,
     responses={
         **error_responses(
             **{
@@ -180,6 +183,7 @@ async def _relay(
         "`completed_at`, then `id`; `next_cursor` fetches the next page (null on the last)."
     ),
     response_class=Response,
+    dependencies=READERS,
     responses={
         200: {"description": "A page of items", "content": {JSON: {"schema": _PAGE_SCHEMA}}},
         **error_responses(
@@ -228,6 +232,7 @@ async def items(
     description="Metering's `GET /v1/items/{client_id}/{item_id}` (SPEC §10) read with the "
     "caller's key.",
     response_class=Response,
+    dependencies=READERS,
     responses={
         200: {"description": "The item", "content": {JSON: {"schema": _ITEM_SCHEMA}}},
         **error_responses(

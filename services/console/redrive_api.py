@@ -1,5 +1,8 @@
 """The admin API for dead letters (SPEC §12): list, show and redrive them (admin key).
 
+The key is checked before anything else, a redrive's body included (SPEC §13: any other key is
+403 whatever the body); a redrive is recorded under the key's audit name (`Caller.name`).
+
 `{topic}` is either a topic Tierline consumes (`workitems.completed`, `workitems.classified`,
 `agreements`) or its dead-letter topic (`workitems.completed.dlq`, ...): both name the dead
 letters of that topic, and a redrive always re-publishes to the origin topic, never elsewhere.
@@ -7,13 +10,20 @@ letters of that topic, and a redrive always re-publishes to the origin topic, ne
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Annotated, Any, Final, Literal, Self
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from services.console.deadletters import DeadLetters, KafkaUnavailable, ListedDeadLetter
 from services.console.monitor import iso_time
@@ -32,7 +42,7 @@ from services.console.redrive import (
 )
 from shared.infra.db import TRANSIENT_ERRORS
 from shared.infra.http import AdminCaller, state_of
-from shared.infra.openapi import RETRY_AFTER, Responses, answer
+from shared.infra.openapi import JSON, RETRY_AFTER, Responses, answer, inline_schema
 
 log = logging.getLogger(__name__)
 
@@ -171,15 +181,25 @@ _ERRORS: Final[Responses] = {
 _UNKNOWN_TOPIC: Final[Responses] = {
     404: answer("Not a topic with dead letters", Detail),
 }
-_BAD_BODY: Final[Responses] = {
-    400: answer("A body that cannot be parsed", Detail),
+_REDRIVE_BODY: Final = {
+    "requestBody": {
+        "required": True,
+        "content": {JSON: {"schema": inline_schema(RedriveRequest, mode="validation")}},
+    }
 }
 
 
-def actor(authorization: str | None) -> str:
-    """How `ops.redrives` names the admin key that asked: `admin:` + 8 hex digits of its SHA-256."""
-    token = (authorization or "").partition(" ")[2].strip()
-    return "admin:" + hashlib.sha256(token.encode()).hexdigest()[:8]
+async def redrive_request(request: Request) -> RedriveRequest:
+    """The redrive body, read only after the key (a dependency declared after it): a 422 naming
+    each problem, as FastAPI's own body validation would."""
+    try:
+        return RedriveRequest.model_validate_json(await request.body())
+    except ValidationError as error:
+        # Without the input: it may be bytes that are not UTF-8 (then no JSON could carry it).
+        problems = error.errors(include_url=False, include_input=False, include_context=False)
+        raise RequestValidationError(
+            [{**problem, "loc": ("body", *problem["loc"])} for problem in problems]
+        ) from None
 
 
 def _mark_out(mark: RedriveMark | None) -> RedrivenOut | None:
@@ -346,20 +366,20 @@ async def show_dead_letter(
         "At most 1,000 per request: with `all: true`, follow `next_cursor`."
     ),
     response_model=RedriveOut,
-    responses={**_ERRORS, **_UNKNOWN_TOPIC, **_BAD_BODY},
+    responses={**_ERRORS, **_UNKNOWN_TOPIC},
+    openapi_extra=_REDRIVE_BODY,
 )
 async def redrive(
     topic: TopicParam,
-    body: RedriveRequest,
-    _: AdminCaller,
+    caller: AdminCaller,
+    body: Annotated[RedriveRequest, Depends(redrive_request)],
     dead_letters: DeadLettersDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Any:
     try:
         dlq_topic, origin_topic = resolve_topic(topic)
     except UnknownTopic as error:
         return _not_found(str(error))
-    by = actor(authorization)
+    by = caller.name
     next_cursor: Position | None = None
     try:
         if body.records is not None:

@@ -1,7 +1,7 @@
 """GET /v1/usage/{client_id}: the running counts of SPEC §5, and the tier they land in now.
 
 The route reads the ledger and the agreements through `Ledger`, set on the app by the lifespan
-once the pool exists."""
+once the pool exists. It takes an admin key or the client's own key (SPEC §2), checked first."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from shared.contracts.usage import UsageReport, usage_report
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN
 from shared.domain.periods import Period, parse_period, period_bounds, period_of
 from shared.infra.agreement_view import Agreements
-from shared.infra.http import AdminCaller, invalid_parameter, state_of
+from shared.infra.http import READERS, invalid_parameter, state_of
 from shared.ledger.reads import closed_periods, counts_between
 
 #: SPEC §2's client id, whole-string (documented in the OpenAPI document, checked by FastAPI).
@@ -72,9 +72,10 @@ router = APIRouter()
     "/v1/usage/{client_id}",
     summary="Running counts for a client and period",
     response_model=UsageReport,
+    dependencies=READERS,
 )
 async def usage(
-    client_id: ClientId, _: AdminCaller, ledger: LedgerDep, period: PeriodKey = None
+    client_id: ClientId, ledger: LedgerDep, period: PeriodKey = None
 ) -> UsageReport | Response:
     agreement = ledger.agreements.get(client_id)
     tz = agreement.timezone if agreement is not None else "UTC"

@@ -16,6 +16,8 @@ from pydantic import Field
 
 from services.metering.api import Ledger, router
 from services.metering.handlers import Meter, MeteringMetrics
+from services.metering.items_api import ItemReads
+from services.metering.items_api import router as items_router
 from services.metering.reclassify_api import router as reclassify_router
 from services.metering.reclassifying import Reclassifier
 from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
@@ -43,6 +45,10 @@ from shared.infra.settings import DatabaseSettings, Port
 
 log = logging.getLogger(__name__)
 
+#: Connections of the items exports' own pool: at most this many exports read at once (others
+#: wait their turn), and none of them ever takes a connection the counting needs.
+EXPORT_CONNECTIONS = 2
+
 
 class MeteringSettings(DatabaseSettings, KeySettings):
     metering_port: Port = 8083
@@ -64,8 +70,11 @@ def create_app(settings: MeteringSettings) -> FastAPI:
         pool = await create_pool(settings.database_url, size=settings.database_pool_size)
         running.push_async_callback(pool.close)
         await apply_schema(pool)
+        exports = await create_pool(settings.database_url, size=EXPORT_CONNECTIONS)
+        running.push_async_callback(exports.close)
         await start_in(running, agreements)
         set_state(app, Ledger(pool, agreements))
+        set_state(app, ItemReads(pool, exports, agreements))
         meter = Meter(broker, pool, agreements, metrics)
         set_state(app, meter)
         set_state(app, Reclassifier(pool, agreements, meter))
@@ -80,7 +89,7 @@ def create_app(settings: MeteringSettings) -> FastAPI:
         registry=registry,
         health=health_of(broker=broker, pool=lambda: _pool(app)),
         keys=KeyRing.from_settings(settings),
-        routers=[router, reclassify_router],
+        routers=[router, items_router, reclassify_router],
         max_body_bytes=MAX_BODY_BYTES,  # a reclassification naming many items
     )
 

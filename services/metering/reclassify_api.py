@@ -33,6 +33,8 @@ from shared.domain.agreement.fields import (
 from shared.domain.periods import PeriodError, parse_period
 from shared.infra.db import is_transient
 from shared.infra.http import (
+    ADMIN_ONLY,
+    READERS,
     AdminCaller,
     ReaderCaller,
     invalid_parameter,
@@ -105,6 +107,7 @@ def _parse(raw: bytes) -> tuple[ReclassificationRequest, dict[str, Any]] | JSONR
         ),
         "503": answer("The database is unavailable; retry later", headers=RETRY_AFTER),
     },
+    dependencies=ADMIN_ONLY,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -119,6 +122,7 @@ def _parse(raw: bytes) -> tuple[ReclassificationRequest, dict[str, Any]] | JSONR
 async def reclassify(
     caller: AdminCaller, request: Request, reclassifier: ReclassifierDep
 ) -> ReclassificationAnswer | Response:
+    # `dependencies=ADMIN_ONLY` decided first; `caller` is the same key, for the audit trail.
     raw = await request.body()  # the admin key was checked first
     parsed = _parse(raw)
     if isinstance(parsed, Response):
@@ -153,6 +157,8 @@ async def reclassify(
     "/v1/reclassifications",
     summary="A client's reclassifications, oldest first: the audit trail of its disputes",
     response_model=Reclassifications,
+    description="A client key reads its own client's (`client_id` left out or its own).",
+    dependencies=READERS,
     responses=error_responses(**{"422": "A parameter is malformed or client_id is missing"}),
 )
 async def list_reclassifications(

@@ -8,6 +8,9 @@ Values stay `Decimal` and `datetime` in Python; only the JSON is text (SPEC §7,
   (`Decimal("90000.00")` is `"90000.00"`, JPY `"1294689"`). A builder rounds money with
   `round_money`; a document checks its amounts carry its currency's digits (`require_minor_digits`).
 - `UtcTimestamp`: `2026-11-04T04:00:05Z` (whole seconds, UTC).
+- `utc_instant`: `2026-11-04T04:00:05Z`, `2026-11-04T04:00:05.25Z` — the exact instant in UTC,
+  fractional seconds only when non-zero (SPEC §13 "Items"; PostgreSQL's export writes the same
+  form, `services/metering/items_store.py`).
 - `OffsetTimestamp`: `2026-10-01T00:00:00-04:00` (the instant in its own zone's offset).
 
 `Document` is the base of every typed document, `CloudEvent` of every event Tierline publishes
@@ -49,6 +52,16 @@ def _fixed(value: Decimal) -> str:
 def utc_timestamp(instant: datetime) -> str:
     """`instant` in UTC, whole seconds, with `Z`."""
     return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_instant(instant: datetime) -> str:
+    """`instant` in UTC with `Z`, to the microsecond: fractional seconds only when non-zero,
+    without trailing zeros (`...T10:00:00Z`, `...T10:00:00.25Z`). An export writes millions:
+    an instant already in UTC (as asyncpg reads them) is not converted again."""
+    if instant.tzinfo is not UTC:
+        instant = instant.astimezone(UTC)
+    text = instant.isoformat()[:-6]  # without "+00:00"
+    return (text.rstrip("0") if instant.microsecond else text) + "Z"
 
 
 def _offset_timestamp(instant: datetime) -> str:

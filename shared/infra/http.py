@@ -54,11 +54,14 @@ def _size(limit: int) -> str:
 class BodyGuard:
     """Pure ASGI middleware: each request's body within a size limit and a deadline.
 
-    A `Content-Length` over the limit is 413 at once, without reading a byte. Otherwise the body
-    is read only when the route asks for it, so permission is still decided first (SPEC §13):
-    a body that grows over the limit is 413 as soon as it does, and one not complete within the
-    deadline from the request's start (a stalled or trickling sender) is 408. Either closes the
-    connection; the route then sees the client gone and whatever it answers is dropped."""
+    The guard never answers before the route has decided permission (SPEC §13: a client key on
+    a write is 403 whatever the body): the body is read only when the route asks for it. Then a
+    `Content-Length` over the limit is 413 at once, without reading a byte; a body that grows
+    over the limit is 413 as soon as it does; and one not complete within the deadline from the
+    request's start (a stalled or trickling sender) is 408. Each closes the connection; the
+    route then sees the client gone and whatever it answers is dropped. A route that answers
+    without reading a declared body (a refusal, a GET: its body is ignored) closes the
+    connection too, so the unread rest is never read."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_seconds: float) -> None:
         self.app = app
@@ -76,9 +79,8 @@ class BodyGuard:
             return
         limit = self.limit_for(scope["method"])
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _refuse(send, 413, _too_large(limit))
-            return
+        declared_too_large = declared is not None and declared.isdigit() and int(declared) > limit
+        has_body = bool(declared and declared != "0") or bool(_header(scope, b"transfer-encoding"))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_seconds
         received = 0
@@ -97,8 +99,12 @@ class BodyGuard:
             nonlocal received, body_done
             if refused:
                 return {"type": "http.disconnect"}
-            if body_done:  # after the body, a receive waits for the disconnect: no deadline
+            if body_done or response_started:
+                # After the body, or once the route has answered (a response waiting for the
+                # disconnect), a receive is not the route reading a body: no limit, no deadline.
                 return await receive()
+            if declared_too_large:  # the route asks for a body it cannot have: not a byte read
+                return await refuse(413, _too_large(limit))
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except TimeoutError:
@@ -118,6 +124,8 @@ class BodyGuard:
                 return  # we answered already
             if message["type"] == "http.response.start":
                 response_started = True
+                if has_body and not body_done:  # answered without the body: never read it
+                    message = _closing(message)
             await send(message)
 
         try:
@@ -127,6 +135,15 @@ class BodyGuard:
                 raise
             # The route failed on the body it was refused (ClientDisconnect): answered already.
             log.debug("request refused while the route read its body", exc_info=True)
+
+
+_CLOSE: Final = (b"connection", b"close")
+
+
+def _closing(start: Message) -> Message:
+    """A response start that closes the connection after the answer."""
+    headers = [(n, v) for n, v in start.get("headers", []) if bytes(n).lower() != b"connection"]
+    return {**start, "headers": [*headers, _CLOSE]}
 
 
 def _too_large(limit: int) -> str:
@@ -149,7 +166,7 @@ async def _refuse(send: Send, status: int, detail: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),  # the unread rest of the body is not read
+                _CLOSE,  # the unread rest of the body is not read
             ],
         }
     )
@@ -362,7 +379,11 @@ async def database_status(pool: asyncpg.Pool | None) -> str:
 
 
 #: Documents bearer auth in every protected operation; the key itself is checked by KeyRing.
-_BEARER: Final = HTTPBearer(auto_error=False, description="An admin key, or an intake key")
+_BEARER: Final = HTTPBearer(
+    auto_error=False,
+    description="An admin key; an intake key (posting work items only); or a client key "
+    "(reading that client's own documents only)",
+)
 
 
 def caller_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Caller:
@@ -375,8 +396,11 @@ def caller_of(request: Request, credentials: HTTPAuthorizationCredentials | None
     return caller
 
 
-def require(role: Role) -> Callable[..., Caller]:
-    def dependency(
+def require(role: Role) -> Callable[..., Awaitable[Caller]]:
+    """The dependency that lets only keys of `role` through (401 without a known key, 403
+    with another). Like every key dependency it is `async def`: no hop to the thread pool."""
+
+    async def dependency(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
     ) -> Caller:
@@ -385,18 +409,40 @@ def require(role: Role) -> Callable[..., Caller]:
             raise HTTPException(403, f"this key is not good for {request.url.path}")
         return caller
 
+    dependency.__name__ = f"require_{role.value}"
     return dependency
 
 
-def require_reader(
+#: The permission of every write but posting work items (SPEC §2: admin keys only). As a
+#: route's `dependencies=[Depends(require_admin)]` it is decided before any input is checked
+#: and before the body is read (SPEC §13).
+require_admin: Final = require(Role.ADMIN)
+#: The permission of `POST /v1/work-items`: intake keys only.
+require_intake: Final = require(Role.INTAKE)
+
+
+async def require_reader(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
 ) -> Caller:
-    """An admin key, or a client key (SPEC §2: it reads its own client's documents)."""
+    """An admin key, or a client key (SPEC §2: it reads its own client's documents).
+
+    For a client key, a `client_id` in the path or the query that names any other client,
+    existing or not, well-formed or not, is 403 here (SPEC §13), before the route checks its
+    inputs: every reader route names its client as `client_id`. A route then takes the client
+    to read from `scoped_client` (its own when a filter is left out), and answers a document
+    found by id only when `may_read` it."""
     caller = caller_of(request, credentials)
     if caller.role not in (Role.ADMIN, Role.CLIENT):
         raise HTTPException(403, f"this key is not good for {request.url.path}")
+    if caller.role is Role.CLIENT:
+        named = [request.path_params.get("client_id"), *request.query_params.getlist("client_id")]
+        if any(name is not None and name != caller.client_id for name in named):
+            raise HTTPException(403, _OWN_CLIENT_ONLY)
     return caller
+
+
+_OWN_CLIENT_ONLY: Final = "this key reads only its own client's documents"
 
 
 def scoped_client(caller: Caller, client_id: str | None) -> str | None:
@@ -406,14 +452,23 @@ def scoped_client(caller: Caller, client_id: str | None) -> str | None:
     if caller.role is not Role.CLIENT:
         return client_id
     if client_id is not None and client_id != caller.client_id:
-        raise HTTPException(403, "this key reads only its own client's documents")
+        raise HTTPException(403, _OWN_CLIENT_ONLY)
     return caller.client_id
 
 
-AdminCaller = Annotated[Caller, Depends(require(Role.ADMIN))]
-IntakeCaller = Annotated[Caller, Depends(require(Role.INTAKE))]
+def may_read(caller: Caller, client_id: str) -> bool:
+    """Whether `caller` may see a document of `client_id` found by its id: a client key sees
+    only its own client's; a route answers another client's as unknown (404, SPEC §2)."""
+    return caller.role is not Role.CLIENT or caller.client_id == client_id
+
+
+AdminCaller = Annotated[Caller, Depends(require_admin)]
+IntakeCaller = Annotated[Caller, Depends(require_intake)]
 #: An admin key or a client key; a route scopes what it reads with `scoped_client`.
 ReaderCaller = Annotated[Caller, Depends(require_reader)]
+#: A route's `dependencies=`: the access rule it declares first, so it is decided first.
+ADMIN_ONLY: Final = (Depends(require_admin),)
+READERS: Final = (Depends(require_reader),)
 
 
 def serve(app: FastAPI, *, host: str, port: int) -> None:

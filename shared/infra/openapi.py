@@ -4,8 +4,9 @@ the body guard, 401 and 403 from the key dependencies), added to every operation
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Literal
 
+import msgspec
 from fastapi import FastAPI
 from pydantic import BaseModel
 
@@ -65,7 +66,7 @@ _COMMON_RESPONSES: Final = {
 }
 _AUTH_RESPONSES: Final = {
     "401": "No API key, or one this service does not know",
-    "403": "The API key is not good for this endpoint",
+    "403": "The API key is not good for this endpoint (or a client key names another client)",
 }
 
 
@@ -87,10 +88,22 @@ def answer(
     return documented
 
 
-def inline_schema(model: type[BaseModel]) -> JsonSchema:
-    """`model`'s JSON Schema (as serialized) standing alone: each reference to one of its own
-    definitions replaced by the definition, for a route that documents its body inline."""
-    schema = model.model_json_schema(mode="serialization")
+def inline_schema(
+    model: type[BaseModel], *, mode: Literal["validation", "serialization"] = "serialization"
+) -> JsonSchema:
+    """`model`'s JSON Schema (as serialized, or as validated for a request body) standing alone:
+    each reference to one of its own definitions replaced by the definition, for a route that
+    documents its body inline."""
+    return _inlined(model.model_json_schema(mode=mode))
+
+
+def inline_struct_schema(struct: type[msgspec.Struct]) -> JsonSchema:
+    """A msgspec Struct's JSON Schema standing alone, as `inline_schema` gives a model's."""
+    return _inlined(msgspec.json.schema(struct))
+
+
+def _inlined(schema: JsonSchema) -> JsonSchema:
+    """`schema` with each reference to one of its own `$defs` replaced by the definition."""
     definitions: dict[str, Any] = schema.pop("$defs", {})
 
     def inlined(value: Any) -> Any:

@@ -44,10 +44,10 @@ DO $$ BEGIN
         ALTER TABLE metering.items ADD COLUMN source text, ADD COLUMN opened_at timestamptz,
             ADD COLUMN handling_seconds integer, ADD COLUMN facts jsonb;
     END IF;
-    -- A period's items in order (SPEC §10: by instant, then id): the items API pages on it and
-    -- a reclassification selects through it.
+    -- A period's items in order (SPEC §10: by instant, then id in code-point order, hence
+    -- COLLATE "C"): the items API pages and exports on it, a reclassification selects through it.
     IF to_regclass('metering.items_by_time') IS NULL THEN
-        CREATE INDEX items_by_time ON metering.items (client_id, completed_at, item_id);
+        CREATE INDEX items_by_time ON metering.items (client_id, completed_at, item_id COLLATE "C");
     END IF;
 END $$;
 

@@ -55,3 +55,25 @@ def test_the_benchmark_runs_end_to_end_and_reports_every_figure(
     )
     report = out.read_text()
     assert "End-to-end throughput" in report and "Latency" in report
+
+
+def test_the_export_benchmark_runs_and_reports_both_exports(
+    kafka_bootstrap: str, database_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "export.json"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DATABASE_URL": database_url}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.export", "--items", "2000", "--json", str(out)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert set(figures) == {"csv", "ndjson"}
+    for form in figures.values():
+        assert form["items"] == 2000 and form["bytes"] > 0 and form["items_per_s"] > 0
+        assert 0 < form["rss_before_mib"] <= form["peak_rss_mib"]
+    assert "items/s" in result.stdout

@@ -15,7 +15,7 @@ import re
 import shlex
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -26,6 +26,7 @@ from services.classifier.app import ClassifierSettings
 from services.console.app import ConsoleSettings
 from services.intake.app import IntakeSettings
 from services.metering.app import MeteringSettings
+from shared.infra.auth import KeyRing, KeySettings
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
@@ -321,6 +322,29 @@ def test_kafka_ui_asks_for_a_login(services: dict[str, dict[str, Any]]) -> None:
     assert env.get("AUTH_TYPE") == "LOGIN_FORM"
     assert env.get("SPRING_SECURITY_USER_NAME")
     assert env.get("SPRING_SECURITY_USER_PASSWORD")
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_client_keys_pass_through_to_every_service_that_reads_them(
+    services: dict[str, dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TIERLINE_CLIENT_KEYS is optional (no client keys when unset) and, when set in the shell
+    or `.env`, reaches every service that checks keys: a key it holds is good there."""
+    cls = SETTINGS[name]
+    value = environment(services[name]).get("TIERLINE_CLIENT_KEYS")
+    if "TIERLINE_CLIENT_KEYS" not in env_names(cls):
+        assert value is None, f"{name} does not read TIERLINE_CLIENT_KEYS"
+        return
+    assert value == "${TIERLINE_CLIENT_KEYS:-}", f"{name}: pass TIERLINE_CLIENT_KEYS through"
+    set_compose_environment(monkeypatch, cls, services[name])
+    assert cast(KeySettings, cls()).tierline_client_keys == ""
+    shell = {"TIERLINE_CLIENT_KEYS": "acme=operator-client-key-1"}
+    monkeypatch.setenv(
+        "TIERLINE_CLIENT_KEYS", _INTERPOLATION.sub(lambda m: shell[m["name"]], value)
+    )
+    ring = KeyRing.from_settings(cast(KeySettings, cls()))
+    caller = ring.identify("Bearer operator-client-key-1")
+    assert caller is not None and caller.client_id == "acme"
 
 
 @pytest.mark.parametrize("name", ["intake", "metering", "billing", "console"])

@@ -84,10 +84,12 @@ async def test_a_body_over_the_limit_is_413_naming_the_limit() -> None:
     assert "1024 bytes (1 KiB)" in response.json()["detail"]
 
 
-async def test_a_declared_length_over_the_limit_is_413_without_reading_the_body() -> None:
+async def declared_too_large(method: str, key: str | None) -> tuple[list[Message], int]:
+    """A request declaring a 5 MB body that never comes (reading it would hang), through the
+    guard: what was sent back, and how often the body was asked for."""
     received: list[Message] = []
 
-    async def receive() -> Message:  # the body never comes: reading it would hang
+    async def receive() -> Message:
         received.append({})
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -98,16 +100,36 @@ async def test_a_declared_length_over_the_limit_is_413_without_reading_the_body(
         sent.append(message)
 
     guard = BodyGuard(make_app(), max_bytes=1024, timeout_seconds=60)
+    headers = [(b"content-length", b"5000000")]
+    if key is not None:
+        headers.append((b"authorization", f"Bearer {key}".encode()))
     scope = {
         "type": "http",
-        "method": "PUT",
+        "method": method,
         "path": "/v1/things/a",
-        "headers": [(b"content-length", b"5000000")],
+        "query_string": b"",
+        "headers": headers,
     }
     await guard(scope, receive, send)
-    assert received == []
+    return sent, len(received)
+
+
+async def test_a_declared_length_over_the_limit_is_413_without_reading_the_body() -> None:
+    sent, reads = await declared_too_large("PUT", ADMIN_OLD)
+    assert reads == 0
     assert sent[0]["status"] == 413
     assert (b"connection", b"close") in sent[0]["headers"]
+
+
+@pytest.mark.parametrize(("key", "status"), [(None, 401), ("nope", 401), (INTAKE, 403)])
+async def test_permission_is_decided_before_a_declared_length_over_the_limit(
+    key: str | None, status: int
+) -> None:
+    """SPEC §13: a key that may not write is refused whatever the body, its size included."""
+    sent, reads = await declared_too_large("PUT", key)
+    assert reads == 0
+    assert sent[0]["status"] == status
+    assert (b"connection", b"close") in sent[0]["headers"], "the unread body is never read"
 
 
 def stalled_after(body: bytes) -> Any:
@@ -167,12 +189,18 @@ async def test_a_chunked_body_growing_over_the_limit_is_413() -> None:
     assert len(sent) == 2
 
 
-async def test_a_get_body_is_held_to_the_small_limit() -> None:
+async def test_a_get_body_is_ignored_whatever_its_size() -> None:
+    """SPEC §13: a body on a GET is ignored: never read, so neither 413 nor 422."""
     async with client(make_app(max_body_bytes=10 * SMALL_BODY_BYTES)) as http:
-        response = await http.request(
-            "GET", "/v1/things", content=b"x" * (SMALL_BODY_BYTES + 1), headers=bearer(ADMIN_NEW)
-        )
-    assert response.status_code == 413
+        for body in (b"{not json", b"x" * (SMALL_BODY_BYTES + 1)):
+            response = await http.request(
+                "GET", "/v1/things", content=body, headers=bearer(ADMIN_NEW)
+            )
+            assert response.status_code == 200
+            assert response.headers["connection"] == "close"
+    sent, reads = await declared_too_large("GET", ADMIN_NEW)
+    assert reads == 0
+    assert sent[0]["status"] == 404  # the route's own answer, not the guard's
 
 
 @pytest.mark.parametrize("key", [ADMIN_OLD, ADMIN_NEW])

@@ -9,6 +9,8 @@ PURE = [
     "services.metering.counting",
     "services.metering.alerts",
     "shared.contracts.usage",
+    "services.metering.items",
+    "shared.contracts.items",
     "shared.domain.usage",
 ]
 IO = [

@@ -4,7 +4,9 @@ of each, the request's validation, and the CLI's parsing and drawing."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -33,13 +35,14 @@ from services.console.redrive import (
     tally,
     value_preview,
 )
-from services.console.redrive_api import RedriveRequest, actor, dead_letters_of, router
-from shared.infra.auth import KeyRing
+from services.console.redrive_api import RedriveRequest, dead_letters_of, router
+from shared.infra.auth import KeyRing, admin_name
 from tools.cli import main as tierline
 from tools.dlq_cli import admin_key, parse_offset, progress_bar, run_redrive, table
 
 DLQ = "workitems.completed.dlq"
 ORIGIN = "workitems.completed"
+CLIENT_KEYS = {"c" * 20: "acme"}
 
 
 def dead_letter(
@@ -249,11 +252,6 @@ def test_a_request_chooses_records_or_all_never_both_nor_neither() -> None:
             RedriveRequest.model_validate(bad)
 
 
-def test_the_actor_is_admin_and_eight_hex_digits_of_the_key_s_sha256() -> None:
-    # sha256("secret") = 2bb80d53...
-    assert actor("Bearer secret") == "admin:2bb80d53"
-
-
 class FakeDeadLetters:
     """Stands in for DeadLetters: records what it was asked, answers from a list."""
 
@@ -292,7 +290,9 @@ def fake() -> FakeDeadLetters:
 @pytest.fixture
 async def client(fake: FakeDeadLetters) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
-    app.state.keys = KeyRing(admin_key="a" * 20, intake_keys={"k" * 20: "jira"})
+    app.state.keys = KeyRing(
+        admin_keys=["a" * 20, "b" * 20], intake_keys={"k" * 20: "jira"}, client_keys=CLIENT_KEYS
+    )
     app.include_router(router)
     app.dependency_overrides[dead_letters_of] = lambda: cast(DeadLetters, fake)
     async with httpx.AsyncClient(
@@ -328,7 +328,22 @@ async def test_the_routes_answer_with_the_documented_shapes(
     answer = redriven.json()
     assert (answer["chosen"], answer["redriven"], answer["failed"]) == (2, 1, 1)
     assert answer["results"][0]["published"] == {"topic": ORIGIN, "partition": 0, "offset": 100}
-    assert fake.asked[-1][3].startswith("admin:")
+    assert fake.asked[-1][3] == admin_name("a" * 20)
+
+
+async def test_a_redrive_is_recorded_under_the_audit_name_of_the_admin_key_used(
+    client: httpx.AsyncClient, fake: FakeDeadLetters
+) -> None:
+    """Either key of a rotation works; the audit entry names the one used (SPEC §13), never it."""
+    response = await client.post(
+        f"/v1/dead-letters/{ORIGIN}/redrive",
+        json={"records": [{"partition": 0, "offset": 2}]},
+        headers={"Authorization": f"Bearer {'b' * 20}"},
+    )
+    assert response.status_code == 200, response.text
+    by = fake.asked[-1][3]
+    assert by == "admin:" + hashlib.sha256(b"b" * 20).hexdigest()[:8]
+    assert "b" * 20 not in by
 
 
 @pytest.mark.parametrize(
@@ -363,10 +378,43 @@ async def test_a_client_key_or_no_key_may_not_redrive(client: httpx.AsyncClient)
     assert wrong.status_code == 403
 
 
+@pytest.mark.parametrize("key", ["k" * 20, "c" * 20])
+@pytest.mark.parametrize("body", [b"{not json", b"[]", b'{"all": "yes"}'])
+async def test_a_key_that_may_not_redrive_is_403_whatever_the_body(
+    client: httpx.AsyncClient, fake: FakeDeadLetters, key: str, body: bytes
+) -> None:
+    """Permission comes before the body (SPEC §13): not a 422 for a body it will never use."""
+    response = await client.post(
+        f"/v1/dead-letters/{ORIGIN}/redrive",
+        content=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 403, response.text
+    assert fake.asked == []
+
+
+async def test_a_malformed_redrive_body_is_a_422_naming_where(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        f"/v1/dead-letters/{ORIGIN}/redrive",
+        content=b'{"records": [{"partition": 0, "offset": -1}]}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "records", 0, "offset"]
+    for broken in (b"{", b"\xbd]\xf2a\x80", b'{"all": "\xff"}'):
+        response = await client.post(f"/v1/dead-letters/{ORIGIN}/redrive", content=broken)
+        assert response.status_code == 422, broken
+        assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
 async def test_every_answer_is_documented_with_its_schema(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
     redrive = paths["/v1/dead-letters/{topic}/redrive"]["post"]["responses"]
-    assert {"200", "400", "401", "403", "404", "422", "503"} <= set(redrive)
+    assert {"200", "401", "403", "404", "422", "503"} <= set(redrive)
+    body = paths["/v1/dead-letters/{topic}/redrive"]["post"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]
+    assert body["required"] and "records" in schema["properties"]
+    assert "$ref" not in json.dumps(schema), "the body's schema stands alone"
     assert redrive["200"]["content"]["application/json"]["schema"]["$ref"].endswith("RedriveOut")
     listing = paths["/v1/dead-letters/{topic}"]["get"]["responses"]
     assert listing["404"]["content"]["application/json"]["schema"]["$ref"].endswith("Detail")

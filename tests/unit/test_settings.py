@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 
 import pytest
 
-from shared.infra.auth import KeyRing, KeySettings, parse_admin_keys, parse_intake_keys
+from shared.infra.auth import (
+    KeyRing,
+    KeySettings,
+    Role,
+    parse_admin_keys,
+    parse_client_keys,
+    parse_intake_keys,
+)
 from tools.supervisor import REPO_ROOT
 
 GOOD = {
@@ -19,8 +27,12 @@ GOOD = {
 }
 
 
+#: Variables the tests set or leave unset on purpose: never inherited from the caller's shell.
+KEY_VARIABLES = ("TIERLINE_ADMIN_KEY", "TIERLINE_INTAKE_KEYS", "TIERLINE_CLIENT_KEYS")
+
+
 def start(service: str, **overrides: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in GOOD}
+    env = {k: v for k, v in os.environ.items() if k not in GOOD and k not in KEY_VARIABLES}
     env.update(GOOD)
     for key, value in overrides.items():
         if value is None:
@@ -53,6 +65,15 @@ def start(service: str, **overrides: str | None) -> subprocess.CompletedProcess[
         ("console", "TIERLINE_ADMIN_KEY", "change-me-admin-key-0123456789"),
         ("intake", "TIERLINE_INTAKE_KEYS", "zendesk=change-me-intake-zendesk"),
         ("intake", "TIERLINE_INTAKE_KEYS", "zendesk=admin-key-0123456789"),
+        ("billing", "TIERLINE_INTAKE_KEYS", "zendesk=k1, jira = k1"),
+        # SPEC §13: a key that appears twice, in one list or across lists, stops the service.
+        ("billing", "TIERLINE_CLIENT_KEYS", "acme=client-key-1,globex= client-key-1"),
+        ("metering", "TIERLINE_CLIENT_KEYS", "acme=client-key-1,acme=client-key-1"),
+        ("metering", "TIERLINE_CLIENT_KEYS", "acme=k1"),
+        ("console", "TIERLINE_CLIENT_KEYS", "acme=admin-key-0123456789"),
+        ("intake", "TIERLINE_CLIENT_KEYS", "Acme=client-key-1"),
+        ("intake", "TIERLINE_CLIENT_KEYS", "acme"),
+        ("billing", "TIERLINE_CLIENT_KEYS", "acme=change-me-client-acme"),
         ("billing", "TIERLINE_BODY_TIMEOUT_SECONDS", "0"),
     ],
 )
@@ -78,7 +99,7 @@ def test_intake_keys_map_each_key_to_its_source() -> None:
 
 
 def key_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> KeySettings:
-    for variable in ("TIERLINE_ADMIN_KEY", "TIERLINE_INTAKE_KEYS", "TIERLINE_LOCAL_RUN"):
+    for variable in (*KEY_VARIABLES, "TIERLINE_LOCAL_RUN"):
         monkeypatch.delenv(variable, raising=False)
     for variable, value in env.items():
         monkeypatch.setenv(variable, value)
@@ -115,6 +136,68 @@ def test_admin_key_lists_are_trimmed_and_refuse_short_or_repeated_keys() -> None
 
 def test_intake_keys_split_at_the_first_equals_sign() -> None:
     assert parse_intake_keys("jira = a=b ") == {"a=b": "jira"}
+
+
+def test_client_keys_split_on_commas_then_at_the_first_equals_sign_each_part_trimmed() -> None:
+    assert parse_client_keys("") == {}
+    assert parse_client_keys(" acme = k=1 , globex=k2,, acme=k3 ") == {
+        "k=1": "acme",
+        "k2": "globex",
+        "k3": "acme",  # a client may hold several keys: one can be rotated
+    }
+    with pytest.raises(ValueError, match="twice"):
+        parse_client_keys("acme=k1,globex=k1")
+    with pytest.raises(ValueError, match="client_id=key"):
+        parse_client_keys("acme=")
+    with pytest.raises(ValueError, match="not a client id"):
+        parse_client_keys("ACME=k1")
+
+
+def test_every_key_names_its_caller_and_an_admin_key_its_audit_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SPEC §13: audit entries name an admin key `admin:` + the first 8 hex digits of its
+    SHA-256; a client key reads one client only."""
+    admin = "old-admin-key-0123456789"
+    ring = KeyRing.from_settings(
+        key_settings(
+            monkeypatch,
+            TIERLINE_ADMIN_KEY=f"{admin},new-admin-key-0123456789",
+            TIERLINE_INTAKE_KEYS="jira=k1",
+            TIERLINE_CLIENT_KEYS="acme=c1, globex = c2",
+        )
+    )
+    caller = ring.identify(f"Bearer {admin}")
+    assert caller is not None and caller.role is Role.ADMIN
+    assert caller.name == "admin:" + hashlib.sha256(admin.encode()).hexdigest()[:8]
+    acme, globex = ring.identify("Bearer c1"), ring.identify("Bearer c2")
+    assert acme is not None and (acme.role, acme.client_id, acme.name) == (
+        Role.CLIENT,
+        "acme",
+        "client:acme",
+    )
+    assert globex is not None and globex.client_id == "globex"
+    assert ring.identify("Bearer c1 ") == acme
+    assert ring.identify("Bearer c3") is None
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TIERLINE_CLIENT_KEYS": "acme=k1"}, "TIERLINE_CLIENT_KEYS holds a key that"),
+        (
+            {"TIERLINE_CLIENT_KEYS": "acme=admin-key-0123456789"},
+            "TIERLINE_CLIENT_KEYS holds a key that",
+        ),
+        ({"TIERLINE_INTAKE_KEYS": "jira=admin-key-0123456789"}, "TIERLINE_INTAKE_KEYS holds"),
+    ],
+)
+def test_a_key_in_two_lists_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    base = {"TIERLINE_ADMIN_KEY": "admin-key-0123456789", "TIERLINE_INTAKE_KEYS": "jira=k1"}
+    with pytest.raises(ValueError, match=message):
+        key_settings(monkeypatch, **{**base, **env})
 
 
 def test_a_key_in_both_lists_stops_the_service_naming_the_variable() -> None:

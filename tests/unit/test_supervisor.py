@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared.infra.auth import parse_client_keys
 from tools import cli
 from tools.supervisor import DEFAULT_PORTS, PORT_VARIABLES, Stack, ports_from_env
 
@@ -91,3 +92,23 @@ def test_up_with_a_bad_port_stops_before_starting_anything(
     assert code == 2
     assert stack is None
     assert "METERING_PORT must be a port number" in capsys.readouterr().out
+
+
+def test_up_generates_a_client_key_for_each_demo_client_when_none_is_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("TIERLINE_CLIENT_KEYS", raising=False)
+    code, stack = run_up(monkeypatch, tmp_path, {})
+    assert code == 0
+    keys = parse_client_keys(stack.client_keys)
+    assert sorted(keys.values()) == cli.demo_clients() == ["acme", "globex"]
+    assert all(p.env["TIERLINE_CLIENT_KEYS"] == stack.client_keys for p in stack.processes.values())
+
+
+def test_up_keeps_the_client_keys_it_is_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    code, stack = run_up(monkeypatch, tmp_path, {"TIERLINE_CLIENT_KEYS": "acme=given-key"})
+    assert code == 0
+    assert stack.client_keys == "acme=given-key"
+    assert stack.processes["billing"].env["TIERLINE_CLIENT_KEYS"] == "acme=given-key"
