@@ -226,7 +226,7 @@
   }
 
   function renderByClass(data) {
-    const rows = data.usage.by_class;
+    const rows = data.usage.by_class.filter((c) => c.items > 0); // a class emptied by a correction
     const body = rows.map((c) =>
       h("tr", { "data-class": `${c.service_line}/${c.complexity}` },
         h("td", {}, c.service_line), h("td", {}, c.complexity), h("td", { class: "num" }, fmt(c.items)),

@@ -164,7 +164,7 @@ window.Tierline = (function () {
       : h("div", { class: "empty" }, "Never reclassified: its class is the one it was first given.");
     return h("div", { class: "provenance-body", "data-item": item.id },
       h("div", { class: "card-head" }, h("h3", { class: "mono" }, item.id), h("span", { class: "subtle" }, item.status)),
-      h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", { "data-field": k.replaceAll(" ", "-") }, v)])),
+      h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-field": k.replaceAll(" ", "-") }, v)])),
       h("h4", {}, "History"),
       history);
   }
