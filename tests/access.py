@@ -82,6 +82,10 @@ RULES: Final[Mapping[tuple[str, str, str], Access]] = {
     ("console", "GET", "/static/{file}"): Access.PUBLIC,
     ("console", "GET", "/api/overview"): Access.ADMIN,
     ("console", "GET", "/api/kafka"): Access.ADMIN,
+    ("console", "GET", "/client"): Access.PUBLIC,  # the client page; its JSON takes a key
+    ("console", "GET", "/api/client/overview"): Access.OWN_LIST,
+    ("console", "GET", "/api/items"): Access.OWN_LIST,  # relayed to metering with the same key
+    ("console", "GET", "/api/items/{client_id}/{item_id:path}"): Access.OWN_CLIENT,
     ("console", "GET", "/v1/dead-letters/{topic}"): Access.ADMIN,
     ("console", "GET", "/v1/dead-letters/{topic}/{partition}/{offset}"): Access.ADMIN,
     ("console", "POST", "/v1/dead-letters/{topic}/redrive"): Access.ADMIN,

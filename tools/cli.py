@@ -186,6 +186,7 @@ def up(args: argparse.Namespace) -> int:
                     f"""
 Tierline is running. Where to look:
   console     {stack.url("console")}/?key={stack.admin_key}
+  client page {stack.url("console")}/client   (a client key, or the admin key and a client id)
   intake      POST {stack.url("intake")}/v1/work-items      (docs: {stack.url("intake")}/docs)
   billing     {stack.url("billing")}/v1/invoices            (docs: {stack.url("billing")}/docs)
   usage       {stack.url("metering")}/v1/usage/acme?period=YYYY-MM

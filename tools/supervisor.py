@@ -188,6 +188,8 @@ class Stack:
             **({"TIERLINE_CLIENT_KEYS": self.client_keys} if self.client_keys else {}),
             "PYTHONUNBUFFERED": "1",
             **{PORT_VARIABLES[name]: str(port) for name, port in self.ports.items()},
+            # The console forwards the pages' item reads to this stack's metering.
+            "CONSOLE_METERING_URL": f"http://127.0.0.1:{self.ports['metering']}",
             **self.extra_env,
         }
         for name in SERVICES:

@@ -47,7 +47,8 @@ async def page() -> FileResponse:
     description=(
         "Topics with message rates, consumer groups with lag per partition, dead-letter "
         "topics with their latest entries, every client's open period with its current and "
-        "projected tier, and the recent invoices with their lines."
+        "projected tier, the recent invoices with their lines, and the review queues: each "
+        "client's unclassified items of its open and its last closed period."
     ),
 )
 async def overview(_: AdminCaller, shown: PageDep) -> Overview:
@@ -60,6 +61,7 @@ async def overview(_: AdminCaller, shown: PageDep) -> Overview:
         clients=business.clients,
         usage=business.usage,
         invoices=business.invoices,
+        review_queue=business.review_queue,
     )
 
 

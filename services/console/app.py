@@ -9,12 +9,15 @@ from typing import Annotated, Final
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
-from pydantic import Field
+from pydantic import AnyHttpUrl, Field
 
 from services.console.api import STATIC_DIR, Page
 from services.console.api import router as page_router
 from services.console.business import CachedOverview
+from services.console.client import ClientReads
+from services.console.client_api import router as client_router
 from services.console.deadletters import DeadLetterLog, DeadLetters
+from services.console.metering import MeteringItems
 from services.console.redrive_api import router as redrive_router
 from services.console.redrive_store import apply_redrive_schema
 from services.console.watch import KafkaProbe, KafkaWatch
@@ -60,6 +63,9 @@ class ConsoleSettings(DatabaseSettings, KeySettings):
     console_dead_letters_shown: Annotated[int, Field(ge=1, le=500)] = 20
     console_invoices_shown: Annotated[int, Field(ge=1, le=500)] = 20
     database_pool_size: Annotated[int, Field(ge=1, le=100)] = 2
+    #: Metering's HTTP API: the pages' item reads are forwarded there with the caller's key.
+    console_metering_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8083")
+    console_metering_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5
 
 
 def create_app(settings: ConsoleSettings) -> FastAPI:
@@ -92,6 +98,13 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             app,
             Page(watch, business, topics=ALL_TOPICS, poll_seconds=settings.console_poll_seconds),
         )
+        set_state(app, ClientReads(pool, invoices_shown=settings.console_invoices_shown))
+        metering = MeteringItems(
+            str(settings.console_metering_url),
+            timeout_seconds=settings.console_metering_timeout_seconds,
+        )
+        await start_in(running, metering)
+        set_state(app, metering)
         running.push_async_callback(watch.probe.close)
         await watch.poll_once()
         run_in(running, watch.run(), name="kafka-watch")
@@ -106,14 +119,16 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     app = service_app(
         "console",
         description=(
-            "The operator page: topics, consumer lag, dead letters, usage and invoices, live."
+            "The operator page: topics, consumer lag, dead letters, usage, review queues and "
+            "invoices, live; and the client page: a client's usage, tier ladder, invoices, "
+            "notes and items, for its own key."
         ),
         start=start,
         log=log,
         registry=registry,
         health=health,
         keys=KeyRing.from_settings(settings),
-        routers=[page_router, redrive_router],
+        routers=[page_router, client_router, redrive_router],
         max_body_bytes=SMALL_BODY_BYTES,
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,6 +1,6 @@
-"""The documents the console's JSON API answers with (`GET /api/overview`, `GET /api/kafka`):
-one typed definition each, which the routes declare (the OpenAPI document shows them), the page
-reads and the tests check."""
+"""The documents the console's JSON API answers with (`GET /api/overview`, `GET /api/kafka`,
+`GET /api/client/overview`): one typed definition each, which the routes declare (the OpenAPI
+document shows them), the pages read and the tests check."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.invoice import Invoice, TierChoice
+from shared.contracts.reclassification import Note
+from shared.contracts.usage import UsageReport
+from shared.domain.agreement.fields import Complexity, ServiceLine
 
 
 class Document(BaseModel):
@@ -108,10 +111,26 @@ class UsageCard(Document):
     tiers: list[TierStep]
 
 
+class ReviewQueue(Document):
+    """A client's review queue (SPEC §4, §10): its unclassified items, which are never billed
+    until a reclassification places them."""
+
+    client_id: str
+    period: str = Field(description="The open period")
+    unclassified_items: int = Field(description="Unclassified items of the open period")
+    closed_period: str | None = Field(description="The last closed period; null before any")
+    closed_unclassified_items: int = Field(
+        description="Unclassified items of the last closed period (0 without one)"
+    )
+
+
 class BusinessOverview(Document):
     clients: int = Field(description="Clients with an agreement or with usage this period")
     usage: list[UsageCard] = Field(description="The busiest clients by projected weighted units")
     invoices: list[Invoice] = Field(description="The latest invoices, newest first")
+    review_queue: list[ReviewQueue] = Field(
+        description="Clients with unclassified items, the most first"
+    )
 
 
 class Overview(Document):
@@ -123,3 +142,72 @@ class Overview(Document):
     clients: int
     usage: list[UsageCard]
     invoices: list[Invoice]
+    review_queue: list[ReviewQueue] = Field(
+        description="Clients with unclassified items in the open or the last closed period, "
+        "the most first"
+    )
+
+
+# --- the client page ----------------------------------------------------------------------------
+
+
+class LadderStep(TierStep):
+    """One tier on the client's ladder, and how the period's usage stands against it (SPEC §6)."""
+
+    volume: bool = Field(description="The volume tier V: the first whose up_to W does not pass")
+    scope: bool = Field(
+        description="The scope tier S: the first whose scope covers every class with at least "
+        "min_items items"
+    )
+    covers: bool = Field(description="Its scope covers every class with at least min_items items")
+    current: bool = Field(
+        description="The tier the period lands in now (a closed period: the tier it was billed at)"
+    )
+
+
+class ClassShare(Document):
+    """A class's part in the period's usage."""
+
+    service_line: ServiceLine
+    complexity: Complexity
+    items: int
+    weighted_units: str = Field(description="Decimal string")
+
+
+class TierLadder(Document):
+    """Every tier of the agreement with where the period's weighted units W stand and why the
+    period lands where it does: by volume, or by scope (then `beyond_volume` names the classes
+    the volume tier's scope does not cover)."""
+
+    weighted_units: str = Field(description="W, a decimal string")
+    tier: TierChoice | None = Field(description="The period's tier, as its usage shows it")
+    mode: Literal["upgrade", "surcharge"]
+    min_items: int = Field(description="Items a class needs to count for the scope tier")
+    steps: list[LadderStep] = Field(description="Ascending, as the agreement lists them")
+    beyond_volume: list[ClassShare] = Field(
+        description="Classes with at least min_items items that the volume tier does not cover"
+    )
+    out_of_scope: list[ClassShare] = Field(
+        description="Classes with items that the tier now does not cover: charged "
+        "out_of_scope_rate per weighted unit"
+    )
+
+
+class ClientOverview(Document):
+    """What the client page shows of one client (`GET /api/client/overview`): a period's usage
+    with the tier ladder, and the client's invoices and notes."""
+
+    client_id: str
+    name: str | None
+    currency: str | None
+    timezone: str = Field(description="The agreement's (periods are its calendar months); UTC")
+    agreement_version: int | None
+    period: str = Field(description="The period shown")
+    open_period: str = Field(description="The period open now in the client's timezone")
+    periods: list[str] = Field(
+        description="Periods to choose from, newest first: the open one and every closed one"
+    )
+    usage: UsageReport = Field(description="As metering's GET /v1/usage reports it (SPEC §5)")
+    ladder: TierLadder | None = Field(description="null without an agreement in force")
+    invoices: list[Invoice] = Field(description="The client's invoices, newest period first")
+    notes: list[Note] = Field(description="The client's notes, newest first")

@@ -1,11 +1,13 @@
-"""The console's reads, in one place. It only reads: agreements and invoices are billing's,
-the counts are metering's (through shared/ledger/reads.py, as both of them read them)."""
+"""The console's reads, in one place. It only reads: agreements, invoices and notes are
+billing's, the counts are metering's (through shared/ledger/reads.py, as both of them read
+them)."""
 
 from __future__ import annotations
 
 import logging
 
 from shared.contracts.invoice import Invoice
+from shared.contracts.reclassification import Note
 from shared.domain.agreement.agreement import Agreement
 from shared.infra.db import Executor
 
@@ -65,3 +67,44 @@ async def recent_invoices(conn: Executor, limit: int) -> list[Invoice]:
         limit,
     )
     return [Invoice.model_validate(r["body"]) for r in rows]
+
+
+async def current_agreement(conn: Executor, client_id: str) -> Agreement | None:
+    """The client's latest agreement version, or None (none, or a stored body that no longer
+    reads as an agreement: the page then shows counts without a tier)."""
+    body = await conn.fetchval(
+        """SELECT body FROM billing.agreements WHERE client_id = $1
+            ORDER BY version DESC LIMIT 1""",
+        client_id,
+    )
+    if body is None:
+        return None
+    try:
+        return Agreement.model_validate(body)
+    except ValueError as error:
+        log.warning(
+            "unreadable stored agreement", extra={"client_id": client_id, "error": str(error)}
+        )
+        return None
+
+
+async def client_invoices(conn: Executor, client_id: str, limit: int) -> list[Invoice]:
+    """The client's last `limit` invoices, newest period first (SPEC §7, as billing wrote them)."""
+    rows = await conn.fetch(
+        """SELECT body FROM billing.invoices WHERE client_id = $1
+            ORDER BY period DESC, invoice_id DESC LIMIT $2""",
+        client_id,
+        limit,
+    )
+    return [Invoice.model_validate(r["body"]) for r in rows]
+
+
+async def client_notes(conn: Executor, client_id: str, limit: int) -> list[Note]:
+    """The client's last `limit` notes (SPEC §10), newest period first, then the latest k."""
+    rows = await conn.fetch(
+        """SELECT body FROM billing.notes WHERE client_id = $1
+            ORDER BY period DESC, k DESC LIMIT $2""",
+        client_id,
+        limit,
+    )
+    return [Note.model_validate(r["body"]) for r in rows]

@@ -6,11 +6,12 @@ run rate so far carried to the period's end, rated with the same tier decision a
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from services.console.documents import ProjectedUsage, TierStep, UsageCard
+from services.console.documents import ProjectedUsage, ReviewQueue, TierStep, UsageCard
 from shared.contracts.invoice import TierChoice
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.money import format_decimal, format_money
@@ -65,7 +66,7 @@ def client_usage(
         status="closed" if closed else "open",
         elapsed=float(at.fraction(ELAPSED_PLACES)),
         items=sum(u.items for u in usage),
-        unclassified_items=sum(c.items for c in counts if not c.classified),
+        unclassified_items=unclassified_items(counts),
         weighted_units=format_decimal(decision.weighted_units) if decision else "0",
         tier=_tier(decision),
         projected=ProjectedUsage(
@@ -103,3 +104,33 @@ def projected_weighted_units(open_period: OpenPeriod, now: datetime) -> Decimal:
 def sort_key(card: UsageCard) -> tuple[Decimal, str]:
     """Busiest first (projected weighted units), then by client id."""
     return (-Decimal(card.projected.weighted_units), card.client_id)
+
+
+def unclassified_items(counts: Sequence[ClassCount]) -> int:
+    """The items no rule, default or built-in keyword placed: the review queue (SPEC §4)."""
+    return sum(c.items for c in counts if not c.classified)
+
+
+def review_queues(
+    open_periods: Mapping[str, OpenPeriod],
+    last_closed: Mapping[str, tuple[str, Sequence[ClassCount]]],
+    *,
+    limit: int,
+) -> list[ReviewQueue]:
+    """Every client's review queue that holds items — its open period's and its last closed
+    period's unclassified items (`last_closed`: client → (period, its counts)) — the fullest
+    first, then by client id; at most `limit`."""
+    queues = []
+    for client, open_period in open_periods.items():
+        closed_period, closed_counts = last_closed.get(client, (None, ()))
+        queue = ReviewQueue(
+            client_id=client,
+            period=open_period.period.key,
+            unclassified_items=unclassified_items(open_period.counts),
+            closed_period=closed_period,
+            closed_unclassified_items=unclassified_items(closed_counts),
+        )
+        if queue.unclassified_items or queue.closed_unclassified_items:
+            queues.append(queue)
+    queues.sort(key=lambda q: (-(q.unclassified_items + q.closed_unclassified_items), q.client_id))
+    return queues[:limit]

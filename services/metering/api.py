@@ -13,9 +13,8 @@ import asyncpg
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
-from services.metering.usage import usage_report
 from shared.contracts.invoice import TierChoice
-from shared.contracts.usage import UsageReport
+from shared.contracts.usage import UsageReport, usage_report
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN
 from shared.domain.periods import Period, parse_period, period_bounds, period_of
 from shared.infra.agreement_view import Agreements

@@ -1,13 +1,20 @@
 """The usage report of SPEC §5 (`GET /v1/usage/{client_id}`): one typed definition that metering
-answers with, its OpenAPI document shows and the tests read."""
+answers with, the console's client page shows, its OpenAPI documents show and the tests read;
+and `usage_report`, the one way both build it from the ledger's counts (pure: no I/O)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.invoice import TierChoice
+from shared.domain.agreement.agreement import Agreement
+from shared.domain.money import format_decimal
+from shared.domain.periods import Period
+from shared.domain.rating import decide_tier
+from shared.domain.usage import ClassCount, billable_usage
 
 #: A decimal as the documents write it: a string, never a float (SPEC §5, §7).
 DecimalText = str
@@ -44,3 +51,46 @@ class UsageReport(BaseModel):
         "without an agreement in force"
     )
     by_class: list[ClassUsageReport] = Field(description="By service line, then complexity")
+
+
+def usage_report(
+    *,
+    client_id: str,
+    period: Period,
+    agreement: Agreement | None,
+    counts: list[ClassCount],
+    billed_tier: TierChoice | None,
+    closed: bool,
+) -> UsageReport:
+    """Running counts and the tier they land in if the period closed now.
+
+    A closed period shows the tier it was billed at. Without an agreement in force for the
+    period there is no tier and nothing weighs anything (`weighted_units` "0").
+    """
+    usage = billable_usage(counts)
+    in_force = agreement if agreement is not None and agreement.in_force_for(period) else None
+    decision = decide_tier(in_force.pricing, usage) if in_force is not None else None
+    weights = {c.service_class: c.weighted_units for c in decision.classes} if decision else {}
+    tier = billed_tier if closed else (TierChoice.of(decision) if decision else None)
+    return UsageReport(
+        client_id=client_id,
+        period=period.key,
+        status="closed" if closed else "open",
+        items=sum(u.items for u in usage),
+        units=sum(u.units for u in usage),
+        weighted_units=format_decimal(decision.weighted_units if decision else Decimal(0)),
+        late_items=sum(c.late_items for c in counts if c.classified),
+        unclassified_items=sum(c.items for c in counts if not c.classified),
+        tier=tier,
+        by_class=[
+            ClassUsageReport(
+                service_line=u.service_class.service_line,
+                complexity=u.service_class.complexity,
+                items=u.items,
+                units=u.units,
+                handling_seconds=u.handling_seconds,
+                weighted_units=format_decimal(weights.get(u.service_class, Decimal(0))),
+            )
+            for u in sorted(usage, key=lambda u: u.service_class.sort_key)
+        ],
+    )

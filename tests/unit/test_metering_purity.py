@@ -8,7 +8,7 @@ import sys
 PURE = [
     "services.metering.counting",
     "services.metering.alerts",
-    "services.metering.usage",
+    "shared.contracts.usage",
     "services.metering.items",
     "shared.contracts.items",
     "shared.domain.usage",

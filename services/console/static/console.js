@@ -3,64 +3,19 @@
 "use strict";
 
 (function () {
+  const { h, s, $, fmt, ago, badge, ladderPosition, invoiceCard, TIER_COLORS } = window.Tierline;
   const KEY_STORAGE = "tierline-admin-key";
-  const SVG = "http://www.w3.org/2000/svg";
-  const TIER_COLORS = ["var(--t0)", "var(--t1)", "var(--t2)", "var(--t3)", "var(--t4)"];
   const GROUP_COLORS = ["#2f6fdb", "#c2410c", "#8253d6", "#1f9d62"];
   const INVOICES_SHOWN = 6;
   const USAGE_SHOWN = 10;
-  const number = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
+  const QUEUE_SHOWN = 12;
+  const QUEUE_ITEMS = 50;
 
   let pollSeconds = 2;
   let timer = null;
   let lastOk = null;
 
-  // --- tiny DOM helpers -------------------------------------------------------------------
-
-  function h(tag, attrs, ...children) {
-    const el = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (name === "class") el.className = value;
-      else if (name === "style") el.style.cssText = value;
-      else el.setAttribute(name, value === true ? "" : String(value));
-    }
-    for (const child of children.flat()) {
-      if (child === null || child === undefined || child === false) continue;
-      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return el;
-  }
-
-  function s(tag, attrs, ...children) {
-    const el = document.createElementNS(SVG, tag);
-    for (const [name, value] of Object.entries(attrs || {})) el.setAttribute(name, String(value));
-    for (const child of children.flat()) if (child) el.append(child);
-    return el;
-  }
-
-  const $ = (id) => document.getElementById(id);
-  const fmt = (n) => number.format(Number(n));
-
-  function ago(iso) {
-    if (!iso) return "never";
-    const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-    if (seconds < 60) return `${seconds}s ago`;
-    if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
-    return new Date(iso).toISOString().replace("T", " ").slice(0, 16) + " UTC";
-  }
-
   // --- the key ----------------------------------------------------------------------------
-
-  function takeKeyFromUrl() {
-    const url = new URL(window.location.href);
-    const key = url.searchParams.get("key");
-    if (key) {
-      sessionStorage.setItem(KEY_STORAGE, key);
-      url.searchParams.delete("key"); // keep the key out of history and screenshots
-      window.history.replaceState(null, "", url.pathname + url.search + url.hash);
-    }
-  }
 
   function askForKey(message) {
     if (timer) clearTimeout(timer);
@@ -141,6 +96,7 @@
     renderUsage(data);
     renderInvoices(data.invoices);
     renderDeadLetters(kafka.dead_letters);
+    renderReviewQueue(data.review_queue);
   }
 
   // --- charts -----------------------------------------------------------------------------
@@ -251,28 +207,6 @@
     $("lag-groups").replaceChildren(legend, ...groups);
   }
 
-  function badge(tier, index, extraClass) {
-    if (!tier) return h("span", { class: "badge none " + (extraClass || "") }, "no tier");
-    return h("span", { class: "badge " + (extraClass || ""), style: `background:${TIER_COLORS[index % TIER_COLORS.length]}` },
-      tier.name, h("span", { class: "why" }, ` · ${tier.reason}`));
-  }
-
-  // Where a weighted-unit figure sits on the tier ladder: each tier gets an equal share of the
-  // width, and the figure is placed linearly inside the tier it falls in.
-  function ladderPosition(tiers, w, top) {
-    const n = tiers.length;
-    let lower = 0;
-    for (let i = 0; i < n; i++) {
-      const upper = tiers[i].up_to === null ? top : Number(tiers[i].up_to);
-      if (w <= upper || i === n - 1) {
-        const inside = upper > lower ? Math.min(1, (w - lower) / (upper - lower)) : 1;
-        return (i + Math.max(0, inside)) / n;
-      }
-      lower = upper;
-    }
-    return 1;
-  }
-
   function ladder(card) {
     const tiers = card.tiers;
     const w = Number(card.weighted_units), projected = Number(card.projected.weighted_units);
@@ -336,21 +270,7 @@
     }
     const shown = invoices.slice(0, INVOICES_SHOWN);
     $("invoices").replaceChildren(
-      ...shown.map((inv) =>
-        h("div", { class: "invoice", "data-invoice": inv.invoice_id },
-          h("div", { class: "invoice-head" },
-            h("span", { class: "iid mono" }, inv.invoice_id),
-            h("span", { class: "badge", style: "background:#475569" }, inv.tier.name, h("span", { class: "why" }, ` · ${inv.tier.reason}`)),
-            h("span", { class: "subtle" }, `${fmt(inv.usage.items)} items · ${fmt(inv.usage.weighted_units)} wu · v${inv.agreement_version}`),
-            h("span", { class: "total", "data-field": "total" }, `${inv.total} ${inv.currency}`)),
-          h("table", { class: "table" },
-            h("tbody", {}, inv.lines.map((line) =>
-              h("tr", { class: "line", "data-kind": line.kind },
-                h("td", { class: "kind" }, line.kind.replaceAll("_", " ")),
-                h("td", {}, line.description),
-                h("td", { class: "num" }, `${line.quantity} × ${line.unit_price}`),
-                h("td", { class: "num", "data-field": "amount" }, line.amount))))))
-      ),
+      ...shown.map(invoiceCard),
       ...(invoices.length > shown.length
         ? [h("div", { class: "subtle" }, `and ${invoices.length - shown.length} more (GET /v1/invoices on billing)`)]
         : [])
@@ -374,9 +294,84 @@
     $("dead-letters").replaceChildren(pills, table);
   }
 
-  let lastData = null;
-  $("client-filter").addEventListener("input", () => lastData && renderUsage(lastData));
+  // --- the review queue and an item's provenance (SPEC §10, through the console's metering relay) ---
 
-  takeKeyFromUrl();
+  function renderReviewQueue(all) {
+    const filter = $("client-filter").value.trim().toLowerCase();
+    const queues = all.filter((q) => !filter || q.client_id.includes(filter));
+    const total = queues.reduce((sum, q) => sum + q.unclassified_items + q.closed_unclassified_items, 0);
+    $("queue-note").textContent = queues.length
+      ? `${fmt(total)} unclassified item${total === 1 ? "" : "s"} across ${queues.length} client${queues.length === 1 ? "" : "s"} · never billed until a reclassification places them`
+      : "unclassified items, never billed until a reclassification places them";
+    if (!queues.length) {
+      $("review-queue").replaceChildren(h("div", { class: "empty" }, filter && all.length
+        ? `No client matching “${filter}” has unclassified items.`
+        : "Nothing to review: every item of the open and last closed periods is placed."));
+      return;
+    }
+    const count = (client, period, n, field) =>
+      n && period
+        ? h("button", { class: "count", type: "button", "data-field": field, "data-period": period, title: `list ${client}'s unclassified items of ${period}` }, fmt(n))
+        : h("span", { class: "subtle", "data-field": field }, "0");
+    const table = h("table", { class: "table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "client"), h("th", {}, "open period"), h("th", { class: "num" }, "unclassified"),
+        h("th", {}, "last closed"), h("th", { class: "num" }, "unclassified"))),
+      h("tbody", {}, queues.slice(0, QUEUE_SHOWN).map((q) =>
+        h("tr", { "data-queue": q.client_id },
+          h("td", { class: "mono" }, q.client_id),
+          h("td", {}, q.period),
+          h("td", { class: "num" }, count(q.client_id, q.period, q.unclassified_items, "unclassified")),
+          h("td", {}, q.closed_period ?? "—"),
+          h("td", { class: "num" }, count(q.client_id, q.closed_period, q.closed_unclassified_items, "closed-unclassified"))))));
+    for (const button of table.querySelectorAll("button.count")) {
+      button.addEventListener("click", () => showQueueItems(button.closest("tr").dataset.queue, button.dataset.period));
+    }
+    const more = queues.length - QUEUE_SHOWN;
+    $("review-queue").replaceChildren(table, ...(more > 0 ? [h("div", { class: "subtle more" }, `${more} more client${more === 1 ? "" : "s"} with unclassified items`)] : []));
+  }
+
+  function relayProblem(answer, what) {
+    if (answer.status === 404) return `No ${what}.`;
+    if (answer.status === 503) return `Metering is unavailable: ${window.Tierline.detailOf(answer.data)}`;
+    return `${answer.status}: ${window.Tierline.detailOf(answer.data)}`;
+  }
+
+  async function showQueueItems(client, period) {
+    const key = sessionStorage.getItem(KEY_STORAGE);
+    const query = new URLSearchParams({ client_id: client, period, status: "unclassified", limit: String(QUEUE_ITEMS) });
+    const answer = await window.Tierline.getJson(`/api/items?${query}`, key);
+    const head = h("div", { class: "subtle queue-head" }, `${client} · ${period} · unclassified`);
+    if (!answer.ok) {
+      $("queue-items").replaceChildren(head, h("div", { class: "error" }, relayProblem(answer, "items")));
+      return;
+    }
+    const items = answer.data.items;
+    const shown = items.length ? window.Tierline.itemsTable(items, (item) => showItem(item.client_id, item.id)) : h("div", { class: "empty" }, "None left.");
+    $("queue-items").replaceChildren(head, shown,
+      ...(answer.data.next_cursor ? [h("div", { class: "subtle" }, `the first ${items.length}; GET /v1/items?status=unclassified on metering lists them all`)] : []));
+  }
+
+  async function showItem(client, id) {
+    const key = sessionStorage.getItem(KEY_STORAGE);
+    const answer = await window.Tierline.getJson(`/api/items/${encodeURIComponent(client)}/${encodeURIComponent(id)}`, key);
+    $("provenance").replaceChildren(answer.ok
+      ? window.Tierline.provenance(answer.data)
+      : h("div", { class: "error" }, relayProblem(answer, `item ${id} of ${client}`)));
+  }
+
+  $("lookup-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const client = $("lookup-client").value.trim(), id = $("lookup-item").value.trim();
+    if (client && id) showItem(client, id);
+  });
+
+  let lastData = null;
+  $("client-filter").addEventListener("input", () => {
+    if (!lastData) return;
+    renderUsage(lastData);
+    renderReviewQueue(lastData.review_queue);
+  });
+
+  window.Tierline.takeFromUrl({ key: KEY_STORAGE });
   poll();
 })();
