@@ -14,14 +14,7 @@ from services.console.client_view import client_overview
 from services.console.documents import ClientOverview
 from shared.contracts.invoice import TierChoice
 from shared.domain.periods import Period, period_bounds, period_of
-from shared.ledger.reads import ClosedPeriod, closed_periods, counts_between
-
-
-def billed_tier(closed: ClosedPeriod) -> TierChoice | None:
-    """The tier a closed period was billed at; None when it was unbilled (no agreement)."""
-    if closed.tier_name is None or closed.tier_reason is None:
-        return None
-    return TierChoice.model_validate({"name": closed.tier_name, "reason": closed.tier_reason})
+from shared.ledger.reads import closed_periods, counts_between
 
 
 @dataclass(frozen=True)
@@ -53,7 +46,10 @@ class ClientReads:
             period=shown,
             open_period=open_period,
             counts=counts,
-            closed={key: billed_tier(row) for (_, key), row in closed.items()},
+            closed={
+                key: TierChoice.billed(row.tier_name, row.tier_reason)
+                for (_, key), row in closed.items()
+            },
             invoices=invoices,
             notes=notes,
         )

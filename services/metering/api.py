@@ -86,16 +86,12 @@ async def usage(
     start, end = period_bounds(wanted, tz)
     counts = await counts_between(ledger.pool, client_id, start, end)
     closed = (await closed_periods(ledger.pool, [client_id])).get((client_id, wanted.key))
-    billed_tier = (
-        TierChoice.model_validate({"name": closed.tier_name, "reason": closed.tier_reason})
-        if closed is not None and closed.tier_name and closed.tier_reason
-        else None
-    )
+    billed = None if closed is None else TierChoice.billed(closed.tier_name, closed.tier_reason)
     return usage_report(
         client_id=client_id,
         period=wanted,
         agreement=agreement,
         counts=counts,
-        billed_tier=billed_tier,
+        billed_tier=billed,
         closed=closed is not None,
     )

@@ -44,6 +44,14 @@ class TierChoice(Document):
         """The tier a decision (SPEC §6) lands in, and why."""
         return cls(name=decision.tier.name, reason=decision.reason)
 
+    @classmethod
+    def billed(cls, name: str | None, reason: str | None) -> TierChoice | None:
+        """The tier a closed period was billed at, as billing recorded it; None when it was
+        closed unbilled (no agreement in force). A closed period's usage keeps it (SPEC §13)."""
+        if name is None or reason is None:
+            return None
+        return cls.model_validate({"name": name, "reason": reason})
+
 
 class TierFeeLine(Document):
     kind: Literal["tier_fee"] = "tier_fee"

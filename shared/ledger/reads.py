@@ -59,6 +59,7 @@ async def counts_between(
           FROM metering.usage_slots
          WHERE client_id = $1 AND slot >= $2 AND slot < $3
          GROUP BY service_line, complexity
+        HAVING sum(items) <> 0  -- a class a reclassification emptied is no class of the period
         """,
         client_id,
         start,
@@ -115,6 +116,7 @@ async def counts_for_ranges(
           JOIN metering.usage_slots s
             ON s.client_id = q.client_id AND s.slot >= q.start_at AND s.slot < q.end_at
          GROUP BY q.client_id, q.label, s.service_line, s.complexity
+        HAVING sum(s.items) <> 0
         """,
         [r[0] for r in ranges],
         [r[1] for r in ranges],
@@ -154,6 +156,7 @@ async def late_period_counts(
           FROM changed c JOIN metering.usage_slots s
             ON s.client_id = $1 AND s.slot >= c.start_at AND s.slot < c.end_at
          GROUP BY c.period, s.service_line, s.complexity
+        HAVING sum(s.items) <> 0
         """,
         client_id,
         [r[0] for r in ranges],
