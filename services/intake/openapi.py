@@ -42,7 +42,8 @@ ITEM_SCHEMA: Final[JsonSchema] = {
     "description": (
         "A completed work item (SPEC §2). Optional fields are left out, never null. "
         "completed_at is at most 5 minutes after intake receives it, and lies in the years "
-        "2000..2099 also in UTC."
+        "2000..2099 also in UTC; opened_at (when the work reached the provider) lies in those "
+        "years too and is not after completed_at."
     ),
     "type": "object",
     "additionalProperties": False,
@@ -57,6 +58,7 @@ ITEM_SCHEMA: Final[JsonSchema] = {
         "tags": {"type": "array", "maxItems": 50, "items": _text(64)},
         "units": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1},
         "handling_seconds": {"type": "integer", "minimum": 0, "maximum": 604_800},
+        "opened_at": {"type": "string", "format": "date-time", "pattern": _TIMESTAMP},
         "attributes": {
             "type": "object",
             "maxProperties": 50,

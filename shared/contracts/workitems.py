@@ -300,6 +300,8 @@ def _decode(decoder: msgspec.json.Decoder[_T], value: bytes | None, name: str) -
             problem = None if when is None else time_problem(when)
             if problem is not None:
                 raise ContractError(f"not a valid {name}: `{field}` {problem}")
+    if opened_at is not None and opened_at > record.completed_at:
+        raise ContractError(f"not a valid {name}: `opened_at` must not be after completed_at")
     if b"\\" in raw and b"\\u0000" in raw:  # one memchr for the records without escapes
         where = _nul_in(record)
         if where is not None:

@@ -187,6 +187,14 @@ EDGES: list[tuple[str, Any, bool]] = [
     ("completed_at", "1999-12-31T23:30:00-01:00", False),  # 2000 in UTC, 1999 as written
     ("completed_at", "2099-12-31T23:00:00-05:00", False),  # 2100 in UTC
     ("completed_at", "9999-12-31T23:59:59Z", False),
+    # opened_at (SPEC §2): RFC 3339 with an offset, in 2000..2099, not after completed_at
+    ("opened_at", "2026-10-01T07:30:00Z", True),  # the same instant as completed_at
+    ("opened_at", "2026-09-28T17:00:00-04:00", True),
+    ("opened_at", "2026-10-01T07:30:01Z", False),  # after completed_at
+    ("opened_at", "2026-10-01T09:30:00", False),  # no offset
+    ("opened_at", "2026-10-01", False),
+    ("opened_at", 1759300000, False),
+    ("opened_at", "1999-12-31T23:59:59Z", False),
 ]
 
 

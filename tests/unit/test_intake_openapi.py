@@ -66,11 +66,13 @@ def test_fastapis_own_validation_error_is_not_in_the_document() -> None:
 
 
 #: What a JSON schema cannot say: a time's year in UTC (its offset moves it out of 2000..2099),
-#: and that 2.0 is not an integer (JSON Schema counts it as one; intake does not coerce).
+#: that 2.0 is not an integer (JSON Schema counts it as one; intake does not coerce), and that
+#: opened_at is not after completed_at (a relation between two fields: said in the description).
 LOOSER = [
     ("completed_at", "2000-01-01T00:30:00+01:00"),
     ("completed_at", "2099-12-31T23:00:00-05:00"),
     ("units", 2.0),
+    ("opened_at", "2026-10-01T07:30:01Z"),
 ]
 
 
