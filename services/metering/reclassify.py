@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from services.metering.counting import Facts
 from shared.contracts.reclassification import ClassDoc, Moved, ReclassificationAnswer
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.agreement.fields import (
@@ -53,7 +54,7 @@ class StoredItem(msgspec.Struct, frozen=True):
     agreement_version: int | None
     late: bool
     source: str | None
-    facts: dict[str, Any] | None
+    facts: Facts | None
 
     @property
     def place(self) -> Place:
@@ -146,7 +147,9 @@ def _move(
 
 def _rule_input(item: StoredItem) -> dict[str, Any]:
     """The item as the rules read it (SPEC §3's fields)."""
-    fields: dict[str, Any] = dict(item.facts or {})
+    fields: dict[str, Any] = {}
+    if item.facts is not None:
+        fields = {k: v for k, v in msgspec.structs.asdict(item.facts).items() if v is not None}
     fields["source"] = item.source
     fields["units"] = item.units
     if item.handling_seconds is not None:

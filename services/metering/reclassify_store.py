@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.metering.counting import decode_facts
 from services.metering.reclassify import Plan, StoredItem, columns_of
 from shared.contracts.reclassification import ReclassificationAnswer, ReclassificationRecord
 from shared.domain.usage import ClassCount
@@ -117,7 +118,7 @@ async def matched(conn: Connection, selection: Selection, *, with_facts: bool) -
             agreement_version=r["agreement_version"],
             late=r["late"],
             source=r["source"],
-            facts=r["facts"],
+            facts=None if r["facts"] is None else decode_facts(r["facts"]),
         )
         for r in rows
     ]

@@ -39,7 +39,7 @@ WITH batch AS (
                                 source, opened_at, handling_seconds, facts)
     SELECT client_id, item_id, completed_at, service_line, complexity, units, rule_id,
            agreement_version, late, received_at, clock_timestamp(), source, opened_at,
-           handling_seconds, facts::jsonb
+           handling_seconds, facts
       FROM firsts
      ORDER BY client_id, item_id
     ON CONFLICT (client_id, item_id) DO NOTHING

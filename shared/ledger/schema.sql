@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS metering.items (
     source        text,                   -- SPEC §2's fields the item document shows (§10)
     opened_at     timestamptz,
     handling_seconds integer,             -- null when the item did not say
-    facts         jsonb,                  -- what else the rules read: queue, title, tags, attributes
+    facts         text,                   -- what else the rules read (queue, title, tags, attributes),
+                                          -- JSON kept as written: parsed only to classify again
     PRIMARY KEY (client_id, item_id)
 );
 
@@ -42,7 +43,7 @@ DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'metering'
                      AND table_name = 'items' AND column_name = 'facts') THEN
         ALTER TABLE metering.items ADD COLUMN source text, ADD COLUMN opened_at timestamptz,
-            ADD COLUMN handling_seconds integer, ADD COLUMN facts jsonb;
+            ADD COLUMN handling_seconds integer, ADD COLUMN facts text;
     END IF;
     -- A period's items in order (SPEC §10: by instant, then id in code-point order, hence
     -- COLLATE "C"): the items API pages and exports on it, a reclassification selects through it.

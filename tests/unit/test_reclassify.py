@@ -13,6 +13,7 @@ import pytest
 from services.billing.close_decision import ClosedPeriod
 from services.billing.notes import Owed, decide_note
 from services.metering.alerts import PeriodUsageCache, UsageKey, UsageNow
+from services.metering.counting import Facts
 from services.metering.reclassify import StoredItem, plan, slot_of
 from shared.domain.agreement.agreement import Agreement, parse_agreement
 from shared.domain.agreement.fields import ServiceClass
@@ -41,7 +42,7 @@ def item(
         "agreement_version": 2,
         "late": False,
         "source": "jira",
-        "facts": {"queue": "AP Invoices"},
+        "facts": Facts(queue="AP Invoices"),
     }
     return StoredItem(**{**base, **fields})
 
@@ -97,9 +98,9 @@ def test_unclassified_items_moved_into_a_class_become_billable_late_items() -> N
 
 def test_classifying_again_applies_the_current_rules_and_leaves_items_that_stay() -> None:
     items = [
-        item(1, facts={"queue": "AP Invoices"}, units=25),  # still ap-invoices-large: untouched
-        item(2, facts={"queue": "AP Invoices"}, units=5),  # under 20 units: the default now
-        item(3, "unclassified", "none", rule_id=None, facts={"title": "Password reset"}),
+        item(1, facts=Facts(queue="AP Invoices"), units=25),  # still ap-invoices-large: untouched
+        item(2, facts=Facts(queue="AP Invoices"), units=5),  # under 20 units: the default now
+        item(3, "unclassified", "none", rule_id=None, facts=Facts(title="Password reset")),
     ]
     result = plan(items, target="rules", reclassification_id="again", agreement=acme(7))
     assert [(m.item.item_id, m.to, m.rule_id, m.agreement_version) for m in result.moves] == [
@@ -114,7 +115,7 @@ def test_classifying_again_applies_the_current_rules_and_leaves_items_that_stay(
 
 
 def test_classifying_again_without_an_agreement_uses_the_builtin_vocabulary() -> None:
-    lost = item(1, "unclassified", "none", rule_id=None, facts={"queue": "Payroll"})
+    lost = item(1, "unclassified", "none", rule_id=None, facts=Facts(queue="Payroll"))
     result = plan([lost], target="rules", reclassification_id="b", agreement=None)
     [move] = result.moves
     assert (move.to, move.rule_id, move.agreement_version) == (
@@ -131,7 +132,7 @@ def test_a_match_of_nothing_moves_nothing() -> None:
 
 
 def test_an_item_nothing_places_any_more_moves_to_unclassified_and_weighs_nothing() -> None:
-    stray = item(1, facts={"queue": "Zzz"})
+    stray = item(1, facts=Facts(queue="Zzz"))
     result = plan([stray], target="rules", reclassification_id="u", agreement=None)
     [move] = result.moves
     assert (move.to, move.rule_id) == (None, None)
