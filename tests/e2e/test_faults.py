@@ -195,24 +195,31 @@ async def test_sigterm_finishes_in_flight_batches_and_a_restart_resumes_exactly(
         sending = asyncio.create_task(api.post_items(items, chunk=500))
         await wait_for_line(pausing.log_path, f"{PAUSED} classifier.before_publish")
         pausing.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        assert pausing.process.wait(30) == 0  # type: ignore[union-attr]  # a clean exit
+        # Waits on processes run in a thread: the posting goes on meanwhile (a blocked event
+        # loop would leave its keep-alive connection idle until intake closed it).
+        exited = await asyncio.to_thread(pausing.process.wait, 30)  # type: ignore[union-attr]
+        assert exited == 0  # a clean exit
         log = pausing.log_path.read_text()
         assert f"{RESUMED} classifier.before_publish" in log  # the batch finished, not dropped
     finally:
         pausing.kill()
-        classifier.start()
-        classifier.wait_healthy()
+        await asyncio.to_thread(restart, classifier)
     metering = api.stack.processes["metering"]
     metering.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-    assert metering.process.wait(30) == 0  # type: ignore[union-attr]  # under load, too
-    metering.start()
-    metering.wait_healthy()
+    exited = await asyncio.to_thread(metering.process.wait, 30)  # type: ignore[union-attr]
+    assert exited == 0  # under load, too
+    await asyncio.to_thread(restart, metering)
     assert await sending == 6000
     closed = await close_when_ready(api, last_month().key, client)
     assert closed["invoices"][0]["usage"]["items"] == 6000
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def restart(service: ServiceProcess) -> None:
+    service.start()
+    service.wait_healthy()
 
 
 async def wait_for_line(path: Path, line: str, timeout: float = 60) -> None:
