@@ -33,9 +33,9 @@ from services.billing.deps import (
     Refusal,
     Service,
     invalid,
-    not_found,
     share_methods,
     too_large,
+    unknown,
 )
 from services.billing.openapi import (
     AGREEMENT_BODY_SCHEMA,
@@ -44,7 +44,6 @@ from services.billing.openapi import (
     Problem,
     bad_client_id,
     is_invoice_id,
-    printable,
     responses,
     unprocessable,
 )
@@ -213,8 +212,7 @@ async def get_invoice(caller: ReaderCaller, invoice_id: InvoiceIdPath, service: 
     # Anything not shaped like an invoice id (NUL, garbage, too long) names no invoice.
     found = await service.invoice(invoice_id) if is_invoice_id(invoice_id) else None
     if found is None or not may_read(caller, found.client_id):
-        shown = printable(invoice_id if len(invoice_id) <= 80 else invoice_id[:80] + "...")
-        raise not_found(f"no invoice {shown}")
+        raise unknown("invoice", invoice_id)
     return found
 
 

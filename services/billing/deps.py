@@ -31,6 +31,7 @@ from services.billing.openapi import (
     PERIOD_SCHEMA,
     bad_client_id,
     period_or_error,
+    printable,
     unprocessable,
 )
 from services.billing.service import BillingService, utcnow
@@ -90,6 +91,12 @@ def invalid(loc: list[str | int], msg: str) -> Refusal:
 
 def not_found(detail: str) -> Refusal:
     return Refusal(JSONResponse({"detail": detail}, status_code=404))
+
+
+def unknown(what: str, ident: str) -> Refusal:
+    """The 404 of a document by id (`no invoice <id>`), the id echoed safely and at most 80
+    characters of it."""
+    return not_found(f"no {what} {printable(ident if len(ident) <= 80 else ident[:80] + '...')}")
 
 
 class BillingRoute(APIRoute):

@@ -13,10 +13,10 @@ from services.billing.deps import (
     QueryClientId,
     QueryPeriod,
     Service,
-    not_found,
     share_methods,
+    unknown,
 )
-from services.billing.openapi import printable, responses
+from services.billing.openapi import responses
 from shared.contracts.reclassification import Note, Notes
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN
 from shared.infra.http import READERS, ReaderCaller, may_read, scoped_client
@@ -53,8 +53,7 @@ async def list_notes(
 async def get_note(caller: ReaderCaller, note_id: NoteIdPath, service: Service) -> Note:
     found = await service.note(note_id) if _NOTE_ID.fullmatch(note_id) else None
     if found is None or not may_read(caller, found.client_id):
-        shown = printable(note_id if len(note_id) <= 80 else note_id[:80] + "...")
-        raise not_found(f"no note {shown}")
+        raise unknown("note", note_id)
     return found
 
 
