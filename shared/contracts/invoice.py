@@ -20,7 +20,7 @@ from shared.contracts.wire import (
     OffsetTimestamp,
     Plain,
     UtcTimestamp,
-    require_minor_digits,
+    require_money_in_currency,
 )
 from shared.domain import rating
 from shared.domain.agreement.fields import Complexity, ServiceLine
@@ -127,8 +127,7 @@ class Invoice(Document):
 
     @model_validator(mode="after")
     def _money_in_currency(self) -> Self:
-        amounts = [a for line in self.lines for a in (line.unit_price, line.amount)]
-        require_minor_digits(self.currency, [*amounts, self.total])
+        require_money_in_currency(self.currency, self.lines, self.total)
         return self
 
 

@@ -21,7 +21,7 @@ from shared.contracts.wire import (
     Fixed,
     Plain,
     UtcTimestamp,
-    require_minor_digits,
+    require_money_in_currency,
 )
 from shared.contracts.workitems import _TEXT, ClientId, ItemId
 from shared.domain.agreement.fields import (
@@ -169,8 +169,7 @@ class Note(Document):
 
     @model_validator(mode="after")
     def _money_in_currency(self) -> Self:
-        amounts = [a for line in self.lines for a in (line.unit_price, line.amount)]
-        require_minor_digits(self.currency, [*amounts, self.total])
+        require_money_in_currency(self.currency, self.lines, self.total)
         return self
 
 

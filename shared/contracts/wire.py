@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Final, Generic, Literal, TypeVar
+from typing import Annotated, Final, Generic, Literal, Protocol, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -98,6 +98,23 @@ def require_minor_digits(currency: str, amounts: Iterable[Decimal]) -> None:
     for amount in amounts:
         if amount.as_tuple().exponent != exponent:
             raise ValueError(f"{amount} does not carry the {-exponent} minor digits of {currency}")
+
+
+class Priced(Protocol):
+    """A line of money: what an invoice and a note hold."""
+
+    @property
+    def unit_price(self) -> Decimal: ...
+
+    @property
+    def amount(self) -> Decimal: ...
+
+
+def require_money_in_currency(currency: str, lines: Iterable[Priced], total: Decimal) -> None:
+    """A billing document's money (every line's unit price and amount, and the total) carries
+    exactly `currency`'s minor digits; ValueError otherwise."""
+    amounts = [a for line in lines for a in (line.unit_price, line.amount)]
+    require_minor_digits(currency, [*amounts, total])
 
 
 class Document(BaseModel):
