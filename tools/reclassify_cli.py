@@ -20,11 +20,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, TextIO
 
 import httpx
 
-DEFAULT_METERING_URL: Final = "http://127.0.0.1:8083"
+from tools.dlq_cli import ApiError, admin_key, table
+from tools.items_cli import DEFAULT_METERING_URL
 
 
 def add_reclassify_commands(commands: Any) -> None:
@@ -108,7 +109,7 @@ def print_answer(answer: dict[str, Any], out: TextIO) -> None:
         (_class(m["from"]), _class(m["to"]), str(m["items"]), str(m["units"]), m["weighted_units"])
         for m in answer["moved"]
     ]
-    _table(("from", "to", "items", "units", "weighted units"), rows, out)
+    print(table(rows, ("from", "to", "items", "units", "weighted units")), file=out)
     if answer["period_status"] == "closed" and answer["items"]:
         print("the period is closed: billing issues a note (tierline: GET /v1/notes)", file=out)
 
@@ -118,20 +119,7 @@ def print_history(records: Sequence[dict[str, Any]], out: TextIO) -> None:
         (r["made_at"], r["id"], r["period"], r["made_by"], str(r["items"]), r["body"]["reason"])
         for r in records
     ]
-    _table(("when", "id", "period", "by", "items", "reason"), rows, out)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    for row in (header, *rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)), file=out)
-
-
-def _admin_key() -> str:
-    key = os.environ.get("TIERLINE_ADMIN_KEY", "").split(",")[0].strip()
-    if not key:
-        raise ValueError("set TIERLINE_ADMIN_KEY")
-    return key
+    print(table(rows, ("when", "id", "period", "by", "items", "reason")), file=out)
 
 
 def run(
@@ -142,7 +130,7 @@ def run(
     err: TextIO = sys.stderr,
 ) -> int:
     try:
-        headers = {"Authorization": f"Bearer {_admin_key()}"}
+        headers = {"Authorization": f"Bearer {admin_key(os.environ)}"}
         with httpx.Client(
             base_url=args.metering_url, headers=headers, timeout=120, transport=transport
         ) as http:
@@ -154,7 +142,7 @@ def run(
                 response = http.get("/v1/reclassifications", params=params)
             else:
                 response = http.post("/v1/reclassifications", json=request_body(args))
-    except (ValueError, OSError, httpx.HTTPError) as error:
+    except (ApiError, ValueError, OSError, httpx.HTTPError) as error:
         print(f"tierline reclassify: {error}", file=err)
         return 2
     if response.status_code != 200:
