@@ -7,7 +7,6 @@ The admin key is checked before the body is read (SPEC §13 "Keys"); the body is
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -23,11 +22,10 @@ from shared.contracts.reclassification import (
     ReclassificationRequest,
     Reclassifications,
 )
-from shared.domain.agreement.agreement import json_nesting
+from shared.domain.agreement.agreement import body_text, load_json
 from shared.domain.agreement.fields import (
     CLIENT_ID_PATTERN,
     MAX_BODY_BYTES,
-    MAX_NESTING,
     is_client_id,
 )
 from shared.domain.periods import PeriodError, parse_period
@@ -63,19 +61,9 @@ def _parse(raw: bytes) -> tuple[ReclassificationRequest, dict[str, Any]] | JSONR
             status_code=413,
         )
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return _problems(["body"], f"not valid UTF-8: byte {error.start} ({error.reason})")
-    if json_nesting(text) > MAX_NESTING:
-        return _problems(["body"], f"nested deeper than {MAX_NESTING} levels")
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as error:
-        return _problems(
-            ["body"], f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
-        )
-    except RecursionError:
-        return _problems(["body"], f"nested deeper than {MAX_NESTING} levels")
+        body = load_json(body_text(raw))
+    except ValueError as error:
+        return _problems(["body"], str(error))
     if not isinstance(body, dict):
         return _problems(["body"], "must be a JSON object")
     try:

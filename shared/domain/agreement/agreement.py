@@ -255,6 +255,31 @@ def json_nesting(text: str) -> int:
     return max(accumulate(steps), default=0)
 
 
+def body_text(raw: bytes) -> str:
+    """An HTTP body as text; ValueError naming the byte where it is not valid UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"the body is not valid UTF-8: byte {error.start} ({error.reason})"
+        ) from None
+
+
+def load_json(text: str) -> Any:
+    """A JSON body, numbers kept exact (Decimal), nested at most MAX_NESTING levels (checked
+    without recursion first); ValueError saying where it broke (line and column)."""
+    if json_nesting(text) > MAX_NESTING:
+        raise ValueError(f"not accepted: nested deeper than {MAX_NESTING} levels")
+    try:
+        return json.loads(text, parse_float=Decimal)  # exact decimals
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
+    except RecursionError:  # a backstop: json_nesting bounds the depth first
+        raise ValueError(f"not accepted: nested deeper than {MAX_NESTING} levels") from None
+
+
 def parse_agreement_body(raw: bytes, media_type: str = "application/json") -> Agreement:
     """An agreement from an HTTP body: JSON (numbers kept exact) or, for a YAML media type, YAML.
 
@@ -264,26 +289,11 @@ def parse_agreement_body(raw: bytes, media_type: str = "application/json") -> Ag
     MAX_NESTING."""
     if len(raw) > MAX_BODY_BYTES:
         raise AgreementTooLarge(f"the body is {len(raw)} bytes; at most {MAX_BODY_BYTES}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"the body is not valid UTF-8: byte {error.start} ({error.reason})"
-        ) from None
+    text = body_text(raw)
     if media_type in YAML_MEDIA_TYPES:
         agreement = load_agreement_yaml(text)
     else:
-        if json_nesting(text) > MAX_NESTING:
-            raise ValueError(f"not accepted: nested deeper than {MAX_NESTING} levels")
-        try:
-            data = json.loads(text, parse_float=Decimal)  # exact decimals
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
-            ) from None
-        except RecursionError:  # a backstop: json_nesting bounds the depth first
-            raise ValueError(f"not accepted: nested deeper than {MAX_NESTING} levels") from None
-        agreement = parse_agreement(data)
+        agreement = parse_agreement(load_json(text))
     size = wire_size(agreement)
     if size > MAX_WIRE_BYTES:
         raise AgreementTooLarge(
