@@ -13,6 +13,7 @@ from shared.contracts.invoice import (
     Invoice,
     InvoiceIssued,
     InvoiceUsage,
+    ServiceLevelReport,
     TierChoice,
     invoice_line,
 )
@@ -38,13 +39,15 @@ def build_invoice(
     rating: Rating,
     adjustments: Sequence[InvoiceLine],
     issued_at: datetime,
+    true_up: InvoiceLine | None = None,
 ) -> Invoice:
-    """The period's invoice: the rating's lines, then `adjustments` (late adjustments); the
-    total is the sum of the line amounts. `issued_at` is kept to the whole second."""
+    """The period's invoice: the rating's lines, then `adjustments` (late adjustments), then the
+    commitment's `true_up` if any; the total is the sum of the line amounts. `issued_at` is kept
+    to the whole second."""
     assert agreement.version is not None, "only a stored agreement rates a period"
     start, end = period_bounds(period, agreement.timezone)
     currency = agreement.currency
-    lines = [*rating.lines, *adjustments]
+    lines = [*rating.lines, *adjustments, *([] if true_up is None else [true_up])]
     with localcontext(prec=EXACT_PRECISION):
         total = round_money(sum((line.amount for line in lines), Decimal(0)), currency)
     decision = rating.decision
@@ -74,6 +77,11 @@ def build_invoice(
         lines=tuple(invoice_line(line, currency) for line in lines),
         total=total,
         issued_at=issued_at.replace(microsecond=0),
+        service_levels=(
+            None
+            if rating.service_levels is None
+            else tuple(ServiceLevelReport.of(result) for result in rating.service_levels)
+        ),
     )
 
 

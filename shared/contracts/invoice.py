@@ -3,8 +3,9 @@
 One definition for every place an invoice appears: `build_invoice` returns an `Invoice`, billing
 stores it (`billing.invoices.body`), serves it and publishes it in an `InvoiceIssued` envelope,
 and the tests read responses with it. Field order is the JSON's order; a line carries only the
-fields of its kind (SPEC §13: only `late_adjustment` lines carry `period`, only `out_of_scope`
-lines `service_line` and `complexity`).
+fields of its kind (SPEC §13: only `late_adjustment` lines carry `period`, only `service_credit`
+lines `service_level`, only `out_of_scope` lines `service_line` and `complexity`), and an invoice
+carries `service_levels` only when its agreement version has them (§11).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from shared.contracts.wire import (
 )
 from shared.domain import rating
 from shared.domain.agreement.fields import Complexity, ServiceLine
+from shared.domain.attainment import LevelResult
 from shared.domain.money import round_money
 
 EVENT_TYPE: Final = "bpo.invoice.issued"
@@ -88,9 +90,47 @@ class LateAdjustmentLine(Document):
     amount: Fixed
 
 
+class ServiceCreditLine(Document):
+    kind: Literal["service_credit"] = "service_credit"
+    description: str
+    service_level: str
+    quantity: Plain
+    unit_price: Fixed
+    amount: Fixed
+
+
+class CommitmentTrueUpLine(Document):
+    kind: Literal["commitment_true_up"] = "commitment_true_up"
+    description: str
+    quantity: Plain
+    unit_price: Fixed
+    amount: Fixed
+
+
 InvoiceLine = Annotated[
-    TierFeeLine | OutOfScopeLine | OverageLine | LateAdjustmentLine, Field(discriminator="kind")
+    TierFeeLine
+    | OutOfScopeLine
+    | OverageLine
+    | ServiceCreditLine
+    | LateAdjustmentLine
+    | CommitmentTrueUpLine,
+    Field(discriminator="kind"),
 ]
+
+
+class ServiceLevelReport(Document):
+    """One level of a period (SPEC §11): the invoice's `service_levels` and the live report."""
+
+    id: str
+    measured: int
+    met: int
+    attainment_percent: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]{2}$")] | None
+    target_percent: Plain
+    missed: bool
+
+    @classmethod
+    def of(cls, result: LevelResult) -> ServiceLevelReport:
+        return cls.model_validate(result.to_wire())
 
 
 class BilledClass(Document):
@@ -124,6 +164,10 @@ class Invoice(Document):
     lines: tuple[InvoiceLine, ...]
     total: Fixed
     issued_at: UtcTimestamp
+    #: Only when the rating version has service levels; left out of the JSON otherwise.
+    service_levels: tuple[ServiceLevelReport, ...] | None = Field(
+        default=None, exclude_if=lambda levels: levels is None
+    )
 
     @model_validator(mode="after")
     def _money_in_currency(self) -> Self:
@@ -191,6 +235,19 @@ def invoice_line(line: rating.InvoiceLine, currency: str) -> InvoiceLine:
             quantity=quantity,
             unit_price=unit_price,
             amount=amount,
+        )
+    if line.kind == "service_credit":
+        assert line.service_level is not None
+        return ServiceCreditLine(
+            description=description,
+            service_level=line.service_level,
+            quantity=quantity,
+            unit_price=unit_price,
+            amount=amount,
+        )
+    if line.kind == "commitment_true_up":
+        return CommitmentTrueUpLine(
+            description=description, quantity=quantity, unit_price=unit_price, amount=amount
         )
     assert line.period is not None
     return LateAdjustmentLine(

@@ -7,7 +7,7 @@ minor unit once, and the total is the sum of the rounded amounts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, localcontext
 from typing import Final, Literal, NamedTuple, TypeAlias
@@ -15,10 +15,13 @@ from typing import Final, Literal, NamedTuple, TypeAlias
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.agreement.fields import Complexity, ServiceClass, ServiceLine
 from shared.domain.agreement.pricing import Pricing, Tier
+from shared.domain.attainment import LevelCount, LevelResult, assess, credit
 from shared.domain.money import EXACT_PRECISION, format_decimal, round_money
 
 Reason: TypeAlias = Literal["volume", "scope"]
-LineKind: TypeAlias = Literal["tier_fee", "out_of_scope", "overage", "late_adjustment"]
+LineKind: TypeAlias = Literal[
+    "tier_fee", "out_of_scope", "overage", "service_credit", "late_adjustment", "commitment_true_up"
+]
 
 _ONE: Final = Decimal(1)
 
@@ -76,16 +79,26 @@ class InvoiceLine:
     service_line: ServiceLine | None = None
     complexity: Complexity | None = None
     period: str | None = None
+    service_level: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Rating:
-    """A rated period: the decision, the invoice lines in §6 order and their total."""
+    """A rated period: the decision, the invoice lines in §6 order and their total, and the
+    service levels it was measured against (None: the agreement has none)."""
 
     currency: str
     decision: TierDecision
     lines: tuple[InvoiceLine, ...]
     total: Decimal
+    service_levels: tuple[LevelResult, ...] | None = None
+
+    @property
+    def credits(self) -> Decimal:
+        """The sum of its `service_credit` lines (0 or negative): never spend (§11)."""
+        return _sum_amounts(
+            (line for line in self.lines if line.kind == "service_credit"), self.currency
+        )
 
     def with_lines(self, *extra: InvoiceLine) -> Rating:
         """This rating with more lines (late adjustments) appended and the total updated."""
@@ -174,9 +187,30 @@ def _rated_classes(pricing: Pricing, usage: Iterable[ClassUsage]) -> tuple[Rated
 # --- the invoice --------------------------------------------------------------------------------
 
 
-def rate(agreement: Agreement, usage: Iterable[ClassUsage]) -> Rating:
-    """The invoice of a period for this agreement and usage (late adjustments excluded)."""
-    return rate_pricing(agreement.pricing, agreement.currency, usage)
+def rate(
+    agreement: Agreement,
+    usage: Iterable[ClassUsage],
+    levels: Sequence[LevelCount] | None = None,
+) -> Rating:
+    """The invoice of a period for this agreement and usage (late adjustments and the true-up
+    excluded). `levels` are the period's counts per service level, in the agreement's order;
+    required exactly when the agreement has service levels, whose misses add credit lines."""
+    rating = rate_pricing(agreement.pricing, agreement.currency, usage)
+    terms = agreement.service_levels
+    if terms is None:
+        if levels is not None:
+            raise ValueError("service-level counts for an agreement without service levels")
+        return rating
+    if levels is None:
+        raise ValueError("an agreement with service levels is rated with their counts")
+    results = assess(terms, levels)
+    fee = rating.decision.tier.fee
+    credits = tuple(
+        service_credit_line(result, credit(terms, result.level, fee, agreement.currency))
+        for result in results
+        if result.missed
+    )
+    return replace(rating.with_lines(*credits), service_levels=results)
 
 
 def rate_pricing(pricing: Pricing, currency: str, usage: Iterable[ClassUsage]) -> Rating:
@@ -232,6 +266,34 @@ def adjustment_amount(rerated_total: Decimal, already_billed: Decimal, currency:
     and a note (§10) both bill this."""
     with localcontext(prec=EXACT_PRECISION):
         return round_money(rerated_total - already_billed, currency)
+
+
+def service_credit_line(result: LevelResult, amount: Decimal) -> InvoiceLine:
+    """A missed level's credit: quantity 1, unit price = amount (negative)."""
+    attained = result.attainment_percent
+    return InvoiceLine(
+        kind="service_credit",
+        description=(
+            f"Service credit: {result.level.id} attained {attained:f}% "
+            f"against {format_decimal(result.level.target_percent)}%"
+        ),
+        quantity=_ONE,
+        unit_price=amount,
+        amount=amount,
+        service_level=result.level.id,
+    )
+
+
+def commitment_true_up_line(year: str, shortfall: Decimal, currency: str) -> InvoiceLine:
+    """The contract year's shortfall against its annual minimum, billed on its 12th period."""
+    amount = round_money(shortfall, currency)
+    return InvoiceLine(
+        kind="commitment_true_up",
+        description=f"Annual commitment true-up for the contract year {year}",
+        quantity=_ONE,
+        unit_price=amount,
+        amount=amount,
+    )
 
 
 def late_adjustment_line(

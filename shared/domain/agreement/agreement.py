@@ -55,6 +55,7 @@ from shared.domain.agreement.fields import (
     shown,
 )
 from shared.domain.agreement.pricing import Pricing
+from shared.domain.agreement.terms import Commitment, ServiceLevels
 from shared.domain.money import minor_units
 from shared.domain.periods import Period
 
@@ -70,6 +71,9 @@ class Agreement(AgreementPart):
     effective_from: DateValue | None = None
     classification: Classification = Classification()
     pricing: Pricing
+    #: SPEC §11: service credits and the annual commitment (None: the agreement has no such term).
+    service_levels: ServiceLevels | None = None
+    commitment: Commitment | None = None
     #: Assigned by the store (1, 2, ...); see the module docstring.
     version: Annotated[StrictInt, Field(ge=1, le=2**63 - 1)] | None = None
 
@@ -92,12 +96,17 @@ class Agreement(AgreementPart):
             amounts.append((("pricing", "overage_rate"), self.pricing.overage_rate))
         policy_rate = self.pricing.scope_policy.out_of_scope_rate
         amounts.append((("pricing", "scope_policy", "out_of_scope_rate"), policy_rate))
+        if self.commitment is not None:
+            amounts.append((("commitment", "annual_minimum"), self.commitment.annual_minimum))
         errors: list[tuple[Loc, str, Any]] = []
         for loc, amount in amounts:
             places = _decimal_places(amount)
             if places > digits:
                 message = f"has {places} decimal places; {self.currency} allows at most {digits}"
                 errors.append((loc, message, f"{amount:f}"))
+        if self.commitment is not None and self.effective_from is None:
+            message = "needs effective_from: the first contract year starts in its period"
+            errors.append((("commitment",), message, None))
         if errors:
             raise invalid("Agreement", errors)
         return self
@@ -126,6 +135,16 @@ class Agreement(AgreementPart):
             "effective_from": self.effective_from.isoformat() if self.effective_from else None,
             "classification": self.classification.to_wire(),
             "pricing": self.pricing.to_wire(self.currency),
+            **(
+                {}
+                if self.service_levels is None
+                else {"service_levels": self.service_levels.to_wire()}
+            ),
+            **(
+                {}
+                if self.commitment is None
+                else {"commitment": self.commitment.to_wire(self.currency)}
+            ),
             "version": self.version,
         }
 
