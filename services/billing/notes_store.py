@@ -27,7 +27,8 @@ async def record_note(conn: Connection, decision: NoteDecision) -> None:
     await conn.execute(
         """
         WITH billed AS (
-            UPDATE billing.closed_periods SET billed_total = $7, late_items_settled = $8
+            UPDATE billing.closed_periods
+               SET billed_total = $7, late_items_settled = $8, credits = $10
              WHERE client_id = $2 AND period = $3
         )
         INSERT INTO billing.notes (note_id, client_id, period, k, reclassification, body,
@@ -43,6 +44,7 @@ async def record_note(conn: Connection, decision: NoteDecision) -> None:
         decision.billed_total,
         decision.late_items_settled,
         note.issued_at,
+        decision.credits,
     )
 
 

@@ -13,11 +13,13 @@ import logging
 from datetime import datetime
 
 from services.billing import notes_store, store
+from services.billing.close_decision import PeriodCounts
 from services.billing.notes import Owed, decide_note
 from shared.contracts.reclassification import Note
 from shared.domain.periods import parse_period, period_bounds
 from shared.infra.db import Connection
 from shared.ledger.reads import counts_between, notes_due
+from shared.ledger.service_levels import level_counts
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,9 @@ async def issue_due_notes(conn: Connection, client_id: str, now: datetime) -> li
     issued = []
     for owed in due:
         closed = (await store.closed_periods_for_close(conn, client_id))[owed.period]
-        counts = await counts_between(
-            conn, client_id, *period_bounds(parse_period(owed.period), agreement.timezone)
-        )
+        bounds = period_bounds(parse_period(owed.period), agreement.timezone)
+        counts = await counts_between(conn, client_id, *bounds)
+        ledger = PeriodCounts(counts, await level_counts(conn, agreement, *bounds))
         k = await notes_store.notes_issued(conn, client_id, owed.period) + 1
         decision = decide_note(
             due=Owed(
@@ -45,7 +47,7 @@ async def issue_due_notes(conn: Connection, client_id: str, now: datetime) -> li
             ),
             closed=closed,
             agreement=agreement,
-            counts=counts,
+            ledger=ledger,
             k=k,
             now=now,
         )

@@ -129,7 +129,7 @@ async def first_agreement_at(conn: Executor, client_id: str) -> datetime | None:
 async def closed_periods_for_close(conn: Connection, client_id: str) -> dict[str, ClosedPeriod]:
     """Every period closed for the client, by period (a row a month: small whatever the usage)."""
     rows = await conn.fetch(
-        """SELECT period, invoice_id, items, billed_total, late_items_settled
+        """SELECT period, invoice_id, items, billed_total, late_items_settled, credits
              FROM billing.closed_periods WHERE client_id = $1""",
         client_id,
     )
@@ -140,6 +140,7 @@ async def closed_periods_for_close(conn: Connection, client_id: str) -> dict[str
             int(r["items"]),
             None if r["billed_total"] is None else Decimal(r["billed_total"]),
             int(r["late_items_settled"]),
+            Decimal(r["credits"]),
         )
         for r in rows
     }
@@ -150,13 +151,14 @@ _RECORD_CLOSE = """
 WITH closed AS (
     INSERT INTO billing.closed_periods (client_id, period, invoice_id, agreement_version,
                                         tier_name, tier_reason, items, billed_total,
-                                        late_items_settled)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                        late_items_settled, credits)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $15)
 ), rerated AS (
     UPDATE billing.closed_periods c
-       SET billed_total = r.billed_total, late_items_settled = r.late_items_settled
-      FROM unnest($10::text[], $11::numeric[], $12::bigint[])
-           AS r(period, billed_total, late_items_settled)
+       SET billed_total = r.billed_total, late_items_settled = r.late_items_settled,
+           credits = r.credits
+      FROM unnest($10::text[], $11::numeric[], $12::bigint[], $16::numeric[])
+           AS r(period, billed_total, late_items_settled, credits)
      WHERE c.client_id = $1 AND c.period = r.period
 )
 INSERT INTO billing.invoices (invoice_id, client_id, period, body, issued_at)
@@ -182,6 +184,8 @@ async def record_close(conn: Connection, close: Close, issued_at: datetime) -> N
         [r.late_items_settled for r in close.rerates],
         None if close.invoice is None else close.invoice.model_dump(mode="json"),
         issued_at,
+        close.credits,
+        [r.credits for r in close.rerates],
     )
 
 

@@ -145,6 +145,14 @@ CREATE TABLE IF NOT EXISTS billing.closed_periods (
     late_items_settled bigint      NOT NULL DEFAULT 0,
     PRIMARY KEY (client_id, period)
 );
+-- credits: the service credits (SPEC §11; 0 or negative) inside billed_total, as last rated: a
+-- contract year's committed spend is billed_total - credits over its periods.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'billing'
+                     AND table_name = 'closed_periods' AND column_name = 'credits') THEN
+        ALTER TABLE billing.closed_periods ADD COLUMN credits numeric NOT NULL DEFAULT 0;
+    END IF;
+END $$;
 
 -- Notes (SPEC §10): one per reclassification that moved items in a closed, invoiced period; body
 -- is the CloudEvent `data`. billed_total of the period grows by each note's total, so a later

@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from services.billing.close_decision import Close, ClosedPeriod, decide_close, late_ranges
+from services.billing.close_decision import (
+    Close,
+    ClosedPeriod,
+    PeriodCounts,
+    decide_close,
+    late_ranges,
+)
 from shared.contracts.invoice import Invoice
 from shared.domain.agreement.agreement import Agreement, parse_agreement
 from shared.domain.periods import parse_period, period_bounds
@@ -52,9 +58,9 @@ def decide(
         client_id="acme",
         period=OCTOBER,
         agreement=None if no_agreement else agreement or acme(),
-        counts=counts,
+        ledger=PeriodCounts(counts),
         closed=closed or {},
-        late_counts=late_counts or {},
+        late_ledger={key: PeriodCounts(c) for key, c in (late_counts or {}).items()},
         now=NOW,
     )
 

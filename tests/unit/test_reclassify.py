@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from services.billing.close_decision import ClosedPeriod
+from services.billing.close_decision import ClosedPeriod, PeriodCounts
 from services.billing.notes import Owed, decide_note
 from services.metering.alerts import PeriodUsageCache, UsageKey, UsageNow
 from services.metering.counting import Facts
@@ -162,7 +162,9 @@ def test_a_note_bills_the_period_re_rated_now_minus_everything_billed(
     ]
     closed = ClosedPeriod("2026-10", "acme-2026-10-1", 762, Decimal(billed), 5)
     owed = Owed("acme", "rc-42", "2026-10", "client dispute #42", late_delta=-2)
-    decision = decide_note(due=owed, closed=closed, agreement=acme(), counts=counts, k=2, now=AT)
+    decision = decide_note(
+        due=owed, closed=closed, agreement=acme(), ledger=PeriodCounts(counts), k=2, now=AT
+    )
     doc = decision.note.model_dump(mode="json")
     assert doc == {
         "note_id": "acme-2026-10-n2",
