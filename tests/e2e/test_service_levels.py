@@ -71,7 +71,7 @@ def new_york_agreement(client: str) -> dict[str, Any]:
                     "target_percent": "80",
                     "pool_percent": "40",
                 },
-            ],  # fmt: skip
+            ],
         },
         "commitment": {"annual_minimum": "15000.00"},
     }
@@ -107,7 +107,7 @@ def tokyo_agreement(client: str) -> dict[str, Any]:
                     "target_percent": "50",
                     "pool_percent": "100",
                 },
-            ],  # fmt: skip
+            ],
         },
         "commitment": {"annual_minimum": "1500000"},
     }
