@@ -17,6 +17,7 @@ from services.billing.close_decision import (
 )
 from shared.contracts.invoice import Invoice
 from shared.domain.agreement.agreement import Agreement, parse_agreement
+from shared.domain.attainment import LevelCount
 from shared.domain.periods import parse_period, period_bounds
 from shared.domain.usage import NO_COMPLEXITY, UNCLASSIFIED, ClassCount
 from tests.spec_example import spec_body
@@ -147,3 +148,109 @@ def test_late_ranges_are_the_invoiced_periods_in_the_agreements_zone() -> None:
     assert (ranges[1].start, ranges[1].end) == period_bounds(
         parse_period("2026-09"), "America/New_York"
     )
+
+
+# --- service credits and the commitment (SPEC §11) ---------------------------------------------
+
+YEAR_FROM_NOVEMBER = {"effective_from": "2025-11-01", "commitment": {"annual_minimum": "250000.00"}}
+CARE_LEVEL = {
+    "at_risk_percent": "10",
+    "levels": [
+        {"id": "care", "service_line": "customer_support", "within_hours": 4,
+         "target_percent": "90", "pool_percent": "50"},
+    ],
+}  # fmt: skip
+
+
+def year_closed(**billed: tuple[str, str]) -> dict[str, ClosedPeriod]:
+    """2025-11 .. 2026-09 invoiced at 10000.00 without credits, but for the periods given as
+    (billed_total, credits)."""
+    closed = {}
+    period = parse_period("2025-11")
+    while period < OCTOBER:
+        total, credits = billed.get(period.key.replace("-", "_"), ("10000.00", "0"))
+        closed[period.key] = ClosedPeriod(
+            period.key, f"acme-{period.key}-1", 750, Decimal(total), 0, Decimal(credits)
+        )
+        period = period.next()
+    return closed
+
+
+def test_a_missed_level_credits_its_pool_share_on_the_invoice() -> None:
+    close = decide_close(
+        client_id="acme",
+        period=OCTOBER,
+        agreement=acme(service_levels=CARE_LEVEL),
+        ledger=PeriodCounts(EXAMPLE_1, [LevelCount(10, 8)]),
+        closed={},
+        late_ledger={},
+        now=NOW,
+    )
+    assert close is not None
+    invoice = doc(close.invoice)
+    # 8/10 = 80 % < 90: −(10000.00 × 10 % × 50 %) = −500.00
+    assert [(line["kind"], line["amount"]) for line in invoice["lines"]] == [
+        ("tier_fee", "10000.00"),
+        ("service_credit", "-500.00"),
+    ]
+    assert invoice["lines"][1]["service_level"] == "care"
+    assert invoice["total"] == "9500.00"
+    assert invoice["service_levels"] == [
+        {"id": "care", "measured": 10, "met": 8, "attainment_percent": "80.00",
+         "target_percent": "90", "missed": True}
+    ]  # fmt: skip
+    assert (close.billed_total, close.credits) == (Decimal("9500.00"), Decimal("-500.00"))
+
+
+def test_the_twelfth_period_trues_up_the_year_without_credits() -> None:
+    # September billed 9400.00 of which −600.00 credits: its spend is 10000.00. August is
+    # re-rated on this very invoice to 90000.00 (12 complex accounting: Enterprise by scope),
+    # which counts toward August. 9 × 10000 + 90000 + 10000 + October's 10000 = 200000.00.
+    closed = year_closed(**{"2026_09": ("9400.00", "-600.00")})
+    august = [*EXAMPLE_1, count("accounting", "complex", 12, late=12)]
+    close = decide_close(
+        client_id="acme",
+        period=OCTOBER,
+        agreement=acme(**YEAR_FROM_NOVEMBER),
+        ledger=PeriodCounts(EXAMPLE_1),
+        closed=closed,
+        late_ledger={"2026-08": PeriodCounts(august)},
+        now=NOW,
+    )
+    assert close is not None
+    invoice = doc(close.invoice)
+    assert [(line["kind"], line.get("period"), line["amount"]) for line in invoice["lines"]] == [
+        ("tier_fee", None, "10000.00"),
+        ("late_adjustment", "2026-08", "80000.00"),
+        ("commitment_true_up", None, "50000.00"),
+    ]
+    assert invoice["total"] == "140000.00"
+    true_up = invoice["lines"][2]
+    assert (true_up["quantity"], true_up["unit_price"]) == ("1", "50000.00")
+    assert "2025-11..2026-10" in true_up["description"]
+    # The true-up is not part of what is billed for October (SPEC §6).
+    assert close.billed_total == Decimal("10000.00")
+
+
+def test_no_true_up_before_the_twelfth_period_or_when_the_minimum_is_met() -> None:
+    eleventh = decide_close(
+        client_id="acme",
+        period=OCTOBER,
+        agreement=acme(effective_from="2025-12-01", commitment={"annual_minimum": "250000.00"}),
+        ledger=PeriodCounts(EXAMPLE_1),
+        closed={},
+        late_ledger={},
+        now=NOW,
+    )
+    met = decide_close(
+        client_id="acme",
+        period=OCTOBER,
+        agreement=acme(effective_from="2025-11-01", commitment={"annual_minimum": "120000.00"}),
+        ledger=PeriodCounts(EXAMPLE_1),
+        closed=year_closed(),
+        late_ledger={},
+        now=NOW,
+    )
+    for close in (eleventh, met):
+        assert close is not None
+        assert [line["kind"] for line in doc(close.invoice)["lines"]] == ["tier_fee"]
