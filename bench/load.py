@@ -17,8 +17,34 @@ from shared.domain.periods import Period, period_bounds
 from tools.supervisor import Stack
 from tools.workload import stream_items
 
+#: Three service levels (SPEC §11) of the kinds a BPO signs: business hours on two lines, elapsed
+#: hours on a third, for `tierline bench --service-levels`.
+SERVICE_LEVELS: dict[str, Any] = {
+    "at_risk_percent": "10",
+    "calendar": {
+        "days": ["mon", "tue", "wed", "thu", "fri"],
+        "hours": ["09:00", "18:00"],
+        "holidays": ["2026-01-01", "2026-12-25"],
+    },
+    "levels": [
+        {"id": "care", "service_line": "customer_support", "within_hours": 8,
+         "clock": "business", "target_percent": "90", "pool_percent": "40"},
+        {"id": "ap", "service_line": "accounting", "complexity": ["basic", "standard"],
+         "within_hours": 18, "clock": "business", "target_percent": "95", "pool_percent": "40"},
+        {"id": "it", "service_line": "it_support", "within_hours": 24,
+         "target_percent": "80", "pool_percent": "20"},
+    ],
+}  # fmt: skip
 
-def agreement(client: str) -> dict[str, Any]:
+
+def agreement(client: str, *, service_levels: bool = False) -> dict[str, Any]:
+    body = _agreement(client)
+    if service_levels:
+        body["service_levels"] = SERVICE_LEVELS
+    return body
+
+
+def _agreement(client: str) -> dict[str, Any]:
     return {
         "client_id": client,
         "currency": "USD",
@@ -44,13 +70,16 @@ def agreement(client: str) -> dict[str, Any]:
 
 
 def request_bodies(
-    prefix: str, count: int, period: Period, *, seed: int
+    prefix: str, count: int, period: Period, *, seed: int, opened: bool = False
 ) -> tuple[list[bytes], int]:
     """Pre-serialized request bodies (so the load generator spends nothing per item)."""
     start, end = period_bounds(period, "UTC")
     clients = [f"{prefix}{n}" for n in range(CLIENTS)]
     bodies, batch, unique = [], [], set()
-    for generated in stream_items(clients, start, end, count, seed=seed, duplicate_ratio=0.10):
+    stream = stream_items(
+        clients, start, end, count, seed=seed, duplicate_ratio=0.10, opened=opened
+    )
+    for generated in stream:
         item = {**generated, "id": f"{prefix}{generated['id']}"}  # a re-sent copy is one object
         unique.add((item["client_id"], item["id"]))
         batch.append(item)

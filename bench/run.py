@@ -107,11 +107,20 @@ async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> Non
                         client = f"{prefix}{n}"
                         response = await http.put(
                             f"{stack.url('billing')}/v1/agreements/{client}",
-                            json=agreement(client),
+                            json=agreement(client, service_levels=args.service_levels),
                             headers=admin,
                         )
                         response.raise_for_status()
-                await throughput_phase(stack, pool, http, args.items, period, results, infra)
+                await throughput_phase(
+                    stack,
+                    pool,
+                    http,
+                    args.items,
+                    period,
+                    results,
+                    infra,
+                    opened=args.service_levels,
+                )
                 save(results, args.out)
                 for rate in args.rates:
                     await latency_phase(stack, pool, http, rate, args.rate_seconds, other, results)
@@ -178,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--tag", default=uuid.uuid4().hex[:4], help="client id tag of this run (default: random)"
+    )
+    parser.add_argument(
+        "--service-levels",
+        action="store_true",
+        help="every agreement has three service levels (SPEC §11) and every throughput item an "
+        "opened_at: compare with a run without, for what measuring them costs",
     )
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "RESULTS.md"))
     args = parser.parse_args(argv)

@@ -93,9 +93,13 @@ def stream_items(
     *,
     seed: int = 11,
     duplicate_ratio: float = 0.1,
+    opened: bool = False,
 ) -> Iterator[dict[str, object]]:
-    """A long realistic stream over many clients and queues, with re-sent duplicates."""
+    """A long realistic stream over many clients and queues, with re-sent duplicates; with
+    `opened`, every item also says when its ticket was opened (up to two days before it was
+    completed), drawn apart so the stream is otherwise the same."""
     rng = random.Random(seed)
+    opened_rng = random.Random(seed + 1)
     span = (end - start).total_seconds() - 1
     sent: list[dict[str, object]] = []
     for n in range(count):
@@ -113,5 +117,9 @@ def stream_items(
             "units": rng.choice((1, 1, 1, 2, 5, 25)),
             "handling_seconds": rng.choice((120, 300, 900, 2400, 4000)),
         }
+        if opened:
+            completed = datetime.fromisoformat(str(item["completed_at"]))
+            ahead = timedelta(seconds=opened_rng.uniform(0, 2 * 86400))
+            item["opened_at"] = (completed - ahead).isoformat()
         sent.append(item)
         yield item

@@ -32,9 +32,11 @@ async def throughput_phase(
     period: Period,
     results: Results,
     infra: Any,
+    *,
+    opened: bool = False,
 ) -> None:
     say(f"throughput: generating {items:,} items ({CLIENTS} clients, 10 % duplicates)")
-    bodies, unique = request_bodies(tagged("tp"), items, period, seed=1)
+    bodies, unique = request_bodies(tagged("tp"), items, period, seed=1, opened=opened)
     say(
         f"throughput: posting {len(bodies)} requests of {REQUEST_ITEMS} items, "
         f"{CONCURRENCY} concurrent"
