@@ -12,6 +12,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from services.billing.close_decision import Close, ClosedPeriod
+from services.billing.insight import Billed
 from shared.contracts.invoice import Invoice, Unbilled
 from shared.domain.agreement.agreement import Agreement
 from shared.infra.db import Connection, Executor
@@ -257,3 +258,23 @@ async def closed_periods_of(conn: Executor, client_id: str) -> list[asyncpg.Reco
     return await conn.fetch(
         "SELECT * FROM billing.closed_periods WHERE client_id = $1 ORDER BY period", client_id
     )
+
+
+async def billed_periods(
+    conn: Executor, client_id: str, periods: Sequence[str]
+) -> dict[str, Billed]:
+    """The client's closed periods among `periods` (a contract year's, for the forecast): what
+    is billed for each so far (None: closed unbilled) and the service credits inside that."""
+    rows = await conn.fetch(
+        """SELECT period, billed_total, credits FROM billing.closed_periods
+            WHERE client_id = $1 AND period = ANY($2::text[])""",
+        client_id,
+        list(periods),
+    )
+    return {
+        r["period"]: Billed(
+            None if r["billed_total"] is None else Decimal(r["billed_total"]),
+            Decimal(r["credits"]),
+        )
+        for r in rows
+    }

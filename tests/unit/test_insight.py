@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,14 +23,15 @@ from fastapi import FastAPI
 
 from services.billing import insight, insight_api
 from services.billing.deps import clock, database
-from services.billing.insight import BilledPeriod
-from shared.domain.agreement.agreement import Agreement, load_agreement_yaml
+from services.billing.insight import Billed, BilledPeriod
+from shared.domain.agreement.agreement import Agreement, load_agreement_yaml, parse_agreement
 from shared.domain.agreement.fields import Complexity, ServiceClass, ServiceLine
+from shared.domain.attainment import LevelCount
 from shared.domain.periods import Period, period_of
 from shared.domain.rating import ClassUsage
 from shared.infra.auth import KeyRing
 from shared.ledger.reads import ClassCount
-from tests.spec_example import SPEC_YAML
+from tests.spec_example import SPEC_YAML, spec_body
 
 ACME = load_agreement_yaml(SPEC_YAML).with_version(3)
 NEW_YORK = ZoneInfo("America/New_York")
@@ -210,6 +212,129 @@ def test_forecast_needs_an_aware_now() -> None:
         forecast(ACME, JUNE, [], datetime(2026, 6, 16))
 
 
+# --- forecast: service levels and the commitment (SPEC §11) ---------------------------------------
+
+#: Customer care within 4 elapsed hours for 90 % of items (40 % of a pool of 10 % of the tier
+#: fee: a miss credits 4 % of it), accounting within 24 hours for 95 % (60 %: 6 %).
+SERVICE_LEVELS: dict[str, Any] = {
+    "at_risk_percent": "10",
+    "levels": [
+        {"id": "care-turnaround", "service_line": "customer_support", "within_hours": 4,
+         "target_percent": "90", "pool_percent": "40"},
+        {"id": "ap-turnaround", "service_line": "accounting", "within_hours": 24,
+         "target_percent": "95", "pool_percent": "60"},
+    ],
+}  # fmt: skip
+#: ACME (effective 2026-01-01: contract years are calendar years) with service levels.
+ACME_SL = parse_agreement({**spec_body(), "service_levels": SERVICE_LEVELS}).with_version(3)
+#: ... and an annual minimum of 400000.00.
+ACME_COMMITTED = parse_agreement(
+    {**spec_body(), "service_levels": SERVICE_LEVELS, "commitment": {"annual_minimum": "400000"}}
+).with_version(3)
+#: Care measured 200 items and 170 met it: 85.00 % < 90, missed. Accounting measured nothing.
+CARE_MISSED = [LevelCount(200, 170), LevelCount(0, 0)]
+
+
+def test_a_missed_level_is_credited_on_the_projected_tiers_fee() -> None:
+    # 12 of 30 days, as above: so far W 503 (Essential), projected W 1259 (Professional).
+    # The attainment stays 85 %: so far the credit is 10000 × 10 % × 40 % = 400.00, projected
+    # 35000 × 10 % × 40 % = 1400.00.
+    counts = [count("customer_support", "basic", 301), count("data_entry", "standard", 101)]
+    result = insight.forecast(ACME_SL, JUNE, counts, new_york(2026, 6, 13), CARE_MISSED)
+    body = result.model_dump(mode="json")
+    assert body["so_far"]["total"] == "9600.00"
+    assert body["projected"]["total"] == "33600.00"
+    assert body["projected"]["lines"] == [
+        {"kind": "tier_fee", "description": "Professional tier (volume)", "quantity": "1",
+         "unit_price": "35000.00", "amount": "35000.00"},
+        {"kind": "service_credit",
+         "description": "Service credit: care-turnaround attained 85.00% against 90%",
+         "service_level": "care-turnaround", "quantity": "1", "unit_price": "-1400.00",
+         "amount": "-1400.00"},
+    ]  # fmt: skip
+    assert body["service_levels"] == [
+        {"id": "care-turnaround", "measured": 200, "met": 170, "attainment_percent": "85.00",
+         "target_percent": "90", "missed": True},
+        {"id": "ap-turnaround", "measured": 0, "met": 0, "attainment_percent": None,
+         "target_percent": "95", "missed": False},
+    ]  # fmt: skip
+    assert "commitment" not in body  # the agreement has none
+
+
+def test_without_service_levels_the_forecast_has_no_report() -> None:
+    body = forecast(ACME, JUNE, [count("customer_support", "basic", 300)], new_york(2026, 6, 16))
+    assert "service_levels" not in body
+    assert "commitment" not in body
+
+
+def test_service_level_counts_are_required_exactly_with_service_levels() -> None:
+    with pytest.raises(ValueError, match="with their counts"):
+        insight.forecast(ACME_SL, JUNE, [], new_york(2026, 6, 16))
+    with pytest.raises(ValueError, match="without service levels"):
+        insight.forecast(ACME, JUNE, [], new_york(2026, 6, 16), CARE_MISSED)
+
+
+#: January .. May 2026 as billing.closed_periods holds them: February was billed 86400.00 of
+#: which -3600.00 credits (spend 90000.00); April was closed unbilled (it counts nothing).
+CLOSED = {
+    "2026-01": Billed(Decimal("10000.00")),
+    "2026-02": Billed(Decimal("86400.00"), Decimal("-3600.00")),
+    "2026-03": Billed(Decimal("35000.00")),
+    "2026-04": Billed(None),
+    "2026-05": Billed(Decimal("10180.00")),
+}
+
+
+def test_the_year_is_projected_from_its_closed_periods_and_this_one() -> None:
+    # Halfway through June: 300 care items project to 600, Essential 10000.00 less the care
+    # credit 400.00 = 9600.00; spend leaves the credit out: 10000.00.
+    # Closed so far: 10000 + 90000 + 35000 + 0 + 10180 = 145180.00 over 5 periods.
+    # July .. December (6 periods) are projected like June: 145180 + 7 × 10000 = 215180.00,
+    # 184820.00 short of 400000.00.
+    counts = [count("customer_support", "basic", 300)]
+    result = insight.forecast(
+        ACME_COMMITTED, JUNE, counts, new_york(2026, 6, 16), CARE_MISSED, CLOSED
+    )
+    body = result.model_dump(mode="json")
+    assert body["projected"]["total"] == "9600.00"
+    assert body["commitment"] == {
+        "annual_minimum": "400000.00",
+        "year": "2026-01..2026-12",
+        "year_end_period": "2026-12",
+        "spend_so_far": "145180.00",
+        "closed_periods": 5,
+        "period_spend": "10000.00",
+        "remaining_periods": 6,
+        "projected_spend": "215180.00",
+        "projected_true_up": "184820.00",
+    }
+
+
+def test_a_year_projected_above_its_minimum_trues_up_nothing() -> None:
+    # 12 of 30 days: June projects to Professional, 35000.00 less 1400.00 credits; spend
+    # 35000.00. Nothing is closed yet, so all 11 other periods of the year (January .. May
+    # too: an earlier period still open counts like this one) project to 35000.00:
+    # 12 × 35000 = 420000.00 >= 400000.00.
+    counts = [count("customer_support", "basic", 301), count("data_entry", "standard", 101)]
+    result = insight.forecast(ACME_COMMITTED, JUNE, counts, new_york(2026, 6, 13), CARE_MISSED, {})
+    assert result.model_dump(mode="json")["commitment"] == {
+        "annual_minimum": "400000.00",
+        "year": "2026-01..2026-12",
+        "year_end_period": "2026-12",
+        "spend_so_far": "0.00",
+        "closed_periods": 0,
+        "period_spend": "35000.00",
+        "remaining_periods": 11,
+        "projected_spend": "420000.00",
+        "projected_true_up": "0.00",
+    }
+
+
+def test_a_commitment_is_forecast_with_the_closed_periods() -> None:
+    with pytest.raises(ValueError, match="closed periods"):
+        insight.forecast(ACME_COMMITTED, JUNE, [], new_york(2026, 6, 16), CARE_MISSED)
+
+
 # --- recommendations ----------------------------------------------------------------------------
 
 BASE = [usage("customer_support", "basic", 600), usage("data_entry", "standard", 150)]
@@ -345,6 +470,89 @@ def test_no_closed_periods_no_options() -> None:
         "options": [],
         "cheapest": None,
     }
+
+
+# --- recommendations: the commitment (SPEC §11) ------------------------------------------------
+
+#: ACME with an annual minimum of 400000.00 (and no service levels: rated totals have no
+#: credits anyway).
+ACME_MINIMUM = parse_agreement(
+    {**spec_body(), "commitment": {"annual_minimum": "400000.00"}}
+).with_version(3)
+
+
+def test_the_commitment_eats_the_saving_under_its_minimum() -> None:
+    # HISTORY is three periods of the year 2026 still running: their share of the minimum is
+    # 400000 × 3 / 12 = 100000.00. As they stand they cost 135000.00, above it. Every change
+    # that brings them under 100000.00 saves only down to it: 135000 - 100000 = 35000.00.
+    # it_support/basic alone leaves 110000.00, above the minimum: its 25000.00 stands.
+    result = recommendations(ACME_MINIMUM, HISTORY)
+    assert [(o["change"], o["total_after"], o["saving"]) for o in result["options"]] == [
+        ("min_items", "100000.00", "35000.00"),  # 30960.00 before the commitment
+        ("scope", "100000.00", "35000.00"),  # accounting/complex: 55000.00
+        ("scope", "100000.00", "35000.00"),  # both classes: 30000.00
+        ("mode", "100000.00", "35000.00"),
+        ("tier", "100000.00", "35000.00"),
+        ("scope", "110000.00", "25000.00"),  # it_support/basic
+    ]
+    cheapest = result["cheapest"]
+    assert cheapest == options_by(result, "min_items")[0]
+    assert cheapest["description"] == (
+        "Raise min_items from 10 to 21: no class seen would upgrade the tier by scope; its "
+        "items are charged out of scope instead (it saves 104040.00 before the annual "
+        "commitment, 35000.00 with it: its minimum is billed anyway)"
+    )
+    assert cheapest["total_before"] == "135000.00"
+    assert cheapest["commitment"] == [
+        {"year": "2026-01..2026-12", "periods": 3, "minimum": "100000.00",
+         "spend_before": "135000.00", "spend_after": "30960.00",
+         "cost_before": "135000.00", "cost_after": "100000.00"},
+    ]  # fmt: skip
+    it_support = options_by(result, "scope")[-1]
+    assert it_support["description"].endswith("so it no longer forces a higher tier")
+
+
+def test_a_complete_year_costs_at_least_its_annual_minimum() -> None:
+    # February's usage (Enterprise by scope, 90000.00) every period of 2026 and in January
+    # 2027. Raising min_items to 13 puts each in Essential with 60 × 12.00 out of scope:
+    # 10720.00. 2026 is complete: 12 × 10720 = 128640.00 is under 400000.00, so it costs
+    # 400000.00 (before: 12 × 90000 = 1080000.00). 2027 has one period compared: its share
+    # 400000 / 12 = 33333.33 (half-up) is above 10720.00.
+    # Before: 1080000 + 90000 = 1170000.00; after: 400000 + 33333.33 = 433333.33;
+    # saving 736666.67 (1170000 - 12 × 10720 - 10720 = 1030640.00 without the commitment).
+    february = [*BASE, usage("accounting", "complex", 12)]
+    history: list[BilledPeriod] = [
+        (period, february, "Enterprise", "scope")
+        for period in [*(Period(2026, m) for m in range(1, 13)), Period(2027, 1)]
+    ]
+    result = recommendations(ACME_MINIMUM, history)
+    [option] = options_by(result, "min_items")
+    assert (option["total_before"], option["total_after"], option["saving"]) == (
+        "1170000.00",
+        "433333.33",
+        "736666.67",
+    )
+    assert option["commitment"] == [
+        {"year": "2026-01..2026-12", "periods": 12, "minimum": "400000.00",
+         "spend_before": "1080000.00", "spend_after": "128640.00",
+         "cost_before": "1080000.00", "cost_after": "400000.00"},
+        {"year": "2027-01..2027-12", "periods": 1, "minimum": "33333.33",
+         "spend_before": "90000.00", "spend_after": "10720.00",
+         "cost_before": "90000.00", "cost_after": "33333.33"},
+    ]  # fmt: skip
+    assert "1030640.00 before the annual commitment, 736666.67 with it" in option["description"]
+
+
+def test_a_change_the_commitment_does_not_touch_says_nothing_of_it() -> None:
+    # A year far above its minimum: the saving is the rated one, and the description is the
+    # usual one (the years are still shown).
+    minimum = parse_agreement(
+        {**spec_body(), "commitment": {"annual_minimum": "1.00"}}
+    ).with_version(3)
+    plain = {o["description"]: o["saving"] for o in recommendations(ACME, HISTORY)["options"]}
+    result = recommendations(minimum, HISTORY)
+    assert {o["description"]: o["saving"] for o in result["options"]} == plain
+    assert all(len(o["commitment"]) == 1 for o in result["options"])
 
 
 # --- HTTP ---------------------------------------------------------------------------------------
@@ -504,3 +712,28 @@ async def test_a_period_before_the_agreement_is_404(
     response = await client.get("/v1/forecast/acme")
     assert response.status_code == 404
     assert "2026-06 is not billed" in response.json()["detail"]
+
+
+def test_openapi_documents_the_service_levels_and_the_commitment() -> None:
+    app = FastAPI()
+    app.include_router(insight_api.router)
+    document = app.openapi()
+    schemas = document["components"]["schemas"]
+    forecast_schema = schemas["Forecast"]
+    # Optional: only for an agreement with service levels / a commitment.
+    assert list(forecast_schema["properties"])[-2:] == ["service_levels", "commitment"]
+    assert not {"service_levels", "commitment"} & set(forecast_schema["required"])
+    assert set(schemas["ForecastCommitment"]["required"]) == {
+        "annual_minimum", "year", "year_end_period", "spend_so_far", "closed_periods",
+        "period_spend", "remaining_periods", "projected_spend", "projected_true_up",
+    }  # fmt: skip
+    assert "commitment" in schemas["Option"]["properties"]
+    assert "commitment" not in schemas["Option"]["required"]
+    assert set(schemas["YearCost"]["required"]) == {
+        "year", "periods", "minimum", "spend_before", "spend_after", "cost_before", "cost_after",
+    }  # fmt: skip
+    paths = document["paths"]
+    assert "projected_true_up" in paths["/v1/forecast/{client_id}"]["get"]["description"]
+    assert (
+        "annual_minimum × n ÷ 12" in paths["/v1/recommendations/{client_id}"]["get"]["description"]
+    )
