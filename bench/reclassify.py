@@ -32,6 +32,7 @@ from bench.close_isolation import CLASSES, database, meter
 from services.billing.noting import issue_due_notes
 from services.metering.alerts import PeriodUsageCache
 from services.metering.counting import MeteredItem
+from services.metering.level_alerts import WatchList
 from services.metering.reclassifying import Reclassifier
 from shared.contracts.reclassification import ReclassificationRequest
 from shared.domain.agreement.agreement import Agreement, parse_agreement
@@ -99,6 +100,7 @@ async def load(pool: asyncpg.Pool, client: str, count: int) -> None:
 class _Meter:
     def __init__(self) -> None:
         self.usage_cache = PeriodUsageCache()
+        self.level_watch = WatchList()
         self.alerts_pending = False
 
     async def publish_alerts(self) -> None:

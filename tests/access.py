@@ -63,6 +63,7 @@ class Access(Enum):
 RULES: Final[Mapping[tuple[str, str, str], Access]] = {
     ("intake", "POST", "/v1/work-items"): Access.INTAKE,
     ("metering", "GET", "/v1/usage/{client_id}"): Access.OWN_CLIENT,
+    ("metering", "GET", "/v1/service-levels/{client_id}"): Access.OWN_CLIENT,
     ("billing", "PUT", "/v1/agreements/{client_id}"): Access.ADMIN,
     ("billing", "GET", "/v1/agreements/{client_id}"): Access.OWN_CLIENT,
     ("billing", "POST", "/v1/periods/{period}/close"): Access.ADMIN,

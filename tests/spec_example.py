@@ -73,3 +73,37 @@ def spec_body(client_id: str = "acme") -> dict[str, Any]:
 def spec_agreement(client_id: str) -> dict[str, Any]:
     """SPEC §3's example agreement, with rules that place items by queue."""
     return {**spec_body(client_id), "classification": {"rules": copy.deepcopy(list(QUEUE_RULES))}}
+
+
+#: SPEC §11's example `service_levels` section, as a JSON agreement body carries it.
+SPEC_SERVICE_LEVELS: Final[dict[str, Any]] = {
+    "at_risk_percent": "10",
+    "calendar": {
+        "days": ["mon", "tue", "wed", "thu", "fri"],
+        "hours": ["09:00", "18:00"],
+        "holidays": ["2026-12-25"],
+    },
+    "levels": [
+        {
+            "id": "ap-turnaround",
+            "service_line": "accounting",
+            "complexity": ["basic", "standard"],
+            "within_hours": 24,
+            "clock": "business",
+            "target_percent": "95",
+            "pool_percent": "60",
+        },
+        {
+            "id": "care-turnaround",
+            "service_line": "customer_support",
+            "within_hours": 4,
+            "target_percent": "90",
+            "pool_percent": "40",
+        },
+    ],
+}
+
+
+def spec_body_with_levels(client_id: str = "acme") -> dict[str, Any]:
+    """`spec_body` with SPEC §11's example service levels."""
+    return {**spec_body(client_id), "service_levels": copy.deepcopy(SPEC_SERVICE_LEVELS)}

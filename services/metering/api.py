@@ -1,7 +1,8 @@
-"""GET /v1/usage/{client_id}: the running counts of SPEC §5, and the tier they land in now.
+"""GET /v1/usage/{client_id}: the running counts of SPEC §5, and the tier they land in now; GET
+/v1/service-levels/{client_id}: a period's service levels, computed now (SPEC §11, §13).
 
-The route reads the ledger and the agreements through `Ledger`, set on the app by the lifespan
-once the pool exists. It takes an admin key or the client's own key (SPEC §2), checked first."""
+The routes read the ledger and the agreements through `Ledger`, set on the app by the lifespan
+once the pool exists. They take an admin key or the client's own key (SPEC §2), checked first."""
 
 from __future__ import annotations
 
@@ -14,12 +15,19 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from shared.contracts.invoice import TierChoice
-from shared.contracts.usage import UsageReport, usage_report
+from shared.contracts.usage import (
+    ServiceLevelsReport,
+    UsageReport,
+    service_levels_report,
+    usage_report,
+)
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN
 from shared.domain.periods import Period, parse_period, period_bounds, period_of
 from shared.infra.agreement_view import Agreements
-from shared.infra.http import READERS, invalid_parameter, state_of
+from shared.infra.http import READERS, ReaderCaller, invalid_parameter, scoped_client, state_of
+from shared.infra.openapi import error_responses
 from shared.ledger.reads import closed_periods, counts_between
+from shared.ledger.service_levels import level_counts
 
 #: SPEC §2's client id, whole-string (documented in the OpenAPI document, checked by FastAPI).
 CLIENT_ID_PARAMETER: Final = f"^{CLIENT_ID_PATTERN}$"
@@ -44,6 +52,14 @@ ClientId = Annotated[
         pattern=CLIENT_ID_PARAMETER,
         description=f"The client, `{CLIENT_ID_PATTERN}`",
         examples=["acme"],
+    ),
+]
+RequiredPeriod = Annotated[
+    str,
+    Query(
+        pattern=PERIOD_PARAMETER,
+        description="`YYYY-MM` within 2000-01..2099-12 (required)",
+        examples=["2026-10"],
     ),
 ]
 PeriodKey = Annotated[
@@ -94,4 +110,42 @@ async def usage(
         counts=counts,
         billed_tier=billed,
         closed=closed is not None,
+    )
+
+
+@router.get(
+    "/v1/service-levels/{client_id}",
+    summary="A period's service levels, computed now",
+    description=(
+        "Every level of the client's current agreement, in order, measured over the period's "
+        "items now (SPEC §11): `measured`, `met`, `attainment_percent` (two decimals, half-up; "
+        "null when nothing was measured), `target_percent` and `missed` (measured and below "
+        "target). `service_levels` is empty for a client without an agreement or whose "
+        "agreement has no service levels."
+    ),
+    response_model=ServiceLevelsReport,
+    dependencies=READERS,
+    responses=error_responses(
+        **{
+            "403": "Not an admin key, nor the key of this client",
+            "422": "A malformed client id, or a missing or malformed period",
+        }
+    ),
+)
+async def service_levels(
+    client_id: ClientId, period: RequiredPeriod, caller: ReaderCaller, ledger: LedgerDep
+) -> ServiceLevelsReport | Response:
+    client = scoped_client(caller, client_id)
+    assert client is not None
+    try:
+        wanted = checked_period(period)
+    except ValueError as error:
+        return invalid_parameter("query", "period", str(error))
+    agreement = ledger.agreements.get(client)
+    counts = None
+    if agreement is not None and agreement.service_levels is not None:
+        start, end = period_bounds(wanted, agreement.timezone)
+        counts = await level_counts(ledger.pool, agreement, start, end)
+    return service_levels_report(
+        client_id=client, period=wanted, agreement=agreement, counts=counts
     )

@@ -1,5 +1,5 @@
-"""Composition root of metering: settings, pool, agreement view, subscriber, usage and
-reclassification APIs."""
+"""Composition root of metering: settings, pool, agreement view, subscriber, the usage, service
+level, items and reclassification APIs, and the service-level watch."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from services.metering.api import Ledger, router
 from services.metering.handlers import Meter, MeteringMetrics
 from services.metering.items_api import ItemReads
 from services.metering.items_api import router as items_router
+from services.metering.level_watcher import ServiceLevelWatcher
 from services.metering.reclassify_api import router as reclassify_router
 from services.metering.reclassifying import Reclassifier
 from shared.contracts.asyncapi import add_asyncapi_routes, declare_publishers
@@ -35,6 +36,7 @@ from shared.infra.db import apply_schema, create_pool
 from shared.infra.http import (
     get_state,
     health_of,
+    run_in,
     run_service,
     service_app,
     set_state,
@@ -54,6 +56,8 @@ class MeteringSettings(DatabaseSettings, KeySettings):
     metering_port: Port = 8083
     metering_max_batch: Annotated[int, Field(ge=1, le=100_000)] = 5000
     metering_batch_timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+    #: How often the open periods that counted items are checked against their service levels.
+    metering_service_level_watch_seconds: Annotated[float, Field(gt=0, le=3600)] = 30
 
 
 def create_app(settings: MeteringSettings) -> FastAPI:
@@ -80,6 +84,13 @@ def create_app(settings: MeteringSettings) -> FastAPI:
         set_state(app, Reclassifier(pool, agreements, meter))
         # The broker stops first: it drains the batch in flight (its transaction and commit).
         await start_in(running, broker)
+        # Cancelled before that (at shutdown the stack unwinds from the last step back).
+        watcher = ServiceLevelWatcher(pool, agreements, meter.level_watch, meter)
+        run_in(
+            running,
+            watcher.run(settings.metering_service_level_watch_seconds),
+            name="service-level-watch",
+        )
 
     app = service_app(
         "metering",

@@ -40,6 +40,7 @@ from services.metering.alerts import (
     open_groups,
 )
 from services.metering.counting import MeteredItem, metered_item, why_unmeterable
+from services.metering.level_alerts import WatchList
 from shared.contracts.topics import USAGE_ALERTS
 from shared.contracts.workitems import decode_classified
 from shared.infra.agreement_view import Agreements
@@ -70,6 +71,9 @@ class Metered:
     alerts: AlertDecision
     #: Why no alert of the batch could be worked out, if none could (the count went on).
     unworkable: Exception | None = None
+    #: The open periods the batch added billable items to, of clients with an agreement in
+    #: force for them.
+    groups: tuple[OpenGroup, ...] = ()
 
 
 class MeteringMetrics:
@@ -88,7 +92,9 @@ class MeteringMetrics:
         self.dead_letters = dead_letter_counter(registry)
         self.batch_size = batch_size_histogram(registry, "metering")
         self.alerts = Counter(
-            "tierline_usage_alerts", "Usage threshold alerts published", registry=registry
+            "tierline_usage_alerts",
+            "Usage alerts published (thresholds and service-level warnings)",
+            registry=registry,
         )
         self.alert_failures = Counter(
             "tierline_metering_alert_failures",
@@ -119,6 +125,8 @@ class Meter:
         #: have left some).
         self.alerts_pending = True
         self.usage_cache = PeriodUsageCache()
+        #: The open periods with service levels counted into since the watch's last pass.
+        self.level_watch = WatchList()
 
     def timezone_of(self, client_id: str) -> str:
         agreement = self.agreements.get(client_id)
@@ -180,8 +188,14 @@ class Meter:
             )
             half = len(batch) // 2
             return await self.count(batch[:half]) + await self.count(batch[half:])
-        # Committed: now the cache may know, and the alerts may be published.
+        # Committed: now the cache may know, the alerts may be published, and the service-level
+        # watch looks at the periods it added to (a set update per client and period).
         self.usage_cache.remember(metered.alerts.usage, time.monotonic(), since=began)
+        self.level_watch.note(
+            (group.client_id, group.period)
+            for group in metered.groups
+            if group.agreement.service_levels is not None
+        )
         if metered.alerts.alerts:
             self.alerts_pending = True
         self.report_alert_failures(metered)
@@ -203,7 +217,7 @@ class Meter:
             loaded = await store.load_usage(conn, [g.key for g in groups if g.key not in known])
             decision = decide(groups, known=known, loaded=loaded, at=datetime.now(UTC))
             await store.record_alerts(conn, decision.alerts)
-        return Metered(counted, decision, unworkable)
+        return Metered(counted, decision, unworkable, tuple(groups))
 
     def report_alert_failures(self, metered: Metered) -> None:
         if metered.unworkable is not None:

@@ -21,6 +21,7 @@ import asyncpg
 from services.metering import reclassify_store as store
 from services.metering.alerts import alerts_between
 from services.metering.handlers import Meter
+from services.metering.level_alerts import watched
 from services.metering.reclassify import Target, answer, plan
 from services.metering.store import record_alerts
 from shared.contracts.reclassification import ReclassificationAnswer, ReclassificationRequest
@@ -67,6 +68,9 @@ class Reclassifier:
             return _replay(outcome, body)
         done, note_due = outcome
         self.meter.usage_cache.forget(request.client_id, time.monotonic())
+        if done.period_status == "open" and done.items and watched(agreement, period):
+            # Moved items may now be measured by a level, or no longer: the watch looks again.
+            self.meter.level_watch.note([(request.client_id, period)])
         if done.period_status == "open":
             await self.meter.publish_alerts()
         if note_due:

@@ -1,7 +1,8 @@
 """Metering's SQL, in one place. A batch is metered in one transaction the handler opens and
 composes from these steps (`handlers.Meter.meter`): `count` (lock, closed periods, then count
 each key once) → `load_usage` (the open periods the usage cache does not know) → the pure
-alert decision → `record_alerts`. Each step is one statement, one round trip.
+alert decision → `record_alerts`. Each step is one statement, one round trip. The service-level
+watch (`level_watcher.py`) reads `warned_levels` and `load_usage` and writes `record_alerts`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncpg
 
 from services.metering.alerts import AlertRow, UsageKey
 from services.metering.counting import MeteredItem, flag_late
+from services.metering.level_alerts import WARNING_PREFIX, warned_level
 from shared.domain.periods import period_bounds
 from shared.infra.db import Connection
 from shared.ledger.locks import LOCK_AND_READ_CLOSED
@@ -126,6 +128,30 @@ async def record_alerts(conn: Connection, alerts: list[AlertRow]) -> None:
            ON CONFLICT DO NOTHING""",
         alerts,
     )
+
+
+async def warned_levels(
+    conn: Connection, periods: list[tuple[str, str]]
+) -> dict[tuple[str, str], set[str]]:
+    """Of each (client, period key), the levels a service-level warning was recorded for (the
+    alerts' key: one index range per period), in one round trip."""
+    if not periods:
+        return {}
+    rows = await conn.fetch(
+        """SELECT a.client_id, a.period, a.threshold
+             FROM unnest($1::text[], $2::text[]) AS q(client_id, period)
+             JOIN metering.alerts a USING (client_id, period)
+            WHERE starts_with(a.threshold, $3)""",
+        [client for client, _ in periods],
+        [period for _, period in periods],
+        WARNING_PREFIX,
+    )
+    found: dict[tuple[str, str], set[str]] = {key: set() for key in periods}
+    for row in rows:
+        level = warned_level(row["threshold"])
+        if level is not None:
+            found[(row["client_id"], row["period"])].add(level)
+    return found
 
 
 async def unpublished_alerts(pool: asyncpg.Pool) -> list[AlertRow]:

@@ -27,7 +27,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
 from pydantic import BaseModel, ConfigDict, RootModel
 
-from shared.contracts.alerts import UsageAlert
+from shared.contracts.alerts import UsageAlertEvent
 from shared.contracts.invoice import InvoiceIssued
 from shared.contracts.reclassification import NoteIssued
 from shared.contracts.topics import (
@@ -43,7 +43,7 @@ from shared.contracts.topics import (
 from shared.contracts.workitems import ClassifiedWorkItem, CompletedWorkItem
 
 # --- payloads that have no model of their own in the code (built as plain JSON) --------------
-# (the invoice and usage alert events have one: `InvoiceIssued`, `UsageAlert`)
+# (the invoice and usage alert events have one: `InvoiceIssued`, `UsageAlertEvent`)
 
 
 class _Doc(BaseModel):
@@ -102,7 +102,12 @@ TOPICS: Final[dict[str, tuple[Any, str]]] = {
         "closed periods raise (`bpo.invoice.adjusted`, SPEC §10), as CloudEvents from billing's "
         "outbox.",
     ),
-    USAGE_ALERTS: (UsageAlert, "Threshold alerts, once per threshold, client and period."),
+    USAGE_ALERTS: (
+        UsageAlertEvent,
+        "Threshold alerts (`bpo.usage.threshold`, SPEC §5), once per threshold, client and "
+        "period; service-level warnings (`bpo.usage.service_level`, SPEC §11), once per level, "
+        "client and period, when an open period's attainment of a level is below its target.",
+    ),
     **{
         dlq(topic): (
             bytes,

@@ -1,6 +1,8 @@
 """The usage report of SPEC §5 (`GET /v1/usage/{client_id}`): one typed definition that metering
 answers with, the console's client page shows, its OpenAPI documents show and the tests read;
-and `usage_report`, the one way both build it from the ledger's counts (pure: no I/O)."""
+and `usage_report`, the one way both build it from the ledger's counts (pure: no I/O). The same
+for the live service-level report of SPEC §11 (`GET /v1/service-levels/{client_id}`):
+`ServiceLevelsReport`, built by `service_levels_report`."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts.invoice import TierChoice
+from shared.contracts.invoice import PeriodKey, ServiceLevelReport, TierChoice
+from shared.contracts.wire import Document
 from shared.domain.agreement.agreement import Agreement
+from shared.domain.attainment import LevelCount, assess
 from shared.domain.money import format_decimal
 from shared.domain.periods import Period
 from shared.domain.rating import decide_tier
@@ -93,4 +97,34 @@ def usage_report(
             )
             for u in sorted(usage, key=lambda u: u.service_class.sort_key)
         ],
+    )
+
+
+class ServiceLevelsReport(Document):
+    """A client's service levels for a period, computed now with its current agreement (SPEC
+    §11, §13): every level in order, as the invoice's `service_levels` reports them."""
+
+    client_id: str
+    period: PeriodKey
+    service_levels: tuple[ServiceLevelReport, ...] = Field(
+        description="Every level of the current agreement, in order; empty without an "
+        "agreement or without service levels"
+    )
+
+
+def service_levels_report(
+    *,
+    client_id: str,
+    period: Period,
+    agreement: Agreement | None,
+    counts: list[LevelCount] | None,
+) -> ServiceLevelsReport:
+    """The report of `counts` (the ledger's, one per level of `agreement`, in order; None when
+    there are no levels to count)."""
+    terms = agreement.service_levels if agreement is not None else None
+    results = () if terms is None else assess(terms, () if counts is None else counts)
+    return ServiceLevelsReport(
+        client_id=client_id,
+        period=period.key,
+        service_levels=tuple(ServiceLevelReport.of(result) for result in results),
     )

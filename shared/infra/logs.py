@@ -29,6 +29,14 @@ _FIELDS = (
     "duration_ms",
     "status",
     "path",
+    # a service-level warning (services/metering/level_watcher.py)
+    "service_level",
+    "measured",
+    "met",
+    "attainment_percent",
+    "target_percent",
+    "credit_at_stake",
+    "currency",
 )
 
 

@@ -108,7 +108,8 @@ CREATE TABLE IF NOT EXISTS metering.usage_slots (
     PRIMARY KEY (client_id, slot, service_line, complexity)
 ) WITH (fillfactor = 70);  -- room on each page: counter updates stay HOT, little for vacuum
 
--- Threshold alerts, once per client, period and threshold (SPEC §5); unpublished rows are an outbox.
+-- Usage alerts, once per client, period and threshold: `<80|100|scope>:<tier>` (SPEC §5), or
+-- `service_level:<level id>` for a service-level warning (§11); unpublished rows are an outbox.
 CREATE TABLE IF NOT EXISTS metering.alerts (
     client_id  text        NOT NULL,
     period     text        NOT NULL,

@@ -35,8 +35,10 @@ class Meter:
 
     def __init__(self) -> None:
         from services.metering.alerts import PeriodUsageCache
+        from services.metering.level_alerts import WatchList
 
         self.usage_cache = PeriodUsageCache()
+        self.level_watch = WatchList()
         self.alerts_pending = False
         self.published = 0
 

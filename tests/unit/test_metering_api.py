@@ -102,3 +102,50 @@ async def test_the_usage_route_documents_its_parameters_and_answers(
     parameters = {p["name"]: p["schema"] for p in operation["parameters"]}
     assert "pattern" in parameters["client_id"]
     assert {"401", "403", "408", "413", "422"} <= set(operation["responses"])
+
+
+@pytest.mark.parametrize("period", ["2026-13", "1999-12", "2100-01", "2026-1", "", "soon"])
+async def test_a_malformed_service_level_period_is_422_naming_it(
+    client: httpx.AsyncClient, period: str
+) -> None:
+    response = await client.get("/v1/service-levels/acme", params={"period": period})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "period"]
+
+
+async def test_the_service_level_period_is_required(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/service-levels/acme")
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "period"]
+
+
+async def test_a_malformed_client_id_of_the_service_levels_is_422_naming_it(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/v1/service-levels/Acme", params={"period": "2026-10"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["path", "client_id"]
+
+
+async def test_the_service_levels_route_documents_its_parameters_and_answers(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+    operation = document["paths"]["/v1/service-levels/{client_id}"]["get"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    assert parameters["period"]["required"] is True
+    assert "pattern" in parameters["client_id"]["schema"]
+    assert {"200", "401", "403", "408", "413", "422"} <= set(operation["responses"])
+    ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/ServiceLevelsReport"}
+    report = document["components"]["schemas"]["ServiceLevelsReport"]
+    assert list(report["properties"]) == ["client_id", "period", "service_levels"]
+    level = document["components"]["schemas"]["ServiceLevelReport"]
+    assert list(level["properties"]) == [
+        "id",
+        "measured",
+        "met",
+        "attainment_percent",
+        "target_percent",
+        "missed",
+    ]

@@ -8,6 +8,7 @@ import sys
 PURE = [
     "services.metering.counting",
     "services.metering.alerts",
+    "services.metering.level_alerts",
     "shared.contracts.usage",
     "services.metering.items",
     "shared.contracts.items",

@@ -75,6 +75,7 @@ def start(service: str, **overrides: str | None) -> subprocess.CompletedProcess[
         ("intake", "TIERLINE_CLIENT_KEYS", "acme"),
         ("billing", "TIERLINE_CLIENT_KEYS", "acme=change-me-client-acme"),
         ("billing", "TIERLINE_BODY_TIMEOUT_SECONDS", "0"),
+        ("metering", "METERING_SERVICE_LEVEL_WATCH_SECONDS", "0"),
     ],
 )
 def test_a_bad_value_stops_the_service_naming_it(service: str, variable: str, value: str) -> None:
