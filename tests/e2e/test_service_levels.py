@@ -9,6 +9,7 @@ leaves DST on 2 November 2025; 27 November 2025 is Thanksgiving (a Thursday); 3 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -137,6 +138,19 @@ def lines(invoice: dict[str, Any]) -> list[tuple[Any, ...]]:
     ]
 
 
+async def service_levels(api: Api, client: str, period: str) -> list[dict[str, Any]]:
+    response = await api.http.get(
+        f"{api.stack.url('metering')}/v1/service-levels/{client}",
+        params={"period": period},
+        headers=api.admin,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["client_id"], body["period"]) == (client, period)
+    levels: list[dict[str, Any]] = body["service_levels"]
+    return levels
+
+
 def level(
     level_id: str, measured: int, met: int, attainment: str | None, target: str, missed: bool
 ) -> dict[str, Any]:
@@ -201,6 +215,17 @@ async def test_credits_and_true_up_in_new_york_to_the_cent(api: Api) -> None:
     late_opened = at(NEW_YORK, "2025-11-18", "09:00")
     late = item(client, "care-late", "Care", late_opened, late_opened + timedelta(hours=6))
     assert await api.post_items([late]) == 1
+    # The live report (metering) shows the flip as soon as the item is counted.
+    async with asyncio.timeout(60):
+        while True:
+            live = await service_levels(api, client, "2025-11")
+            if live[1]["measured"] == 11:
+                break
+            await asyncio.sleep(0.2)
+    assert live == [
+        level("ap-turnaround", 10, 8, "80.00", "90", True),
+        level("care-turnaround", 11, 8, "72.73", "80", True),
+    ]
     december = [
         item(client, f"dec-care-{n}", "Care", at(NEW_YORK, "2025-12-03", "09:00"),
              at(NEW_YORK, "2025-12-03", "10:00"))
