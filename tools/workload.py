@@ -31,56 +31,82 @@ class Mix:
     ap_large: int = 12
 
 
+#: When the demo's work was opened, before it was completed (SPEC §2 `opened_at`, §11): care
+#: within 4 hours but every 5th a late one (80 % within 4 h); keying within a working day; large AP
+#: invoices 30 to 48 hours before (more than a day elapsed, at most 19 hours of a 9-to-6 weekday
+#: calendar: within 24 business hours).
+CARE_LATE_EVERY = 5
+CARE_HOURS = (0.5, 3.5)
+CARE_LATE_HOURS = (6.0, 30.0)
+KEYING_HOURS = (1.0, 8.0)
+AP_HOURS = (30.0, 48.0)
+
+
 def demo_items(
-    client_id: str, start: datetime, end: datetime, mix: Mix, *, seed: int = 7
+    client_id: str,
+    start: datetime,
+    end: datetime,
+    mix: Mix,
+    *,
+    seed: int = 7,
+    opened: bool = False,
 ) -> list[dict[str, object]]:
-    """The demo workload of SPEC §6 example 3 (with the demo agreement's rules)."""
+    """The demo workload of SPEC §6 example 3 (with the demo agreement's rules); with `opened`,
+    each item also says when it was opened, for service levels (see CARE_HOURS and after)."""
     rng = random.Random(seed)
     span = (end - start).total_seconds() - 1
 
-    def at() -> str:
-        return (start + timedelta(seconds=rng.uniform(0, span))).isoformat()
+    def at() -> datetime:
+        return start + timedelta(seconds=rng.uniform(0, span))
+
+    def opened_at(item: dict[str, object], completed: datetime, hours: tuple[float, float]) -> None:
+        if opened:  # drawn last, so a workload without opened_at stays the same
+            item["opened_at"] = (completed - timedelta(hours=rng.uniform(*hours))).isoformat()
 
     items: list[dict[str, object]] = []
     for n in range(mix.customer_care):
-        items.append(
-            {
-                "id": f"{client_id}-cc-{n}",
-                "client_id": client_id,
-                "source": "zendesk",
-                "completed_at": at(),
-                "queue": "Customer Care",
-                "title": rng.choice(QUEUES[0][1]),
-                "handling_seconds": rng.randint(60, 500),
-            }
-        )
+        completed = at()
+        item: dict[str, object] = {
+            "id": f"{client_id}-cc-{n}",
+            "client_id": client_id,
+            "source": "zendesk",
+            "completed_at": completed.isoformat(),
+            "queue": "Customer Care",
+            "title": rng.choice(QUEUES[0][1]),
+            "handling_seconds": rng.randint(60, 500),
+        }
+        late = n % CARE_LATE_EVERY == CARE_LATE_EVERY - 1
+        opened_at(item, completed, CARE_LATE_HOURS if late else CARE_HOURS)
+        items.append(item)
     for n in range(mix.data_entry):
-        items.append(
-            {
-                "id": f"{client_id}-de-{n}",
-                "client_id": client_id,
-                "source": "servicenow",
-                "completed_at": at(),
-                "queue": "Data Entry",
-                "title": "Key claim forms",
-                "units": 1,
-                "handling_seconds": rng.randint(300, 1200),
-            }
-        )
+        completed = at()
+        item = {
+            "id": f"{client_id}-de-{n}",
+            "client_id": client_id,
+            "source": "servicenow",
+            "completed_at": completed.isoformat(),
+            "queue": "Data Entry",
+            "title": "Key claim forms",
+            "units": 1,
+            "handling_seconds": rng.randint(300, 1200),
+        }
+        opened_at(item, completed, KEYING_HOURS)
+        items.append(item)
     for n in range(mix.ap_large):
-        items.append(
-            {
-                "id": f"{client_id}-ap-{n}",
-                "client_id": client_id,
-                "source": "servicenow",
-                "completed_at": at(),
-                "queue": "AP Invoices",
-                "title": "Post supplier invoice",
-                "units": rng.randint(20, 80),
-                "handling_seconds": rng.randint(3600, 9000),
-                "tags": ["ap", "invoice"],
-            }
-        )
+        completed = at()
+        item = {
+            "id": f"{client_id}-ap-{n}",
+            "client_id": client_id,
+            "source": "servicenow",
+            "completed_at": completed.isoformat(),
+            "queue": "AP Invoices",
+            "title": "Post supplier invoice",
+            "units": rng.randint(20, 80),
+            "handling_seconds": rng.randint(3600, 9000),
+            "tags": ["ap", "invoice"],
+        }
+        opened_at(item, completed, AP_HOURS)
+        items.append(item)
     rng.shuffle(items)
     return items
 

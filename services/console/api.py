@@ -47,8 +47,10 @@ async def page() -> FileResponse:
     description=(
         "Topics with message rates, consumer groups with lag per partition, dead-letter "
         "topics with their latest entries, every client's open period with its current and "
-        "projected tier, the recent invoices with their lines, and the review queues: each "
-        "client's unclassified items of its open and its last closed period."
+        "projected tier, its service levels (attainment against target, the credit a miss puts "
+        "at stake) and its commitment's contract year (committed spend against the annual "
+        "minimum), the recent invoices with their lines, and the review queues: each client's "
+        "unclassified items of its open and its last closed period."
     ),
 )
 async def overview(_: AdminCaller, shown: PageDep) -> Overview:

@@ -1,6 +1,7 @@
-"""The client page's reads (I/O): one client's agreement, a period's counts, its closed periods,
-invoices and notes, read from the ledger and billing's tables, then laid out by the pure
-`client_view.client_overview`."""
+"""The client page's reads (I/O): one client's agreement, a period's counts (per class, and per
+service level when the agreement has them), its closed periods with what was billed for each (for
+a commitment), invoices and notes, read from the ledger and billing's tables, then laid out by the
+pure `client_view.client_overview`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from services.console.documents import ClientOverview
 from shared.contracts.invoice import TierChoice
 from shared.domain.periods import Period, period_bounds, period_of
 from shared.ledger.reads import closed_periods, counts_between
+from shared.ledger.service_levels import level_counts
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,12 @@ class ClientReads:
             shown = period or open_period
             start, end = period_bounds(shown, tz)
             counts = await counts_between(conn, client_id, start, end)
+            levels = None
+            if agreement is not None and agreement.in_force_for(shown):
+                levels = await level_counts(conn, agreement, start, end)
+            billed = None
+            if agreement is not None and agreement.commitment is not None:
+                billed = (await store.billed_periods(conn, [client_id]))[client_id]
             closed = await closed_periods(conn, [client_id])
             invoices = await store.client_invoices(conn, client_id, self.invoices_shown)
             notes = await store.client_notes(conn, client_id, self.invoices_shown)
@@ -52,4 +60,6 @@ class ClientReads:
             },
             invoices=invoices,
             notes=notes,
+            levels=levels,
+            billed=billed,
         )

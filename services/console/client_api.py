@@ -121,12 +121,16 @@ def _client_required() -> JSONResponse:
 
 @router.get(
     "/api/client/overview",
-    summary="What the client page shows: a period's usage and tier ladder, invoices and notes",
+    summary="What the client page shows: a period's usage, tier ladder, service levels and "
+    "commitment, invoices and notes",
     description=(
         "The period's usage as metering's usage API reports it (a closed period keeps its "
         "billed tier), every tier of the agreement with where the weighted units stand, the "
-        "volume and scope tiers and the tier the period lands in, and the client's invoices "
-        "and notes. A client key reads its own client; an admin key names one."
+        "volume and scope tiers and the tier the period lands in, the period against the "
+        "agreement's service levels (attainment, misses, the credit at stake at the period's "
+        "tier fee) and its contract year against the annual commitment (committed spend so "
+        "far, what remains), and the client's invoices and notes. A client key reads its own "
+        "client; an admin key names one."
     ),
     response_model=ClientOverview,
     dependencies=READERS,

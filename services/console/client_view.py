@@ -1,9 +1,11 @@
 """What the client page shows of one client: a period's usage, the tier ladder and why the period
-lands where it does, and the client's invoices and notes. Pure: the reads are `client.py`'s.
+lands where it does, where it stands against the agreement's service levels and commitment, and the
+client's invoices and notes. Pure: the reads are `client.py`'s.
 
 The usage is `shared.contracts.usage.usage_report`, the same report metering's usage API answers
 (SPEC §5: a closed period keeps its billed tier); the ladder is `shared.domain.rating.decide_tier`'s
-decision (SPEC §6) laid out tier by tier, so the page explains the tier without deciding it again.
+decision (SPEC §6) laid out tier by tier, so the page explains the tier without deciding it again;
+the service levels and the commitment are `terms_view`'s (SPEC §11).
 """
 
 from __future__ import annotations
@@ -11,10 +13,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from services.console.documents import ClassShare, ClientOverview, LadderStep, TierLadder
+from services.console.terms_view import (
+    BilledPeriod,
+    commitment_progress,
+    service_levels_standing,
+    tier_named,
+)
 from shared.contracts.invoice import Invoice, TierChoice
 from shared.contracts.reclassification import Note
 from shared.contracts.usage import usage_report
 from shared.domain.agreement.agreement import Agreement
+from shared.domain.attainment import LevelCount
 from shared.domain.money import format_decimal, format_money
 from shared.domain.periods import Period
 from shared.domain.rating import ClassUsage, RatedClass, decide_tier
@@ -74,10 +83,14 @@ def client_overview(
     closed: Mapping[str, TierChoice | None],
     invoices: Sequence[Invoice],
     notes: Sequence[Note],
+    levels: Sequence[LevelCount] | None = None,
+    billed: Mapping[str, BilledPeriod] | None = None,
 ) -> ClientOverview:
     """The client page's document for `period`, from the client's current agreement, the
-    period's counts, its closed periods (period → the tier billed, None when unbilled) and
-    its invoices and notes (newest first)."""
+    period's counts, its closed periods (period → the tier billed, None when unbilled), its
+    invoices and notes (newest first), the period's counts per service level (None: not read,
+    as for an agreement without the section) and what was billed for each closed period (None:
+    not read, as for an agreement without a commitment)."""
     is_closed = period.key in closed
     usage = usage_report(
         client_id=client_id,
@@ -88,6 +101,12 @@ def client_overview(
         closed=is_closed,
     )
     in_force = agreement if agreement is not None and agreement.in_force_for(period) else None
+    usage_now = billable_usage(list(counts))
+    standing = None
+    if in_force is not None and levels is not None:
+        decided = decide_tier(in_force.pricing, usage_now).tier
+        tier = tier_named(in_force, usage.tier.name if usage.tier else None, decided)
+        standing = service_levels_standing(in_force, period, levels, tier)
     return ClientOverview(
         client_id=client_id,
         name=agreement.name if agreement is not None else None,
@@ -98,8 +117,10 @@ def client_overview(
         open_period=open_period.key,
         periods=sorted({open_period.key, period.key, *closed}, reverse=True),
         usage=usage,
-        ladder=tier_ladder(in_force, billable_usage(list(counts)), usage.tier)
-        if in_force is not None
+        ladder=tier_ladder(in_force, usage_now, usage.tier) if in_force is not None else None,
+        service_levels=standing,
+        commitment=commitment_progress(agreement, period, billed)
+        if agreement is not None and billed is not None
         else None,
         invoices=list(invoices),
         notes=list(notes),

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts.invoice import Invoice, TierChoice
+from shared.contracts.invoice import Invoice, ServiceLevelReport, TierChoice
 from shared.contracts.reclassification import Note
 from shared.contracts.usage import UsageReport
 from shared.domain.agreement.fields import Complexity, ServiceLine
@@ -74,6 +74,63 @@ class KafkaOverview(Document):
     dead_letters: list[DeadLetterTopicRow]
 
 
+# --- the agreement's SPEC §11 terms: service levels and the commitment --------------------------
+
+
+class LevelStanding(ServiceLevelReport):
+    """One service level in a period, as the ledger measures it now (SPEC §11: the same entry
+    as the invoice's `service_levels` and metering's live report), with what a miss credits."""
+
+    service_line: ServiceLine
+    complexity: list[Complexity] | None = Field(description="null: every complexity")
+    within_hours: str = Field(description="Decimal string")
+    clock: Literal["elapsed", "business"]
+    pool_percent: str = Field(description="Its share of the pool, a decimal string")
+    credit_at_stake: str = Field(
+        description="What missing it credits: −(tier fee × at_risk_percent ÷ 100 × pool_percent "
+        "÷ 100), money (0 or negative); billed only when `missed`"
+    )
+
+
+class ServiceLevelsStanding(Document):
+    """Where a period stands against the agreement's service levels (SPEC §11)."""
+
+    period: str
+    tier: str = Field(
+        description="The tier whose fee the credits are shares of: the tier the period is in "
+        "now (a closed period: the tier it was billed at)"
+    )
+    tier_fee: str = Field(description="Money string")
+    at_risk_percent: str = Field(description="Of the tier fee: the pool credits draw on")
+    levels: list[LevelStanding] = Field(description="Every level, in the agreement's order")
+    credits: str = Field(
+        description="The missed levels' credits added up (0 or negative): what the period's "
+        "invoice would credit with these counts"
+    )
+
+
+class CommitmentProgress(Document):
+    """A contract year against the annual minimum (SPEC §11): what its closed periods have
+    committed so far (billed for each minus its service credits) and what is still missing."""
+
+    contract_year: int = Field(description="1 for the year starting with effective_from")
+    first_period: str
+    last_period: str = Field(description="The year's 12th period: its invoice trues the year up")
+    annual_minimum: str = Field(description="Money string")
+    periods_closed: int = Field(description="Of the year's 12 periods, how many are closed")
+    committed_spend: str = Field(
+        description="Money: the year's closed periods' billed totals minus their service credits"
+    )
+    remaining: str = Field(
+        description="Money: annual_minimum − committed_spend, at least 0.00; the true-up the "
+        "12th period's invoice would bill if nothing else were billed in the year"
+    )
+    year_closed: bool = Field(
+        description="The 12th period is closed: its invoice carried the true-up (a true-up "
+        "once billed stands, whatever a later note changes)"
+    )
+
+
 # --- the business half --------------------------------------------------------------------------
 
 
@@ -109,6 +166,13 @@ class UsageCard(Document):
     tier: TierChoice | None
     projected: ProjectedUsage
     tiers: list[TierStep]
+    service_levels: ServiceLevelsStanding | None = Field(
+        description="The open period against the agreement's service levels (re-measured at "
+        "most every 30 s); null without the section"
+    )
+    commitment: CommitmentProgress | None = Field(
+        description="The open period's contract year; null without a commitment"
+    )
 
 
 class ReviewQueue(Document):
@@ -209,5 +273,13 @@ class ClientOverview(Document):
     )
     usage: UsageReport = Field(description="As metering's GET /v1/usage reports it (SPEC §5)")
     ladder: TierLadder | None = Field(description="null without an agreement in force")
+    service_levels: ServiceLevelsStanding | None = Field(
+        description="The period against the agreement's service levels, measured now; null "
+        "without the section or an agreement in force"
+    )
+    commitment: CommitmentProgress | None = Field(
+        description="The contract year the period lies in; null without a commitment or "
+        "before the first year"
+    )
     invoices: list[Invoice] = Field(description="The client's invoices, newest period first")
     notes: list[Note] = Field(description="The client's notes, newest first")

@@ -5,7 +5,9 @@ them)."""
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
+from services.console.terms_view import BilledPeriod
 from shared.contracts.invoice import Invoice
 from shared.contracts.reclassification import Note
 from shared.domain.agreement.agreement import Agreement
@@ -108,3 +110,22 @@ async def client_notes(conn: Executor, client_id: str, limit: int) -> list[Note]
         limit,
     )
     return [Note.model_validate(r["body"]) for r in rows]
+
+
+async def billed_periods(
+    conn: Executor, client_ids: list[str]
+) -> dict[str, dict[str, BilledPeriod]]:
+    """Every closed period of these clients (client → period → what was billed for it and the
+    service credits inside that, as billing keeps them for the commitment, SPEC §11)."""
+    rows = await conn.fetch(
+        """SELECT client_id, period, billed_total, credits FROM billing.closed_periods
+            WHERE client_id = ANY($1::text[])""",
+        client_ids,
+    )
+    found: dict[str, dict[str, BilledPeriod]] = {client: {} for client in client_ids}
+    for row in rows:
+        total = row["billed_total"]
+        found[row["client_id"]][row["period"]] = BilledPeriod(
+            None if total is None else Decimal(total), Decimal(row["credits"])
+        )
+    return found

@@ -1,7 +1,9 @@
-"""A client's open period on the page: counts so far, the tier now, and the projected tier. Pure.
+"""A client's open period on the page: counts so far, the tier now, the projected tier, and where
+it stands against the agreement's service levels and commitment. Pure.
 
 The projection is `shared.domain.projection`'s, the same as billing's forecast (SPEC §8): the
 run rate so far carried to the period's end, rated with the same tier decision as the invoice (§6).
+The service levels and the commitment are `terms_view`'s (§11).
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ from datetime import datetime
 from decimal import Decimal
 
 from services.console.documents import ProjectedUsage, ReviewQueue, TierStep, UsageCard
+from services.console.terms_view import (
+    BilledPeriod,
+    commitment_progress,
+    service_levels_standing,
+)
 from shared.contracts.invoice import TierChoice
 from shared.domain.agreement.agreement import Agreement
+from shared.domain.attainment import LevelCount
 from shared.domain.money import format_decimal, format_money
 from shared.domain.periods import Period
 from shared.domain.projection import progress, project_usage
@@ -47,9 +55,18 @@ def _tier(decision: TierDecision | None) -> TierChoice | None:
 
 
 def client_usage(
-    *, client_id: str, open_period: OpenPeriod, now: datetime, closed: bool
+    *,
+    client_id: str,
+    open_period: OpenPeriod,
+    now: datetime,
+    closed: bool,
+    levels: Sequence[LevelCount] | None = None,
+    billed: Mapping[str, BilledPeriod] | None = None,
 ) -> UsageCard:
-    """The usage card of one client: counts, tier now, projected tier, and the tier ladder."""
+    """The usage card of one client: counts, tier now, projected tier, and the tier ladder;
+    with the period's counts per service level (`levels`; None: not read) the levels' standing
+    at the tier now, and with what was billed for each closed period (`billed`; None: not read)
+    the commitment's contract year."""
     agreement, counts = open_period.agreement, open_period.counts
     usage = billable_usage(counts)
     at = progress(open_period.start, open_period.end, now)
@@ -84,6 +101,12 @@ def client_usage(
         ]
         if in_force
         else [],
+        service_levels=service_levels_standing(in_force, open_period.period, levels, decision.tier)
+        if in_force and decision and levels is not None
+        else None,
+        commitment=commitment_progress(agreement, open_period.period, billed)
+        if agreement is not None and billed is not None
+        else None,
     )
 
 

@@ -101,7 +101,7 @@ def test_up_generates_a_client_key_for_each_demo_client_when_none_is_set(
     code, stack = run_up(monkeypatch, tmp_path, {})
     assert code == 0
     keys = parse_client_keys(stack.client_keys)
-    assert sorted(keys.values()) == cli.demo_clients() == ["acme", "globex"]
+    assert sorted(keys.values()) == cli.demo_clients() == ["acme", "globex", "initech"]
     assert all(p.env["TIERLINE_CLIENT_KEYS"] == stack.client_keys for p in stack.processes.values())
 
 

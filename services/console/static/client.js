@@ -1,6 +1,7 @@
 // Tierline client page: what a BPO's client sees with its own client key (an operator: the admin
-// key and a client id). Reads /api/client/overview (usage, tier ladder, invoices, notes) and the
-// items relayed to metering (/api/items), each with the key; draws the page. No build step.
+// key and a client id). Reads /api/client/overview (usage, tier ladder, service levels and
+// commitment, invoices, notes) and the items relayed to metering (/api/items), each with the key;
+// draws the page. No build step.
 "use strict";
 
 (function () {
@@ -122,6 +123,7 @@
     renderKpis(data);
     renderLadder(data);
     renderByClass(data);
+    renderTerms(data);
     renderInvoices(data);
     renderNotes(data);
   }
@@ -241,6 +243,81 @@
             h("th", { class: "num" }, "units"), h("th", { class: "num" }, "weighted"))),
           h("tbody", {}, body))
       : h("div", { class: "empty" }, "No items in this period yet."));
+  }
+
+  // --- the agreement's SPEC §11 terms: service levels and the annual commitment ---------------
+
+  const isZero = (money) => Number(money) === 0;
+
+  function levelStatus(level) {
+    if (level.attainment_percent === null) return "nothing measured";
+    return level.missed ? "missed" : "met";
+  }
+
+  function renderServiceLevels(data) {
+    const standing = data.service_levels, currency = data.currency;
+    if (!standing) {
+      $("levels-note").textContent = "";
+      $("service-levels").replaceChildren(h("div", { class: "empty" }, "Your agreement has no service levels."));
+      return;
+    }
+    $("levels-note").textContent = `${standing.at_risk_percent} % of the ${standing.tier} fee (${standing.tier_fee} ${currency}) is at risk`;
+    const table = h("table", { class: "table levels-table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "level"), h("th", { class: "num" }, "met / measured"),
+        h("th", { class: "num" }, "attainment"), h("th", { class: "num" }, "target"), h("th", {}, ""),
+        h("th", { class: "num" }, "credit at stake"))),
+      h("tbody", {}, standing.levels.map((level) =>
+        h("tr", { class: "level" + (level.missed ? " missed" : ""), "data-level": level.id },
+          h("td", {}, h("div", { class: "mono" }, level.id),
+            h("div", { class: "subtle" }, `${level.service_line}${level.complexity ? ` (${level.complexity.join(", ")})` : ""} within ${fmt(level.within_hours)} h ${level.clock === "business" ? "of business time" : "elapsed"}`)),
+          h("td", { class: "num", "data-field": "met" }, `${fmt(level.met)} / ${fmt(level.measured)}`),
+          h("td", { class: "num", "data-field": "attainment" }, level.attainment_percent === null ? "—" : `${level.attainment_percent} %`),
+          h("td", { class: "num" }, `${level.target_percent} %`),
+          h("td", {}, h("span", { class: "mark " + levelStatus(level).replace(" ", "-"), "data-field": "status" }, levelStatus(level))),
+          h("td", { class: "num", "data-field": "credit" }, `${level.credit_at_stake} ${currency}`)))));
+    const share = `each missed level credits its pool share of ${standing.at_risk_percent} % of the ${standing.tier} fee`;
+    const open = data.usage.status === "open";
+    let summary;
+    if (isZero(standing.credits)) summary = h("p", { class: "why" }, `No level is missed${open ? " so far" : ""}: nothing to credit (${share}).`);
+    else summary = h("p", { class: "why" }, open ? "So far the period's invoice would credit " : "Measured now, the missed levels credit ",
+      h("b", { "data-field": "credits" }, `${standing.credits} ${currency}`), ` (${share}).`);
+    $("service-levels").replaceChildren(table, summary);
+  }
+
+  function renderCommitment(data) {
+    const progress = data.commitment, currency = data.currency;
+    if (!progress) {
+      $("commitment-note").textContent = "";
+      $("commitment").replaceChildren(h("div", { class: "empty" }, "Your agreement has no annual commitment."));
+      return;
+    }
+    $("commitment-note").textContent = `contract year ${progress.contract_year} · ${progress.first_period} … ${progress.last_period}`;
+    const minimum = Number(progress.annual_minimum), spent = Number(progress.committed_spend);
+    const share = minimum > 0 ? Math.min(1, spent / minimum) : 1;
+    const bar = h("div", { class: "progress", title: `${Math.round(share * 100)} % of the annual minimum` },
+      h("span", { style: `width:${(share * 100).toFixed(1)}%` }));
+    const facts = [
+      ["annual minimum", `${progress.annual_minimum} ${currency}`, "annual-minimum"],
+      ["committed so far", `${progress.committed_spend} ${currency}`, "committed"],
+      ["periods closed", `${progress.periods_closed} of 12`, "periods-closed"],
+      ["remaining", `${progress.remaining} ${currency}`, "remaining"],
+    ];
+    let text;
+    if (progress.year_closed) text = isZero(progress.remaining) ? "The year is closed: its minimum was reached, no true-up." : `The year is closed: ${progress.last_period}'s invoice billed the true-up for what was missing.`;
+    else if (isZero(progress.remaining)) text = "The year's minimum is reached: no true-up.";
+    else text = `If nothing else were billed this year, ${progress.last_period}'s invoice would true up ${progress.remaining} ${currency}.`;
+    $("commitment").replaceChildren(bar,
+      h("dl", { class: "facts" }, facts.flatMap(([k, v, field]) => [h("dt", {}, k), h("dd", { "data-field": field }, v)])),
+      h("p", { class: "why", "data-field": "true-up" }, text),
+      h("p", { class: "subtle" }, "Committed spend: what was billed for each closed period of the year, its service credits left out" +
+        (progress.year_closed ? "." : "; each period still to close adds at least its tier fee.")));
+  }
+
+  function renderTerms(data) {
+    $("terms").hidden = !data.service_levels && !data.commitment;
+    if ($("terms").hidden) return;
+    renderServiceLevels(data);
+    renderCommitment(data);
   }
 
   function renderInvoices(data) {

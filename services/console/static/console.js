@@ -231,6 +231,30 @@
     return h("div", { class: "ladder" }, svg, labels);
   }
 
+  // A card's SPEC §11 terms in one line: each service level against its target (a miss with the
+  // credit it puts at stake) and the contract year's committed spend against the annual minimum.
+  function termsLine(card) {
+    const parts = [];
+    const levels = card.service_levels;
+    if (levels) {
+      parts.push(h("span", { class: "k" }, "service levels"),
+        ...levels.levels.map((level) => h("span", {
+          class: "chip" + (level.missed ? " missed" : level.attainment_percent === null ? "" : " met"),
+          "data-level": level.id,
+          title: `${level.met} of ${level.measured} within ${level.within_hours} h (${level.clock}); a miss credits ${level.credit_at_stake} ${card.currency}`,
+        }, `${level.id} ${level.attainment_percent === null ? "—" : level.attainment_percent + " %"} / ${level.target_percent} %`,
+          level.missed ? h("b", { "data-field": "credit" }, ` ${level.credit_at_stake}`) : null)));
+    }
+    const year = card.commitment;
+    if (year) {
+      parts.push(h("span", { class: "k" }, "commitment"),
+        h("span", { "data-field": "commitment", title: `contract year ${year.contract_year}: ${year.periods_closed} of 12 periods closed` },
+          `${year.first_period} … ${year.last_period}: ${year.committed_spend} of ${year.annual_minimum} ${card.currency} committed · `,
+          h("b", { "data-field": "remaining" }, year.remaining), " to go"));
+    }
+    return parts.length ? h("div", { class: "terms", "data-field": "terms" }, parts) : null;
+  }
+
   function renderUsage(data) {
     const filter = $("client-filter").value.trim().toLowerCase();
     const matching = data.usage.filter((c) => !filter || c.client_id.includes(filter) || (c.name || "").toLowerCase().includes(filter));
@@ -256,7 +280,8 @@
             h("div", { class: "row" }, h("span", { class: "k" }, "now"), badge(c.tier, tierIndex(c.tier), "tier-now"),
               h("span", { class: "wu", "data-field": "weighted-units" }, `${fmt(c.weighted_units)} wu`)),
             h("div", { class: "row" }, h("span", { class: "k" }, "projected"), badge(c.projected.tier, tierIndex(c.projected.tier), "tier-projected"),
-              h("span", { class: "wu" }, `${fmt(c.projected.weighted_units)} wu`)))
+              h("span", { class: "wu" }, `${fmt(c.projected.weighted_units)} wu`))),
+          termsLine(c)
         );
       }),
       ...(more > 0 ? [h("div", { class: "subtle more" }, `${more} more client${more === 1 ? "" : "s"}: type in the filter to find one`)] : [])

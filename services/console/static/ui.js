@@ -114,7 +114,17 @@ window.Tierline = (function () {
             h("td", { class: "kind" }, line.kind.replaceAll("_", " ")),
             h("td", {}, line.description ?? ""),
             h("td", { class: "num" }, `${line.quantity} × ${line.unit_price}`),
-            h("td", { class: "num", "data-field": "amount" }, line.amount))))));
+            h("td", { class: "num", "data-field": "amount" }, line.amount))))),
+      inv.service_levels ? serviceLevelsReport(inv.service_levels) : null);
+  }
+
+  // An invoice's `service_levels` (SPEC §11): each level's attainment against its target.
+  function serviceLevelsReport(levels) {
+    return h("div", { class: "levels-report subtle", "data-field": "service-levels" }, "service levels: ",
+      levels.map((level, i) => h("span", { class: "level-result" + (level.missed ? " missed" : ""), "data-level": level.id },
+        i ? " · " : "", `${level.id} `,
+        level.attainment_percent === null ? "nothing measured" : `${level.attainment_percent} % of ${level.target_percent} %`,
+        level.missed ? " missed" : "")));
   }
 
   const classText = (value) => (value ? `${value.service_line} / ${value.complexity}` : "unclassified");
