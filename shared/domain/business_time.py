@@ -7,7 +7,8 @@ local wall clock; business time between two instants is the exact elapsed time o
 those intervals. Every interval is turned into UTC before anything is subtracted, so a DST change
 inside working hours makes that day's interval an hour shorter or longer, as a clock on the wall
 would not but elapsed time does. A wall-clock time that a DST jump skips is read with the offset
-before the jump (Python's `fold=0`): 02:30 on a spring-forward night is 03:30 new time.
+before the jump (Python's `fold=0`): 02:30 on a spring-forward night is 03:30 new time. A day's
+interval never leaves that local day's instants, so a day a zone skips whole counts nothing.
 
 `BusinessClock.covering(calendar, since, until)` lays the intervals of a window out once, with the
 business time accumulated before each; `clock.elapsed(a, b)` is then two binary searches. The
@@ -59,12 +60,12 @@ class BusinessCalendar:
         last = _utc(until).astimezone(zone).date() + _DAY
         while day <= last:
             if day.weekday() in self.days and day not in self.holidays:
-                opens = _instant(day, self.start, zone)
-                closes = (
-                    _instant(day + _DAY, time(0), zone)
-                    if self.end is None
-                    else _instant(day, self.end, zone)
-                )
+                # Clipped to the day's own instants: a day a zone skips whole (Pacific/Apia,
+                # 30 December 2011) has none, though its hours read with `fold=0` would fall
+                # on the next day's.
+                begins, ends = _instant(day, time(0), zone), _instant(day + _DAY, time(0), zone)
+                opens = max(begins, _instant(day, self.start, zone))
+                closes = ends if self.end is None else min(ends, _instant(day, self.end, zone))
                 if closes > opens:
                     yield opens, closes
             day += _DAY
