@@ -2,6 +2,8 @@
 
 `SPEC_YAML` is the example verbatim (comments included); `spec_body` is the same agreement as a
 JSON body; `spec_agreement` is it with rules that place the tests' workload by queue.
+`SPEC_TERMS_YAML` is §11's example of the optional sections verbatim; `SPEC_YAML +
+SPEC_TERMS_YAML` is the example agreement with service levels and a commitment.
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ pricing:
     - {name: Enterprise,   up_to: 15000, fee: "90000.00", scope: all}
   overage_rate: "7.50"                           # per weighted unit above the top tier's up_to
   scope_policy: {mode: upgrade, min_items: 10, out_of_scope_rate: "12.00"}
+"""
+
+SPEC_TERMS_YAML: Final = """\
+service_levels:
+  at_risk_percent: "10"        # of the period's tier fee: the pool that service credits draw on
+  calendar: {days: [mon, tue, wed, thu, fri], hours: ["09:00", "18:00"], holidays: [2026-12-25]}
+  levels:                      # ordered; pool_percent adds up to at most 100
+    - {id: ap-turnaround, service_line: accounting, complexity: [basic, standard],
+       within_hours: 24, clock: business, target_percent: "95", pool_percent: "60"}
+    - {id: care-turnaround, service_line: customer_support,
+       within_hours: 4, target_percent: "90", pool_percent: "40"}
+commitment:
+  annual_minimum: "400000.00"  # per contract year
 """
 
 _BODY: Final[dict[str, Any]] = {
