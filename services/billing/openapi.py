@@ -25,6 +25,8 @@ from shared.domain.agreement.fields import (
     MAX_RULES,
     SERVICE_LINES,
 )
+from shared.domain.agreement.terms import CLOCK_PATTERN, MAX_LEVELS
+from shared.domain.business_time import WEEKDAYS
 from shared.domain.money import ISO_4217_MINOR_UNITS
 from shared.domain.periods import Period, PeriodError, parse_period, timezone_names
 from shared.infra.openapi import (
@@ -182,6 +184,74 @@ _CONDITION: Final = {
 }
 
 
+_PERCENT: Final = {
+    "type": "string",
+    "pattern": r"^[0-9]+(\.[0-9]+)?$",
+    "description": "A percent 0..100 as a decimal string (never a JSON number)",
+}
+_CLOCK_TIME: Final = {"type": "string", "pattern": f"^({CLOCK_PATTERN})$"}
+
+
+def _terms_schemas(*, stored: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SPEC §11's optional sections, `service_levels` and `commitment`, as a PUT body has them
+    (`stored=False`) or as stored and served (every field given, decimals as strings)."""
+    calendar = _object(
+        {
+            "days": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string", "enum": list(WEEKDAYS)},
+            },
+            "hours": {
+                "type": "array",
+                "minItems": 2,
+                "maxItems": 2,
+                "items": _CLOCK_TIME,
+                "description": "Start and end of the working day, local wall-clock time; "
+                '"24:00" ends it at midnight',
+            },
+            "holidays": {"type": "array", "items": {"type": "string", "format": "date"}},
+        },
+        required=None if stored else ["days", "hours"],
+    )
+    level = _object(
+        {
+            "id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "service_line": _SERVICE_LINE,
+            "complexity": {
+                "anyOf": [
+                    {"type": "array", "minItems": 1, "items": _COMPLEXITY},
+                    {"type": "null"},
+                ],
+                "description": "Left out or null: every complexity",
+            },
+            "within_hours": _DECIMAL if stored else _NUMBER_OR_DECIMAL,
+            "clock": {"type": "string", "enum": ["elapsed", "business"]},
+            "target_percent": _PERCENT,
+            "pool_percent": _PERCENT,
+        },
+        required=None
+        if stored
+        else ["id", "service_line", "within_hours", "target_percent", "pool_percent"],
+    )
+    service_levels = _object(
+        {
+            "at_risk_percent": _PERCENT,
+            "calendar": {"anyOf": [calendar, {"type": "null"}]},
+            "levels": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_LEVELS,
+                "items": level,
+                "description": "Ordered; pool_percent adds up to at most 100",
+            },
+        },
+        required=None if stored else ["at_risk_percent", "levels"],
+    )
+    commitment = _object({"annual_minimum": _DECIMAL})
+    return service_levels, commitment
+
+
 def _agreement_schema(*, stored: bool) -> dict[str, Any]:
     """The agreement of SPEC §3: as a PUT body (`stored=False`) or as stored and served."""
     number = _DECIMAL if stored else _NUMBER_OR_DECIMAL
@@ -231,6 +301,7 @@ def _agreement_schema(*, stored: bool) -> dict[str, Any]:
         },
         required=None if stored else ["weights", "tiers"],
     )
+    service_levels, commitment = _terms_schemas(stored=stored)
     properties: dict[str, Any] = {
         "client_id": {"type": "string", "pattern": f"^{CLIENT_ID_PATTERN}$"},
         "name": {"type": ["string", "null"], "maxLength": 200},
@@ -243,15 +314,22 @@ def _agreement_schema(*, stored: bool) -> dict[str, Any]:
         "effective_from": {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]},
         "classification": classification,
         "pricing": pricing,
+        "service_levels": service_levels,
+        "commitment": commitment,
         "version": (
             {"type": "integer", "minimum": 1}
             if stored
             else {"description": "ignored: the store assigns versions"}
         ),
     }
+    optional = ("service_levels", "commitment")  # given only when the agreement has them
     return _object(
         properties,
-        required=list(properties) if stored else ["client_id", "currency", "pricing"],
+        required=(
+            [key for key in properties if key not in optional]
+            if stored
+            else ["client_id", "currency", "pricing"]
+        ),
     )
 
 

@@ -4,26 +4,28 @@ one the OpenAPI document declares, with the body its schema describes."""
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
 import jsonschema_rs
 import pytest
+import yaml
 from fastapi import FastAPI
 
 from services.billing import api, insight_api
 from services.billing.app import BillingSettings, create_app
 from services.billing.deps import billing_service, clock, database
 from shared.contracts.invoice import Invoice, PeriodClose
-from shared.domain.agreement.agreement import Agreement
+from shared.domain.agreement.agreement import Agreement, parse_agreement_body
 from shared.domain.agreement.fields import MAX_BODY_BYTES
 from shared.domain.periods import Period
 from shared.infra.auth import KeyRing
-from tests.spec_example import SPEC_YAML
+from tests.spec_example import SPEC_TERMS_YAML, SPEC_YAML
 from tests.unit.test_agreement_bounds import json_body
 from tests.unit.test_agreements import body
 from tests.unit.test_insight import ACME, FakePool
@@ -227,6 +229,10 @@ async def test_a_valid_agreement_json_and_yaml(app: FastAPI, client: httpx.Async
     response = await put(client, SPEC_YAML.encode(), "application/yaml")
     assert response.status_code == 200, response.text
     assert_documented(app, "put", "/v1/agreements/{client_id}", response)
+    response = await put(client, (SPEC_YAML + SPEC_TERMS_YAML).encode(), "application/yaml")
+    assert response.status_code == 200, response.text
+    assert_documented(app, "put", "/v1/agreements/{client_id}", response)
+    assert response.json()["service_levels"]["levels"][0]["id"] == "ap-turnaround"
     got = await client.get("/v1/agreements/acme")
     assert got.status_code == 200
     assert_documented(app, "get", "/v1/agreements/{client_id}", got)
@@ -315,6 +321,208 @@ async def test_permission_is_decided_before_the_body_is_read(
     assert service.calls == []
 
 
+# --- service levels and the commitment (SPEC §11, §13) -------------------------------------------
+
+#: SPEC §11's example sections as a JSON body carries them.
+TERMS: Final[dict[str, Any]] = json.loads(json_body(yaml.safe_load(SPEC_TERMS_YAML)))
+Edit = Callable[[dict[str, Any]], object]
+
+
+def with_terms(edit: Edit = lambda _: None) -> bytes:
+    """`body()` with §11's example sections (and the effective_from a commitment needs),
+    changed by `edit`, as a JSON body."""
+    data = body(effective_from="2026-01-01", **copy.deepcopy(TERMS))
+    edit(data)
+    return json_body(data)
+
+
+def level(data: dict[str, Any], index: int) -> dict[str, Any]:
+    found: dict[str, Any] = data["service_levels"]["levels"][index]
+    return found
+
+
+def calendar(data: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = data["service_levels"]["calendar"]
+    return found
+
+
+LEVELS = ["service_levels", "levels"]
+CALENDAR = ["service_levels", "calendar"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "loc", "word"),
+    [
+        pytest.param(lambda d: level(d, 0).update(pool_percent="70"), LEVELS, "110",
+                     id="pool-shares-over-100"),
+        pytest.param(lambda d: d["service_levels"].pop("calendar"), [*LEVELS, 0, "clock"],
+                     "calendar", id="business-clock-without-calendar"),
+        pytest.param(lambda d: calendar(d).update(holidays=["2026-12-25", "2100-01-01"]),
+                     [*CALENDAR, "holidays", 1], "2000-01..2099-12", id="holiday-after-2099"),
+        pytest.param(lambda d: calendar(d).update(holidays=["1999-12-31"]),
+                     [*CALENDAR, "holidays", 0], "2000-01..2099-12", id="holiday-before-2000"),
+        pytest.param(lambda d: calendar(d).update(holidays=["2026-02-30"]),
+                     [*CALENDAR, "holidays", 0], "YYYY-MM-DD", id="holiday-no-date"),
+        pytest.param(lambda d: calendar(d).update(hours=["18:00", "09:00"]),
+                     [*CALENDAR, "hours", 1], "after the start", id="hours-end-before-start"),
+        pytest.param(lambda d: calendar(d).update(hours=["09:00", "09:00"]),
+                     [*CALENDAR, "hours", 1], "after the start", id="hours-empty"),
+        pytest.param(lambda d: calendar(d).update(hours=["24:00", "24:00"]),
+                     [*CALENDAR, "hours", 0], "24:00", id="hours-start-at-midnight-end"),
+        pytest.param(lambda d: calendar(d).update(hours=["9:00", "18:00"]),
+                     [*CALENDAR, "hours", 0], "HH:MM", id="hours-not-hh-mm"),
+        pytest.param(lambda d: calendar(d).update(days=["mon", "funday"]),
+                     [*CALENDAR, "days"], "funday", id="unknown-day"),
+        pytest.param(lambda d: calendar(d).update(days=[]),
+                     [*CALENDAR, "days"], "non-empty", id="no-days"),
+        pytest.param(lambda d: level(d, 0).update(complexity=["basic", "hard"]),
+                     [*LEVELS, 0, "complexity"], "hard", id="unknown-complexity"),
+        pytest.param(lambda d: level(d, 1).pop("service_line"),
+                     [*LEVELS, 1, "service_line"], "required", id="no-service-line"),
+        pytest.param(lambda d: level(d, 1).update(service_line=["customer_support", "hr"]),
+                     [*LEVELS, 1, "service_line"], "exactly one", id="service-line-list"),
+        pytest.param(lambda d: level(d, 1).update(service_line="legal"),
+                     [*LEVELS, 1, "service_line"], "customer_support", id="unknown-service-line"),
+        pytest.param(lambda d: level(d, 1).update(target_percent=90),
+                     [*LEVELS, 1, "target_percent"], "decimal string", id="target-a-json-number"),
+        pytest.param(lambda d: level(d, 1).update(pool_percent=40.5),
+                     [*LEVELS, 1, "pool_percent"], "not the number 40.5", id="pool-a-json-number"),
+        pytest.param(lambda d: d["service_levels"].update(at_risk_percent=10),
+                     ["service_levels", "at_risk_percent"], "decimal string",
+                     id="at-risk-a-json-number"),
+        pytest.param(lambda d: level(d, 1).update(target_percent="100.5"),
+                     [*LEVELS, 1, "target_percent"], "between 0 and 100", id="target-over-100"),
+        pytest.param(lambda d: level(d, 1).update(pool_percent="-1"),
+                     [*LEVELS, 1, "pool_percent"], "between 0 and 100", id="pool-negative"),
+        pytest.param(lambda d: d["service_levels"].update(at_risk_percent="101"),
+                     ["service_levels", "at_risk_percent"], "between 0 and 100",
+                     id="at-risk-over-100"),
+        pytest.param(lambda d: level(d, 1).update(target_percent="9e1"),
+                     [*LEVELS, 1, "target_percent"], "decimal string", id="percent-exponent"),
+        pytest.param(lambda d: level(d, 1).update(within_hours=0),
+                     [*LEVELS, 1, "within_hours"], "greater than 0", id="within-hours-0"),
+        pytest.param(lambda d: level(d, 1).update(within_hours="-2"),
+                     [*LEVELS, 1, "within_hours"], "greater than 0", id="within-hours-negative"),
+        pytest.param(lambda d: level(d, 1).update(within_hours="four"),
+                     [*LEVELS, 1, "within_hours"], "'four'", id="within-hours-text"),
+        pytest.param(lambda d: level(d, 0).update(clock="wall"),
+                     [*LEVELS, 0, "clock"], "business", id="unknown-clock"),
+        pytest.param(lambda d: level(d, 1).update(id="ap-turnaround"),
+                     [*LEVELS, 1, "id"], "duplicate", id="duplicate-level-id"),
+        pytest.param(lambda d: d["service_levels"].update(levels=[]),
+                     LEVELS, "at least 1", id="no-levels"),
+        pytest.param(lambda d: level(d, 0).update(target="95"),
+                     [*LEVELS, 0, "target"], "Extra", id="unknown-level-field"),
+        pytest.param(lambda d: d["commitment"].update(annual_minimum="400000.001"),
+                     ["commitment", "annual_minimum"], "USD allows at most 2",
+                     id="annual-minimum-sub-cent"),
+        pytest.param(lambda d: d["commitment"].update(annual_minimum=400000),
+                     ["commitment", "annual_minimum"], "decimal string",
+                     id="annual-minimum-a-json-number"),
+        pytest.param(lambda d: d.pop("effective_from"), ["commitment"], "effective_from",
+                     id="commitment-without-effective-from"),
+    ],
+)  # fmt: skip
+async def test_a_bad_service_level_or_commitment_is_422_naming_the_field(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    service: FakeService,
+    edit: Edit,
+    loc: list[Any],
+    word: str,
+) -> None:
+    response = await put(client, with_terms(edit))
+    assert_422_at(response, loc, word)
+    # Named the way every agreement 422 names its field: `detail` leads with the dotted path.
+    assert response.json()["detail"].startswith(".".join(map(str, loc)) + ": ")
+    assert_documented(app, "put", "/v1/agreements/{client_id}", response)
+    assert service.calls == []
+
+
+async def test_a_yen_annual_minimum_has_whole_yen(
+    app: FastAPI, client: httpx.AsyncClient, service: FakeService
+) -> None:
+    def in_yen(data: dict[str, Any], minimum: str) -> None:
+        data["currency"] = "JPY"
+        for tier in data["pricing"]["tiers"]:
+            tier["fee"] = tier["fee"].removesuffix(".00")
+        data["pricing"]["overage_rate"] = "8"
+        data["commitment"]["annual_minimum"] = minimum
+
+    response = await put(client, with_terms(lambda d: in_yen(d, "400000.5")))
+    assert_422_at(response, ["commitment", "annual_minimum"], "JPY allows at most 0")
+    assert_documented(app, "put", "/v1/agreements/{client_id}", response)
+    assert service.calls == []
+    response = await put(client, with_terms(lambda d: in_yen(d, "400000")))
+    assert response.status_code == 200, response.text
+    assert response.json()["commitment"] == {"annual_minimum": "400000"}
+
+
+@pytest.mark.parametrize(
+    ("within", "shown"), [("1.5", "1.5"), (0.25, "0.25"), ("36", "36"), (2, "2")]
+)
+async def test_within_hours_is_a_positive_number_or_decimal_string(
+    client: httpx.AsyncClient, service: FakeService, within: object, shown: str
+) -> None:
+    response = await put(client, with_terms(lambda d: level(d, 1).update(within_hours=within)))
+    assert response.status_code == 200, response.text
+    assert response.json()["service_levels"]["levels"][1]["within_hours"] == shown
+    assert service.calls == [("put_agreement", "acme")]
+
+
+async def test_the_sections_round_trip_through_get_and_put(service: FakeService) -> None:
+    pool = FakePool(None, {})
+    app = billing_routes(service, pool)
+    transport = httpx.ASGITransport(app=app)
+
+    def as_a_client_writes_it(data: dict[str, Any]) -> None:
+        level(data, 0).update(complexity=["standard", "basic", "standard"], target_percent="95.0")
+        level(data, 1).update(within_hours="4.50", pool_percent="40.000")
+        data["service_levels"]["at_risk_percent"] = "10.00"
+        calendar(data)["days"] = ["fri", "mon", "wed", "tue", "thu", "mon"]
+
+    async with httpx.AsyncClient(transport=transport, base_url="http://b", headers=AUTH) as http:
+        put_answer = await put(http, with_terms(as_a_client_writes_it))
+        assert put_answer.status_code == 200, put_answer.text
+        assert_documented(app, "put", "/v1/agreements/{client_id}", put_answer)
+        pool.agreement_body = service.stored["acme"].to_wire()
+        got = await http.get("/v1/agreements/acme")
+        assert got.status_code == 200
+        assert_documented(app, "get", "/v1/agreements/{client_id}", got)
+        stored = got.json()
+        assert stored == put_answer.json()
+        assert stored["service_levels"] == {
+            "at_risk_percent": "10",
+            "calendar": {
+                "days": ["mon", "tue", "wed", "thu", "fri"],
+                "hours": ["09:00", "18:00"],
+                "holidays": ["2026-12-25"],
+            },
+            "levels": [
+                {"id": "ap-turnaround", "service_line": "accounting",
+                 "complexity": ["basic", "standard"], "within_hours": "24", "clock": "business",
+                 "target_percent": "95", "pool_percent": "60"},
+                {"id": "care-turnaround", "service_line": "customer_support",
+                 "complexity": None, "within_hours": "4.5", "clock": "elapsed",
+                 "target_percent": "90", "pool_percent": "40"},
+            ],
+        }  # fmt: skip
+        assert stored["commitment"] == {"annual_minimum": "400000.00"}
+
+        again = await http.put("/v1/agreements/acme", content=got.content)
+        assert again.status_code == 200, again.text
+        assert again.json() == stored
+    assert service.calls == [("put_agreement", "acme"), ("put_agreement", "acme")]
+
+
+async def test_an_agreement_without_the_sections_leaves_them_out(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await put(client, json_body(body()))
+    assert response.status_code == 200
+    assert "service_levels" not in response.json() and "commitment" not in response.json()
+
+
 # --- close body -----------------------------------------------------------------------------------
 
 
@@ -382,6 +590,24 @@ def test_the_spec_agreement_matches_its_documented_schemas(app: FastAPI) -> None
     answer = schemas["responses"]["200"]["content"]["application/json"]["schema"]
     jsonschema_rs.validate(request, json.loads(json_body(body())))
     jsonschema_rs.validate(answer, ACME.to_wire())
+
+
+def test_the_documented_agreement_has_service_levels_and_a_commitment(app: FastAPI) -> None:
+    schemas = app.openapi()["paths"]["/v1/agreements/{client_id}"]["put"]
+    request = schemas["requestBody"]["content"]["application/json"]["schema"]
+    answer = schemas["responses"]["200"]["content"]["application/json"]["schema"]
+    for schema in (request, answer):
+        assert {"service_levels", "commitment"} <= set(schema["properties"])
+        assert not {"service_levels", "commitment"} & set(schema["required"])  # optional
+    written = json.loads(with_terms())
+    jsonschema_rs.validate(request, written)
+    stored = parse_agreement_body(with_terms()).with_version(1).to_wire()
+    jsonschema_rs.validate(answer, stored)
+    documented = answer["properties"]["service_levels"]["properties"]["levels"]["items"]
+    assert documented["required"] == list(stored["service_levels"]["levels"][0])
+    # A percent is a decimal string in the document as in the API (SPEC §13).
+    written["service_levels"]["levels"][0]["target_percent"] = 95
+    assert not jsonschema_rs.is_valid(request, written)
 
 
 def test_the_app_documents_every_route_and_document_before_it_starts() -> None:

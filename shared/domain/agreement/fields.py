@@ -157,8 +157,9 @@ def _significant_places(number: Decimal) -> int:
 
 
 def shown(value: Any, limit: int = 40) -> str:
-    """`value` as an error message quotes it: short, whatever its size."""
-    text = repr(value)
+    """`value` as an error message quotes it: short, whatever its size; a number as the client
+    wrote it (`90.5`, not the `Decimal('90.5')` JSON was read into)."""
+    text = str(value) if isinstance(value, Decimal) else repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 

@@ -36,19 +36,32 @@ from shared.domain.money import format_decimal, format_money
 from shared.domain.periods import FIRST_PERIOD, LAST_PERIOD
 
 _HUNDRED: Final = Decimal(100)
-_CLOCK_TEXT: Final = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
+#: A calendar's wall-clock time "HH:MM", 00:00 to 24:00 (unanchored; the OpenAPI schema uses it).
+CLOCK_PATTERN: Final = r"([01][0-9]|2[0-3]):[0-5][0-9]|24:00"
+_CLOCK_TEXT: Final = re.compile(CLOCK_PATTERN)
+#: The most levels one agreement may have.
+MAX_LEVELS: Final = 100
 #: "24:00" ends a day at the midnight that follows it.
 END_OF_DAY: Final = "24:00"
 
 
 def _percent(value: Any) -> Decimal:
     """A percent: a decimal string 0..100 (SPEC §13), never a JSON number."""
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        raise fail(f'must be a decimal string such as "95", not the number {shown(value)}')
     if not isinstance(value, str):
         raise fail(f'must be a decimal string such as "95"; got {shown(value)}')
     number = to_decimal(value)
     if not 0 <= number <= _HUNDRED:
         raise fail("must be between 0 and 100")
     return number
+
+
+def _one_service_line(value: Any) -> Any:
+    """SPEC §13: each level names exactly one service line (a list is not a choice of several)."""
+    if isinstance(value, list | tuple):
+        raise fail(f"a level names exactly one service line, not a list; got {shown(value)}")
+    return value
 
 
 def _clock(value: Any) -> str:
@@ -132,7 +145,7 @@ class ServiceLevel(AgreementPart):
     share of the pool its miss credits."""
 
     id: NonBlank
-    service_line: ServiceLine
+    service_line: Annotated[ServiceLine, BeforeValidator(_one_service_line)]
     #: None: every complexity.
     complexity: Complexities | None = None
     within_hours: PositiveQuantity
@@ -163,7 +176,7 @@ class ServiceLevels(AgreementPart):
 
     at_risk_percent: Percent
     calendar: Calendar | None = None
-    levels: tuple[ServiceLevel, ...] = Field(min_length=1, max_length=100)
+    levels: tuple[ServiceLevel, ...] = Field(min_length=1, max_length=MAX_LEVELS)
 
     @model_validator(mode="after")
     def _levels_fit(self) -> ServiceLevels:
