@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from shared.domain.agreement.agreement import Agreement, load_agreement_yaml, parse_agreement
 from shared.domain.agreement.fields import COMPLEXITIES, SERVICE_LINES, ServiceClass
 from shared.domain.periods import Period
-from tests.spec_example import SPEC_YAML
+from tests.spec_example import SPEC_TERMS_YAML, SPEC_YAML
 
 
 def body(**changes: Any) -> dict[str, Any]:
@@ -94,6 +94,44 @@ def test_spec_example_yaml_parses() -> None:
         Decimal("12.00"),
     )
     assert agreement.version is None
+
+
+def test_spec_section_11_example_loads() -> None:
+    # SPEC §11's sections, verbatim, on §3's example agreement (whose effective_from the
+    # commitment's contract years need).
+    agreement = load_agreement_yaml(SPEC_YAML + SPEC_TERMS_YAML)
+    terms = agreement.service_levels
+    assert terms is not None and terms.calendar is not None
+    assert terms.at_risk_percent == Decimal(10)
+    assert terms.calendar.days == ("mon", "tue", "wed", "thu", "fri")
+    assert terms.calendar.hours == ("09:00", "18:00")
+    assert terms.calendar.holidays == (date(2026, 12, 25),)
+    ap, care = terms.levels
+    assert (ap.id, ap.service_line, ap.complexity, ap.within_hours, ap.clock) == (
+        "ap-turnaround",
+        "accounting",
+        ("basic", "standard"),
+        Decimal(24),
+        "business",
+    )
+    assert (ap.target_percent, ap.pool_percent) == (Decimal(95), Decimal(60))
+    assert (care.id, care.service_line, care.complexity, care.within_hours, care.clock) == (
+        "care-turnaround",
+        "customer_support",
+        None,
+        Decimal(4),
+        "elapsed",
+    )
+    assert (care.target_percent, care.pool_percent) == (Decimal(90), Decimal(40))
+    assert ap.selects(ServiceClass("accounting", "standard"))
+    assert not ap.selects(ServiceClass("accounting", "complex"))
+    assert care.selects(ServiceClass("customer_support", "complex"))
+    business = terms.calendar.in_zone(agreement.timezone)
+    assert (business.days, business.timezone) == (frozenset(range(5)), "America/New_York")
+    assert agreement.commitment is not None
+    assert agreement.commitment.annual_minimum == Decimal("400000.00")
+    assert agreement.to_wire()["commitment"] == {"annual_minimum": "400000.00"}
+    assert parse_agreement(json.loads(json.dumps(agreement.to_wire()))) == agreement
 
 
 def test_to_wire_is_json_ready_and_round_trips() -> None:
