@@ -3,12 +3,14 @@
 `SPEC_YAML` is the example verbatim (comments included); `spec_body` is the same agreement as a
 JSON body; `spec_agreement` is it with rules that place the tests' workload by queue.
 `SPEC_TERMS_YAML` is §11's example of the optional sections verbatim; `SPEC_YAML +
-SPEC_TERMS_YAML` is the example agreement with service levels and a commitment.
+SPEC_TERMS_YAML` is the example agreement with service levels and a commitment, and
+`SPEC_SERVICE_LEVELS` / `SPEC_COMMITMENT` are those sections as a JSON body has them.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any, Final
 
 import yaml
@@ -90,33 +92,12 @@ def spec_agreement(client_id: str) -> dict[str, Any]:
     return {**spec_body(client_id), "classification": {"rules": copy.deepcopy(list(QUEUE_RULES))}}
 
 
+#: SPEC §11's example sections as a JSON agreement body carries them (dates as strings).
+_TERMS: Final[dict[str, Any]] = json.loads(json.dumps(yaml.safe_load(SPEC_TERMS_YAML), default=str))
 #: SPEC §11's example `service_levels` section, as a JSON agreement body carries it.
-SPEC_SERVICE_LEVELS: Final[dict[str, Any]] = {
-    "at_risk_percent": "10",
-    "calendar": {
-        "days": ["mon", "tue", "wed", "thu", "fri"],
-        "hours": ["09:00", "18:00"],
-        "holidays": ["2026-12-25"],
-    },
-    "levels": [
-        {
-            "id": "ap-turnaround",
-            "service_line": "accounting",
-            "complexity": ["basic", "standard"],
-            "within_hours": 24,
-            "clock": "business",
-            "target_percent": "95",
-            "pool_percent": "60",
-        },
-        {
-            "id": "care-turnaround",
-            "service_line": "customer_support",
-            "within_hours": 4,
-            "target_percent": "90",
-            "pool_percent": "40",
-        },
-    ],
-}
+SPEC_SERVICE_LEVELS: Final[dict[str, Any]] = _TERMS["service_levels"]
+#: SPEC §11's example `commitment` section.
+SPEC_COMMITMENT: Final[dict[str, Any]] = _TERMS["commitment"]
 
 
 def spec_body_with_levels(client_id: str = "acme") -> dict[str, Any]:

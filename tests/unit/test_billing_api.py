@@ -8,13 +8,12 @@ import copy
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 import jsonschema_rs
 import pytest
-import yaml
 from fastapi import FastAPI
 
 from services.billing import api, insight_api
@@ -25,7 +24,7 @@ from shared.domain.agreement.agreement import Agreement, parse_agreement_body
 from shared.domain.agreement.fields import MAX_BODY_BYTES
 from shared.domain.periods import Period
 from shared.infra.auth import KeyRing
-from tests.spec_example import SPEC_TERMS_YAML, SPEC_YAML
+from tests.spec_example import SPEC_COMMITMENT, SPEC_SERVICE_LEVELS, SPEC_TERMS_YAML, SPEC_YAML
 from tests.unit.test_agreement_bounds import json_body
 from tests.unit.test_agreements import body
 from tests.unit.test_insight import ACME, FakePool
@@ -323,15 +322,17 @@ async def test_permission_is_decided_before_the_body_is_read(
 
 # --- service levels and the commitment (SPEC §11, §13) -------------------------------------------
 
-#: SPEC §11's example sections as a JSON body carries them.
-TERMS: Final[dict[str, Any]] = json.loads(json_body(yaml.safe_load(SPEC_TERMS_YAML)))
 Edit = Callable[[dict[str, Any]], object]
 
 
 def with_terms(edit: Edit = lambda _: None) -> bytes:
     """`body()` with §11's example sections (and the effective_from a commitment needs),
     changed by `edit`, as a JSON body."""
-    data = body(effective_from="2026-01-01", **copy.deepcopy(TERMS))
+    data = body(
+        effective_from="2026-01-01",
+        service_levels=copy.deepcopy(SPEC_SERVICE_LEVELS),
+        commitment=dict(SPEC_COMMITMENT),
+    )
     edit(data)
     return json_body(data)
 
