@@ -39,6 +39,8 @@ _HUNDRED: Final = Decimal(100)
 #: A calendar's wall-clock time "HH:MM", 00:00 to 24:00 (unanchored; the OpenAPI schema uses it).
 CLOCK_PATTERN: Final = r"([01][0-9]|2[0-3]):[0-5][0-9]|24:00"
 _CLOCK_TEXT: Final = re.compile(CLOCK_PATTERN)
+#: A plain decimal: no sign, no exponent (SPEC §13).
+_PERCENT_TEXT: Final = re.compile(r"[0-9]+(\.[0-9]+)?")
 #: The most levels one agreement may have.
 MAX_LEVELS: Final = 100
 #: "24:00" ends a day at the midnight that follows it.
@@ -49,8 +51,8 @@ def _percent(value: Any) -> Decimal:
     """A percent: a decimal string 0..100 (SPEC §13), never a JSON number."""
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         raise fail(f'must be a decimal string such as "95", not the number {shown(value)}')
-    if not isinstance(value, str):
-        raise fail(f'must be a decimal string such as "95"; got {shown(value)}')
+    if not isinstance(value, str) or not _PERCENT_TEXT.fullmatch(value):
+        raise fail(f'must be a decimal string 0..100 such as "95" or "99.5"; got {shown(value)}')
     number = to_decimal(value)
     if not 0 <= number <= _HUNDRED:
         raise fail("must be between 0 and 100")
