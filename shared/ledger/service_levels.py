@@ -16,43 +16,45 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
+import asyncpg
+
 from shared.domain.agreement.agreement import Agreement
 from shared.domain.attainment import LevelCount
 from shared.domain.business_time import BusinessClock
 from shared.domain.usage import UNCLASSIFIED
 from shared.infra.db import Executor
 
-_MICROS_PER_HOUR: Final = Decimal(3_600_000_000)
+#: How far before a period its business clock reaches at first: an item opened earlier than that
+#: is rare, and when the statement reports one the clock is laid out again from it.
+_CLOCK_LEAD: Final = timedelta(days=45)
+#: Any turnaround Tierline can see is shorter (2000..2099): a longer `within_hours` is this.
+_FOREVER: Final = timedelta(days=366 * 100)
+_HOUR_MICROS: Final = Decimal(3_600_000_000)
 
-_EARLIEST_OPENED = """
-SELECT min(opened_at) FROM metering.items
- WHERE client_id = $1 AND completed_at >= $2 AND completed_at < $3
-   AND opened_at IS NOT NULL AND service_line <> $4
-"""
-
-#: $5.. the levels (line, complexities joined by commas or null, within in microseconds, whether
-#: on the business clock); $9.. the business clock (interval starts, ends, business microseconds
-#: before each start).
+#: $5.. the levels (line, complexities joined by commas or null, `within_hours` as an interval,
+#: whether on the business clock); $9.. the business clock (interval starts, ends, the business
+#: time before each start). Interval arithmetic and comparisons are exact (whole microseconds).
+#: Each level also reports the earliest `opened_at` it measured, so the caller can tell whether
+#: the clock reached back far enough.
 _COUNT_LEVELS = """
 WITH levels AS (
-    SELECT * FROM unnest($5::text[], $6::text[], $7::numeric[], $8::bool[])
-        WITH ORDINALITY AS l(service_line, complexities, within_us, business, n)
+    SELECT * FROM unnest($5::text[], $6::text[], $7::interval[], $8::bool[])
+        WITH ORDINALITY AS l(service_line, complexities, within, business, n)
 ), clock AS (
-    SELECT $9::timestamptz[] AS starts, $10::timestamptz[] AS ends, $11::bigint[] AS before
+    SELECT $9::timestamptz[] AS starts, $10::timestamptz[] AS ends, $11::interval[] AS before
 ), items AS (
     SELECT service_line, complexity, opened_at, completed_at
       FROM metering.items
      WHERE client_id = $1 AND completed_at >= $2 AND completed_at < $3
        AND opened_at IS NOT NULL AND service_line <> $4
 ), turned AS (
-    SELECT l.n, l.within_us,
-           CASE WHEN NOT l.business
-                THEN extract(epoch FROM i.completed_at - i.opened_at) * 1000000
-                ELSE coalesce(k.before[w.c] + extract(epoch FROM least(
-                         i.completed_at - k.starts[w.c], k.ends[w.c] - k.starts[w.c])) * 1000000, 0)
-                   - coalesce(k.before[w.o] + extract(epoch FROM least(
-                         i.opened_at - k.starts[w.o], k.ends[w.o] - k.starts[w.o])) * 1000000, 0)
-           END AS turnaround_us
+    SELECT l.n, l.within, i.opened_at,
+           CASE WHEN NOT l.business THEN i.completed_at - i.opened_at
+                ELSE coalesce(k.before[w.c] + least(i.completed_at - k.starts[w.c],
+                                                    k.ends[w.c] - k.starts[w.c]), interval '0')
+                   - coalesce(k.before[w.o] + least(i.opened_at - k.starts[w.o],
+                                                    k.ends[w.o] - k.starts[w.o]), interval '0')
+           END AS turnaround
       FROM levels l
       JOIN items i ON i.service_line = l.service_line
                   AND (l.complexities IS NULL
@@ -63,7 +65,8 @@ WITH levels AS (
       CROSS JOIN LATERAL (SELECT width_bucket(i.opened_at, k.starts) AS o,
                                  width_bucket(i.completed_at, k.starts) AS c) w
 )
-SELECT l.n, count(t.n) AS measured, count(t.n) FILTER (WHERE t.turnaround_us <= t.within_us) AS met
+SELECT l.n, count(t.n) AS measured, count(t.n) FILTER (WHERE t.turnaround <= t.within) AS met,
+       min(t.opened_at) AS earliest
   FROM levels l LEFT JOIN turned t USING (n)
  GROUP BY l.n
  ORDER BY l.n
@@ -75,23 +78,36 @@ async def level_counts(
 ) -> list[LevelCount] | None:
     """The counts of each of `agreement`'s service levels, in order, for the client's items with
     `start <= completed_at < end`; None when the agreement has no service levels (what
-    `rating.rate` takes)."""
+    `rating.rate` takes). One statement, or two when a business-clock item was opened before the
+    clock first laid out reaches."""
     terms = agreement.service_levels
     if terms is None:
         return None
-    client = agreement.client_id
-    starts: list[datetime] = []
-    ends: list[datetime] = []
-    before: list[int] = []
-    if terms.calendar is not None and any(level.clock == "business" for level in terms.levels):
-        earliest = await conn.fetchval(_EARLIEST_OPENED, client, start, end, UNCLASSIFIED)
-        if earliest is not None:
-            calendar = terms.calendar.in_zone(agreement.timezone)
-            clock = BusinessClock.covering(calendar, min(earliest, start), end + timedelta(days=1))
-            starts, ends, before = list(clock.starts), list(clock.ends), list(clock.before)
-    rows = await conn.fetch(
+    business = terms.calendar is not None and any(lv.clock == "business" for lv in terms.levels)
+    since = start - _CLOCK_LEAD
+    rows = await _count(conn, agreement, start, end, since if business else None)
+    earliest = min(
+        (row["earliest"] for row, level in zip(rows, terms.levels, strict=True)
+         if level.clock == "business" and row["earliest"] is not None),
+        default=None,
+    )  # fmt: skip
+    if business and earliest is not None and earliest < since:
+        rows = await _count(conn, agreement, start, end, earliest)
+    return [LevelCount(int(row["measured"]), int(row["met"])) for row in rows]
+
+
+async def _count(
+    conn: Executor, agreement: Agreement, start: datetime, end: datetime, since: datetime | None
+) -> list[asyncpg.Record]:
+    terms = agreement.service_levels
+    assert terms is not None
+    clock = BusinessClock((), (), ())
+    if since is not None and terms.calendar is not None:
+        calendar = terms.calendar.in_zone(agreement.timezone)
+        clock = BusinessClock.covering(calendar, since, end + timedelta(days=1))
+    return await conn.fetch(
         _COUNT_LEVELS,
-        client,
+        agreement.client_id,
         start,
         end,
         UNCLASSIFIED,
@@ -100,10 +116,17 @@ async def level_counts(
             None if level.complexity is None else ",".join(level.complexity)
             for level in terms.levels
         ],
-        [level.within_hours * _MICROS_PER_HOUR for level in terms.levels],
+        [_within(level.within_hours) for level in terms.levels],
         [level.clock == "business" for level in terms.levels],
-        starts,
-        ends,
-        before,
+        list(clock.starts),
+        list(clock.ends),
+        [timedelta(microseconds=micros) for micros in clock.before],
     )
-    return [LevelCount(int(row["measured"]), int(row["met"])) for row in rows]
+
+
+def _within(hours: Decimal) -> timedelta:
+    """`within_hours` as an exact interval (at most 6 decimals: whole microseconds)."""
+    micros = hours * _HOUR_MICROS
+    if micros >= _FOREVER // timedelta(microseconds=1):
+        return _FOREVER
+    return timedelta(microseconds=int(micros))

@@ -71,6 +71,15 @@ def _agreement(client: str) -> Agreement:
                         "target_percent": "50",
                         "pool_percent": "0",
                     },
+                    # Decided by the items opened 100 days before: ~640 business hours each.
+                    {
+                        "id": "ap-quarter",
+                        "service_line": "accounting",
+                        "within_hours": 400,
+                        "clock": "business",
+                        "target_percent": "50",
+                        "pool_percent": "0",
+                    },
                 ],
             },
         }
@@ -108,6 +117,13 @@ async def test_counts_equal_the_pure_clock_item_by_item(pool: asyncpg.Pool) -> N
                 opened_at=None if n % 10 == 0 else opened,
             )
         )
+    # Opened long before the period (beyond the clock's first reach): still exact.
+    for n in range(5):
+        completed = start.astimezone(UTC) + timedelta(days=3, hours=n)
+        items.append(
+            LedgerItem(client, f"old{n}", completed, "accounting", "basic",
+                       opened_at=completed - timedelta(days=100 + n, hours=n))
+        )  # fmt: skip
     # Just outside the period: never measured.
     items.append(
         LedgerItem(
@@ -128,7 +144,7 @@ async def test_counts_equal_the_pure_clock_item_by_item(pool: asyncpg.Pool) -> N
     calendar = agreement.service_levels.calendar
     assert calendar is not None
     clock = BusinessClock.covering(
-        calendar.in_zone(ZONE), start - timedelta(days=11), end + timedelta(days=1)
+        calendar.in_zone(ZONE), start - timedelta(days=120), end + timedelta(days=1)
     )
     expected = []
     for level in agreement.service_levels.levels:
@@ -151,6 +167,8 @@ async def test_counts_equal_the_pure_clock_item_by_item(pool: asyncpg.Pool) -> N
     assert counts == expected
     assert counts[0].measured > 500 and 0 < counts[0].met < counts[0].measured
     assert counts[3] == LevelCount(0, 0)  # no hr items: measured 0
+    quarter = [i for i in items if i.item_id.startswith("old")]
+    assert counts[4].measured - counts[4].met >= len(quarter)  # each over 400 business hours
 
 
 async def test_no_service_levels_is_none(pool: asyncpg.Pool) -> None:
