@@ -21,6 +21,7 @@ from services.metering.counting import MeteredItem
 from shared.domain.agreement.agreement import parse_agreement
 from shared.domain.periods import parse_period
 from shared.infra.auth import KeyRing
+from tests.asgi import asgi_client
 from tests.spec_example import spec_body
 from tests.unit.test_billing_api import ADMIN, assert_documented
 
@@ -91,9 +92,7 @@ async def http(pool: asyncpg.Pool) -> AsyncIterator[tuple[FastAPI, httpx.AsyncCl
     app.include_router(insight_api.router)
     app.dependency_overrides[database] = lambda: pool
     app.dependency_overrides[clock] = lambda: NOW
-    transport = httpx.ASGITransport(app=app)
-    headers = {"Authorization": f"Bearer {ADMIN}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://b", headers=headers) as c:
+    async with asgi_client(app, ADMIN) as c:
         yield app, c
 
 

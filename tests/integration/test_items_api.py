@@ -35,6 +35,7 @@ from shared.domain.periods import parse_period, period_bounds
 from shared.infra.auth import KeyRing
 from shared.infra.db import create_pool
 from shared.infra.http import add_operational_routes, set_state
+from tests.asgi import asgi_client
 from tests.items_ledger import LedgerChange, LedgerItem, seed_changes, seed_items
 from tests.spec_example import spec_body
 from tools.items_cli import add_items_commands
@@ -84,15 +85,10 @@ def items_app(
     return app
 
 
-@contextlib.asynccontextmanager
-async def http_to(app: FastAPI, key: str = ADMIN) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://metering",
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=60,
-    ) as http:
-        yield http
+def http_to(
+    app: FastAPI, key: str = ADMIN
+) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    return asgi_client(app, key, base_url="http://metering", timeout=60)
 
 
 async def every_page(

@@ -38,6 +38,7 @@ from shared.infra.auth import KeyRing
 from shared.infra.http import add_operational_routes, set_state
 from shared.infra.kafka import ensure_topics, make_broker
 from shared.infra.logs import JsonFormatter
+from tests.asgi import asgi_client
 from tests.items_ledger import LedgerItem, seed_items
 from tests.spec_example import spec_body, spec_body_with_levels
 
@@ -86,14 +87,10 @@ def levels_app(
     return app
 
 
-@contextlib.asynccontextmanager
-async def http_to(app: FastAPI, key: str = ADMIN) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://metering",
-        headers={"Authorization": f"Bearer {key}"},
-    ) as http:
-        yield http
+def http_to(
+    app: FastAPI, key: str = ADMIN
+) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    return asgi_client(app, key, base_url="http://metering")
 
 
 def report_items(client: str) -> list[LedgerItem]:

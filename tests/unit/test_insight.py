@@ -31,6 +31,7 @@ from shared.domain.periods import Period, period_of
 from shared.domain.rating import ClassUsage
 from shared.infra.auth import KeyRing
 from shared.ledger.reads import ClassCount
+from tests.asgi import asgi_client
 from tests.spec_example import SPEC_YAML, spec_body
 
 ACME = load_agreement_yaml(SPEC_YAML).with_version(3)
@@ -640,9 +641,7 @@ async def client(pool: FakePool) -> AsyncIterator[httpx.AsyncClient]:
     app.include_router(insight_api.router)
     app.dependency_overrides[database] = lambda: pool
     app.dependency_overrides[clock] = lambda: NOW
-    transport = httpx.ASGITransport(app=app)
-    headers = {"Authorization": f"Bearer {ADMIN}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://b", headers=headers) as http:
+    async with asgi_client(app, ADMIN) as http:
         yield http
 
 
