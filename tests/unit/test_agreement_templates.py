@@ -6,6 +6,11 @@ two admin routes that serve it.
   wire form, so a template put back and fetched again is the same body).
 - A broken template file stops billing's app from being built, with a message naming the file
   and the field.
+- Every template carries the service levels its industry signs (SPEC §11): 10-12 % of the tier
+  fee at risk, a working calendar without holidays (the client adds its own), and levels that
+  each measure a class the template's own rules produce, their pool shares at most 100 in all.
+  No template has a commitment (it needs `effective_from`); the example each file comments out
+  is one that holds once `effective_from` is given.
 - The list is sorted by name; an unknown name is 404, a name that is no industry slug 422; no
   key 401, an intake or client key 403; every answer is one the OpenAPI document declares.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import shutil
 import tomllib
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -34,6 +40,7 @@ from services.billing.template_catalog import (
 )
 from services.billing.templates_api import TEMPLATES_DIR, read_catalog
 from shared.domain.agreement.agreement import parse_agreement_body
+from shared.domain.agreement.fields import ServiceClass
 from shared.infra.auth import KeyRing
 from shared.infra.http import set_state
 from tests.unit.test_billing_api import ADMIN, AUTH, INTAKE, assert_documented
@@ -89,6 +96,41 @@ def test_a_template_body_plus_client_id_alone_is_a_put_body_that_comes_back_the_
         stored = parse_agreement_body(orjson.dumps(put))  # exactly what the PUT parses
         assert stored.client_id == "acme"
         assert template_body(stored) == body, template.name
+
+
+def test_every_template_has_service_levels_that_measure_work_its_rules_produce(
+    catalog: TemplateCatalog,
+) -> None:
+    for template in catalog:
+        agreement = parse_agreement_body(orjson.dumps({**template.body, "client_id": "acme"}))
+        terms = agreement.service_levels
+        assert terms is not None, template.name
+        assert Decimal(10) <= terms.at_risk_percent <= Decimal(12), template.name
+        assert terms.calendar is not None and terms.calendar.holidays == (), template.name
+        assert 2 <= len(terms.levels) <= 4, template.name
+        pooled = sum((level.pool_percent for level in terms.levels), Decimal(0))
+        assert pooled <= 100, (template.name, pooled)
+        produced = {rule.then.service_class for rule in agreement.classification.rules}
+        lines = {service_class.service_line for service_class in produced}
+        for level in terms.levels:
+            # A level measures a class some rule of the template places, and every complexity
+            # it lists is one: no level, nor part of one, waits for items that never come.
+            assert level.service_line in lines, (template.name, level.id)
+            listed = [ServiceClass(level.service_line, c) for c in level.complexity or ()]
+            assert [c for c in listed if c not in produced] == [], (template.name, level.id)
+        assert agreement.commitment is None, template.name
+
+
+def test_each_templates_commented_commitment_holds_once_effective_from_is_given() -> None:
+    for path in sorted(TEMPLATES_DIR.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        [example] = [line for line in text.splitlines() if line.startswith("# commitment:")]
+        assert example.endswith("# needs effective_from"), path.name
+        uncommented = f"{text}\n{example.removeprefix('# ')}\n"
+        with pytest.raises(TemplateError, match=r"commitment: needs effective_from"):
+            parse_template(path.name, uncommented)
+        dated = parse_template(path.name, f"{uncommented}effective_from: 2027-01-01\n")
+        assert dated.body["commitment"]["annual_minimum"], path.name
 
 
 def test_a_broken_template_names_its_file_and_the_field() -> None:

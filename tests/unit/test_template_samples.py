@@ -7,13 +7,16 @@ For every template: it becomes a valid PUT body once `client_id` is added (parse
 the PUT parses it); every sample item is a valid work item (SPEC §2); every one is placed by one
 of the template's own rules (never `default`, never `builtin:*`, never unclassified) in the
 class written beside it; the samples cover all six service lines; and every rule of the
-template places at least one sample (no rule is shadowed by an earlier one).
+template places at least one sample (no rule is shadowed by an earlier one). Every service level
+of a template (SPEC §11) measures some of those samples, and a sample sent with `opened_at` is
+timed on its level's clock: office hours of the template's calendar, or around the clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
@@ -24,6 +27,7 @@ from shared.contracts.workitems import WorkItem
 from shared.domain.agreement.agreement import Agreement, parse_agreement_body
 from shared.domain.agreement.fields import SERVICE_LINES
 from shared.domain.agreement.rules import classify
+from shared.domain.business_time import business_time
 
 CATALOG: Final = read_catalog()
 #: SPEC §3: the industries the templates cover at least.
@@ -393,3 +397,66 @@ def test_an_item_no_rule_knows_is_left_to_the_builtin_classifier_then_review() -
     payroll = Sample("", "Misc", "Quarterly benefits enrolment").item("h", 2)
     result = classify(payroll, agreement)
     assert result is not None and result.rule_id == "builtin:hr"
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_every_service_level_of_a_template_measures_some_of_its_industrys_work(
+    name: str,
+) -> None:
+    client_id = f"{name}-client"
+    agreement = agreement_for(name, client_id)
+    assert agreement.service_levels is not None
+    placed = [classify(s.item(client_id, n), agreement) for n, s in enumerate(SAMPLES[name])]
+    classes = {result.service_class for result in placed if result is not None}
+    for level in agreement.service_levels.levels:
+        assert any(level.selects(c) for c in classes), f"no {name} sample is measured by {level.id}"
+
+
+def timed(agreement: Agreement, item: Mapping[str, Any]) -> dict[str, tuple[timedelta, bool]]:
+    """Each level that measures `item`: its turnaround on the level's clock and whether it meets
+    `within_hours` (SPEC §11)."""
+    terms = agreement.service_levels
+    assert terms is not None and terms.calendar is not None
+    result = classify(item, agreement)
+    assert result is not None
+    opened = datetime.fromisoformat(item["opened_at"])
+    completed = datetime.fromisoformat(item["completed_at"])
+    calendar = terms.calendar.in_zone(agreement.timezone)
+    levels: dict[str, tuple[timedelta, bool]] = {}
+    for level in terms.levels:
+        if level.selects(result.service_class):
+            if level.clock == "business":
+                turnaround = business_time(calendar, opened, completed)
+            else:
+                turnaround = completed - opened
+            # within_hours has at most 6 decimals: whole microseconds, compared exactly.
+            within = timedelta(microseconds=int(level.within_hours * 3_600_000_000))
+            levels[level.id] = (turnaround, turnaround <= within)
+    return levels
+
+
+def test_a_healthcare_sample_is_timed_on_the_clock_its_level_keeps() -> None:
+    agreement = agreement_for("healthcare", "h")
+    friday_late = {"opened_at": "2026-10-02T16:30:00-05:00"}  # Chicago, half an hour to close
+    titled = {sample.title: sample for sample in SAMPLES["healthcare"]}
+    # An eligibility check asked late on Friday and done first thing on Monday: 65 hours
+    # passed, but the office was open for 2 h 15 min of them, so the 4-office-hour level is met.
+    eligibility = {
+        **titled["270/271 check before visit"].item("h", 1),
+        **friday_late,
+        "completed_at": "2026-10-05T09:45:00-05:00",
+    }
+    assert timed(agreement, eligibility) == {
+        "eligibility-checks": (timedelta(hours=2, minutes=15), True)
+    }
+    # An expedited prior authorisation from the same moment, ready on Saturday evening: the
+    # office was open for half an hour, but this level keeps the elapsed clock and 27.5 hours
+    # is over its 24.
+    expedited = {
+        **titled["Chemo regimen auth - urgent"].item("h", 2),  # tagged expedited
+        **friday_late,
+        "completed_at": "2026-10-03T20:00:00-05:00",
+    }
+    assert timed(agreement, expedited) == {
+        "prior-auth-urgent": (timedelta(hours=27, minutes=30), False)
+    }
