@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from services.billing import api, insight_api, notes_api, templates_api
 from services.billing.deps import Billing
@@ -48,6 +48,18 @@ class BillingSettings(DatabaseSettings, KeySettings):
     billing_reconcile_interval_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60
     #: Notes are issued when metering says one is owed (LISTEN), and at least this often.
     billing_notes_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5
+    #: Clients one close works on at once (each in its own transaction, under its own lock).
+    billing_close_concurrency: Annotated[int, Field(ge=1, le=32)] = 4
+
+    @model_validator(mode="after")
+    def _pool_holds_the_closes(self) -> BillingSettings:
+        if self.billing_close_concurrency >= self.database_pool_size:
+            raise ValueError(
+                f"BILLING_CLOSE_CONCURRENCY ({self.billing_close_concurrency}) must be below "
+                f"DATABASE_POOL_SIZE ({self.database_pool_size}): the API and the outbox need "
+                "connections while a close runs"
+            )
+        return self
 
 
 async def _every(seconds: float, what: str, work: Callable[[], Awaitable[Any]]) -> None:
@@ -82,6 +94,7 @@ def create_app(settings: BillingSettings) -> FastAPI:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             barrier_timeout=settings.billing_close_barrier_timeout_seconds,
             metrics=BillingMetrics(registry),
+            close_concurrency=settings.billing_close_concurrency,
         )
         set_state(app, Billing(service=service, pool=pool))
         try:  # whatever a crash left unpublished; a row Kafka refuses never stops the start

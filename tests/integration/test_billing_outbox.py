@@ -50,6 +50,7 @@ async def billing_service(
     registry: CollectorRegistry,
     *,
     barrier_timeout: float = 5,
+    close_concurrency: int = 1,
 ) -> AsyncIterator[BillingService]:
     """Billing's service on a started broker of its own (stopped at the end)."""
     broker = make_broker(bootstrap, client_id=client_id, registry=registry)
@@ -61,6 +62,7 @@ async def billing_service(
             bootstrap_servers=bootstrap,
             barrier_timeout=barrier_timeout,
             metrics=BillingMetrics(registry),
+            close_concurrency=close_concurrency,
         )
     finally:
         await broker.stop()

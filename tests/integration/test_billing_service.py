@@ -6,6 +6,7 @@ client of the session's database, which no other test meters."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from services.metering.counting import MeteredItem
 from shared.domain.agreement.agreement import parse_agreement
 from shared.domain.periods import Period, parse_period, period_bounds
 from shared.infra.kafka import ensure_topics
+from shared.ledger.locks import lock_for_close
 from tests.integration.test_billing_outbox import billing_service
 from tests.spec_example import spec_body
 
@@ -101,3 +103,49 @@ async def test_closing_every_client_invoices_those_in_force_and_lists_the_unbill
     assert [u for u in answer["unbilled"] if tag in u["client_id"]] == [
         {"client_id": unbilled, "items": 4}
     ]
+
+
+async def test_a_client_whose_close_waits_does_not_hold_up_the_others(
+    pool: asyncpg.Pool, kafka_bootstrap: str
+) -> None:
+    """Closing every client works on several at once: while one client's close waits for its
+    lock (held here, as a long metering batch of that client would), the next client in the
+    order closes. One at a time, the second would wait behind the first."""
+    await ensure_topics(kafka_bootstrap, partitions=6)
+    tag = uuid.uuid4().hex[:6]
+    waits, goes_on = f"svc-{tag}-a", f"svc-{tag}-b"  # in this order
+    period = parse_period("2031-05")
+    for client in (waits, goes_on):
+        await put_agreement(pool, client)
+        await meter(pool, client, period, 2)
+    async with billing_service(
+        pool, kafka_bootstrap, tag, CollectorRegistry(), barrier_timeout=10, close_concurrency=2
+    ) as billing:
+        holder = await pool.acquire()
+        transaction = holder.transaction()
+        await transaction.start()
+        try:
+            await lock_for_close(holder, waits)
+            closing = asyncio.create_task(billing.close(period, client_id=None, now=NOW))
+            async with asyncio.timeout(30):
+                while True:
+                    if await closed_for(pool, goes_on, period) is not None:
+                        break
+                    await asyncio.sleep(0.1)
+            assert await closed_for(pool, waits, period) is None
+            assert not closing.done()
+        finally:
+            await transaction.rollback()
+            await pool.release(holder)
+        answer = (await closing).model_dump(mode="json")
+    ours = sorted(i["client_id"] for i in answer["invoices"] if tag in i["client_id"])
+    assert ours == [waits, goes_on]
+
+
+async def closed_for(pool: asyncpg.Pool, client: str, period: Period) -> str | None:
+    invoice: str | None = await pool.fetchval(
+        "SELECT invoice_id FROM billing.closed_periods WHERE client_id = $1 AND period = $2",
+        client,
+        period.key,
+    )
+    return invoice

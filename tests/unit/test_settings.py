@@ -76,6 +76,9 @@ def start(service: str, **overrides: str | None) -> subprocess.CompletedProcess[
         ("billing", "TIERLINE_CLIENT_KEYS", "acme=change-me-client-acme"),
         ("billing", "TIERLINE_BODY_TIMEOUT_SECONDS", "0"),
         ("metering", "METERING_SERVICE_LEVEL_WATCH_SECONDS", "0"),
+        ("billing", "BILLING_CLOSE_CONCURRENCY", "0"),
+        # A close may not take every connection: the API and the outbox need some meanwhile.
+        ("billing", "BILLING_CLOSE_CONCURRENCY", "8"),
     ],
 )
 def test_a_bad_value_stops_the_service_naming_it(service: str, variable: str, value: str) -> None:
