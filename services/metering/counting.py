@@ -1,5 +1,5 @@
 """What metering keeps of each classified item, and which items are late. Pure: no I/O.
-(Which copy of an item counts, and the per-slot sums, are the database's: `store._COUNT_BATCH`.)
+(Whether a key was counted before, and the per-slot sums, are the database's: `store._COUNT_BATCH`.)
 
 Counts are kept per client, class and 15-minute UTC slot, so a calendar month in any timezone
 (every IANA offset is a multiple of 15 minutes) is an exact sum of slots.
@@ -19,6 +19,8 @@ from shared.domain.periods import Period, period_of
 from shared.domain.usage import NO_COMPLEXITY, UNCLASSIFIED
 
 SLOT_SECONDS = 15 * 60
+#: Years whose instants lie in a period in every timezone (datetime's range is 1..9999).
+_SAFE_YEARS = (1, 9999)
 
 
 class MeteredItem(msgspec.Struct, frozen=True):
@@ -90,12 +92,23 @@ def why_unmeterable(item: MeteredItem, tz: str) -> str | None:
         return f"complexity {item.complexity!r} is not one of {', '.join(COMPLEXITIES)}"
     if unclassified and item.complexity != NO_COMPLEXITY:
         return f"complexity {item.complexity!r} on an item without a service_line"
+    if _SAFE_YEARS[0] < item.completed_at.year < _SAFE_YEARS[1]:
+        return None  # at least a day from either end of datetime's range: a period in every zone
     try:
         period_of_item(item, "UTC")
         period_of_item(item, tz)
     except (ValueError, OverflowError) as error:
         return f"completed_at {item.completed_at.isoformat()} lies in no period: {error}"
     return None
+
+
+def first_copies(items: Iterable[MeteredItem]) -> dict[tuple[str, str], MeteredItem]:
+    """The first copy of each `(client_id, item_id)` key, in batch order: the copy that counts
+    when a batch holds an item twice (SPEC §2: a re-sent item counts once, as first received)."""
+    firsts: dict[tuple[str, str], MeteredItem] = {}
+    for item in items:
+        firsts.setdefault((item.client_id, item.item_id), item)
+    return firsts
 
 
 def flag_late(

@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 
 from services.metering.counting import (
     MeteredItem,
+    first_copies,
     flag_late,
     period_of_item,
+    why_unmeterable,
 )
 from shared.domain.periods import period_of
 
@@ -65,3 +67,24 @@ def test_items_of_closed_periods_are_flagged_late() -> None:
     november = item(2, datetime(2026, 11, 1, 1, tzinfo=UTC))
     flagged = flag_late([october, november], timezone_of=lambda _: "UTC", closed={("c", "2026-10")})
     assert [i.late for i in flagged] == [True, False]
+
+
+def test_the_first_copy_of_each_key_is_kept_in_batch_order() -> None:
+    at = datetime(2026, 10, 5, tzinfo=UTC)
+    b1, a1, b2, a1_again = item(2, at), item(1, at), item(3, at), item(1, at, units=9)
+    other_client = item(1, at, client_id="d")
+    firsts = first_copies([b1, a1, b2, a1_again, other_client])
+    assert list(firsts.values()) == [b1, a1, b2, other_client]
+    assert firsts[("c", "i1")].units == 2  # the re-sent copy (9 units) does not replace it
+
+
+def test_an_instant_at_the_ends_of_time_is_unmeterable_in_some_zone() -> None:
+    # The shortcut for ordinary years must not hide the edges: the first hours of year 1 lie
+    # in no period of a zone west of UTC, the last hours of 9999 none east of it.
+    first = item(0, datetime(1, 1, 1, tzinfo=UTC))
+    last = item(0, datetime(9999, 12, 31, 23, 59, tzinfo=UTC))
+    assert all(
+        why_unmeterable(item(0, datetime(2026, 10, 5, tzinfo=UTC)), z) is None for z in ZONES
+    )
+    problems = [why_unmeterable(first, "America/New_York"), why_unmeterable(last, "Asia/Tokyo")]
+    assert all(p is not None and "lies in no period" in p for p in problems)
