@@ -8,53 +8,49 @@ watch (`level_watcher.py`) reads `warned_levels` and `load_usage` and writes `re
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
 
 from services.metering.alerts import AlertRow, UsageKey
-from services.metering.counting import MeteredItem, flag_late
+from services.metering.counting import MeteredItem, first_copies, flag_late
 from services.metering.level_alerts import WARNING_PREFIX, warned_level
 from shared.domain.periods import period_bounds
 from shared.infra.db import Connection
 from shared.ledger.locks import LOCK_AND_READ_CLOSED
 from shared.ledger.reads import UNCLASSIFIED, ClassCount, counts_for_ranges
 
-#: One statement, one round trip: the first copy of each key in the batch claims the key if no
-#: earlier batch did, and what the newly claimed items hold is added to their 15-minute slot rows.
-#: Keys are claimed and rows updated in key order, so concurrent writers (two instances around a
-#: rebalance) lock in one order and cannot deadlock. Returns the batch positions (1-based) of the
-#: items that were new, in batch order, as one array.
+#: One statement, one round trip: claim each key of the batch (its first copy,
+#: `counting.first_copies`) if no earlier batch did, and add what the newly claimed items hold
+#: to their 15-minute slot rows. The insert returns what the sums need: nothing is joined back.
+#: Keys arrive sorted and are claimed in that order, and slot rows are updated in key order, so
+#: concurrent writers (two instances around a rebalance) lock in one order and cannot deadlock.
+#: Returns the claimed keys as two arrays (client ids, item ids).
 _COUNT_BATCH = """
-WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                         $6::int[], $7::int[], $8::text[], $9::int[], $10::bool[],
-                         $11::timestamptz[], $12::text[], $13::timestamptz[], $14::text[])
-        WITH ORDINALITY AS b(client_id, item_id, completed_at, service_line, complexity, units,
-                             handling_seconds, rule_id, agreement_version, late, received_at,
-                             source, opened_at, facts, n)
-), firsts AS (
-    SELECT DISTINCT ON (client_id, item_id) * FROM batch ORDER BY client_id, item_id, n
-), claimed AS (
+WITH claimed AS (
     INSERT INTO metering.items (client_id, item_id, completed_at, service_line, complexity,
                                 units, rule_id, agreement_version, late, received_at, metered_at,
                                 source, opened_at, handling_seconds, facts)
     SELECT client_id, item_id, completed_at, service_line, complexity, units, rule_id,
            agreement_version, late, received_at, clock_timestamp(), source, opened_at,
            handling_seconds, facts
-      FROM firsts
-     ORDER BY client_id, item_id
+      FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+                  $6::int[], $7::int[], $8::text[], $9::int[], $10::bool[],
+                  $11::timestamptz[], $12::text[], $13::timestamptz[], $14::text[])
+           AS b(client_id, item_id, completed_at, service_line, complexity, units,
+                handling_seconds, rule_id, agreement_version, late, received_at,
+                source, opened_at, facts)
     ON CONFLICT (client_id, item_id) DO NOTHING
-    RETURNING client_id, item_id
-), counted AS (
-    SELECT f.* FROM claimed JOIN firsts f USING (client_id, item_id)
+    RETURNING client_id, item_id, completed_at, service_line, complexity, units,
+              handling_seconds, late
 ), added AS (
     INSERT INTO metering.usage_slots AS s (client_id, slot, service_line, complexity, items,
                                            units, handling_seconds, late_items)
     SELECT client_id, date_bin('15 minutes', completed_at, timestamptz '2000-01-01 00:00Z'),
            service_line, complexity, count(*), sum(units), coalesce(sum(handling_seconds), 0),
            count(*) FILTER (WHERE late AND service_line <> $15)
-      FROM counted
+      FROM claimed
      GROUP BY 1, 2, 3, 4
      ORDER BY 1, 2, 3, 4
     ON CONFLICT (client_id, slot, service_line, complexity) DO UPDATE
@@ -63,7 +59,7 @@ WITH batch AS (
            handling_seconds = s.handling_seconds + excluded.handling_seconds,
            late_items = s.late_items + excluded.late_items
 )
-SELECT coalesce(array_agg(n ORDER BY n), '{}') FROM counted
+SELECT coalesce(array_agg(client_id), '{}'), coalesce(array_agg(item_id), '{}') FROM claimed
 """
 
 
@@ -83,9 +79,15 @@ async def count(
         return []
     clients = sorted({item.client_id for item in batch})
     closed = {(c, p) for c, p in await conn.fetch(LOCK_AND_READ_CLOSED, clients)}
-    items = flag_late(batch, timezone_of=timezone_of, closed=closed)
-    positions = await conn.fetchval(_COUNT_BATCH, *_columns(items), UNCLASSIFIED)
-    return [items[n - 1] for n in positions]
+    firsts = first_copies(flag_late(batch, timezone_of=timezone_of, closed=closed))
+    in_key_order = [item for _, item in sorted(firsts.items(), key=itemgetter(0))]
+    row = await conn.fetchrow(_COUNT_BATCH, *_columns(in_key_order), UNCLASSIFIED)
+    assert row is not None  # an aggregate: always one row
+    client_ids, item_ids = row
+    if len(item_ids) == len(firsts):  # the usual case: every key was new
+        return list(firsts.values())
+    claimed = set(zip(client_ids, item_ids, strict=True))
+    return [item for key, item in firsts.items() if key in claimed]
 
 
 async def load_usage(conn: Connection, keys: list[UsageKey]) -> dict[UsageKey, list[ClassCount]]:

@@ -162,7 +162,7 @@ async def test_a_metered_batch_costs_one_transaction_of_few_statements(
     marks = {
         "BEGIN": "begin",
         "lock_and_read_closed": "lock+closed",
-        "WITH batch AS": "count",
+        "WITH claimed AS": "count",
         "unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])": "usage",
         "INSERT INTO metering.alerts": "alerts",
         "COMMIT": "commit",
