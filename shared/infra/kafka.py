@@ -28,6 +28,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.message import StreamMessage
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.contracts.topics import ALL_TOPICS, COMPACTED_TOPICS, CONSUMED_TOPICS, DLQ_SUFFIX, dlq
@@ -671,6 +672,22 @@ async def skip_decoding(message: Any) -> None:
     return None
 
 
+async def parse_raw_batch(
+    records: tuple[ConsumerRecord[bytes, bytes], ...],
+    parse: Callable[[tuple[ConsumerRecord[bytes, bytes], ...]], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
+    """A hot-path subscriber's parser. FastStream's own builds a headers dict for every record
+    of a batch, which our handlers never read (they take the raw records): about 5 % of the
+    classifier's and metering's CPU. It parses the first record only, for what FastStream needs
+    of a message (its consumer, topic and id), then carries every record: a nack rewinds each
+    partition to its earliest record in `raw_message`, so a failed batch is redelivered whole
+    (`tests/integration/test_kafka_plumbing.py`), and the bodies keep the size metrics true."""
+    message = await parse(records[:1])
+    message.raw_message = records
+    message.body = [record.value or b"" for record in records]
+    return message
+
+
 #: What a hot-path subscriber calls with each batch of raw records.
 BatchHandler = Callable[[Sequence[ConsumerRecord[bytes, bytes]]], Awaitable[object]]
 
@@ -701,6 +718,7 @@ def subscribe_hot_batches(
         fetch_max_wait_ms=HOT_FETCH_MAX_WAIT_MS,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        parser=parse_raw_batch,
         decoder=skip_decoding,
         title=title,
         description=description,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from faststream.kafka import KafkaBroker
@@ -21,6 +22,8 @@ from shared.infra.kafka import (
     decode_all,
     end_offsets,
     ensure_topics,
+    make_broker,
+    subscribe_hot_batches,
 )
 from tests.topics import new_topic
 
@@ -141,3 +144,60 @@ async def test_a_record_that_breaks_the_contract_is_dead_lettered_with_its_error
         assert found.key == b"poison"
     finally:
         await broker.stop()
+
+
+async def test_a_failed_hot_batch_is_redelivered_whole_across_its_partitions(
+    kafka_bootstrap: str,
+) -> None:
+    # The hot-path parser hands over the raw records without FastStream's per-record parsing;
+    # a batch the handler fails must still rewind every partition it spans, not only the first.
+    topic = await new_topic(kafka_bootstrap, "hot", partitions=3)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        sent = set()
+        for n in range(60):
+            meta = await producer.send_and_wait(topic, f"v{n}".encode(), partition=n % 3)
+            sent.add((meta.partition, meta.offset))
+    finally:
+        await producer.stop()
+
+    failed: list[tuple[int, int]] = []
+    handled: set[tuple[int, int]] = set()
+    sizes: list[int] = []
+    everything = asyncio.Event()
+
+    async def handle(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        if not failed:
+            failed.extend((r.partition, r.offset) for r in records)
+            raise RuntimeError("this batch fails once")
+        sizes.append(len(records))
+        handled.update((r.partition, r.offset) for r in records)
+        if handled >= sent:
+            everything.set()
+
+    registry = CollectorRegistry()
+    broker = make_broker(kafka_bootstrap, client_id="hot-test", registry=registry)
+    subscribe_hot_batches(
+        broker,
+        topic,
+        group_id=f"hot-{uuid.uuid4().hex[:8]}",
+        max_records=1000,
+        batch_timeout_ms=200,
+        handle=handle,
+        title="hot",
+        description="a hot-path consumer under test",
+    )
+    await broker.start()
+    try:
+        await asyncio.wait_for(everything.wait(), 30)
+    finally:
+        await broker.stop()
+    assert len({partition for partition, _ in failed}) > 1, "the failed batch spanned partitions"
+    assert set(failed) <= handled  # every record of it came back
+    assert handled == sent
+    labels = {"app_name": "faststream", "broker": "kafka", "handler": topic}
+    received = registry.get_sample_value("faststream_received_messages_total", labels)
+    assert received is not None and received >= len(sent)  # counted per record, not per batch
+    size = registry.get_sample_value("faststream_received_messages_size_bytes_sum", labels)
+    assert size is not None and size >= sum(len(f"v{n}") for n in range(60))  # every body
