@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import asyncpg
+import msgspec
 import orjson
 
 from bench.close_isolation import CLASSES, database, meter
@@ -83,7 +84,7 @@ def items(client: str, count: int, seed: int) -> list[MeteredItem]:
                 rule_id="bench",
                 agreement_version=1,
                 source="bench",
-                facts=orjson.dumps({"queue": QUEUES[(line, cx)]}),
+                facts=msgspec.Raw(orjson.dumps({"queue": QUEUES[(line, cx)]})),
             )
         )
     return made

@@ -41,8 +41,9 @@ class MeteredItem(msgspec.Struct, frozen=True):
     late: bool = False
     source: str | None = None
     opened_at: datetime | None = None
-    #: What else the rules read (`Facts`, as JSON), kept so the item can be classified again.
-    facts: bytes | None = None
+    #: What else the rules read (`Facts`, as JSON), kept so the item can be classified again;
+    #: `Raw`, so it is written into the ledger's JSON as it is.
+    facts: msgspec.Raw | None = None
 
 
 class Facts(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -62,7 +63,7 @@ def metered_item(item: ClassifiedWorkItem) -> MeteredItem:
     facts = (
         None
         if item.queue is None and item.title is None and item.tags is None and not item.attributes
-        else _encode_facts(Facts(item.queue, item.title, item.tags, item.attributes))
+        else msgspec.Raw(_encode_facts(Facts(item.queue, item.title, item.tags, item.attributes)))
     )
     return MeteredItem(
         client_id=item.client_id,

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 import asyncpg
+import msgspec
 import pytest
 
 from services.billing.noting import issue_due_notes
@@ -215,7 +216,7 @@ async def test_the_review_queue_moves_into_classes_by_the_rules(
 ) -> None:
     lost = [
         item(client, n, "unclassified", "none", rule_id=None, agreement_version=None,
-             facts=b'{"title": "Password reset for Ann"}')
+             facts=msgspec.Raw(b'{"title": "Password reset for Ann"}'))
         for n in range(3)
     ]  # fmt: skip
     await meter_batch(pool, lost, timezone_of=utc)
