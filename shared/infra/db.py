@@ -24,8 +24,11 @@ Executor = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 #: (a primary and a synchronous standby, the DSN naming both with target_session_attrs=read-write)
 #: shows as several of them: connections refused or reset, "terminating connection" (the
 #: primary's postmaster gone, or a fast shutdown), "the database system is starting up", no
-#: host read-write yet while the standby is promoted (`TargetServerAttributeNotMatched`), and a
-#: write on a node that is a standby now (`ReadOnlySQLTransactionError`). A commit whose
+#: host read-write yet while the standby is promoted (`TargetServerAttributeNotMatched`), a
+#: write on a node that is a standby now (`ReadOnlySQLTransactionError`), and asyncpg's protocol
+#: errors (`InternalClientError`) when the server's FATAL reached an idle pooled connection just
+#: before the connection's end did ("cannot switch to state 15; another operation (2) is in
+#: progress": seen when a query follows a SIGKILLed primary within milliseconds). A commit whose
 #: acknowledgement is lost with the connection may or may not have happened: the callers' writes
 #: are idempotent (metering's dedupe by (client_id, item_id), a close's deterministic invoice), so
 #: running them again is right either way.
@@ -42,7 +45,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.InsufficientResourcesError,  # disk full, out of memory: an outage
-    asyncpg.exceptions.TargetServerAttributeNotMatched,
+    asyncpg.exceptions.InternalClientError,  # TargetServerAttributeNotMatched among them
     asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
@@ -74,10 +77,14 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, TRANSIENT_ERRORS) and not _client_data_error(error)
 
 
-def on_standby(error: BaseException) -> bool:
-    """Whether `error` says the connection reached a read-only node (a standby, or a primary
-    that was demoted): the pool must reconnect, not try the same connection again."""
-    return isinstance(error, asyncpg.exceptions.ReadOnlySQLTransactionError)
+def needs_new_connections(error: BaseException) -> bool:
+    """Whether `error` says a connection reached a read-only node (a standby, or a primary that
+    was demoted) or is in a protocol state asyncpg cannot go on from: the pool must reconnect,
+    not hand out the same connection again."""
+    return isinstance(
+        error,
+        (asyncpg.exceptions.ReadOnlySQLTransactionError, asyncpg.exceptions.InternalClientError),
+    )
 
 
 def caused_by_data(error: BaseException) -> bool:
@@ -167,8 +174,9 @@ async def retrying(
     """Run `operation` until it succeeds, backing off while the database is unreachable.
 
     Only transient failures are retried: anything else is a bug or bad data and is raised.
-    When `operation` found itself on a standby (a read-only node), every connection of `pool`
-    is replaced before the next try: a new connection looks for the read-write node again.
+    When `operation` found itself on a standby (a read-only node) or its connection in a state
+    asyncpg cannot go on from, every connection of `pool` is replaced before the next try: a new
+    connection looks for the read-write node again.
     """
     delay = 0.1
     while True:
@@ -177,7 +185,7 @@ async def retrying(
         except TRANSIENT_ERRORS as error:
             if (stop is not None and stop.is_set()) or not is_transient(error):
                 raise
-            if pool is not None and on_standby(error):
+            if pool is not None and needs_new_connections(error):
                 await pool.expire_connections()
             log.warning(f"{what}: database unavailable, retrying", extra={"error": str(error)})
             await asyncio.sleep(delay)

@@ -49,6 +49,10 @@ def test_errors_the_values_cause_are_the_datas_fault(error: BaseException) -> No
         asyncpg.exceptions.AdminShutdownError(
             "terminating connection due to unexpected postmaster exit"
         ),
+        # The FATAL of a killed primary read on an idle pooled connection before its end.
+        asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        ),
     ],
 )
 def test_an_outage_is_retried_never_blamed_on_a_record(error: BaseException) -> None:

@@ -402,7 +402,11 @@ class LocalPatroniCluster(Startable):
         return next(node for node in self.nodes if node.node_name == name)
 
     def kill_primary(self, *, node: bool = False) -> PatroniNode:
-        """SIGKILL the primary's postmaster (``node=True``: and its Patroni); the node killed."""
+        """SIGKILL the primary's postmaster (``node=True``: and its Patroni); the node killed.
+
+        Returns at once: Patroni notices within ``loop_wait`` and the standby takes over
+        (``wait_for_primary``). Until then the killed primary's orphaned backends may still
+        finish what their connections send (acknowledged only once the standby has it)."""
         victim = self.primary()
         if node:
             victim.kill()
@@ -435,6 +439,9 @@ class LocalPatroniCluster(Startable):
             if (
                 len(members) == len(self.nodes)
                 and len(leaders) == 1
+                # Right after a kill Patroni still reports the dead primary as the leader
+                # (it looks every loop_wait): its postmaster must be alive.
+                and self.node(leaders[0].name).postmaster_pid() is not None
                 and all(
                     m.state == "streaming" and m.timeline == leaders[0].timeline for m in standbys
                 )
