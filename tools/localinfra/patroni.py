@@ -21,6 +21,7 @@ or else the system's interpreter of the same version with our packages on its pa
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import yaml
+from packaging.requirements import Requirement
 
 from tools.localinfra.etcd import LocalEtcd
 from tools.localinfra.guard import as_user, user_ids
@@ -85,12 +87,13 @@ def _reachable_by(ids: tuple[int, int] | None, *paths: Path) -> bool:
     return True
 
 
-def patroni_python(ids: tuple[int, int] | None) -> tuple[list[str], dict[str, str]]:
+def patroni_python(ids: tuple[int, int] | None, spare: Path) -> tuple[list[str], dict[str, str]]:
     """The command prefix that runs Patroni from our packages as ``ids``, and its environment.
 
     Our interpreter when that user can run it; else (a pyenv under /root, say) the system's
     python of the same version, with our site-packages first on its path: the same pinned
-    packages, compiled for the same version.
+    packages, compiled for the same version. If that user cannot read our site-packages either
+    (a checkout under /root), Patroni's packages are copied to ``spare`` (a folder it can read).
     """
     site = Path(sysconfig.get_paths()["purelib"])
     ours = Path(sys.executable)
@@ -98,13 +101,47 @@ def patroni_python(ids: tuple[int, int] | None) -> tuple[list[str], dict[str, st
         return [str(ours), "-s", "-m", "patroni"], {}
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     system = shutil.which(version, path="/usr/bin:/bin:/usr/local/bin")
-    if system is not None and _reachable_by(ids, Path(system), site):
-        return [system, "-s", "-m", "patroni"], {"PYTHONPATH": str(site)}
-    raise LocalInfraError(
-        f"Patroni must run as {_run_as()!r} (PostgreSQL refuses root), who can run neither "
-        f"{ours} nor a system {version} that reads {site}: install {version} "
-        "(apt-get install -y python3) and keep the checkout where every parent folder has o+x"
-    )
+    if system is None or not _reachable_by(ids, Path(system)):
+        raise LocalInfraError(
+            f"Patroni must run as {_run_as()!r} (PostgreSQL refuses root), who can run neither "
+            f"{ours} nor a system {version}: install {version} (apt-get install -y python3)"
+        )
+    if not _reachable_by(ids, site):
+        site = copy_distributions(site, spare, "patroni", extras={"etcd3", "psycopg3"})
+    return [system, "-s", "-m", "patroni"], {"PYTHONPATH": str(site)}
+
+
+def copy_distributions(site: Path, target: Path, name: str, *, extras: set[str]) -> Path:
+    """Copy the installed distribution ``name`` (with ``extras``) and everything it requires
+    from ``site`` into ``target``, once; ``target``."""
+    if (target / ".complete").exists():
+        return target
+    wanted, seen = [(name, extras)], set[str]()
+    while wanted:
+        project, wanted_extras = wanted.pop()
+        try:
+            dist = importlib.metadata.distribution(project)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # a requirement for another platform or Python
+        key = dist.metadata["Name"].lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        for file in dist.files or ():
+            source = Path(str(dist.locate_file(file)))
+            if source.is_file() and source.is_relative_to(site):
+                copy = target / source.relative_to(site)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, copy)
+        for text in dist.requires or ():
+            requirement = Requirement(text)
+            contexts = [{"extra": extra} for extra in wanted_extras] or [{"extra": ""}]
+            if requirement.marker is None or any(
+                requirement.marker.evaluate(context) for context in contexts
+            ):
+                wanted.append((requirement.name, set(requirement.extras)))
+    (target / ".complete").touch()
+    return target
 
 
 class PatroniNode(GuardedServer):
@@ -280,7 +317,7 @@ class PatroniNode(GuardedServer):
 
     def _command(self) -> list[str]:
         ids = user_ids(user) if (user := self._run_as()) is not None else None
-        python, env = patroni_python(ids)
+        python, env = patroni_python(ids, self.data_dir.parent / "site-packages")
         # HOME: libpq and Patroni look for dot-files there, and root's is not ours to read.
         variables = [f"{key}={value}" for key, value in {**env, "HOME": str(self.data_dir)}.items()]
         return ["/usr/bin/env", *variables, *python, str(self.config_file)]
