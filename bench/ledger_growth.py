@@ -116,7 +116,7 @@ def metered_items(items: int, clients: int, monthly_items: int) -> Iterator[Mete
             received_at=completed + timedelta(seconds=rng.uniform(0.05, 30)),
             source=str(raw["source"]),
             opened_at=datetime.fromisoformat(str(raw["opened_at"])),
-            facts=_encode(Facts(queue=queue, title=title)),
+            facts=msgspec.Raw(_encode(Facts(queue=queue, title=title))),
         )
 
 

@@ -2,7 +2,9 @@
 
 Each service comes from the first source that works: an address in the environment
 (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``); testcontainers when a Docker daemon answers;
-else real local processes from ``tools.localinfra`` (fast mode) under a fresh temp dir.
+else real local processes from ``tools.localinfra`` (fast mode) under a fresh temp dir. With
+``TIERLINE_TEST_POSTGRES_HA=1`` the local PostgreSQL is a primary and a synchronous standby
+(Patroni, etcd) reached by a multi-host DSN; tests/e2e/test_failover.py starts its own anyway.
 Unit tests request none of these fixtures, so they start nothing.
 """
 
@@ -70,7 +72,11 @@ class _Services:
         if self._local is None:
             data_dir = Path(tempfile.mkdtemp(prefix="tierline-test-"))
             data_dir.chmod(0o755)  # PostgreSQL runs as nobody when we are root
-            self._local = LocalInfra(data_dir, fast=True)
+            self._local = LocalInfra(
+                data_dir,
+                fast=True,
+                postgres_ha=os.environ.get("TIERLINE_TEST_POSTGRES_HA", "") == "1",
+            )
         return self._local
 
     def source(self, name: str) -> str:
@@ -107,6 +113,8 @@ class _Services:
             container = PostgresContainer("postgres:15", driver=None)
             self._containers.append(container.start())
             return str(container.get_connection_url())
+        if self.local.postgres_cluster is not None:
+            return self.local.postgres_cluster.start().url
         return self.local.postgres.start().url
 
     def close(self) -> None:

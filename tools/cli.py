@@ -47,7 +47,7 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def infrastructure(data_dir: Path) -> Iterator[tuple[str, str]]:
+def infrastructure(data_dir: Path, *, postgres_ha: bool = False) -> Iterator[tuple[str, str]]:
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database = os.environ.get("DATABASE_URL")
     if kafka and database:
@@ -56,11 +56,16 @@ def infrastructure(data_dir: Path) -> Iterator[tuple[str, str]]:
         return
     from tools.localinfra import LocalInfra
 
+    if postgres_ha and database:
+        say("DATABASE_URL is set: --postgres-ha starts no PostgreSQL of its own")
+    postgres = "PostgreSQL with failover (Patroni, etcd)" if postgres_ha else "PostgreSQL"
     say(
-        "starting a local Kafka broker (KRaft) and PostgreSQL under "
+        f"starting a local Kafka broker (KRaft) and {postgres} under "
         f"{data_dir} (the first run fetches the Kafka jars from Maven Central)"
     )
-    with LocalInfra(data_dir, kafka=not kafka, postgres=not database) as infra:
+    with LocalInfra(
+        data_dir, kafka=not kafka, postgres=not database, postgres_ha=postgres_ha
+    ) as infra:
         yield kafka or infra.kafka_bootstrap, database or infra.database_url
 
 
@@ -225,7 +230,7 @@ def up(args: argparse.Namespace) -> int:
         return 2
     started = time.perf_counter()
     try:
-        with infrastructure(data_dir / "infra") as (kafka, database):
+        with infrastructure(data_dir / "infra", postgres_ha=args.postgres_ha) as (kafka, database):
             admin_key = os.environ.get("TIERLINE_ADMIN_KEY", "")
             intake_keys = os.environ.get("TIERLINE_INTAKE_KEYS", "")
             if not (admin_key and intake_keys):
@@ -292,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where local Kafka/PostgreSQL data and service logs go",
     )
     run.add_argument("--no-demo", action="store_true", help="skip the demo workload")
+    run.add_argument(
+        "--postgres-ha",
+        action="store_true",
+        help="PostgreSQL as a primary and a synchronous standby (Patroni, etcd) with failover",
+    )
     add_dlq_commands(commands)
     add_reclassify_commands(commands)
     add_agreements_commands(commands)

@@ -222,7 +222,7 @@ class BillingService:
                 return await close_for_client(conn, client_id=client_id, period=period, now=now)
 
         with self.metrics.db_seconds.labels(operation="close").time():
-            outcome = await retrying(attempt, what="close period")
+            outcome = await retrying(attempt, what="close period", pool=self.pool)
         if outcome.newly_closed:
             kind = "invoiced" if outcome.invoice else "unbilled"
             self.metrics.periods_closed.labels(outcome=kind).inc()
@@ -307,7 +307,7 @@ class BillingService:
                     await lock_for_close(conn, client)
                     return len(await issue_due_notes(conn, client, utcnow()))
 
-            count = await retrying(attempt, what="issue notes")
+            count = await retrying(attempt, what="issue notes", pool=self.pool)
             if count:
                 log.info(f"issued {count} note(s)", extra={"client_id": client})
             issued += count

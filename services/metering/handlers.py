@@ -175,7 +175,7 @@ class Meter:
         items = [item for _, item in batch]
         began = time.monotonic()
         try:
-            metered = await retrying(lambda: self.meter(items), what="meter batch")
+            metered = await retrying(lambda: self.meter(items), what="meter batch", pool=self.pool)
         except Exception as error:
             if not caused_by_data(error):
                 raise  # not the records' fault: the batch fails and is redelivered

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import asyncpg
 import orjson
@@ -20,7 +20,18 @@ T = TypeVar("T")
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Executor = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 
-#: Failures that mean "the database is not reachable right now", worth waiting out.
+#: Failures that mean "the database is not reachable right now", worth waiting out. A failover
+#: (a primary and a synchronous standby, the DSN naming both with target_session_attrs=read-write)
+#: shows as several of them: connections refused or reset, "terminating connection" (the
+#: primary's postmaster gone, or a fast shutdown), "the database system is starting up", no
+#: host read-write yet while the standby is promoted (`TargetServerAttributeNotMatched`), a
+#: write on a node that is a standby now (`ReadOnlySQLTransactionError`), and asyncpg's protocol
+#: errors (`InternalClientError`) when the server's FATAL reached an idle pooled connection just
+#: before the connection's end did ("cannot switch to state 15; another operation (2) is in
+#: progress": seen when a query follows a SIGKILLed primary within milliseconds). A commit whose
+#: acknowledgement is lost with the connection may or may not have happened: the callers' writes
+#: are idempotent (metering's dedupe by (client_id, item_id), a close's deterministic invoice), so
+#: running them again is right either way.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -34,6 +45,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.InsufficientResourcesError,  # disk full, out of memory: an outage
+    asyncpg.exceptions.InternalClientError,  # TargetServerAttributeNotMatched among them
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
 #: Failures the data itself causes: the same statement with the same values can never succeed.
@@ -62,6 +75,16 @@ def is_transient(error: BaseException) -> bool:
     `InterfaceError` too, but it is the data's fault: retrying it would never end.
     """
     return isinstance(error, TRANSIENT_ERRORS) and not _client_data_error(error)
+
+
+def needs_new_connections(error: BaseException) -> bool:
+    """Whether `error` says a connection reached a read-only node (a standby, or a primary that
+    was demoted) or is in a protocol state asyncpg cannot go on from: the pool must reconnect,
+    not hand out the same connection again."""
+    return isinstance(
+        error,
+        (asyncpg.exceptions.ReadOnlySQLTransactionError, asyncpg.exceptions.InternalClientError),
+    )
 
 
 def caused_by_data(error: BaseException) -> bool:
@@ -134,16 +157,26 @@ async def ping(pool: Executor) -> None:
     await pool.fetchval("SELECT 1")
 
 
+class Reconnectable(Protocol):
+    """A pool whose connections can all be replaced (asyncpg's `Pool`)."""
+
+    async def expire_connections(self) -> None: ...
+
+
 async def retrying(
     operation: Callable[[], Awaitable[T]],
     *,
     what: str,
     max_delay: float = 5.0,
     stop: asyncio.Event | None = None,
+    pool: Reconnectable | None = None,
 ) -> T:
     """Run `operation` until it succeeds, backing off while the database is unreachable.
 
     Only transient failures are retried: anything else is a bug or bad data and is raised.
+    When `operation` found itself on a standby (a read-only node) or its connection in a state
+    asyncpg cannot go on from, every connection of `pool` is replaced before the next try: a new
+    connection looks for the read-write node again.
     """
     delay = 0.1
     while True:
@@ -152,6 +185,8 @@ async def retrying(
         except TRANSIENT_ERRORS as error:
             if (stop is not None and stop.is_set()) or not is_transient(error):
                 raise
+            if pool is not None and needs_new_connections(error):
+                await pool.expire_connections()
             log.warning(f"{what}: database unavailable, retrying", extra={"error": str(error)})
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)

@@ -7,7 +7,8 @@ start on a bad value with a message that names the variable.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, TypeVar
+from typing import Annotated, Final, TypeVar
+from urllib.parse import parse_qs
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,9 +60,62 @@ class DatabaseSettings(CommonSettings):
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str) -> str:
-        if not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must be a postgresql:// URL")
+        database_hosts(value)
         return value
+
+
+#: What asyncpg takes for `target_session_attrs`, and which of those only ever reach a primary.
+SESSION_ATTRS: Final = frozenset(
+    {"any", "primary", "standby", "prefer-standby", "read-write", "read-only"}
+)
+WRITABLE_SESSION_ATTRS: Final = frozenset({"primary", "read-write"})
+
+
+def database_hosts(url: str) -> list[tuple[str, int]]:
+    """The (host, port) pairs of a `postgresql://` URL, in order (none: the client's default
+    host); ValueError saying what is wrong.
+
+    A URL may name several hosts (`postgresql://user@h1:5432,h2:5432/db`): the client tries them
+    in turn. With more than one it must say `target_session_attrs=read-write` (or `primary`):
+    otherwise a service could connect to a standby and every write would fail there.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        raise ValueError("must be a postgresql:// URL")
+    authority, _, path_query = rest.partition("/")
+    _, _, hostlist = authority.rpartition("@")
+    query = parse_qs(path_query.partition("?")[2])
+    # No host at all is the client's default (PGHOST, or the local socket), as libpq has it.
+    specs = hostlist.split(",") if hostlist else []
+    hosts = [_host_port(spec, n) for n, spec in enumerate(specs, start=1)]
+    attrs = query.get("target_session_attrs", [])
+    if any(attr not in SESSION_ATTRS for attr in attrs):
+        raise ValueError(f"target_session_attrs must be one of {', '.join(sorted(SESSION_ATTRS))}")
+    if len(hosts) > 1 and not (attrs and attrs[-1] in WRITABLE_SESSION_ATTRS):
+        raise ValueError(
+            f"names {len(hosts)} hosts but not target_session_attrs=read-write: "
+            "a service could connect to a standby, where no write succeeds"
+        )
+    return hosts
+
+
+def _host_port(spec: str, n: int) -> tuple[str, int]:
+    """`host`, `host:port` or `[v6]:port`, the `n`th host of a URL; 5432 when no port is given."""
+    if spec.startswith("["):
+        host, _, after = spec[1:].partition("]")
+        if after and not after.startswith(":"):
+            raise ValueError(f"host {n} ({spec!r}) is not host:port")
+        port = after[1:] if after else None
+    else:
+        host, colon, port_text = spec.rpartition(":")
+        host, port = (host, port_text) if colon else (spec, None)
+    if not host:
+        raise ValueError(f"host {n} ({spec!r}) has no name" if spec else f"host {n} is empty")
+    if port is None:
+        return host, 5432
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"host {n} ({spec!r}) has no port in 1..65535")
+    return host, int(port)
 
 
 S = TypeVar("S", bound=BaseSettings)

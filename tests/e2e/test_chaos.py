@@ -28,7 +28,7 @@ import pytest
 
 from shared.contracts.invoice import invoice_line
 from shared.contracts.topics import CONSUMED_TOPICS, dlq
-from shared.domain.agreement.agreement import parse_agreement
+from shared.domain.agreement.agreement import Agreement, parse_agreement
 from shared.domain.agreement.fields import ServiceClass
 from shared.domain.periods import Period, period_bounds
 from shared.domain.rating import ClassUsage, rate
@@ -197,8 +197,13 @@ async def sender(
     clients: list[str],
     period: Period,
     tz_of: dict[str, str],
+    *,
+    rate: float = RATE,
+    senders: int = SENDERS,
 ) -> None:
-    per_request = REQUEST_SIZE / (RATE / SENDERS)
+    """Send `numbers` as new items (10 % re-sent duplicates among them) at `rate / senders`
+    items a second, recording every acknowledged copy in `truth`."""
+    per_request = REQUEST_SIZE / (rate / senders)
     batch: list[dict[str, Any]] = []
     for n in numbers:
         batch.append(make_item(rng, n, clients, period, tz_of))
@@ -306,8 +311,30 @@ async def test_exactly_once_through_kills_and_restarts(api: Api, run_id: str, in
             process.start()
         await asyncio.to_thread(process.wait_healthy, 120)
 
+    mismatches = await close_and_compare(api, truth, agreements, period)
+    dead_valid = await dead_lettered_items(api, truth)
+
+    print(
+        f"\nchaos: {ITEMS} items ({truth.sent_copies} copies sent, {truth.duplicates} re-sent "
+        f"duplicates) in {sent_seconds:.1f}s; {truth.requests} requests, {truth.retries} retried "
+        f"{dict(truth.statuses)}; kills {dict(chaos.kills)} = {sum(chaos.kills.values())}; "
+        f"broker restarts {chaos.broker_restarts}, database restarts {chaos.database_restarts}; "
+        f"valid items dead-lettered {len(dead_valid)}; mismatches {len(mismatches)}"
+    )
+    assert len(truth.counted) == ITEMS // SENDERS * SENDERS
+    assert chaos.broker_restarts == 1 and chaos.database_restarts == 1
+    assert sum(chaos.kills.values()) >= 3
+    assert not dead_valid
+    assert not mismatches, "\n".join(mismatches)
+
+
+async def close_and_compare(
+    api: Api, truth: Truth, agreements: dict[str, Agreement], period: Period
+) -> list[str]:
+    """Close `period` for each client of `agreements` and compare its usage and its invoice with
+    what `truth` says they must be; every difference, in words (none: exact to the cent)."""
     mismatches: list[str] = []
-    for client in clients:
+    for client in agreements:
         closed = await close_with_retries(api, period.key, client)
         usage, unclassified = expected_usage(truth, client)
         got = await api.usage(client, period.key)
@@ -341,23 +368,18 @@ async def test_exactly_once_through_kills_and_restarts(api: Api, run_id: str, in
         want_lines = [invoice_line(line, currency).model_dump(mode="json") for line in rating.lines]
         if invoice["lines"] != want_lines or Decimal(invoice["total"]) != rating.total:
             mismatches.append(f"{client}: invoice {invoice['lines']} != {want_lines}")
+        if invoice["usage"]["items"] != want_items:  # every accepted, classified item billed
+            mismatches.append(
+                f"{client}: invoice items {invoice['usage']['items']} != {want_items}"
+            )
+    return mismatches
 
+
+async def dead_lettered_items(api: Api, truth: Truth) -> list[Any]:
+    """Dead letters on every consumed topic's .dlq that carry an item `truth` counts."""
     ours = {(c, i) for c, i in truth.counted}
     dead = await read_all(api.stack.kafka_bootstrap, [dlq(t) for t in CONSUMED_TOPICS])
-    dead_valid = [r for r in dead if _item_key(r.value) in ours]
-
-    print(
-        f"\nchaos: {ITEMS} items ({truth.sent_copies} copies sent, {truth.duplicates} re-sent "
-        f"duplicates) in {sent_seconds:.1f}s; {truth.requests} requests, {truth.retries} retried "
-        f"{dict(truth.statuses)}; kills {dict(chaos.kills)} = {sum(chaos.kills.values())}; "
-        f"broker restarts {chaos.broker_restarts}, database restarts {chaos.database_restarts}; "
-        f"valid items dead-lettered {len(dead_valid)}; mismatches {len(mismatches)}"
-    )
-    assert len(truth.counted) == ITEMS // SENDERS * SENDERS
-    assert chaos.broker_restarts == 1 and chaos.database_restarts == 1
-    assert sum(chaos.kills.values()) >= 3
-    assert not dead_valid
-    assert not mismatches, "\n".join(mismatches)
+    return [r for r in dead if _item_key(r.value) in ours]
 
 
 def _item_key(value: bytes | None) -> tuple[str, str] | None:

@@ -15,12 +15,14 @@ stopped by ``stop()``, at exit, or when this process dies (see ``guard.py``).
 
 The parts: ``processes`` (loopback ports, the process table), ``guard`` (the process that keeps a
 server from outliving us), ``server`` (what a guarded server has in common), ``jars`` (the broker's
-jars, via Maven), ``kafka``, ``postgres``, and ``infra`` (both together).
+jars, via Maven), ``kafka``, ``postgres``, ``etcd`` and ``patroni`` (PostgreSQL with failover:
+``LocalPatroniCluster``), and ``infra`` (both together).
 """
 
 from tools.localinfra.infra import LocalInfra
 from tools.localinfra.jars import REPO_ROOT, cache_dir, kafka_jars_dir, kafka_version
 from tools.localinfra.kafka import LocalKafka
+from tools.localinfra.patroni import LocalPatroniCluster
 from tools.localinfra.postgres import LocalPostgres, postgres_bin_dir
 from tools.localinfra.processes import (
     HOST,
@@ -37,6 +39,7 @@ __all__ = [
     "LocalInfra",
     "LocalInfraError",
     "LocalKafka",
+    "LocalPatroniCluster",
     "LocalPostgres",
     "cache_dir",
     "free_port",

@@ -1,4 +1,5 @@
-"""``python -m tools.localinfra [--data-dir DIR]``: Kafka and PostgreSQL until Ctrl-C."""
+"""``python -m tools.localinfra [--data-dir DIR] [--postgres-ha]``: Kafka and PostgreSQL until
+Ctrl-C."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir", type=Path,
         help="keep the data here (reused next time); default: a temp dir removed at exit",
     )  # fmt: skip
+    parser.add_argument(
+        "--postgres-ha", action="store_true",
+        help="PostgreSQL as a primary and a synchronous standby (Patroni, etcd)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_keyboard_interrupt)
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir.chmod(0o755)  # postgres runs as nobody when we are root
         try:
             began = time.monotonic()
-            infra = stack.enter_context(LocalInfra(data_dir))
+            infra = stack.enter_context(LocalInfra(data_dir, postgres_ha=args.postgres_ha))
             log(f"started in {time.monotonic() - began:.1f}s; data in {data_dir}")
             print(f"KAFKA_BOOTSTRAP_SERVERS={infra.kafka_bootstrap}", flush=True)
             print(f"DATABASE_URL={infra.database_url}", flush=True)

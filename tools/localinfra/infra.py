@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Self
 
 from tools.localinfra.kafka import LocalKafka
+from tools.localinfra.patroni import LocalPatroniCluster
 from tools.localinfra.postgres import LocalPostgres
 from tools.localinfra.server import GuardedServer, Startable
 
@@ -16,6 +17,8 @@ class LocalInfra(Startable):
 
     ``start()`` starts, concurrently, whichever of the enabled servers is not running yet;
     ``stop()`` stops both. ``kafka`` and ``postgres`` can also be started one by one (lazily).
+    ``postgres_ha``: PostgreSQL with failover (``postgres_cluster``, Patroni and etcd) in place of
+    the single server.
     """
 
     def __init__(
@@ -25,12 +28,21 @@ class LocalInfra(Startable):
         kafka: bool = True,
         postgres: bool = True,
         fast: bool = False,
+        postgres_ha: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.kafka = LocalKafka(self.data_dir / "kafka", fast=fast)
         self.postgres = LocalPostgres(self.data_dir / "postgres", fast=fast)
-        self._enabled: list[GuardedServer] = [
-            server for server, wanted in ((self.kafka, kafka), (self.postgres, postgres)) if wanted
+        self.postgres_cluster = (
+            LocalPatroniCluster(self.data_dir / "patroni", fast=fast) if postgres_ha else None
+        )
+        self._enabled: list[GuardedServer | LocalPatroniCluster] = [
+            server
+            for server, wanted in (
+                (self.kafka, kafka),
+                (self.postgres_cluster or self.postgres, postgres),
+            )
+            if wanted
         ]
 
     @property
@@ -39,6 +51,8 @@ class LocalInfra(Startable):
 
     @property
     def database_url(self) -> str:
+        if self.postgres_cluster is not None:
+            return self.postgres_cluster.url
         return self.postgres.url
 
     def start(self) -> Self:
@@ -62,5 +76,6 @@ class LocalInfra(Startable):
         return self
 
     def stop(self) -> None:
-        for server in (self.kafka, self.postgres):
-            server.stop()
+        for server in (self.kafka, self.postgres, self.postgres_cluster):
+            if server is not None:
+                server.stop()
