@@ -56,6 +56,12 @@ def infrastructure(data_dir: Path) -> Iterator[tuple[str, str]]:
         return
     from tools.localinfra import LocalInfra
 
+    protocol = os.environ.get("KAFKA_SECURITY_PROTOCOL", "").strip().upper()
+    if not kafka and protocol not in ("", "PLAINTEXT"):
+        raise SystemExit(
+            f"KAFKA_SECURITY_PROTOCOL is {protocol} but KAFKA_BOOTSTRAP_SERVERS is not set: "
+            "the local broker `./tierline up` starts speaks PLAINTEXT only"
+        )
     say(
         "starting a local Kafka broker (KRaft) and PostgreSQL under "
         f"{data_dir} (the first run fetches the Kafka jars from Maven Central)"

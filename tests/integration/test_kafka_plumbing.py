@@ -22,14 +22,16 @@ from shared.infra.kafka import (
     end_offsets,
     ensure_topics,
 )
+from shared.infra.kafka_connection import KafkaConnection
 from tests.topics import new_topic
 
 
 async def test_topics_are_created_with_partitions_and_agreements_compacted(
     kafka_bootstrap: str,
+    kafka: KafkaConnection,
 ) -> None:
-    await ensure_topics(kafka_bootstrap, partitions=6)
-    await ensure_topics(kafka_bootstrap, partitions=6)  # idempotent
+    await ensure_topics(kafka, partitions=6)
+    await ensure_topics(kafka, partitions=6)  # idempotent
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
@@ -45,11 +47,16 @@ async def test_topics_are_created_with_partitions_and_agreements_compacted(
         await admin.close()
 
 
-async def test_the_view_keeps_the_newest_version_and_catches_up(kafka_bootstrap: str) -> None:
-    await ensure_topics(kafka_bootstrap, partitions=6)
+async def test_the_view_keeps_the_newest_version_and_catches_up(
+    kafka_bootstrap: str, kafka: KafkaConnection
+) -> None:
+    await ensure_topics(kafka, partitions=6)
     key = f"view-{uuid.uuid4().hex[:6]}"
     view: CompactedView[dict[str, int]] = CompactedView(
-        kafka_bootstrap, AGREEMENTS, orjson.loads, newer=lambda a, b: a["version"] >= b["version"]
+        kafka,
+        AGREEMENTS,
+        orjson.loads,
+        newer=lambda a, b: a["version"] >= b["version"],
     )
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
@@ -66,7 +73,9 @@ async def test_the_view_keeps_the_newest_version_and_catches_up(kafka_bootstrap:
         await producer.stop()
 
 
-async def test_committed_offsets_tell_when_a_group_has_caught_up(kafka_bootstrap: str) -> None:
+async def test_committed_offsets_tell_when_a_group_has_caught_up(
+    kafka_bootstrap: str, kafka: KafkaConnection
+) -> None:
     topic = await new_topic(kafka_bootstrap, "barrier", partitions=2)
     group = f"g-{topic}"
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
@@ -74,9 +83,9 @@ async def test_committed_offsets_tell_when_a_group_has_caught_up(kafka_bootstrap
     for n in range(10):
         await producer.send_and_wait(topic, b"x", key=str(n).encode())
     await producer.stop()
-    ends = await end_offsets(kafka_bootstrap, [topic])
+    ends = await end_offsets(kafka, [topic])
     assert sum(ends.values()) == 10
-    assert lagging(ends, await committed_offsets(kafka_bootstrap, group))
+    assert lagging(ends, await committed_offsets(kafka, group))
 
     consumer = AIOKafkaConsumer(
         topic,
@@ -93,13 +102,14 @@ async def test_committed_offsets_tell_when_a_group_has_caught_up(kafka_bootstrap
                 seen += len(records)
     await consumer.commit()
     await consumer.stop()
-    assert not lagging(ends, await committed_offsets(kafka_bootstrap, group))
+    assert not lagging(ends, await committed_offsets(kafka, group))
 
 
 async def test_a_record_that_breaks_the_contract_is_dead_lettered_with_its_error(
     kafka_bootstrap: str,
+    kafka: KafkaConnection,
 ) -> None:
-    await ensure_topics(kafka_bootstrap, partitions=6)
+    await ensure_topics(kafka, partitions=6)
     broker = KafkaBroker(kafka_bootstrap)
     await broker.start()
     marker = uuid.uuid4().hex.encode()
