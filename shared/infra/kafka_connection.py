@@ -224,6 +224,7 @@ async def check_access(kafka: KafkaConnection, *, timeout: float = 15.0) -> None
         connection.close()
         return
     if refusal is not None:
+        log.error("kafka refused this service's security settings", extra={"error": str(refusal)})
         raise refusal
 
 

@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.infra.kafka_connection import (
     SASL_PROTOCOLS,
@@ -168,7 +168,22 @@ def kafka_settings_from(environ: Mapping[str, str]) -> KafkaSettings:
         for name in KafkaSettings.model_fields
         if name.upper() in environ
     }
-    return KafkaSettings.model_validate(given)
+    return _KafkaSettingsFromArguments.model_validate(given)
+
+
+class _KafkaSettingsFromArguments(KafkaSettings):
+    """KafkaSettings from its arguments alone: never this process's environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 def _refuse_set(settings: BaseSettings, names: tuple[str, ...], why: str) -> None:
