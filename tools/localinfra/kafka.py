@@ -83,7 +83,7 @@ class LocalKafka(GuardedServer):
         """The SASL_SSL listener's address (the broker has one: ``sasl_ssl`` was given)."""
         if self.sasl_ssl_port is None:
             raise LocalInfraError("this broker has no SASL_SSL listener")
-        self.started_port()  # raises unless the broker is running
+        self.started_port()  # raises before the first start
         return f"{HOST}:{self.sasl_ssl_port}"
 
     def _stale_marker(self) -> str:
