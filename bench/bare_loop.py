@@ -13,21 +13,20 @@ import argparse
 import asyncio
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from shared.infra.kafka_connection import KafkaConnection
 
 
 async def copy(bootstrap: str, source: str, target: str, records: int) -> float:
     """Records per second over the copy of ``records`` records."""
-    consumer = AIOKafkaConsumer(
+    kafka = KafkaConnection.plaintext(bootstrap)  # the ceiling runs on a PLAINTEXT cluster only
+    consumer = kafka.consumer(
         source,
-        bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         group_id="bench-bare",
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = kafka.producer(
         acks="all",
         enable_idempotence=True,
         linger_ms=5,

@@ -130,7 +130,7 @@ async def wait_counted(
     consumer groups have committed past the topics' end offsets (the close's completeness
     barrier) every item accepted so far is in PostgreSQL. Polling `count(*)` instead would put
     a scan of the whole ledger on the machine being measured. One exact count confirms it."""
-    await wait_until_metered(stack.kafka_bootstrap, timeout=timeout)
+    await wait_until_metered(stack.kafka, timeout=timeout)
     done = time.monotonic()
     found = await counted(pool, prefix)
     if found < unique:

@@ -146,7 +146,7 @@ async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> Non
             save(results, args.out)
         if not args.skip_ceiling:
             message_bytes = 350
-            await ceiling_phase(kafka, message_bytes, args.ceiling_records, results)
+            await ceiling_phase(stack.kafka, message_bytes, args.ceiling_records, results)
     shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from shared.infra.kafka_connection import KafkaConnection
 from tools.localinfra import LocalInfra
 
 
@@ -135,6 +136,12 @@ def _services() -> Iterator[_Services]:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(_services: _Services) -> str:
     return _services.kafka()
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_bootstrap: str) -> KafkaConnection:
+    """The session's broker as Tierline's own clients reach it (PLAINTEXT)."""
+    return KafkaConnection.plaintext(kafka_bootstrap)
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,12 @@ def infrastructure(data_dir: Path, *, postgres_ha: bool = False) -> Iterator[tup
         return
     from tools.localinfra import LocalInfra
 
+    protocol = os.environ.get("KAFKA_SECURITY_PROTOCOL", "").strip().upper()
+    if not kafka and protocol not in ("", "PLAINTEXT"):
+        raise SystemExit(
+            f"KAFKA_SECURITY_PROTOCOL is {protocol} but KAFKA_BOOTSTRAP_SERVERS is not set: "
+            "the local broker `./tierline up` starts speaks PLAINTEXT only"
+        )
     if postgres_ha and database:
         say("DATABASE_URL is set: --postgres-ha starts no PostgreSQL of its own")
     postgres = "PostgreSQL with failover (Patroni, etcd)" if postgres_ha else "PostgreSQL"

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from shared.infra.kafka_connection import KafkaConnection
+from shared.infra.settings import kafka_settings_from
 from tools.localinfra import free_port
 
 SERVICES: Final = ("intake", "classifier", "metering", "billing", "console")
@@ -205,6 +207,12 @@ class Stack:
                     self.log_dir / f"{instance}.log",
                     module=name,
                 )
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """How the services reach Kafka (bootstrap servers and the KAFKA_SECURITY_* variables
+        they are given), for the caller's own clients (the benchmark's offset reads)."""
+        return kafka_settings_from(next(iter(self.processes.values())).env).kafka
 
     @property
     def intake_key(self) -> str:

@@ -8,9 +8,10 @@ import subprocess
 import sys
 import time
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from bench.common import Results, say
+from shared.infra.kafka_connection import KafkaConnection
 from tools.localinfra import REPO_ROOT, kafka_jars_dir
 
 
@@ -20,8 +21,8 @@ def kafka_tool(tool: str, args: list[str]) -> str:
     return subprocess.run(command, capture_output=True, text=True, timeout=900, check=True).stdout
 
 
-async def create_topics(bootstrap: str, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def create_topics(kafka: KafkaConnection, topics: list[str]) -> None:
+    admin = kafka.admin()
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, 6, 1) for topic in topics])
@@ -29,9 +30,16 @@ async def create_topics(bootstrap: str, topics: list[str]) -> None:
         await admin.close()
 
 
-async def ceiling_phase(bootstrap: str, message_bytes: int, records: int, results: Results) -> None:
+async def ceiling_phase(
+    kafka: KafkaConnection, message_bytes: int, records: int, results: Results
+) -> None:
+    if kafka.security_protocol != "PLAINTEXT":
+        # Kafka's Java tools and the bare loop are given the bootstrap address alone.
+        say(f"ceiling: skipped (PLAINTEXT clusters only; this is {kafka.describe()})")
+        return
+    bootstrap = kafka.bootstrap_servers
     topic = f"bench-ceiling-{int(time.time())}"
-    await create_topics(bootstrap, [topic, f"{topic}-out"])
+    await create_topics(kafka, [topic, f"{topic}-out"])
     say(f"ceiling: ProducerPerformance, {records:,} records of {message_bytes} bytes, acks=all")
     out = kafka_tool(
         "ProducerPerformance",

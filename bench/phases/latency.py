@@ -15,6 +15,7 @@ from bench.common import CLIENTS, Results, say, tagged
 from bench.load import wait_counted
 from shared.contracts.topics import WORKITEMS_CLASSIFIED, WORKITEMS_COMPLETED
 from shared.domain.periods import Period, period_bounds
+from shared.infra.kafka_connection import KafkaConnection
 from tools.supervisor import Stack
 from tools.workload import stream_items
 
@@ -88,7 +89,7 @@ async def latency_phase(
         "p99_ms": p99,
         "max_ms": round(float(row["worst"]) * 1000, 1),
         "requests_retried": refused,
-        "median_stage_ms": await stage_medians(stack.kafka_bootstrap, pool, prefix, since_ms),
+        "median_stage_ms": await stage_medians(stack.kafka, pool, prefix, since_ms),
         "metering_batches": round(batches["count"]),
         "metering_mean_batch": round(batches["records"] / max(1, batches["count"])),
         "metering_mean_db_ms": round(1000 * batches["db_seconds"] / max(1, batches["count"]), 1),
@@ -119,22 +120,22 @@ async def batch_figures(http: httpx.AsyncClient, stack: Stack) -> dict[str, floa
 
 
 async def stage_medians(
-    bootstrap: str, pool: asyncpg.Pool, prefix: str, since_ms: int
+    kafka: KafkaConnection, pool: asyncpg.Pool, prefix: str, since_ms: int
 ) -> dict[str, float]:
     """Median time in each stage, from Kafka's record timestamps (set when each stage sent):
     intake (receipt → in workitems.completed), classifier (→ in workitems.classified) and
     metering (→ committed in PostgreSQL)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     from shared.infra.kafka import partitions_of
 
     stamps: dict[str, dict[tuple[str, str], float]] = {}
     received: dict[tuple[str, str], float] = {}
     for topic in (WORKITEMS_COMPLETED, WORKITEMS_CLASSIFIED):
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        consumer = kafka.consumer(enable_auto_commit=False)
         await consumer.start()
         try:
-            tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+            tps = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
             consumer.assign(tps)
             starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
             ends = await consumer.end_offsets(tps)

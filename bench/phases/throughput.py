@@ -78,8 +78,8 @@ async def report_progress(stack: Stack, started: float) -> None:
             (CLASSIFIER_GROUP, WORKITEMS_COMPLETED),
             (METERING_GROUP, WORKITEMS_CLASSIFIED),
         ):
-            ends = await end_offsets(stack.kafka_bootstrap, [topic])
-            committed = await committed_offsets(stack.kafka_bootstrap, group)
+            ends = await end_offsets(stack.kafka, [topic])
+            committed = await committed_offsets(stack.kafka, group)
             lags.append(sum(end - committed.get(tp, 0) for tp, end in ends.items()))
         say(
             f"  … {time.monotonic() - started:.0f}s: lag classifier {lags[0]:,}, "

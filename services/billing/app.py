@@ -73,14 +73,10 @@ async def _every(seconds: float, what: str, work: Callable[[], Awaitable[Any]]) 
 
 def create_app(settings: BillingSettings) -> FastAPI:
     registry = CollectorRegistry()
-    broker = make_broker(
-        settings.kafka_bootstrap_servers, client_id="tierline-billing", registry=registry
-    )
+    broker = make_broker(settings.kafka, client_id="tierline-billing", registry=registry)
     declare_publishers(broker, AGREEMENTS, INVOICES)
     #: What the `agreements` topic carries now (raw), to republish what it no longer does.
-    on_topic: CompactedView[bytes] = CompactedView(
-        settings.kafka_bootstrap_servers, AGREEMENTS, bytes
-    )
+    on_topic: CompactedView[bytes] = CompactedView(settings.kafka, AGREEMENTS, bytes)
 
     async def start(app: FastAPI, running: AsyncExitStack) -> None:
         await ensure_service_topics(settings)
@@ -91,7 +87,7 @@ def create_app(settings: BillingSettings) -> FastAPI:
         service = BillingService(
             pool=pool,
             broker=broker,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            kafka=settings.kafka,
             barrier_timeout=settings.billing_close_barrier_timeout_seconds,
             metrics=BillingMetrics(registry),
             close_concurrency=settings.billing_close_concurrency,

@@ -24,25 +24,26 @@ from shared.contracts.topics import (
     WORKITEMS_COMPLETED,
 )
 from shared.infra.kafka import committed_offsets, end_offsets
+from shared.infra.kafka_connection import KafkaConnection
 
 
 class BarrierTimeout(Exception):
     pass
 
 
-async def wait_until_metered(bootstrap_servers: str, *, timeout: float) -> None:
+async def wait_until_metered(kafka: KafkaConnection, *, timeout: float) -> None:
     """Returns once everything accepted so far is metered; BarrierTimeout (a 503: nothing is
     closed, the caller retries) when that takes longer than `timeout` or Kafka cannot answer."""
     deadline = time.monotonic() + timeout
-    accepted = await _ends(bootstrap_servers, WORKITEMS_COMPLETED)
-    await _wait_for_group(bootstrap_servers, CLASSIFIER_GROUP, accepted, deadline)
-    classified = await _ends(bootstrap_servers, WORKITEMS_CLASSIFIED)
-    await _wait_for_group(bootstrap_servers, METERING_GROUP, classified, deadline)
+    accepted = await _ends(kafka, WORKITEMS_COMPLETED)
+    await _wait_for_group(kafka, CLASSIFIER_GROUP, accepted, deadline)
+    classified = await _ends(kafka, WORKITEMS_CLASSIFIED)
+    await _wait_for_group(kafka, METERING_GROUP, classified, deadline)
 
 
-async def _ends(bootstrap_servers: str, topic: str) -> dict[TopicPartition, int]:
+async def _ends(kafka: KafkaConnection, topic: str) -> dict[TopicPartition, int]:
     try:
-        return await end_offsets(bootstrap_servers, [topic])
+        return await end_offsets(kafka, [topic])
     except (KafkaError, OSError, TimeoutError) as error:  # an outage: a 503, never a 500
         raise BarrierTimeout(f"Kafka cannot tell the end of {topic}: {error!r}") from error
 
@@ -54,12 +55,12 @@ def lagging(
 
 
 async def _wait_for_group(
-    bootstrap_servers: str, group: str, ends: dict[TopicPartition, int], deadline: float
+    kafka: KafkaConnection, group: str, ends: dict[TopicPartition, int], deadline: float
 ) -> None:
     delay = 0.02
     while True:
         try:
-            behind = lagging(ends, await committed_offsets(bootstrap_servers, group))
+            behind = lagging(ends, await committed_offsets(kafka, group))
         except KafkaError:
             behind = list(ends)  # the coordinator is moving or starting: ask again
         if not behind:

@@ -35,6 +35,7 @@ from shared.domain.periods import Period, is_close_due, period_bounds, period_of
 from shared.infra.db import Executor, retrying
 from shared.infra.faults import crash_point
 from shared.infra.kafka import CompactedView, json_bytes
+from shared.infra.kafka_connection import KafkaConnection
 from shared.ledger.locks import lock_for_close
 from shared.ledger.reads import clients_owed_notes, clients_with_usage_between
 
@@ -119,7 +120,7 @@ class BillingService:
         *,
         pool: asyncpg.Pool,
         broker: KafkaBroker,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         barrier_timeout: float,
         metrics: BillingMetrics,
         close_concurrency: int = 1,
@@ -129,7 +130,7 @@ class BillingService:
         #: its own lock, so they never wait for each other.
         self.close_concurrency = close_concurrency
         self.broker = broker
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = kafka
         self.barrier_timeout = barrier_timeout
         self.metrics = metrics
         self._publish_lock = asyncio.Lock()
@@ -191,7 +192,7 @@ class BillingService:
     # --- closing ------------------------------------------------------------------------------
 
     async def close(self, period: Period, *, client_id: str | None, now: datetime) -> PeriodClose:
-        await wait_until_metered(self.bootstrap_servers, timeout=self.barrier_timeout)
+        await wait_until_metered(self.kafka, timeout=self.barrier_timeout)
         clients = [client_id] if client_id else await self._clients_for(period)
         await self._close_clients(clients, period, now)
         crash_point("billing.after_close_commit")
@@ -269,7 +270,7 @@ class BillingService:
             todo = [p for p in due if p.key not in done]
             if not todo:
                 continue
-            await wait_until_metered(self.bootstrap_servers, timeout=self.barrier_timeout)
+            await wait_until_metered(self.kafka, timeout=self.barrier_timeout)
             for period in todo:
                 outcome = await self._close_client(client_id, period, now)
                 closed += 1 if outcome.newly_closed else 0

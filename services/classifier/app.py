@@ -47,11 +47,9 @@ class ClassifierSettings(CommonSettings):
 
 def create_app(settings: ClassifierSettings) -> FastAPI:
     registry = CollectorRegistry()
-    broker = make_broker(
-        settings.kafka_bootstrap_servers, client_id="tierline-classifier", registry=registry
-    )
-    agreements = agreement_view(settings.kafka_bootstrap_servers, service="classifier")
-    producer = BatchProducer(settings.kafka_bootstrap_servers, client_id="tierline-classifier")
+    broker = make_broker(settings.kafka, client_id="tierline-classifier", registry=registry)
+    agreements = agreement_view(settings.kafka, service="classifier")
+    producer = BatchProducer(settings.kafka, client_id="tierline-classifier")
     classifier = Classifier(
         broker=broker,
         producer=producer,

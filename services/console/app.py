@@ -71,7 +71,7 @@ class ConsoleSettings(DatabaseSettings, KeySettings):
 def create_app(settings: ConsoleSettings) -> FastAPI:
     registry = CollectorRegistry()
     watch = KafkaWatch(
-        KafkaProbe(settings.kafka_bootstrap_servers, topics=WATCHED_TOPICS, groups=list(GROUPS)),
+        KafkaProbe(settings.kafka, topics=WATCHED_TOPICS, groups=list(GROUPS)),
         groups=GROUPS,
         dead_letter_topics=DEAD_LETTER_TOPICS,
         interval=settings.console_poll_seconds,
@@ -86,7 +86,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         running.push_async_callback(pool.close)
         await apply_schema(pool)  # the tables it reads exist even before metering/billing start
         await apply_redrive_schema(pool)  # ops.redrives: the one table the console writes
-        dead_letter_log = DeadLetterLog(settings.kafka_bootstrap_servers)
+        dead_letter_log = DeadLetterLog(settings.kafka)
         await start_in(running, dead_letter_log)
         set_state(app, DeadLetters(dead_letter_log, pool, registry))
         business = CachedOverview(

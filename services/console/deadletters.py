@@ -41,6 +41,7 @@ from services.console.redrive import (
 from services.console.redrive_store import lock_topic, marks_for, record_redrives
 from shared.infra.faults import crash_point
 from shared.infra.kafka import partitions_of
+from shared.infra.kafka_connection import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,13 @@ def record_of(raw: ConsumerRecord[bytes, bytes]) -> DeadLetterRecord:
 class DeadLetterLog:
     """Reads dead-letter topics; re-publishes to their origin topics with acks=all."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: KafkaConnection) -> None:
+        self.kafka = kafka
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         # Built here, not in __init__: aiokafka binds to the running event loop.
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers,
+        self._producer = self.kafka.producer(
             client_id="tierline-console-redrive",
             acks="all",
             enable_idempotence=True,
@@ -91,8 +91,7 @@ class DeadLetterLog:
 
     @contextlib.asynccontextmanager
     async def _consumer(self) -> AsyncIterator[AIOKafkaConsumer]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
+        consumer = self.kafka.consumer(
             client_id="tierline-console-dlq-read",
             enable_auto_commit=False,
             group_id=None,
@@ -112,7 +111,7 @@ class DeadLetterLog:
 
     async def _bounds(self, consumer: AIOKafkaConsumer, topic: str) -> dict[int, tuple[int, int]]:
         try:
-            partitions = await partitions_of(self.bootstrap_servers, topic, attempts=3)
+            partitions = await partitions_of(self.kafka, topic, attempts=3)
         except RuntimeError as error:  # the topic is gone: ensure_topics creates it at start
             raise KafkaUnavailable(str(error)) from error
         tps = [TopicPartition(topic, p) for p in partitions]

@@ -32,6 +32,7 @@ from services.console.monitor import (
     messages_in,
     partition_lags,
 )
+from shared.infra.kafka_connection import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ _METADATA_SECONDS = 30.0
 class KafkaProbe:
     """Reads offsets: every watched partition's bounds and each group's committed offsets."""
 
-    def __init__(self, bootstrap_servers: str, *, topics: Sequence[str], groups: Sequence[str]):
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: KafkaConnection, *, topics: Sequence[str], groups: Sequence[str]):
+        self.kafka = kafka
         self.topics = list(topics)
         self.groups = list(groups)
         self._admin: AIOKafkaAdminClient | None = None
@@ -53,11 +54,8 @@ class KafkaProbe:
 
     async def _connect(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._consumer is None:
-            admin = AIOKafkaAdminClient(
-                bootstrap_servers=self.bootstrap_servers, client_id="tierline-console"
-            )
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers,
+            admin = self.kafka.admin(client_id="tierline-console")
+            consumer = self.kafka.consumer(
                 client_id="tierline-console",
                 enable_auto_commit=False,
                 group_id=None,
@@ -130,8 +128,7 @@ class KafkaProbe:
         }
         if not wanted:
             return []
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
+        consumer = self.kafka.consumer(
             client_id="tierline-console-dlq",
             enable_auto_commit=False,
             group_id=None,

@@ -37,14 +37,14 @@ class IntakeSettings(CommonSettings, KeySettings):
 def create_app(settings: IntakeSettings) -> FastAPI:
     registry = CollectorRegistry()
     broker = make_broker(
-        settings.kafka_bootstrap_servers,
+        settings.kafka,
         client_id="tierline-intake",
         registry=registry,
         linger_ms=settings.intake_linger_ms,
     )
     declare_publishers(broker, WORKITEMS_COMPLETED)
     producer = BatchProducer(
-        settings.kafka_bootstrap_servers,
+        settings.kafka,
         client_id="tierline-intake",
         linger_ms=settings.intake_linger_ms,
     )

@@ -62,10 +62,8 @@ class MeteringSettings(DatabaseSettings, KeySettings):
 
 def create_app(settings: MeteringSettings) -> FastAPI:
     registry = CollectorRegistry()
-    broker = make_broker(
-        settings.kafka_bootstrap_servers, client_id="tierline-metering", registry=registry
-    )
-    agreements = agreement_view(settings.kafka_bootstrap_servers, service="metering")
+    broker = make_broker(settings.kafka, client_id="tierline-metering", registry=registry)
+    agreements = agreement_view(settings.kafka, service="metering")
     metrics = MeteringMetrics(registry)
     declare_publishers(broker, USAGE_ALERTS, dlq(WORKITEMS_CLASSIFIED), dlq(AGREEMENTS))
 

@@ -7,6 +7,7 @@ from typing import Protocol
 from shared.contracts.topics import AGREEMENTS
 from shared.domain.agreement.agreement import Agreement
 from shared.infra.kafka import CompactedView
+from shared.infra.kafka_connection import KafkaConnection
 
 
 class Agreements(Protocol):
@@ -35,11 +36,11 @@ def is_newer(candidate: Agreement, current: Agreement) -> bool:
     return (candidate.version or 0) >= (current.version or 0)
 
 
-def agreement_view(bootstrap_servers: str, *, service: str) -> CompactedView[Agreement]:
+def agreement_view(kafka: KafkaConnection, *, service: str) -> CompactedView[Agreement]:
     """The view `service` keeps. A record that is no valid agreement, or whose key is not its
     body's `client_id`, is never applied: `service` dead-letters it to `agreements.dlq` (once)."""
     return CompactedView(
-        bootstrap_servers,
+        kafka,
         AGREEMENTS,
         agreement_from_message,
         newer=is_newer,

@@ -14,7 +14,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     GroupCoordinatorNotAvailableError,
@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.contracts.topics import ALL_TOPICS, COMPACTED_TOPICS, CONSUMED_TOPICS, DLQ_SUFFIX, dlq
 from shared.contracts.workitems import ContractError
+from shared.infra.kafka_connection import KafkaConnection, check_access
 from shared.infra.logs import record_fields
 from shared.infra.settings import CommonSettings
 
@@ -56,15 +57,14 @@ DLQ_MAX_BYTES: Final = 4 * 1024 * 1024
 
 
 def make_broker(
-    bootstrap_servers: str,
+    kafka: KafkaConnection,
     *,
     client_id: str,
     registry: CollectorRegistry | None = None,
     linger_ms: int = 5,
 ) -> KafkaBroker:
     middlewares = (KafkaPrometheusMiddleware(registry=registry),) if registry is not None else ()
-    return KafkaBroker(
-        bootstrap_servers,
+    return kafka.broker(
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -95,12 +95,12 @@ def topic_configs(topic: str) -> dict[str, str]:
 
 
 async def ensure_topics(
-    bootstrap_servers: str, *, partitions: int, replication: int = 1, attempts: int = 30
+    kafka: KafkaConnection, *, partitions: int, replication: int = 1, attempts: int = 30
 ) -> None:
     """Create every Tierline topic (and each consumed topic's DLQ) if it does not exist."""
     wanted = [*ALL_TOPICS, *(dlq(topic) for topic in CONSUMED_TOPICS)]
     for attempt in range(1, attempts + 1):
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="tierline-admin")
+        admin = kafka.admin(client_id="tierline-admin")
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -137,9 +137,12 @@ async def ensure_topics(
 
 
 async def ensure_service_topics(settings: CommonSettings) -> None:
-    """`ensure_topics` with the partitions and replication a service was configured with."""
+    """`ensure_topics` with the partitions and replication a service was configured with, once
+    Kafka is known not to refuse the service's security settings (`check_access`: a wrong
+    password stops the service now, naming the variable, instead of after every retry)."""
+    await check_access(settings.kafka)
     await ensure_topics(
-        settings.kafka_bootstrap_servers,
+        settings.kafka,
         partitions=settings.tierline_topic_partitions,
         replication=settings.tierline_topic_replication,
     )
@@ -263,7 +266,7 @@ class CompactedView(Generic[T]):
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         topic: str,
         parse: Callable[[bytes], T],
         *,
@@ -271,7 +274,7 @@ class CompactedView(Generic[T]):
         key_of: Callable[[T], str] | None = None,
         dead_lettered_by: str | None = None,
     ) -> None:
-        self._bootstrap = bootstrap_servers
+        self._kafka = kafka
         self._topic = topic
         self._parse = parse
         self._newer = newer
@@ -301,28 +304,25 @@ class CompactedView(Generic[T]):
 
     async def start(self) -> None:
         if self._dead_lettered_by is not None:
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self._bootstrap,
+            self._producer = self._kafka.producer(
                 client_id=f"tierline-view-dlq-{self._topic}",
                 acks="all",
                 enable_idempotence=True,
             )
             await self._producer.start()
             self._dead_lettered = await self._read_dead_letters(self._dead_lettered_by)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+        self._consumer = self._kafka.consumer(
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id=f"tierline-view-{self._topic}",
         )
         await self._consumer.start()
-        self._offsets = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+        self._offsets = self._kafka.consumer(
             enable_auto_commit=False,
             client_id=f"tierline-view-offsets-{self._topic}",
         )
         await self._offsets.start()
-        partitions = await partitions_of(self._bootstrap, self._topic)
+        partitions = await partitions_of(self._kafka, self._topic)
         self._partitions = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         self._consumer.assign(self._partitions)
         await self._consumer.seek_to_beginning(*self._partitions)
@@ -427,13 +427,12 @@ class CompactedView(Generic[T]):
         try:
             partitions = [
                 TopicPartition(topic, p)
-                for p in await partitions_of(self._bootstrap, topic, attempts=20)
+                for p in await partitions_of(self._kafka, topic, attempts=20)
             ]
         except RuntimeError:
             log.warning("no dead-letter topic yet", extra={"topic": topic})
             return set()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+        consumer = self._kafka.consumer(
             enable_auto_commit=False,
             client_id=f"tierline-view-dlq-reader-{self._topic}",
         )
@@ -479,23 +478,21 @@ class CompactedView(Generic[T]):
             await asyncio.wait_for(self._progress.wait_for(reached), timeout)
 
 
-async def end_offsets(bootstrap_servers: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+async def end_offsets(kafka: KafkaConnection, topics: Sequence[str]) -> dict[TopicPartition, int]:
+    consumer = kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in await partitions_of(bootstrap_servers, topic)
+            TopicPartition(topic, p) for topic in topics for p in await partitions_of(kafka, topic)
         ]
         return dict(await consumer.end_offsets(partitions))
     finally:
         await consumer.stop()
 
 
-async def partitions_of(bootstrap_servers: str, topic: str, *, attempts: int = 50) -> list[int]:
+async def partitions_of(kafka: KafkaConnection, topic: str, *, attempts: int = 50) -> list[int]:
     """The partition numbers of `topic`, waiting briefly for a just-created topic's metadata."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="tierline-admin")
+    admin = kafka.admin(client_id="tierline-admin")
     await admin.start()
     try:
         for _ in range(attempts):
@@ -511,9 +508,9 @@ async def partitions_of(bootstrap_servers: str, topic: str, *, attempts: int = 5
     raise RuntimeError(f"topic {topic} does not exist")
 
 
-async def committed_offsets(bootstrap_servers: str, group_id: str) -> dict[TopicPartition, int]:
+async def committed_offsets(kafka: KafkaConnection, group_id: str) -> dict[TopicPartition, int]:
     """The offsets a consumer group has committed (what it has fully processed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="tierline-admin")
+    admin = kafka.admin(client_id="tierline-admin")
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group_id)
@@ -540,9 +537,9 @@ class BatchProducer:
     refusal fails. Timeouts and retriable errors (an outage) keep the producer: it retries.
     """
 
-    def __init__(self, bootstrap_servers: str, *, client_id: str, linger_ms: int = 5) -> None:
+    def __init__(self, kafka: KafkaConnection, *, client_id: str, linger_ms: int = 5) -> None:
+        self._kafka = kafka
         self._options: dict[str, Any] = {
-            "bootstrap_servers": bootstrap_servers,
             "client_id": client_id,
             "acks": "all",
             "enable_idempotence": True,
@@ -565,7 +562,7 @@ class BatchProducer:
 
     async def start(self) -> None:
         # Built here, not in __init__: aiokafka binds to the running event loop.
-        self._producer_ = AIOKafkaProducer(**self._options)
+        self._producer_ = self._kafka.producer(**self._options)
         await self._producer_.start()
 
     async def stop(self) -> None:
@@ -583,7 +580,7 @@ class BatchProducer:
                 "the producer met a refusal it cannot recover from; replacing it",
                 extra={"error": repr(error)},
             )
-            fresh = AIOKafkaProducer(**self._options)
+            fresh = self._kafka.producer(**self._options)
             try:
                 await fresh.start()
             except BaseException:  # Kafka is away: the next refusal tries again

@@ -6,12 +6,32 @@ start on a bad value with a message that names the variable.
 
 from __future__ import annotations
 
+import ssl
 import sys
-from typing import Annotated, Final, TypeVar
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Self, TypeVar
 from urllib.parse import parse_qs
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shared.infra.kafka_connection import (
+    SASL_PROTOCOLS,
+    TLS_PROTOCOLS,
+    KafkaConnection,
+    SaslCredentials,
+    SaslMechanism,
+    SecurityProtocol,
+    tls_context,
+)
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -25,12 +45,165 @@ class HttpSettings(BaseSettings):
     tierline_body_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10
 
 
-class CommonSettings(HttpSettings):
-    """What every service reads."""
+#: The TLS variables, each of which means nothing without TLS (SSL or SASL_SSL).
+_TLS_FIELDS = (
+    "kafka_ssl_ca_file",
+    "kafka_ssl_cert_file",
+    "kafka_ssl_key_file",
+    "kafka_ssl_key_password",
+    "kafka_ssl_check_hostname",
+)
+_SASL_FIELDS = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+
+
+class KafkaSettings(BaseSettings):
+    """Where Kafka is and how to reach it: what every service and tool that talks to Kafka reads.
+
+    The security variables are checked together (a SASL protocol needs a username and password,
+    TLS files must exist and parse, a certificate needs its key, and a variable of TLS or SASL
+    with a protocol without it is a mistake, not a no-op) and make the one `KafkaConnection`
+    (`kafka`) every Kafka client of the process is built from.
+    """
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     kafka_bootstrap_servers: Annotated[str, Field(min_length=1)]
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    #: Used with SASL_PLAINTEXT or SASL_SSL only.
+    kafka_sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    #: PEM: the CA certificates to trust; unset, the system's.
+    kafka_ssl_ca_file: Path | None = None
+    #: PEM: the client certificate and its private key, for a listener that asks for one (mTLS).
+    kafka_ssl_cert_file: Path | None = None
+    kafka_ssl_key_file: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
+
+    _kafka: KafkaConnection | None = PrivateAttr(default=None)
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_ca_file",
+        "kafka_ssl_cert_file",
+        "kafka_ssl_key_file",
+        "kafka_ssl_key_password",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """A variable set to "" (a chart's empty value) is one left unset."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _connection(self) -> Self:
+        self._kafka = KafkaConnection(
+            self.kafka_bootstrap_servers,
+            self.kafka_security_protocol,
+            sasl=self._sasl(),
+            ssl_context=self._tls(),
+        )
+        return self
+
+    def _sasl(self) -> SaslCredentials | None:
+        protocol = self.kafka_security_protocol
+        if protocol not in SASL_PROTOCOLS:
+            _refuse_set(self, _SASL_FIELDS, f"KAFKA_SECURITY_PROTOCOL {protocol} uses no SASL")
+            return None
+        missing = [
+            name.upper()
+            for name in ("kafka_sasl_username", "kafka_sasl_password")
+            if getattr(self, name) is None
+        ]
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            raise ValueError(
+                f"{' and '.join(missing)} {verb} required with KAFKA_SECURITY_PROTOCOL {protocol}"
+            )
+        assert self.kafka_sasl_username is not None and self.kafka_sasl_password is not None
+        return SaslCredentials(
+            self.kafka_sasl_mechanism,
+            self.kafka_sasl_username,
+            self.kafka_sasl_password.get_secret_value(),
+        )
+
+    def _tls(self) -> ssl.SSLContext | None:
+        protocol = self.kafka_security_protocol
+        if protocol not in TLS_PROTOCOLS:
+            _refuse_set(self, _TLS_FIELDS, f"KAFKA_SECURITY_PROTOCOL {protocol} uses no TLS")
+            return None
+        cert, key = self.kafka_ssl_cert_file, self.kafka_ssl_key_file
+        if (cert is None) != (key is None):
+            given, needed = ("CERT", "KEY") if key is None else ("KEY", "CERT")
+            raise ValueError(f"KAFKA_SSL_{given}_FILE needs KAFKA_SSL_{needed}_FILE (mutual TLS)")
+        if self.kafka_ssl_key_password is not None and key is None:
+            raise ValueError("KAFKA_SSL_KEY_PASSWORD is set without KAFKA_SSL_KEY_FILE")
+        password = self.kafka_ssl_key_password
+        return tls_context(
+            ca_file=self.kafka_ssl_ca_file,
+            cert_file=cert,
+            key_file=key,
+            key_password=password.get_secret_value() if password is not None else None,
+            check_hostname=self.kafka_ssl_check_hostname,
+        )
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """The one connection every Kafka client of this process is built from."""
+        assert self._kafka is not None, "made when the settings are validated"
+        return self._kafka
+
+
+def kafka_settings_from(environ: Mapping[str, str]) -> KafkaSettings:
+    """`KafkaSettings` read from `environ` alone (a child process's environment), for a tool
+    that must reach Kafka exactly as the services it starts do; ValidationError when bad."""
+    given = {
+        name: environ[name.upper()]
+        for name in KafkaSettings.model_fields
+        if name.upper() in environ
+    }
+    return _KafkaSettingsFromArguments.model_validate(given)
+
+
+class _KafkaSettingsFromArguments(KafkaSettings):
+    """KafkaSettings from its arguments alone: never this process's environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def _refuse_set(settings: BaseSettings, names: tuple[str, ...], why: str) -> None:
+    """A variable set that the protocol does not use is refused: it says the operator meant
+    something else (TLS or SASL) than what the protocol will do."""
+    given = [
+        name.upper()
+        for name in names
+        if name in settings.model_fields_set and getattr(settings, name) is not None
+    ]
+    if given:
+        raise ValueError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} set, but {why}")
+
+
+class CommonSettings(HttpSettings, KafkaSettings):
+    """What every service reads."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
     tierline_topic_partitions: Annotated[int, Field(ge=1, le=1000)] = 6
     tierline_topic_replication: Annotated[int, Field(ge=1, le=10)] = 1
     tierline_http_host: str = "127.0.0.1"

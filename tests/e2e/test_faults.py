@@ -22,6 +22,7 @@ from shared.contracts.topics import METERING_GROUP, WORKITEMS_CLASSIFIED, WORKIT
 from shared.domain.periods import period_bounds
 from shared.infra.faults import PAUSE_VARIABLE, PAUSED, RESUMED
 from shared.infra.kafka import partitions_of
+from shared.infra.kafka_connection import KafkaConnection
 from tests.e2e.conftest import Api, invoice_events
 from tests.e2e.test_billing_rules import agreement, care
 from tests.e2e.test_pipeline import last_month
@@ -247,7 +248,11 @@ async def close_when_ready(api: Api, period: str, client: str) -> dict[str, Any]
 
 async def rewind_group(bootstrap: str, group: str, topics: list[str]) -> None:
     """Commit offset 0 on every partition for `group` (its members must be stopped)."""
-    partitions = [TopicPartition(t, p) for t in topics for p in await partitions_of(bootstrap, t)]
+    partitions = [
+        TopicPartition(t, p)
+        for t in topics
+        for p in await partitions_of(KafkaConnection.plaintext(bootstrap), t)
+    ]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )

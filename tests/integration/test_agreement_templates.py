@@ -23,6 +23,7 @@ import yaml
 
 from services.billing.app import BillingSettings, create_app
 from shared.infra.kafka import ensure_topics
+from shared.infra.kafka_connection import KafkaConnection
 from tests.unit.test_agreements_cli import parse
 from tools.agreements_cli import run
 from tools.localinfra.processes import free_port
@@ -32,9 +33,11 @@ INTAKE = "templates-intake-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-async def billing_url(kafka_bootstrap: str, database_url: str) -> AsyncIterator[str]:
+async def billing_url(
+    kafka_bootstrap: str, kafka: KafkaConnection, database_url: str
+) -> AsyncIterator[str]:
     """Billing's app, lifespan and all, served by uvicorn on a free port of this loop."""
-    await ensure_topics(kafka_bootstrap, partitions=6)
+    await ensure_topics(kafka, partitions=6)
     settings = BillingSettings(
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=database_url,

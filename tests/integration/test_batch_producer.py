@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError
 
 from shared.infra.kafka import BatchProducer, partitions_of
+from shared.infra.kafka_connection import KafkaConnection
 from tests.topics import new_topic
 
 SMALL_LIMIT = 20_000  # the topic's max.message.bytes
@@ -16,7 +17,7 @@ SMALL_LIMIT = 20_000  # the topic's max.message.bytes
 
 async def small_topic(bootstrap: str) -> str:
     topic = await new_topic(bootstrap, "wedge", configs={"max.message.bytes": str(SMALL_LIMIT)})
-    await partitions_of(bootstrap, topic)  # wait for its metadata
+    await partitions_of(KafkaConnection.plaintext(bootstrap), topic)  # wait for its metadata
     return topic
 
 
@@ -37,9 +38,11 @@ async def values_in(bootstrap: str, topic: str) -> list[bytes]:
         await consumer.stop()
 
 
-async def test_a_refused_record_does_not_wedge_the_partition(kafka_bootstrap: str) -> None:
+async def test_a_refused_record_does_not_wedge_the_partition(
+    kafka_bootstrap: str, kafka: KafkaConnection
+) -> None:
     topic = await small_topic(kafka_bootstrap)
-    producer = BatchProducer(kafka_bootstrap, client_id="wedge-test", linger_ms=0)
+    producer = BatchProducer(kafka, client_id="wedge-test", linger_ms=0)
     await producer.start()
     try:
         assert await producer.send_many([(topic, b"acme", b"before")]) == 1

@@ -24,6 +24,7 @@ from shared.contracts.invoice import Invoice
 from shared.contracts.topics import AGREEMENTS, INVOICES
 from shared.domain.agreement.agreement import parse_agreement
 from shared.infra.kafka import CompactedView, ensure_topics, make_broker
+from shared.infra.kafka_connection import KafkaConnection
 from tests.unit.test_agreements import body
 from tests.unit.test_billing_api import INVOICE
 
@@ -53,13 +54,15 @@ async def billing_service(
     close_concurrency: int = 1,
 ) -> AsyncIterator[BillingService]:
     """Billing's service on a started broker of its own (stopped at the end)."""
-    broker = make_broker(bootstrap, client_id=client_id, registry=registry)
+    broker = make_broker(
+        KafkaConnection.plaintext(bootstrap), client_id=client_id, registry=registry
+    )
     await broker.start()
     try:
         yield BillingService(
             pool=pool,
             broker=broker,
-            bootstrap_servers=bootstrap,
+            kafka=KafkaConnection.plaintext(bootstrap),
             barrier_timeout=barrier_timeout,
             metrics=BillingMetrics(registry),
             close_concurrency=close_concurrency,
@@ -88,9 +91,9 @@ async def read_topic(bootstrap: str, topic: str, keys: set[bytes]) -> dict[bytes
 
 
 async def test_a_refused_invoice_and_an_invalid_agreement_stop_no_one(
-    pool: asyncpg.Pool, kafka_bootstrap: str
+    pool: asyncpg.Pool, kafka_bootstrap: str, kafka: KafkaConnection
 ) -> None:
-    await ensure_topics(kafka_bootstrap, partitions=6)
+    await ensure_topics(kafka, partitions=6)
     tag = uuid.uuid4().hex[:6]
     big, ok, ok2, legacy = (f"{name}-{tag}" for name in ("big", "ok", "ok2", "legacy"))
     issued = datetime(2026, 2, 4, 5, tzinfo=UTC)
@@ -162,15 +165,15 @@ async def test_a_refused_invoice_and_an_invalid_agreement_stop_no_one(
 
 
 async def test_an_agreement_the_topic_no_longer_carries_is_republished(
-    pool: asyncpg.Pool, kafka_bootstrap: str
+    pool: asyncpg.Pool, kafka_bootstrap: str, kafka: KafkaConnection
 ) -> None:
     """A record written under a client's key by someone else is refused by every consumer, but
     compaction would keep only it: billing puts the real agreement back on the topic."""
-    await ensure_topics(kafka_bootstrap, partitions=6)
+    await ensure_topics(kafka, partitions=6)
     tag = uuid.uuid4().hex[:6]
     victim, untouched = f"victim-{tag}", f"untouched-{tag}"
     registry = CollectorRegistry()
-    on_topic: CompactedView[bytes] = CompactedView(kafka_bootstrap, AGREEMENTS, bytes)
+    on_topic: CompactedView[bytes] = CompactedView(kafka, AGREEMENTS, bytes)
     async with billing_service(pool, kafka_bootstrap, f"reconcile-{tag}", registry) as service:
         broker = service.broker
         for client in (victim, untouched):

@@ -22,6 +22,7 @@ from services.metering.counting import MeteredItem
 from shared.domain.agreement.agreement import parse_agreement
 from shared.domain.periods import Period, parse_period, period_bounds
 from shared.infra.kafka import ensure_topics
+from shared.infra.kafka_connection import KafkaConnection
 from shared.ledger.locks import lock_for_close
 from tests.integration.test_billing_outbox import billing_service
 from tests.spec_example import spec_body
@@ -30,8 +31,10 @@ NOW = datetime(2031, 6, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-async def billing(pool: asyncpg.Pool, kafka_bootstrap: str) -> AsyncIterator[BillingService]:
-    await ensure_topics(kafka_bootstrap, partitions=6)
+async def billing(
+    pool: asyncpg.Pool, kafka_bootstrap: str, kafka: KafkaConnection
+) -> AsyncIterator[BillingService]:
+    await ensure_topics(kafka, partitions=6)
     client_id = f"close-{uuid.uuid4().hex[:6]}"
     async with billing_service(
         pool, kafka_bootstrap, client_id, CollectorRegistry(), barrier_timeout=10
@@ -106,12 +109,12 @@ async def test_closing_every_client_invoices_those_in_force_and_lists_the_unbill
 
 
 async def test_a_client_whose_close_waits_does_not_hold_up_the_others(
-    pool: asyncpg.Pool, kafka_bootstrap: str
+    pool: asyncpg.Pool, kafka_bootstrap: str, kafka: KafkaConnection
 ) -> None:
     """Closing every client works on several at once: while one client's close waits for its
     lock (held here, as a long metering batch of that client would), the next client in the
     order closes. One at a time, the second would wait behind the first."""
-    await ensure_topics(kafka_bootstrap, partitions=6)
+    await ensure_topics(kafka, partitions=6)
     tag = uuid.uuid4().hex[:6]
     waits, goes_on = f"svc-{tag}-a", f"svc-{tag}-b"  # in this order
     period = parse_period("2031-05")

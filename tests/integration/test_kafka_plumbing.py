@@ -25,14 +25,16 @@ from shared.infra.kafka import (
     make_broker,
     subscribe_hot_batches,
 )
+from shared.infra.kafka_connection import KafkaConnection
 from tests.topics import new_topic
 
 
 async def test_topics_are_created_with_partitions_and_agreements_compacted(
     kafka_bootstrap: str,
+    kafka: KafkaConnection,
 ) -> None:
-    await ensure_topics(kafka_bootstrap, partitions=6)
-    await ensure_topics(kafka_bootstrap, partitions=6)  # idempotent
+    await ensure_topics(kafka, partitions=6)
+    await ensure_topics(kafka, partitions=6)  # idempotent
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
@@ -48,11 +50,16 @@ async def test_topics_are_created_with_partitions_and_agreements_compacted(
         await admin.close()
 
 
-async def test_the_view_keeps_the_newest_version_and_catches_up(kafka_bootstrap: str) -> None:
-    await ensure_topics(kafka_bootstrap, partitions=6)
+async def test_the_view_keeps_the_newest_version_and_catches_up(
+    kafka_bootstrap: str, kafka: KafkaConnection
+) -> None:
+    await ensure_topics(kafka, partitions=6)
     key = f"view-{uuid.uuid4().hex[:6]}"
     view: CompactedView[dict[str, int]] = CompactedView(
-        kafka_bootstrap, AGREEMENTS, orjson.loads, newer=lambda a, b: a["version"] >= b["version"]
+        kafka,
+        AGREEMENTS,
+        orjson.loads,
+        newer=lambda a, b: a["version"] >= b["version"],
     )
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
@@ -69,7 +76,9 @@ async def test_the_view_keeps_the_newest_version_and_catches_up(kafka_bootstrap:
         await producer.stop()
 
 
-async def test_committed_offsets_tell_when_a_group_has_caught_up(kafka_bootstrap: str) -> None:
+async def test_committed_offsets_tell_when_a_group_has_caught_up(
+    kafka_bootstrap: str, kafka: KafkaConnection
+) -> None:
     topic = await new_topic(kafka_bootstrap, "barrier", partitions=2)
     group = f"g-{topic}"
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
@@ -77,9 +86,9 @@ async def test_committed_offsets_tell_when_a_group_has_caught_up(kafka_bootstrap
     for n in range(10):
         await producer.send_and_wait(topic, b"x", key=str(n).encode())
     await producer.stop()
-    ends = await end_offsets(kafka_bootstrap, [topic])
+    ends = await end_offsets(kafka, [topic])
     assert sum(ends.values()) == 10
-    assert lagging(ends, await committed_offsets(kafka_bootstrap, group))
+    assert lagging(ends, await committed_offsets(kafka, group))
 
     consumer = AIOKafkaConsumer(
         topic,
@@ -96,13 +105,14 @@ async def test_committed_offsets_tell_when_a_group_has_caught_up(kafka_bootstrap
                 seen += len(records)
     await consumer.commit()
     await consumer.stop()
-    assert not lagging(ends, await committed_offsets(kafka_bootstrap, group))
+    assert not lagging(ends, await committed_offsets(kafka, group))
 
 
 async def test_a_record_that_breaks_the_contract_is_dead_lettered_with_its_error(
     kafka_bootstrap: str,
+    kafka: KafkaConnection,
 ) -> None:
-    await ensure_topics(kafka_bootstrap, partitions=6)
+    await ensure_topics(kafka, partitions=6)
     broker = KafkaBroker(kafka_bootstrap)
     await broker.start()
     marker = uuid.uuid4().hex.encode()
@@ -147,7 +157,7 @@ async def test_a_record_that_breaks_the_contract_is_dead_lettered_with_its_error
 
 
 async def test_a_failed_hot_batch_is_redelivered_whole_across_its_partitions(
-    kafka_bootstrap: str,
+    kafka_bootstrap: str, kafka: KafkaConnection
 ) -> None:
     # The hot-path parser hands over the raw records without FastStream's per-record parsing;
     # a batch the handler fails must still rewind every partition it spans, not only the first.
@@ -177,7 +187,7 @@ async def test_a_failed_hot_batch_is_redelivered_whole_across_its_partitions(
             everything.set()
 
     registry = CollectorRegistry()
-    broker = make_broker(kafka_bootstrap, client_id="hot-test", registry=registry)
+    broker = make_broker(kafka, client_id="hot-test", registry=registry)
     subscribe_hot_batches(
         broker,
         topic,

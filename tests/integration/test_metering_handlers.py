@@ -29,6 +29,7 @@ from shared.infra.kafka import (
     subscribe_hot_batches,
     topic_configs,
 )
+from shared.infra.kafka_connection import KafkaConnection
 from shared.ledger.reads import counts_between
 from tests.records import AT, classified_record
 from tests.spec_example import spec_agreement
@@ -40,9 +41,9 @@ DEADLINE_SECONDS = 60
 
 
 @pytest.fixture
-async def topic(kafka_bootstrap: str) -> str:
+async def topic(kafka_bootstrap: str, kafka: KafkaConnection) -> str:
     """A one-partition topic of this test's own (configured as workitems.classified is)."""
-    await ensure_topics(kafka_bootstrap, partitions=6)  # usage.alerts, the dead-letter topics
+    await ensure_topics(kafka, partitions=6)  # usage.alerts, the dead-letter topics
     return await new_topic(
         kafka_bootstrap, "metering-handler-test", configs=topic_configs(WORKITEMS_CLASSIFIED)
     )
@@ -74,7 +75,9 @@ async def consume_all(
     `topic`, and until its group has committed them."""
     registry = CollectorRegistry()
     run = Run(registry)
-    broker = make_broker(bootstrap, client_id="metering-handler-test", registry=registry)
+    broker = make_broker(
+        KafkaConnection.plaintext(bootstrap), client_id="metering-handler-test", registry=registry
+    )
     meter = Meter(
         broker,
         pool,
@@ -113,7 +116,10 @@ async def committed(bootstrap: str, group: str, offset: int) -> None:
     transaction)."""
     async with asyncio.timeout(DEADLINE_SECONDS):
         while True:
-            if sum((await committed_offsets(bootstrap, group)).values()) >= offset:
+            if (
+                sum((await committed_offsets(KafkaConnection.plaintext(bootstrap), group)).values())
+                >= offset
+            ):
                 return
             await asyncio.sleep(0.1)
 

@@ -37,6 +37,7 @@ from shared.domain.periods import parse_period
 from shared.infra.auth import KeyRing
 from shared.infra.http import add_operational_routes, set_state
 from shared.infra.kafka import ensure_topics, make_broker
+from shared.infra.kafka_connection import KafkaConnection
 from shared.infra.logs import JsonFormatter
 from tests.asgi import asgi_client
 from tests.items_ledger import LedgerItem, seed_items
@@ -303,10 +304,14 @@ class Metering:
 
 
 @pytest.fixture
-async def metering(kafka_bootstrap: str, pool: asyncpg.Pool) -> AsyncIterator[Metering]:
-    await ensure_topics(kafka_bootstrap, partitions=6)
+async def metering(kafka: KafkaConnection, pool: asyncpg.Pool) -> AsyncIterator[Metering]:
+    await ensure_topics(kafka, partitions=6)
     registry = CollectorRegistry()
-    broker = make_broker(kafka_bootstrap, client_id="service-level-test", registry=registry)
+    broker = make_broker(
+        kafka,
+        client_id="service-level-test",
+        registry=registry,
+    )
     agreements: dict[str, Agreement] = {}
     meter = Meter(broker, pool, agreements, MeteringMetrics(registry))
     await broker.start()

@@ -12,6 +12,7 @@ import asyncpg
 from services.metering import store
 from services.metering.counting import MeteredItem
 from shared.infra.db import apply_schema, create_pool
+from shared.infra.kafka_connection import KafkaConnection
 from shared.ledger.reads import counts_between
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -154,7 +155,9 @@ async def test_a_metered_batch_costs_one_transaction_of_few_statements(
     client, warm_up = f"cost-{uuid.uuid4().hex[:6]}", f"warm-{uuid.uuid4().hex[:6]}"
     agreements = {c: ACME.model_copy(update={"client_id": c}) for c in (client, warm_up)}
     meter = Meter(
-        make_broker("127.0.0.1:9", client_id="unused"),  # never started: counting needs no broker
+        make_broker(
+            KafkaConnection.plaintext("127.0.0.1:9"), client_id="unused"
+        ),  # never started: counting needs no broker
         one_connection,
         agreements,
         MeteringMetrics(CollectorRegistry()),

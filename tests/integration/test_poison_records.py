@@ -45,15 +45,16 @@ from shared.infra.kafka import (
     make_broker,
     partitions_of,
 )
+from shared.infra.kafka_connection import KafkaConnection
 from shared.ledger.reads import counts_between
 from tests.e2e.test_billing_rules import agreement as agreement_body
 from tests.records import AT, classified_record, completed_record
 
 
 @pytest.fixture
-async def broker(kafka_bootstrap: str) -> AsyncIterator[KafkaBroker]:
-    await ensure_topics(kafka_bootstrap, partitions=6)
-    broker = make_broker(kafka_bootstrap, client_id="poison-test")
+async def broker(kafka: KafkaConnection) -> AsyncIterator[KafkaBroker]:
+    await ensure_topics(kafka, partitions=6)
+    broker = make_broker(kafka, client_id="poison-test")
     await broker.start()
     yield broker
     await broker.stop()
@@ -111,7 +112,7 @@ async def records_since(
     bootstrap: str, topic: str, since: dict[TopicPartition, int]
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record written to `topic` after the offsets `since`, up to its end offsets now."""
-    ends = await end_offsets(bootstrap, [topic])
+    ends = await end_offsets(KafkaConnection.plaintext(bootstrap), [topic])
     found: list[ConsumerRecord[bytes, bytes]] = []
     partitions = [tp for tp, end in ends.items() if end > since.get(tp, 0)]
     if not partitions:
@@ -167,7 +168,7 @@ def assert_dead_letter(
 @contextlib.asynccontextmanager
 async def started_view(bootstrap: str, client: str) -> AsyncIterator[CompactedView[Agreement]]:
     """The services' agreement view, started, under a service name of this test's own."""
-    view = agreement_view(bootstrap, service=f"test-{client}")
+    view = agreement_view(KafkaConnection.plaintext(bootstrap), service=f"test-{client}")
     await view.start()
     try:
         yield view
@@ -180,7 +181,7 @@ async def started_classifier(
     bootstrap: str, broker: KafkaBroker, client: str, producer: BatchProducer | None = None
 ) -> AsyncIterator[Classifier]:
     """The classifier's handler on a started agreement view and (unless given) producer."""
-    out = producer or BatchProducer(bootstrap, client_id="poison-test")
+    out = producer or BatchProducer(KafkaConnection.plaintext(bootstrap), client_id="poison-test")
     async with started_view(bootstrap, client) as view:
         if producer is None:
             await out.start()
@@ -203,7 +204,11 @@ async def metered(pool: asyncpg.Pool, client: str) -> tuple[int, set[str]]:
 
 
 async def test_metering_dead_letters_each_poison_record_and_counts_the_rest_once(
-    kafka_bootstrap: str, pool: asyncpg.Pool, broker: KafkaBroker, producer: AIOKafkaProducer
+    kafka_bootstrap: str,
+    kafka: KafkaConnection,
+    pool: asyncpg.Pool,
+    broker: KafkaBroker,
+    producer: AIOKafkaProducer,
 ) -> None:
     client = f"poison-{uuid.uuid4().hex[:8]}"
     sent = Sent(WORKITEMS_CLASSIFIED, client.encode())
@@ -220,7 +225,7 @@ async def test_metering_dead_letters_each_poison_record_and_counts_the_rest_once
         name: orjson.dumps(classified(client, name))
         for name in ("first", "middle", "last", "after")
     }
-    since = await end_offsets(kafka_bootstrap, [dlq(WORKITEMS_CLASSIFIED)])
+    since = await end_offsets(kafka, [dlq(WORKITEMS_CLASSIFIED)])
     order = ["first", "nul-in-id", "year-0001", "middle", "version-3e9", "unknown-line"]
     order += ["garbage", "last"]
     for name in order:
@@ -291,6 +296,7 @@ async def client_with_agreement(producer: AIOKafkaProducer, prefix: str) -> str:
 
 async def test_the_classifier_dead_letters_an_item_whose_classified_copy_is_too_large(
     kafka_bootstrap: str,
+    kafka: KafkaConnection,
     broker: KafkaBroker,
     producer: AIOKafkaProducer,
     monkeypatch: pytest.MonkeyPatch,
@@ -304,10 +310,10 @@ async def test_the_classifier_dead_letters_an_item_whose_classified_copy_is_too_
     limit = len(client) + len(oversize) + 20
     monkeypatch.setattr(handlers, "MAX_RECORD_BYTES", limit)
     valid = {name: orjson.dumps(completed(client, name)) for name in ("before", "after", "later")}
-    since_dlq = await end_offsets(kafka_bootstrap, [dlq(WORKITEMS_COMPLETED)])
+    since_dlq = await end_offsets(kafka, [dlq(WORKITEMS_COMPLETED)])
     for name in ("before", "huge", "after"):
         await sent.send(producer, name, oversize if name == "huge" else valid[name])
-    since_out = await end_offsets(kafka_bootstrap, [WORKITEMS_CLASSIFIED])
+    since_out = await end_offsets(kafka, [WORKITEMS_CLASSIFIED])
 
     async with started_classifier(kafka_bootstrap, broker, client) as classifier:
         await classifier.handle(await sent.consume(kafka_bootstrap, ["before", "huge", "after"]))
@@ -332,12 +338,12 @@ async def classified_ids(
 
 
 async def test_an_unusable_agreements_record_never_applies_and_is_dead_lettered_once(
-    kafka_bootstrap: str, broker: KafkaBroker, producer: AIOKafkaProducer
+    kafka_bootstrap: str, kafka: KafkaConnection, broker: KafkaBroker, producer: AIOKafkaProducer
 ) -> None:
     client = f"agr-{uuid.uuid4().hex[:8]}"
     other = f"other-{uuid.uuid4().hex[:8]}"
     service = f"test-{client}"
-    since = await end_offsets(kafka_bootstrap, [dlq(AGREEMENTS)])
+    since = await end_offsets(kafka, [dlq(AGREEMENTS)])
     real = await publish_agreement(producer, client, 2)
     sent = Sent(AGREEMENTS, client.encode())
     # Under the client's key: another client's agreement with a higher version, garbage, and
@@ -353,7 +359,7 @@ async def test_an_unusable_agreements_record_never_applies_and_is_dead_lettered_
     for name, value in poison.items():
         await sent.send(producer, name, value)
 
-    view = agreement_view(kafka_bootstrap, service=service)
+    view = agreement_view(kafka, service=service)
     await view.start()
     try:
         assert view.get(client) == real and real.version == 2
@@ -366,7 +372,7 @@ async def test_an_unusable_agreements_record_never_applies_and_is_dead_lettered_
         await view.stop()
 
     # A restart re-reads the topic from the beginning: nothing is dead-lettered twice.
-    again = agreement_view(kafka_bootstrap, service=service)
+    again = agreement_view(kafka, service=service)
     await again.start()
     try:
         assert again.get(client) == newer
@@ -388,6 +394,7 @@ async def test_an_unusable_agreements_record_never_applies_and_is_dead_lettered_
 
 async def test_an_item_whose_rules_raise_is_dead_lettered_and_the_others_classified(
     kafka_bootstrap: str,
+    kafka: KafkaConnection,
     broker: KafkaBroker,
     producer: AIOKafkaProducer,
     monkeypatch: pytest.MonkeyPatch,
@@ -402,10 +409,10 @@ async def test_an_item_whose_rules_raise_is_dead_lettered_and_the_others_classif
     monkeypatch.setattr(handlers, "classify", classify)
     sent = Sent(WORKITEMS_COMPLETED, client.encode())
     names = ["before", "explodes", "after"]
-    since_dlq = await end_offsets(kafka_bootstrap, [dlq(WORKITEMS_COMPLETED)])
+    since_dlq = await end_offsets(kafka, [dlq(WORKITEMS_COMPLETED)])
     for name in names:
         await sent.send(producer, name, orjson.dumps(completed(client, name)))
-    since_out = await end_offsets(kafka_bootstrap, [WORKITEMS_CLASSIFIED])
+    since_out = await end_offsets(kafka, [WORKITEMS_CLASSIFIED])
 
     async with started_classifier(kafka_bootstrap, broker, client) as classifier:
         await classifier.handle(await sent.consume(kafka_bootstrap, names))
@@ -424,13 +431,13 @@ class _KafkaAway(BatchProducer):
 
 
 async def test_a_kafka_outage_fails_the_classifier_batch_and_dead_letters_nothing(
-    kafka_bootstrap: str, broker: KafkaBroker, producer: AIOKafkaProducer
+    kafka_bootstrap: str, kafka: KafkaConnection, broker: KafkaBroker, producer: AIOKafkaProducer
 ) -> None:
     client = f"outage-{uuid.uuid4().hex[:8]}"
     sent = Sent(WORKITEMS_COMPLETED, client.encode())
-    since_dlq = await end_offsets(kafka_bootstrap, [dlq(WORKITEMS_COMPLETED)])
+    since_dlq = await end_offsets(kafka, [dlq(WORKITEMS_COMPLETED)])
     await sent.send(producer, "one", orjson.dumps(completed(client, "one")))
-    away = _KafkaAway(kafka_bootstrap, client_id="poison-test")
+    away = _KafkaAway(kafka, client_id="poison-test")
     async with started_classifier(kafka_bootstrap, broker, client, away) as classifier:
         with pytest.raises(KafkaConnectionError):  # the batch is redelivered, never skipped
             await classifier.handle(await sent.consume(kafka_bootstrap, ["one"]))
@@ -464,8 +471,8 @@ async def test_alerts_that_cannot_be_worked_out_never_fail_the_count(
     assert registry.get_sample_value("tierline_metering_alert_failures_total") == 1
 
 
-async def test_every_consumed_topic_has_its_dead_letter_topic(kafka_bootstrap: str) -> None:
-    await ensure_topics(kafka_bootstrap, partitions=6)
+async def test_every_consumed_topic_has_its_dead_letter_topic(kafka: KafkaConnection) -> None:
+    await ensure_topics(kafka, partitions=6)
     for topic in CONSUMED_TOPICS:
-        assert await partitions_of(kafka_bootstrap, dlq(topic)), dlq(topic)
+        assert await partitions_of(kafka, dlq(topic)), dlq(topic)
     assert dlq(AGREEMENTS) in {dlq(topic) for topic in CONSUMED_TOPICS}

@@ -17,8 +17,9 @@ from aiokafka.errors import (
     OutOfOrderSequenceNumber,
 )
 
-from shared.infra import kafka
+from shared.infra import kafka_connection
 from shared.infra.kafka import BatchProducer
+from shared.infra.kafka_connection import KafkaConnection
 
 
 class FakeBatch:
@@ -67,8 +68,9 @@ class FakeProducer:
 @pytest.fixture
 async def producer(monkeypatch: pytest.MonkeyPatch) -> BatchProducer:
     FakeProducer.built = []
-    monkeypatch.setattr(kafka, "AIOKafkaProducer", FakeProducer)
-    batch_producer = BatchProducer("127.0.0.1:1", client_id="test")
+    # Every Kafka client is built by the connection (shared/infra/kafka_connection.py).
+    monkeypatch.setattr(kafka_connection, "AIOKafkaProducer", FakeProducer)
+    batch_producer = BatchProducer(KafkaConnection.plaintext("127.0.0.1:1"), client_id="test")
     await batch_producer.start()
     return batch_producer
 

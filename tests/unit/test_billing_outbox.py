@@ -29,6 +29,7 @@ from shared.contracts.invoice import Invoice
 from shared.contracts.reclassification import Note, adjustment_line
 from shared.contracts.topics import AGREEMENTS, INVOICES
 from shared.domain.agreement.agreement import Agreement, parse_agreement
+from shared.infra.kafka_connection import KafkaConnection
 from tests.unit.test_agreements import body
 from tests.unit.test_billing_api import INVOICE
 
@@ -125,7 +126,7 @@ def billing(
     return BillingService(
         pool=cast(asyncpg.Pool, object()),
         broker=cast(KafkaBroker, broker),
-        bootstrap_servers="127.0.0.1:1",
+        kafka=KafkaConnection.plaintext("127.0.0.1:1"),
         barrier_timeout=1,
         metrics=BillingMetrics(registry),
     )

@@ -30,6 +30,7 @@ from services.console.usage import OpenPeriod, client_usage, projected_weighted_
 from services.console.watch import KafkaProbe, KafkaWatch
 from shared.domain.agreement.agreement import parse_agreement
 from shared.domain.periods import Period, period_bounds
+from shared.infra.kafka_connection import KafkaConnection
 from shared.ledger.reads import ClassCount
 from tests.spec_example import spec_agreement
 from tools.supervisor import REPO_ROOT
@@ -170,7 +171,11 @@ def test_overview_lists_topics_groups_and_dead_letter_topics() -> None:
 def test_watch_exports_lag_per_partition_and_topic_counters() -> None:
     registry = CollectorRegistry()
     watch = KafkaWatch(
-        KafkaProbe("127.0.0.1:1", topics=["workitems.completed"], groups=list(GROUPS)),
+        KafkaProbe(
+            KafkaConnection.plaintext("127.0.0.1:1"),
+            topics=["workitems.completed"],
+            groups=list(GROUPS),
+        ),
         groups=GROUPS,
         dead_letter_topics=["workitems.completed.dlq"],
         interval=1,

@@ -1,5 +1,5 @@
 """A single-node Apache Kafka broker+controller (KRaft) from the Maven jars, on free loopback
-ports."""
+ports; optionally with a SASL_SSL listener beside the PLAINTEXT one (``SaslSslListener``)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,34 @@ import shutil
 import signal
 import subprocess
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tools.localinfra.jars import kafka_jars_dir
 from tools.localinfra.processes import HOST, LocalInfraError, free_ports, port_open, tail
 from tools.localinfra.server import GuardedServer
+
+
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A SASL_SSL listener: TLS from PEM files, SCRAM-SHA-512 users created when the storage is
+    formatted (``kafka-storage format --add-scram``), so they exist before the broker starts.
+
+    The PLAINTEXT listener (also the inter-broker one) and the controller's stay as they are:
+    only clients that choose this listener's port meet TLS and SASL.
+    """
+
+    #: PEM: the broker's private key (unencrypted PKCS#8) followed by its certificate chain.
+    keystore: Path
+    #: PEM: the CA certificates that client certificates must chain to (``client_auth``).
+    truststore: Path
+    #: SCRAM-SHA-512 users, name to password (neither may hold ``,``, ``=``, ``[`` or ``]``).
+    users: Mapping[str, str] = field(default_factory=dict)
+    #: Kafka's ``ssl.client.auth``: ``required`` makes it mutual TLS.
+    client_auth: Literal["none", "requested", "required"] = "none"
+    port: int | None = None
 
 
 class LocalKafka(GuardedServer):
@@ -37,9 +60,12 @@ class LocalKafka(GuardedServer):
         heap: str = "512m",
         jars_dir: Path | None = None,
         start_timeout: float = 120.0,
+        sasl_ssl: SaslSslListener | None = None,
     ) -> None:
         super().__init__(data_dir, fast=fast, port=port, start_timeout=start_timeout)
         self.controller_port = controller_port
+        self.sasl_ssl = sasl_ssl
+        self.sasl_ssl_port = sasl_ssl.port if sasl_ssl is not None else None
         self.heap = heap
         self.jars_dir = jars_dir
         self.config_file = self.data_dir / "server.properties"
@@ -52,6 +78,14 @@ class LocalKafka(GuardedServer):
     def bootstrap_servers(self) -> str:
         return f"{HOST}:{self.started_port()}"
 
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        """The SASL_SSL listener's address (the broker has one: ``sasl_ssl`` was given)."""
+        if self.sasl_ssl_port is None:
+            raise LocalInfraError("this broker has no SASL_SSL listener")
+        self.started_port()  # raises before the first start
+        return f"{HOST}:{self.sasl_ssl_port}"
+
     def _stale_marker(self) -> str:
         return str(self.config_file)
 
@@ -61,6 +95,8 @@ class LocalKafka(GuardedServer):
         self._java = _java()
         if self.port is None or self.controller_port is None:
             self.port, self.controller_port = free_ports(2)
+        if self.sasl_ssl is not None and self.sasl_ssl_port is None:
+            (self.sasl_ssl_port,) = free_ports(1)
         self.server_log.parent.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self._server_properties())
         (self.data_dir / "log4j2.properties").write_text(_KAFKA_LOG4J2)
@@ -69,15 +105,19 @@ class LocalKafka(GuardedServer):
         self._log_offset = self.server_log.stat().st_size if self.server_log.exists() else 0
 
     def _server_properties(self) -> str:
+        secure = self.sasl_ssl
+        sasl_ssl = f",SASL_SSL://{HOST}:{self.sasl_ssl_port}" if secure is not None else ""
         return (
             "process.roles=broker,controller\n"
             "node.id=1\n"
             f"controller.quorum.voters=1@{HOST}:{self.controller_port}\n"
-            f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}\n"
-            f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}\n"
+            f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}"
+            f"{sasl_ssl}\n"
+            f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}{sasl_ssl}\n"
             "inter.broker.listener.name=PLAINTEXT\n"
             "controller.listener.names=CONTROLLER\n"
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+            f"{',SASL_SSL:SASL_SSL' if secure is not None else ''}\n"
             f"log.dirs={self.log_dir}\n"
             "offsets.topic.replication.factor=1\n"
             "offsets.topic.num.partitions=1\n"
@@ -88,6 +128,7 @@ class LocalKafka(GuardedServer):
             "group.initial.rebalance.delay.ms=0\n"
             "auto.create.topics.enable=false\n"
             "num.partitions=6\n"
+            f"{_sasl_ssl_properties(secure) if secure is not None else ''}"
         )
 
     def _format(self) -> None:
@@ -95,12 +136,21 @@ class LocalKafka(GuardedServer):
         result = subprocess.run(
             [self._java, "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp", self._classpath(),
              "kafka.tools.StorageTool", "format", "-t", _kafka_cluster_id(),
-             "-c", str(self.config_file), "--ignore-formatted"],
+             "-c", str(self.config_file), "--ignore-formatted", *self._scram_users()],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, check=False,
         )  # fmt: skip
         if result.returncode != 0:
             raise LocalInfraError(f"formatting {self.log_dir} failed:\n{result.stdout[-4000:]}")
+
+    def _scram_users(self) -> list[str]:
+        """``--add-scram`` arguments: the SASL_SSL listener's users, stored with the metadata."""
+        users = self.sasl_ssl.users if self.sasl_ssl is not None else {}
+        return [
+            argument
+            for name, password in users.items()
+            for argument in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+        ]
 
     def _classpath(self) -> str:
         return f"{self.jars_dir}/*"
@@ -141,6 +191,22 @@ rootLogger.appenderRef.file.ref = FILE
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
 """
+
+
+def _sasl_ssl_properties(listener: SaslSslListener) -> str:
+    """The SASL_SSL listener's own settings (``listener.name.sasl_ssl.*``): SCRAM-SHA-512, PEM
+    key and trust stores, and whether a client certificate is asked for."""
+    prefix = "listener.name.sasl_ssl."
+    return (
+        f"{prefix}sasl.enabled.mechanisms=SCRAM-SHA-512\n"
+        f"{prefix}scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;\n"
+        f"{prefix}ssl.keystore.type=PEM\n"
+        f"{prefix}ssl.keystore.location={listener.keystore}\n"
+        f"{prefix}ssl.truststore.type=PEM\n"
+        f"{prefix}ssl.truststore.location={listener.truststore}\n"
+        f"{prefix}ssl.client.auth={listener.client_auth}\n"
+    )
 
 
 def _kafka_cluster_id() -> str:
