@@ -47,7 +47,7 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def infrastructure(data_dir: Path) -> Iterator[tuple[str, str]]:
+def infrastructure(data_dir: Path, *, kafka_brokers: int = 1) -> Iterator[tuple[str, str]]:
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database = os.environ.get("DATABASE_URL")
     if kafka and database:
@@ -56,11 +56,18 @@ def infrastructure(data_dir: Path) -> Iterator[tuple[str, str]]:
         return
     from tools.localinfra import LocalInfra
 
+    brokers = (
+        "a local Kafka broker (KRaft)"
+        if kafka_brokers == 1
+        else f"a local Kafka cluster of {kafka_brokers} KRaft brokers"
+    )
     say(
-        "starting a local Kafka broker (KRaft) and PostgreSQL under "
+        f"starting {brokers} and PostgreSQL under "
         f"{data_dir} (the first run fetches the Kafka jars from Maven Central)"
     )
-    with LocalInfra(data_dir, kafka=not kafka, postgres=not database) as infra:
+    with LocalInfra(
+        data_dir, kafka=not kafka, postgres=not database, kafka_brokers=kafka_brokers
+    ) as infra:
         yield kafka or infra.kafka_bootstrap, database or infra.database_url
 
 
@@ -223,9 +230,14 @@ def up(args: argparse.Namespace) -> int:
     except ValueError as error:
         say(f"configuration error: {error}")
         return 2
+    if args.kafka_brokers != 1 and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        say("configuration error: --kafka-brokers starts a local cluster, but "
+            "KAFKA_BOOTSTRAP_SERVERS names one already")  # fmt: skip
+        return 2
     started = time.perf_counter()
     try:
-        with infrastructure(data_dir / "infra") as (kafka, database):
+        local = infrastructure(data_dir / "infra", kafka_brokers=args.kafka_brokers)
+        with local as (kafka, database):
             admin_key = os.environ.get("TIERLINE_ADMIN_KEY", "")
             intake_keys = os.environ.get("TIERLINE_INTAKE_KEYS", "")
             if not (admin_key and intake_keys):
@@ -282,6 +294,14 @@ Press Ctrl-C to stop everything.""",
         return 0
 
 
+def kafka_brokers(text: str) -> int:
+    """`--kafka-brokers`: 1, or a cluster of 3 or more (2 brokers cannot lose one and keep
+    two copies in sync)."""
+    if not text.isdigit() or not (int(text) == 1 or 3 <= int(text) <= 9):
+        raise argparse.ArgumentTypeError(f"must be 1, or 3 to 9 brokers, not {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tierline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -292,6 +312,13 @@ def main(argv: list[str] | None = None) -> int:
         help="where local Kafka/PostgreSQL data and service logs go",
     )
     run.add_argument("--no-demo", action="store_true", help="skip the demo workload")
+    run.add_argument(
+        "--kafka-brokers",
+        type=kafka_brokers,
+        default=1,
+        help="1 (default): one local broker; 3 or more: a local KRaft cluster whose topics "
+        "have 3 copies, 2 in sync (a broker may die)",
+    )
     add_dlq_commands(commands)
     add_reclassify_commands(commands)
     add_agreements_commands(commands)

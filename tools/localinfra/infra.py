@@ -6,9 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Self
 
+from tools.localinfra.cluster import LocalKafkaCluster
 from tools.localinfra.kafka import LocalKafka
 from tools.localinfra.postgres import LocalPostgres
-from tools.localinfra.server import GuardedServer, Startable
+from tools.localinfra.server import Startable
 
 
 class LocalInfra(Startable):
@@ -16,6 +17,7 @@ class LocalInfra(Startable):
 
     ``start()`` starts, concurrently, whichever of the enabled servers is not running yet;
     ``stop()`` stops both. ``kafka`` and ``postgres`` can also be started one by one (lazily).
+    ``kafka_brokers=3`` (or more) makes ``kafka`` a ``LocalKafkaCluster`` instead of one broker.
     """
 
     def __init__(
@@ -25,11 +27,16 @@ class LocalInfra(Startable):
         kafka: bool = True,
         postgres: bool = True,
         fast: bool = False,
+        kafka_brokers: int = 1,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
-        self.kafka = LocalKafka(self.data_dir / "kafka", fast=fast)
+        self.kafka: LocalKafka | LocalKafkaCluster = (
+            LocalKafka(self.data_dir / "kafka", fast=fast)
+            if kafka_brokers == 1
+            else LocalKafkaCluster(self.data_dir / "kafka", size=kafka_brokers, fast=fast)
+        )
         self.postgres = LocalPostgres(self.data_dir / "postgres", fast=fast)
-        self._enabled: list[GuardedServer] = [
+        self._enabled: list[LocalKafka | LocalKafkaCluster | LocalPostgres] = [
             server for server, wanted in ((self.kafka, kafka), (self.postgres, postgres)) if wanted
         ]
 
