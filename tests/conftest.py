@@ -4,6 +4,10 @@ Each service comes from the first source that works: an address in the environme
 (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``); testcontainers when a Docker daemon answers;
 else real local processes from ``tools.localinfra`` (fast mode) under a fresh temp dir.
 Unit tests request none of these fixtures, so they start nothing.
+
+``TIERLINE_TEST_KAFKA_BROKERS=3`` makes the session's local Kafka a three-node KRaft cluster
+(default 1: one broker). A test that kills brokers asks for ``kafka_cluster``: the session's
+cluster when it is one, else a cluster of its own for its module.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tools.localinfra import LocalInfra
+from tools.localinfra import LocalInfra, LocalKafkaCluster
 
 
 class _Unmanaged:
@@ -36,6 +40,14 @@ class _Unmanaged:
 
 
 _ENV = {"kafka": "KAFKA_BOOTSTRAP_SERVERS", "postgres": "DATABASE_URL"}
+
+
+def _kafka_brokers() -> int:
+    """``TIERLINE_TEST_KAFKA_BROKERS``: brokers of the session's local Kafka (1, or 3 to 9)."""
+    text = os.environ.get("TIERLINE_TEST_KAFKA_BROKERS", "").strip() or "1"
+    if not text.isdigit() or not (int(text) == 1 or 3 <= int(text) <= 9):
+        raise pytest.UsageError(f"TIERLINE_TEST_KAFKA_BROKERS must be 1 or 3..9, not {text!r}")
+    return int(text)
 
 
 def _docker_answers() -> bool:
@@ -70,7 +82,7 @@ class _Services:
         if self._local is None:
             data_dir = Path(tempfile.mkdtemp(prefix="tierline-test-"))
             data_dir.chmod(0o755)  # PostgreSQL runs as nobody when we are root
-            self._local = LocalInfra(data_dir, fast=True)
+            self._local = LocalInfra(data_dir, fast=True, kafka_brokers=_kafka_brokers())
         return self._local
 
     def source(self, name: str) -> str:
@@ -151,3 +163,25 @@ def infra(_services: _Services) -> LocalInfra | SimpleNamespace:
             for name, source in sources.items()
         }
     )
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(
+    _services: _Services, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalKafkaCluster]:
+    """A running three-node local Kafka cluster whose brokers a test may kill and restart: the
+    session's when ``TIERLINE_TEST_KAFKA_BROKERS`` made it one, else one for this module alone
+    (its own ports and data; stopped when the module ends, so other modules never see it)."""
+    if _services.source("kafka") == "local" and isinstance(
+        _services.local.kafka, LocalKafkaCluster
+    ):
+        _services.kafka()
+        yield _services.local.kafka
+        return
+    data_dir = tmp_path_factory.mktemp("kafka-cluster")
+    cluster = LocalKafkaCluster(data_dir, fast=True)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -28,7 +28,7 @@ import pytest
 
 from shared.contracts.invoice import invoice_line
 from shared.contracts.topics import CONSUMED_TOPICS, dlq
-from shared.domain.agreement.agreement import parse_agreement
+from shared.domain.agreement.agreement import Agreement, parse_agreement
 from shared.domain.agreement.fields import ServiceClass
 from shared.domain.periods import Period, period_bounds
 from shared.domain.rating import ClassUsage, rate
@@ -189,6 +189,18 @@ async def send(api: Api, truth: Truth, batch: list[dict[str, Any]]) -> None:
         delay = min(delay * 1.5, 2.0)
 
 
+def copies_to_send(rng: random.Random, truth: Truth, item: dict[str, Any]) -> list[dict[str, Any]]:
+    """`item`, and in DUPLICATES of the cases a re-send of an item already acknowledged,
+    differing in other fields: it must not count, and the first copy's fields must stand."""
+    copies = [item]
+    if truth.acked and rng.random() < DUPLICATES:
+        original = rng.choice(truth.acked[-5000:])
+        copies.append({**original, "units": original["units"] + 7, "queue": "Misc"})
+        truth.duplicates += 1
+    truth.sent_copies += len(copies)
+    return copies
+
+
 async def sender(
     api: Api,
     truth: Truth,
@@ -201,15 +213,7 @@ async def sender(
     per_request = REQUEST_SIZE / (RATE / SENDERS)
     batch: list[dict[str, Any]] = []
     for n in numbers:
-        batch.append(make_item(rng, n, clients, period, tz_of))
-        truth.sent_copies += 1
-        if truth.acked and rng.random() < DUPLICATES:
-            # A re-send of something already acknowledged, differing in other fields: it must
-            # not count, and the first copy's fields must stand.
-            original = rng.choice(truth.acked[-5000:])
-            batch.append({**original, "units": original["units"] + 7, "queue": "Misc"})
-            truth.duplicates += 1
-            truth.sent_copies += 1
+        batch += copies_to_send(rng, truth, make_item(rng, n, clients, period, tz_of))
         if len(batch) >= REQUEST_SIZE:
             started = time.monotonic()
             await send(api, truth, batch)
@@ -306,8 +310,32 @@ async def test_exactly_once_through_kills_and_restarts(api: Api, run_id: str, in
             process.start()
         await asyncio.to_thread(process.wait_healthy, 120)
 
+    mismatches = await mismatches_against_truth(api, truth, agreements, period)
+
+    dead_valid = await valid_items_dead_lettered(api, truth)
+
+    print(
+        f"\nchaos: {ITEMS} items ({truth.sent_copies} copies sent, {truth.duplicates} re-sent "
+        f"duplicates) in {sent_seconds:.1f}s; {truth.requests} requests, {truth.retries} retried "
+        f"{dict(truth.statuses)}; kills {dict(chaos.kills)} = {sum(chaos.kills.values())}; "
+        f"broker restarts {chaos.broker_restarts}, database restarts {chaos.database_restarts}; "
+        f"valid items dead-lettered {dead_valid}; mismatches {len(mismatches)}"
+    )
+    assert len(truth.counted) == ITEMS // SENDERS * SENDERS
+    assert chaos.broker_restarts == 1 and chaos.database_restarts == 1
+    assert sum(chaos.kills.values()) >= 3
+    assert not dead_valid
+    assert not mismatches, "\n".join(mismatches)
+
+
+async def mismatches_against_truth(
+    api: Api, truth: Truth, agreements: dict[str, Agreement], period: Period
+) -> list[str]:
+    """Close `period` for each client of `agreements` and compare its usage (items,
+    unclassified, late, per class) and its invoice (lines and total, to the cent) with what
+    `truth` says they must be; one line per difference."""
     mismatches: list[str] = []
-    for client in clients:
+    for client, agreement in agreements.items():
         closed = await close_with_retries(api, period.key, client)
         usage, unclassified = expected_usage(truth, client)
         got = await api.usage(client, period.key)
@@ -335,29 +363,21 @@ async def test_exactly_once_through_kills_and_restarts(api: Api, run_id: str, in
         }
         if by_class != want_by_class:
             mismatches.append(f"{client}: by_class {by_class} != {want_by_class}")
-        rating = rate(agreements[client], usage)
+        rating = rate(agreement, usage)
         [invoice] = closed["invoices"]
-        currency = agreements[client].currency
+        currency = agreement.currency
         want_lines = [invoice_line(line, currency).model_dump(mode="json") for line in rating.lines]
         if invoice["lines"] != want_lines or Decimal(invoice["total"]) != rating.total:
             mismatches.append(f"{client}: invoice {invoice['lines']} != {want_lines}")
 
-    ours = {(c, i) for c, i in truth.counted}
-    dead = await read_all(api.stack.kafka_bootstrap, [dlq(t) for t in CONSUMED_TOPICS])
-    dead_valid = [r for r in dead if _item_key(r.value) in ours]
+    return mismatches
 
-    print(
-        f"\nchaos: {ITEMS} items ({truth.sent_copies} copies sent, {truth.duplicates} re-sent "
-        f"duplicates) in {sent_seconds:.1f}s; {truth.requests} requests, {truth.retries} retried "
-        f"{dict(truth.statuses)}; kills {dict(chaos.kills)} = {sum(chaos.kills.values())}; "
-        f"broker restarts {chaos.broker_restarts}, database restarts {chaos.database_restarts}; "
-        f"valid items dead-lettered {len(dead_valid)}; mismatches {len(mismatches)}"
-    )
-    assert len(truth.counted) == ITEMS // SENDERS * SENDERS
-    assert chaos.broker_restarts == 1 and chaos.database_restarts == 1
-    assert sum(chaos.kills.values()) >= 3
-    assert not dead_valid
-    assert not mismatches, "\n".join(mismatches)
+
+async def valid_items_dead_lettered(api: Api, truth: Truth) -> int:
+    """How many of the items `truth` counts sit in a dead-letter topic (none may)."""
+    ours = set(truth.counted)
+    dead = await read_all(api.stack.kafka_bootstrap, [dlq(t) for t in CONSUMED_TOPICS])
+    return sum(1 for record in dead if _item_key(record.value) in ours)
 
 
 def _item_key(value: bytes | None) -> tuple[str, str] | None:
