@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from tools.localinfra import LocalInfra, LocalKafkaCluster
+from tools.localinfra.cluster import kafka_brokers
 
 
 class _Unmanaged:
@@ -44,10 +45,10 @@ _ENV = {"kafka": "KAFKA_BOOTSTRAP_SERVERS", "postgres": "DATABASE_URL"}
 
 def _kafka_brokers() -> int:
     """``TIERLINE_TEST_KAFKA_BROKERS``: brokers of the session's local Kafka (1, or 3 to 9)."""
-    text = os.environ.get("TIERLINE_TEST_KAFKA_BROKERS", "").strip() or "1"
-    if not text.isdigit() or not (int(text) == 1 or 3 <= int(text) <= 9):
-        raise pytest.UsageError(f"TIERLINE_TEST_KAFKA_BROKERS must be 1 or 3..9, not {text!r}")
-    return int(text)
+    try:
+        return kafka_brokers(os.environ.get("TIERLINE_TEST_KAFKA_BROKERS", "").strip() or "1")
+    except ValueError as error:
+        raise pytest.UsageError(f"TIERLINE_TEST_KAFKA_BROKERS {error}") from None
 
 
 def _docker_answers() -> bool:

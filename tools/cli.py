@@ -295,11 +295,13 @@ Press Ctrl-C to stop everything.""",
 
 
 def kafka_brokers(text: str) -> int:
-    """`--kafka-brokers`: 1, or a cluster of 3 or more (2 brokers cannot lose one and keep
-    two copies in sync)."""
-    if not text.isdigit() or not (int(text) == 1 or 3 <= int(text) <= 9):
-        raise argparse.ArgumentTypeError(f"must be 1, or 3 to 9 brokers, not {text!r}")
-    return int(text)
+    """`--kafka-brokers`: 1, or a local cluster of 3 to 9 brokers."""
+    from tools.localinfra.cluster import kafka_brokers as brokers
+
+    try:
+        return brokers(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

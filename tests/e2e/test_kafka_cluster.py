@@ -320,9 +320,14 @@ async def bounce(
     )
 
 
-async def topic_layout(bootstrap: str) -> dict[str, tuple[set[int], str]]:
-    """Each Tierline topic's replication factors (over its partitions) and its
-    min.insync.replicas."""
+#: DescribeConfigs' `config_source` of a setting made on the topic itself (not inherited from
+#: the broker's defaults, which on this cluster say 2 as well).
+TOPIC_CONFIG: Final = 1
+
+
+async def topic_layout(bootstrap: str) -> dict[str, tuple[set[int], str | None]]:
+    """Each Tierline topic's replication factors (over its partitions) and the
+    min.insync.replicas set on the topic itself (None when it only inherits the broker's)."""
     layout: dict[str, set[int]] = {}
     for partition in await partitions(bootstrap, list(ALL_TOPICS)):
         layout.setdefault(partition["topic"], set()).add(len(partition["replicas"]))
@@ -332,12 +337,19 @@ async def topic_layout(bootstrap: str) -> dict[str, tuple[set[int], str]]:
             [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in ALL_TOPICS]
         )
 
-    min_isr: dict[str, str] = {}
+    own_min_isr: dict[str, str | None] = {}
     for response in await _admin(bootstrap, describe):
-        for resource in response.resources:
-            topic, entries = resource[3], resource[4]
-            min_isr[topic] = next(e[1] for e in entries if e[0] == "min.insync.replicas")
-    return {topic: (factors, min_isr[topic]) for topic, factors in layout.items()}
+        assert response.API_VERSION >= 1  # v0 has no config_source
+        for _, _, _, topic, entries in response.resources:
+            own_min_isr[topic] = next(
+                (
+                    value
+                    for name, value, _, source, *_ in entries
+                    if name == "min.insync.replicas" and source == TOPIC_CONFIG
+                ),
+                None,
+            )
+    return {topic: (factors, own_min_isr[topic]) for topic, factors in layout.items()}
 
 
 async def test_exactly_once_while_brokers_die(

@@ -37,6 +37,14 @@ CLUSTER_SIZE: Final = 3
 NODE_HEAP: Final = "320m"
 
 
+def kafka_brokers(text: str) -> int:
+    """A `--kafka-brokers` value: 1 (one broker), or a cluster of 3 to 9 (two brokers could not
+    lose one and keep two copies in sync). ValueError otherwise."""
+    if not text.strip().isdigit() or not (int(text) == 1 or CLUSTER_SIZE <= int(text) <= 9):
+        raise ValueError(f"must be 1, or {CLUSTER_SIZE} to 9 brokers, not {text!r}")
+    return int(text)
+
+
 class KafkaNode(LocalKafka):
     """One broker+controller of a ``LocalKafkaCluster``: its ports and the quorum are given."""
 
