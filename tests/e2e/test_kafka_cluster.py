@@ -5,19 +5,21 @@ In the spirit of Kafka's own TransactionsTest (apache/kafka
 copied, then check the output holds every input exactly once), items go through the whole
 pipeline — intake over HTTP, the classifier, metering, billing's close and its invoices — on a
 local three-node KRaft cluster (`kafka_cluster`: topics with 3 copies, min.insync.replicas 2)
-while the test SIGKILLs one broker at a time: in turn the leader of the busiest
-`workitems.completed` partition, the leader of the busiest `workitems.classified` partition and
-the coordinator of metering's consumer group. Each kill lands while a request is in flight; the
+while the test SIGKILLs one broker at a time, every broker once per round (as TransactionsTest's
+`bounce_brokers` does): each time, of the brokers not yet killed in the round, the leader of the
+busiest `workitems.completed` (even kills) or `workitems.classified` (odd kills) partition, often
+also the coordinator of the consumer groups. Each kill lands while a request is in flight; the
 test waits until the victim leads nothing, lets more items be accepted without it, restarts it and
 waits until every partition has all three copies in sync again before the next kill. Senders
 retry a 503 or a dropped connection like a real client (a re-sent request is counted once by
 design) and re-send 10 % of items on purpose. Then every client's usage and invoice must equal
 the ground truth computed by the test (test_chaos's machinery): 0 lost, 0 counted twice, invoices
-to the cent.
+to the cent, no valid item dead-lettered; and every topic has 3 copies with min.insync.replicas 2
+set on the topic itself.
 
 Reduced size by default (CI). The full size (README):
 
-    TIERLINE_CLUSTER_ITEMS=200000 TIERLINE_CLUSTER_KILLS=9 TIERLINE_CLUSTER_RATE=1500 \\
+    TIERLINE_CLUSTER_ITEMS=200000 TIERLINE_CLUSTER_KILLS=6 TIERLINE_CLUSTER_RATE=1500 \\
         ./tierline test tests/e2e/test_kafka_cluster.py -s -o timeout=3600
 """
 
