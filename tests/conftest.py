@@ -6,6 +6,10 @@ else real local processes from ``tools.localinfra`` (fast mode) under a fresh te
 ``TIERLINE_TEST_POSTGRES_HA=1`` the local PostgreSQL is a primary and a synchronous standby
 (Patroni, etcd) reached by a multi-host DSN; tests/e2e/test_failover.py starts its own anyway.
 Unit tests request none of these fixtures, so they start nothing.
+
+``TIERLINE_TEST_KAFKA_BROKERS=3`` makes the session's local Kafka a three-node KRaft cluster
+(default 1: one broker). A test that kills brokers asks for ``kafka_cluster``: the session's
+cluster when it is one, else a cluster of its own for its module.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import Any
 import pytest
 
 from shared.infra.kafka_connection import KafkaConnection
-from tools.localinfra import LocalInfra
+from tools.localinfra import LocalInfra, LocalKafkaCluster
+from tools.localinfra.cluster import kafka_brokers
 
 
 class _Unmanaged:
@@ -39,6 +44,14 @@ class _Unmanaged:
 
 
 _ENV = {"kafka": "KAFKA_BOOTSTRAP_SERVERS", "postgres": "DATABASE_URL"}
+
+
+def _kafka_brokers() -> int:
+    """``TIERLINE_TEST_KAFKA_BROKERS``: brokers of the session's local Kafka (1, or 3 to 9)."""
+    try:
+        return kafka_brokers(os.environ.get("TIERLINE_TEST_KAFKA_BROKERS", "").strip() or "1")
+    except ValueError as error:
+        raise pytest.UsageError(f"TIERLINE_TEST_KAFKA_BROKERS {error}") from None
 
 
 def _docker_answers() -> bool:
@@ -76,6 +89,7 @@ class _Services:
             self._local = LocalInfra(
                 data_dir,
                 fast=True,
+                kafka_brokers=_kafka_brokers(),
                 postgres_ha=os.environ.get("TIERLINE_TEST_POSTGRES_HA", "") == "1",
             )
         return self._local
@@ -166,3 +180,25 @@ def infra(_services: _Services) -> LocalInfra | SimpleNamespace:
             for name, source in sources.items()
         }
     )
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(
+    _services: _Services, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalKafkaCluster]:
+    """A running three-node local Kafka cluster whose brokers a test may kill and restart: the
+    session's when ``TIERLINE_TEST_KAFKA_BROKERS`` made it one, else one for this module alone
+    (its own ports and data; stopped when the module ends, so other modules never see it)."""
+    if _services.source("kafka") == "local" and isinstance(
+        _services.local.kafka, LocalKafkaCluster
+    ):
+        _services.kafka()
+        yield _services.local.kafka
+        return
+    data_dir = tmp_path_factory.mktemp("kafka-cluster")
+    cluster = LocalKafkaCluster(data_dir, fast=True)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -47,7 +47,9 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def infrastructure(data_dir: Path, *, postgres_ha: bool = False) -> Iterator[tuple[str, str]]:
+def infrastructure(
+    data_dir: Path, *, kafka_brokers: int = 1, postgres_ha: bool = False
+) -> Iterator[tuple[str, str]]:
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database = os.environ.get("DATABASE_URL")
     if kafka and database:
@@ -65,12 +67,21 @@ def infrastructure(data_dir: Path, *, postgres_ha: bool = False) -> Iterator[tup
     if postgres_ha and database:
         say("DATABASE_URL is set: --postgres-ha starts no PostgreSQL of its own")
     postgres = "PostgreSQL with failover (Patroni, etcd)" if postgres_ha else "PostgreSQL"
+    brokers = (
+        "a local Kafka broker (KRaft)"
+        if kafka_brokers == 1
+        else f"a local Kafka cluster of {kafka_brokers} KRaft brokers"
+    )
     say(
-        f"starting a local Kafka broker (KRaft) and {postgres} under "
+        f"starting {brokers} and {postgres} under "
         f"{data_dir} (the first run fetches the Kafka jars from Maven Central)"
     )
     with LocalInfra(
-        data_dir, kafka=not kafka, postgres=not database, postgres_ha=postgres_ha
+        data_dir,
+        kafka=not kafka,
+        postgres=not database,
+        kafka_brokers=kafka_brokers,
+        postgres_ha=postgres_ha,
     ) as infra:
         yield kafka or infra.kafka_bootstrap, database or infra.database_url
 
@@ -234,9 +245,16 @@ def up(args: argparse.Namespace) -> int:
     except ValueError as error:
         say(f"configuration error: {error}")
         return 2
+    if args.kafka_brokers != 1 and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        say("configuration error: --kafka-brokers starts a local cluster, but "
+            "KAFKA_BOOTSTRAP_SERVERS names one already")  # fmt: skip
+        return 2
     started = time.perf_counter()
     try:
-        with infrastructure(data_dir / "infra", postgres_ha=args.postgres_ha) as (kafka, database):
+        local = infrastructure(
+            data_dir / "infra", kafka_brokers=args.kafka_brokers, postgres_ha=args.postgres_ha
+        )
+        with local as (kafka, database):
             admin_key = os.environ.get("TIERLINE_ADMIN_KEY", "")
             intake_keys = os.environ.get("TIERLINE_INTAKE_KEYS", "")
             if not (admin_key and intake_keys):
@@ -293,6 +311,16 @@ Press Ctrl-C to stop everything.""",
         return 0
 
 
+def kafka_brokers(text: str) -> int:
+    """`--kafka-brokers`: 1, or a local cluster of 3 to 9 brokers."""
+    from tools.localinfra.cluster import kafka_brokers as brokers
+
+    try:
+        return brokers(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tierline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -303,6 +331,13 @@ def main(argv: list[str] | None = None) -> int:
         help="where local Kafka/PostgreSQL data and service logs go",
     )
     run.add_argument("--no-demo", action="store_true", help="skip the demo workload")
+    run.add_argument(
+        "--kafka-brokers",
+        type=kafka_brokers,
+        default=1,
+        help="1 (default): one local broker; 3 or more: a local KRaft cluster whose topics "
+        "have 3 copies, 2 in sync (a broker may die)",
+    )
     run.add_argument(
         "--postgres-ha",
         action="store_true",

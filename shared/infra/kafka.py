@@ -85,45 +85,92 @@ def json_bytes(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-def topic_configs(topic: str) -> dict[str, str]:
-    """The topic-level settings Tierline creates `topic` with."""
+#: Copies of each topic when TIERLINE_TOPIC_REPLICATION is unset and the cluster has the
+#: brokers for them: three copies survive the loss of any one broker with two still in sync.
+DEFAULT_REPLICATION: Final = 3
+#: `min.insync.replicas` of a topic with three or more copies: an acks=all write (every
+#: producer's) is acknowledged only once two brokers have it, so no single broker's death loses
+#: an acknowledged record, and writes go on while one broker is down.
+DURABLE_MIN_INSYNC: Final = 2
+
+
+def topic_replication(brokers: int, configured: int | None) -> int:
+    """The replication factor of the topics Tierline creates on a cluster of `brokers` live
+    brokers: TIERLINE_TOPIC_REPLICATION when set (it cannot exceed the brokers: Kafka would
+    refuse the topics), else as many copies as there are brokers, up to DEFAULT_REPLICATION."""
+    if brokers < 1:
+        raise ValueError("the Kafka cluster reported no live broker")
+    if configured is None:
+        return min(DEFAULT_REPLICATION, brokers)
+    if configured > brokers:
+        raise ValueError(
+            f"TIERLINE_TOPIC_REPLICATION is {configured} but the Kafka cluster has "
+            f"{brokers} live broker{'s' if brokers != 1 else ''}"
+        )
+    return configured
+
+
+def topic_configs(topic: str, *, replication: int = 1) -> dict[str, str]:
+    """The topic-level settings Tierline creates `topic` with, at `replication` copies."""
+    configs: dict[str, str] = {}
     if topic in COMPACTED_TOPICS:
-        return {"cleanup.policy": "compact"}
+        configs["cleanup.policy"] = "compact"
     if topic.endswith(DLQ_SUFFIX):
-        return {"max.message.bytes": str(DLQ_MAX_BYTES)}
-    return {}
+        configs["max.message.bytes"] = str(DLQ_MAX_BYTES)
+    if replication >= DEFAULT_REPLICATION:
+        configs["min.insync.replicas"] = str(DURABLE_MIN_INSYNC)
+    return configs
 
 
 async def ensure_topics(
-    kafka: KafkaConnection, *, partitions: int, replication: int = 1, attempts: int = 30
+    kafka: KafkaConnection,
+    *,
+    partitions: int,
+    replication: int | None = None,
+    attempts: int = 30,
 ) -> None:
-    """Create every Tierline topic (and each consumed topic's DLQ) if it does not exist."""
+    """Create every Tierline topic (and each consumed topic's DLQ) if it does not exist, with
+    `topic_replication` copies (`replication` is TIERLINE_TOPIC_REPLICATION: None counts the
+    cluster's live brokers)."""
     wanted = [*ALL_TOPICS, *(dlq(topic) for topic in CONSUMED_TOPICS)]
     for attempt in range(1, attempts + 1):
         admin = kafka.admin(client_id="tierline-admin")
         try:
             await admin.start()
             existing = set(await admin.list_topics())
-            missing = [
-                NewTopic(
-                    name=topic,
-                    num_partitions=partitions,
-                    replication_factor=replication,
-                    topic_configs=topic_configs(topic),
-                )
-                for topic in wanted
-                if topic not in existing
-            ]
+            missing = [topic for topic in wanted if topic not in existing]
             if missing:
+                # Brokers are counted only to create: a restart while one is down must not fail.
+                brokers = len((await admin.describe_cluster())["brokers"])
+                copies = topic_replication(brokers, replication)
                 with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(missing)
-                log.info("created topics", extra={"topic": ",".join(t.name for t in missing)})
+                    await admin.create_topics(
+                        [
+                            NewTopic(
+                                name=topic,
+                                num_partitions=partitions,
+                                replication_factor=copies,
+                                topic_configs=topic_configs(topic, replication=copies),
+                            )
+                            for topic in missing
+                        ]
+                    )
+                log.info(
+                    "created topics", extra={"topic": ",".join(missing), "replication": copies}
+                )
             older_dlqs = [t for t in wanted if t.endswith(DLQ_SUFFIX) and t in existing]
             if older_dlqs:  # created before dead letters had room for their headers
+                # Altering replaces every topic-level setting: keep each one's own replication's.
+                described = await admin.describe_topics(older_dlqs)
                 await admin.alter_configs(
                     [
-                        ConfigResource(ConfigResourceType.TOPIC, t, topic_configs(t))
-                        for t in older_dlqs
+                        ConfigResource(
+                            ConfigResourceType.TOPIC,
+                            topic["topic"],
+                            topic_configs(topic["topic"], replication=_copies(topic)),
+                        )
+                        for topic in described
+                        if topic["error_code"] == 0
                     ]
                 )
             return
@@ -134,6 +181,11 @@ async def ensure_topics(
             await asyncio.sleep(min(0.2 * attempt, 2.0))
         finally:
             await admin.close()
+
+
+def _copies(described_topic: dict[str, Any]) -> int:
+    """The replication factor of a topic as metadata describes it."""
+    return max((len(p["replicas"]) for p in described_topic["partitions"]), default=1)
 
 
 async def ensure_service_topics(settings: CommonSettings) -> None:

@@ -112,12 +112,21 @@ class KafkaConnection:
         return AIOKafkaAdminClient(**self.client_options(), **options)
 
     def broker(self, **options: Any) -> KafkaBroker:
-        return KafkaBroker(self.bootstrap_servers, security=self.security(), **options)
+        return KafkaBroker(
+            bootstrap_list(self.bootstrap_servers), security=self.security(), **options
+        )
 
     def describe(self) -> str:
         """For logs and messages: where, how, as whom (never the password)."""
         who = f" as {self.sasl.username} ({self.sasl.mechanism})" if self.sasl else ""
         return f"{self.bootstrap_servers} over {self.security_protocol}{who}"
+
+
+def bootstrap_list(bootstrap_servers: str) -> list[str]:
+    """`host:port,host:port` as a list. aiokafka's own clients split the string themselves, but
+    FastStream's broker takes a string for one address: given a cluster's list as one string it
+    would try to resolve all of it as one host name and never connect."""
+    return [server.strip() for server in bootstrap_servers.split(",") if server.strip()]
 
 
 class TlsFileError(ValueError):

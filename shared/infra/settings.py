@@ -205,7 +205,8 @@ class CommonSettings(HttpSettings, KafkaSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     tierline_topic_partitions: Annotated[int, Field(ge=1, le=1000)] = 6
-    tierline_topic_replication: Annotated[int, Field(ge=1, le=10)] = 1
+    #: Copies of each topic created at start; unset: min(3, the cluster's live brokers).
+    tierline_topic_replication: Annotated[int, Field(ge=1, le=10)] | None = None
     tierline_http_host: str = "127.0.0.1"
     log_level: str = "INFO"
     log_format: str = "json"

@@ -189,6 +189,18 @@ async def send(api: Api, truth: Truth, batch: list[dict[str, Any]]) -> None:
         delay = min(delay * 1.5, 2.0)
 
 
+def copies_to_send(rng: random.Random, truth: Truth, item: dict[str, Any]) -> list[dict[str, Any]]:
+    """`item`, and in DUPLICATES of the cases a re-send of an item already acknowledged,
+    differing in other fields: it must not count, and the first copy's fields must stand."""
+    copies = [item]
+    if truth.acked and rng.random() < DUPLICATES:
+        original = rng.choice(truth.acked[-5000:])
+        copies.append({**original, "units": original["units"] + 7, "queue": "Misc"})
+        truth.duplicates += 1
+    truth.sent_copies += len(copies)
+    return copies
+
+
 async def sender(
     api: Api,
     truth: Truth,
@@ -206,15 +218,7 @@ async def sender(
     per_request = REQUEST_SIZE / (rate / senders)
     batch: list[dict[str, Any]] = []
     for n in numbers:
-        batch.append(make_item(rng, n, clients, period, tz_of))
-        truth.sent_copies += 1
-        if truth.acked and rng.random() < DUPLICATES:
-            # A re-send of something already acknowledged, differing in other fields: it must
-            # not count, and the first copy's fields must stand.
-            original = rng.choice(truth.acked[-5000:])
-            batch.append({**original, "units": original["units"] + 7, "queue": "Misc"})
-            truth.duplicates += 1
-            truth.sent_copies += 1
+        batch += copies_to_send(rng, truth, make_item(rng, n, clients, period, tz_of))
         if len(batch) >= REQUEST_SIZE:
             started = time.monotonic()
             await send(api, truth, batch)
@@ -331,10 +335,11 @@ async def test_exactly_once_through_kills_and_restarts(api: Api, run_id: str, in
 async def close_and_compare(
     api: Api, truth: Truth, agreements: dict[str, Agreement], period: Period
 ) -> list[str]:
-    """Close `period` for each client of `agreements` and compare its usage and its invoice with
-    what `truth` says they must be; every difference, in words (none: exact to the cent)."""
+    """Close `period` for each client of `agreements` and compare its usage (items,
+    unclassified, late, per class) and its invoice (lines and total, to the cent) with what
+    `truth` says they must be; one line per difference (none: exact to the cent)."""
     mismatches: list[str] = []
-    for client in agreements:
+    for client, agreement in agreements.items():
         closed = await close_with_retries(api, period.key, client)
         usage, unclassified = expected_usage(truth, client)
         got = await api.usage(client, period.key)
@@ -362,9 +367,9 @@ async def close_and_compare(
         }
         if by_class != want_by_class:
             mismatches.append(f"{client}: by_class {by_class} != {want_by_class}")
-        rating = rate(agreements[client], usage)
+        rating = rate(agreement, usage)
         [invoice] = closed["invoices"]
-        currency = agreements[client].currency
+        currency = agreement.currency
         want_lines = [invoice_line(line, currency).model_dump(mode="json") for line in rating.lines]
         if invoice["lines"] != want_lines or Decimal(invoice["total"]) != rating.total:
             mismatches.append(f"{client}: invoice {invoice['lines']} != {want_lines}")

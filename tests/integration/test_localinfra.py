@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.topics import new_topic
-from tools.localinfra import REPO_ROOT, LocalInfra, pid_alive, postgres_bin_dir
+from tools.localinfra import REPO_ROOT, LocalInfra, LocalKafka, pid_alive, postgres_bin_dir
 
 needs_local_tools = pytest.mark.skipif(
     shutil.which("java") is None or not Path("/proc").is_dir(),
@@ -141,6 +141,7 @@ def data_dir() -> Iterator[Path]:
 def test_stop_leaves_no_process(data_dir: Path) -> None:
     postgres_bin_dir()  # a clear error if PostgreSQL is missing
     with LocalInfra(data_dir, fast=True) as infra:
+        assert isinstance(infra.kafka, LocalKafka)  # one broker, unless asked for a cluster
         servers = [infra.kafka.pid, infra.postgres.pid]
         guards = [infra.kafka.guard_pid, infra.postgres.guard_pid]
         assert None not in servers and None not in guards

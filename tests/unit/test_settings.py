@@ -58,6 +58,8 @@ def start(service: str, **overrides: str | None) -> subprocess.CompletedProcess[
         ("intake", "TIERLINE_INTAKE_KEYS", "zendesk"),
         ("intake", "TIERLINE_ADMIN_KEY", "short"),
         ("classifier", "TIERLINE_TOPIC_PARTITIONS", "0"),
+        ("intake", "TIERLINE_TOPIC_REPLICATION", "0"),
+        ("metering", "TIERLINE_TOPIC_REPLICATION", "three"),
         ("classifier", "CLASSIFIER_PORT", "http"),
         ("intake", "LOG_LEVEL", "LOUD"),
         ("metering", "TIERLINE_ADMIN_KEY", "admin-key-0123456789,short"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +61,7 @@ def run_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str])
     built: dict[str, Any] = {}
 
     @contextlib.contextmanager
-    def infrastructure(data_dir: Path) -> Iterator[tuple[str, str]]:
+    def infrastructure(data_dir: Path, **options: Any) -> Iterator[tuple[str, str]]:
         yield "127.0.0.1:1", "postgresql://x@127.0.0.1:1/x"
 
     def stack(*args: Any, **kwargs: Any) -> Stack:
@@ -72,7 +71,7 @@ def run_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str])
     monkeypatch.setattr(cli, "infrastructure", infrastructure)
     monkeypatch.setattr(cli, "Stack", stack)
     monkeypatch.setattr("tools.cli.signal.signal", lambda *args: None)
-    code = cli.up(argparse.Namespace(data_dir=str(tmp_path), no_demo=True))
+    code = cli.main(["up", "--data-dir", str(tmp_path), "--no-demo"])
     return code, built.get("stack")
 
 

@@ -15,10 +15,12 @@ stopped by ``stop()``, at exit, or when this process dies (see ``guard.py``).
 
 The parts: ``processes`` (loopback ports, the process table), ``guard`` (the process that keeps a
 server from outliving us), ``server`` (what a guarded server has in common), ``jars`` (the broker's
-jars, via Maven), ``kafka``, ``postgres``, ``etcd`` and ``patroni`` (PostgreSQL with failover:
-``LocalPatroniCluster``), and ``infra`` (both together).
+jars, via Maven), ``kafka``, ``cluster`` (three Kafka nodes, for tests that kill brokers),
+``postgres``, ``etcd`` and ``patroni`` (PostgreSQL with failover: ``LocalPatroniCluster``), and
+``infra`` (both together).
 """
 
+from tools.localinfra.cluster import LocalKafkaCluster
 from tools.localinfra.infra import LocalInfra
 from tools.localinfra.jars import REPO_ROOT, cache_dir, kafka_jars_dir, kafka_version
 from tools.localinfra.kafka import LocalKafka
@@ -39,6 +41,7 @@ __all__ = [
     "LocalInfra",
     "LocalInfraError",
     "LocalKafka",
+    "LocalKafkaCluster",
     "LocalPatroniCluster",
     "LocalPostgres",
     "cache_dir",

@@ -1,5 +1,5 @@
-"""``python -m tools.localinfra [--data-dir DIR] [--postgres-ha]``: Kafka and PostgreSQL until
-Ctrl-C."""
+"""``python -m tools.localinfra [--data-dir DIR] [--kafka-brokers N] [--postgres-ha]``: Kafka and
+PostgreSQL until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from tools.localinfra.cluster import kafka_brokers
 from tools.localinfra.infra import LocalInfra
 from tools.localinfra.processes import log
 
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the data here (reused next time); default: a temp dir removed at exit",
     )  # fmt: skip
     parser.add_argument(
+        "--kafka-brokers", type=kafka_brokers, default=1, metavar="N",
+        help="1 (default), or a local KRaft cluster of N >= 3 brokers",
+    )  # fmt: skip
+    parser.add_argument(
         "--postgres-ha", action="store_true",
         help="PostgreSQL as a primary and a synchronous standby (Patroni, etcd)",
     )  # fmt: skip
@@ -45,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             data_dir.chmod(0o755)  # postgres runs as nobody when we are root
         try:
             began = time.monotonic()
-            infra = stack.enter_context(LocalInfra(data_dir, postgres_ha=args.postgres_ha))
+            infra = stack.enter_context(
+                LocalInfra(data_dir, kafka_brokers=args.kafka_brokers, postgres_ha=args.postgres_ha)
+            )
             log(f"started in {time.monotonic() - began:.1f}s; data in {data_dir}")
             print(f"KAFKA_BOOTSTRAP_SERVERS={infra.kafka_bootstrap}", flush=True)
             print(f"DATABASE_URL={infra.database_url}", flush=True)

@@ -6,10 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Self
 
+from tools.localinfra.cluster import LocalKafkaCluster
 from tools.localinfra.kafka import LocalKafka
 from tools.localinfra.patroni import LocalPatroniCluster
 from tools.localinfra.postgres import LocalPostgres
-from tools.localinfra.server import GuardedServer, Startable
+from tools.localinfra.server import Startable
 
 
 class LocalInfra(Startable):
@@ -19,6 +20,7 @@ class LocalInfra(Startable):
     ``stop()`` stops both. ``kafka`` and ``postgres`` can also be started one by one (lazily).
     ``postgres_ha``: PostgreSQL with failover (``postgres_cluster``, Patroni and etcd) in place of
     the single server.
+    ``kafka_brokers=3`` (or more) makes ``kafka`` a ``LocalKafkaCluster`` instead of one broker.
     """
 
     def __init__(
@@ -29,14 +31,21 @@ class LocalInfra(Startable):
         postgres: bool = True,
         fast: bool = False,
         postgres_ha: bool = False,
+        kafka_brokers: int = 1,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
-        self.kafka = LocalKafka(self.data_dir / "kafka", fast=fast)
+        self.kafka: LocalKafka | LocalKafkaCluster = (
+            LocalKafka(self.data_dir / "kafka", fast=fast)
+            if kafka_brokers == 1
+            else LocalKafkaCluster(self.data_dir / "kafka", size=kafka_brokers, fast=fast)
+        )
         self.postgres = LocalPostgres(self.data_dir / "postgres", fast=fast)
         self.postgres_cluster = (
             LocalPatroniCluster(self.data_dir / "patroni", fast=fast) if postgres_ha else None
         )
-        self._enabled: list[GuardedServer | LocalPatroniCluster] = [
+        self._enabled: list[
+            LocalKafka | LocalKafkaCluster | LocalPostgres | LocalPatroniCluster
+        ] = [
             server
             for server, wanted in (
                 (self.kafka, kafka),

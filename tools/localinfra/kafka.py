@@ -61,12 +61,15 @@ class LocalKafka(GuardedServer):
         jars_dir: Path | None = None,
         start_timeout: float = 120.0,
         sasl_ssl: SaslSslListener | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         super().__init__(data_dir, fast=fast, port=port, start_timeout=start_timeout)
         self.controller_port = controller_port
         self.sasl_ssl = sasl_ssl
         self.sasl_ssl_port = sasl_ssl.port if sasl_ssl is not None else None
         self.heap = heap
+        #: The KRaft cluster id the log dir is formatted with; every node of a cluster shares it.
+        self.cluster_id = cluster_id or new_cluster_id()
         self.jars_dir = jars_dir
         self.config_file = self.data_dir / "server.properties"
         self.log_dir = self.data_dir / "data"  # log.dirs: the topics and the KRaft metadata log
@@ -109,8 +112,8 @@ class LocalKafka(GuardedServer):
         sasl_ssl = f",SASL_SSL://{HOST}:{self.sasl_ssl_port}" if secure is not None else ""
         return (
             "process.roles=broker,controller\n"
-            "node.id=1\n"
-            f"controller.quorum.voters=1@{HOST}:{self.controller_port}\n"
+            f"node.id={self.node_id}\n"
+            f"controller.quorum.voters={self._quorum_voters()}\n"
             f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}"
             f"{sasl_ssl}\n"
             f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}{sasl_ssl}\n"
@@ -119,23 +122,36 @@ class LocalKafka(GuardedServer):
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
             f"{',SASL_SSL:SASL_SSL' if secure is not None else ''}\n"
             f"log.dirs={self.log_dir}\n"
-            "offsets.topic.replication.factor=1\n"
-            "offsets.topic.num.partitions=1\n"
-            "transaction.state.log.replication.factor=1\n"
-            "transaction.state.log.min.isr=1\n"
-            "share.coordinator.state.topic.replication.factor=1\n"
-            "share.coordinator.state.topic.min.isr=1\n"
+            f"{self._replication_properties()}"
             "group.initial.rebalance.delay.ms=0\n"
             "auto.create.topics.enable=false\n"
             "num.partitions=6\n"
             f"{_sasl_ssl_properties(secure) if secure is not None else ''}"
         )
 
+    #: This broker's node.id (and its controller's): 1 for the single node.
+    node_id = 1
+
+    def _quorum_voters(self) -> str:
+        """``controller.quorum.voters``: this node alone."""
+        return f"{self.node_id}@{HOST}:{self.controller_port}"
+
+    def _replication_properties(self) -> str:
+        """How Kafka replicates its internal topics: one copy, there is one broker."""
+        return (
+            "offsets.topic.replication.factor=1\n"
+            "offsets.topic.num.partitions=1\n"
+            "transaction.state.log.replication.factor=1\n"
+            "transaction.state.log.min.isr=1\n"
+            "share.coordinator.state.topic.replication.factor=1\n"
+            "share.coordinator.state.topic.min.isr=1\n"
+        )
+
     def _format(self) -> None:
         """Format the log dir for a new cluster (with static voters no --standalone is needed)."""
         result = subprocess.run(
             [self._java, "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp", self._classpath(),
-             "kafka.tools.StorageTool", "format", "-t", _kafka_cluster_id(),
+             "kafka.tools.StorageTool", "format", "-t", self.cluster_id,
              "-c", str(self.config_file), "--ignore-formatted", *self._scram_users()],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, check=False,
@@ -209,7 +225,7 @@ def _sasl_ssl_properties(listener: SaslSslListener) -> str:
     )
 
 
-def _kafka_cluster_id() -> str:
+def new_cluster_id() -> str:
     """What ``kafka-storage.sh random-uuid`` prints, without starting a JVM for it."""
     while True:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
