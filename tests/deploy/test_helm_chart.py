@@ -58,17 +58,6 @@ SETTINGS: Final[dict[str, type[BaseSettings]]] = {
 #: Read by asyncpg, not by Settings: the database password when DATABASE_URL carries none
 #: (the chart takes it from CloudNativePG's app Secret).
 LIBRARY_VARIABLES: Final = frozenset({"PGPASSWORD"})
-#: Kafka's security settings (issue 14, point 3: branch i14-security adds them to the common
-#: settings). Until that branch is merged no Settings class reads them; then this set is emptied.
-PENDING_SECURITY_VARIABLES: Final = frozenset(
-    {
-        "KAFKA_SECURITY_PROTOCOL",
-        "KAFKA_SASL_MECHANISM",
-        "KAFKA_SASL_USERNAME",
-        "KAFKA_SASL_PASSWORD",
-        "KAFKA_SSL_CA_FILE",
-    }
-)
 #: Each consumer's group and the topic it commits offsets on (what KEDA reads the lag of).
 AUTOSCALED: Final = {
     "classifier": (CLASSIFIER_GROUP, WORKITEMS_COMPLETED),
@@ -279,7 +268,7 @@ def test_each_service_gets_every_variable_it_requires_and_none_it_does_not_read(
     env = environment(rendered, service)
     required = {name for name, is_required in names.items() if is_required}
     assert required <= set(env), f"{service} misses {required - set(env)}"
-    unread = set(env) - set(names) - LIBRARY_VARIABLES - PENDING_SECURITY_VARIABLES
+    unread = set(env) - set(names) - LIBRARY_VARIABLES
     assert not unread, f"{service}: {unread} set, not read by {SETTINGS[service].__name__}"
 
 
