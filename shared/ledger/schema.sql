@@ -159,7 +159,7 @@ END $$;
 -- is the CloudEvent `data`. billed_total of the period grows by each note's total, so a later
 -- late adjustment never bills the same difference again. Unpublished rows are an outbox.
 CREATE TABLE IF NOT EXISTS billing.notes (
-    note_id          text        PRIMARY KEY,
+    note_id          text        NOT NULL,
     client_id        text        NOT NULL,
     period           text        NOT NULL,
     k                integer     NOT NULL,
@@ -167,20 +167,41 @@ CREATE TABLE IF NOT EXISTS billing.notes (
     body             jsonb       NOT NULL,
     issued_at        timestamptz NOT NULL,
     published        boolean     NOT NULL DEFAULT false,
+    PRIMARY KEY (client_id, note_id),
     UNIQUE (client_id, reclassification),
     UNIQUE (client_id, period, k)
 );
 
 -- Issued invoices; body is the CloudEvent `data`, fixed at issue. Unpublished rows are an outbox.
 CREATE TABLE IF NOT EXISTS billing.invoices (
-    invoice_id text        PRIMARY KEY,
+    invoice_id text        NOT NULL,
     client_id  text        NOT NULL,
     period     text        NOT NULL,
     body       jsonb       NOT NULL,
     issued_at  timestamptz NOT NULL,
-    published  boolean     NOT NULL DEFAULT false
+    published  boolean     NOT NULL DEFAULT false,
+    PRIMARY KEY (client_id, invoice_id)
 );
+-- Invoices and notes are keyed by client first, like every ledger table (deploy/README.md, "A
+-- plan past one database"); an id alone finds its row through a plain index (`GET
+-- /v1/invoices/{id}`, the outbox's marks). A database from before keeps its id-only keys until
+-- this swaps them, once (both ids embed the client: `<client>-<period>-…`, so no pair clashes).
 DO $$ BEGIN
+    IF (SELECT array_length(conkey, 1) FROM pg_constraint
+         WHERE conrelid = 'billing.invoices'::regclass AND contype = 'p') = 1 THEN
+        ALTER TABLE billing.invoices DROP CONSTRAINT invoices_pkey,
+            ADD PRIMARY KEY (client_id, invoice_id);
+    END IF;
+    IF (SELECT array_length(conkey, 1) FROM pg_constraint
+         WHERE conrelid = 'billing.notes'::regclass AND contype = 'p') = 1 THEN
+        ALTER TABLE billing.notes DROP CONSTRAINT notes_pkey, ADD PRIMARY KEY (client_id, note_id);
+    END IF;
+    IF to_regclass('billing.invoices_by_id') IS NULL THEN
+        CREATE INDEX invoices_by_id ON billing.invoices (invoice_id);
+    END IF;
+    IF to_regclass('billing.notes_by_id') IS NULL THEN
+        CREATE INDEX notes_by_id ON billing.notes (note_id);
+    END IF;
     IF to_regclass('billing.invoices_by_period') IS NULL THEN
         CREATE INDEX invoices_by_period ON billing.invoices (period, client_id);
     END IF;

@@ -9,20 +9,15 @@ services apply it (`shared.infra.db.apply_schema`), so a table or key added late
 
 from __future__ import annotations
 
+import uuid
 from typing import Final
+from urllib.parse import urlsplit
 
 import asyncpg
 
-LEDGER_SCHEMAS: Final = ("metering", "billing")
+from shared.infra.db import apply_schema, create_pool
 
-#: Tables keyed otherwise today, each with why, and what a change would take (the lead decides;
-#: deploy/README.md says the same). Both ids embed the client (`<client>-<period>-1`,
-#: `<client>-<period>-n<k>`), so (client_id, id) would be as unique as the id alone.
-EXCEPTIONS: Final = {
-    "billing.invoices": "primary key (invoice_id): GET /v1/invoices/{invoice_id} finds an "
-    "invoice by id alone; keyed (client_id, invoice_id) that lookup would ask every node",
-    "billing.notes": "primary key (note_id): GET /v1/notes/{note_id} finds a note by id alone",
-}
+LEDGER_SCHEMAS: Final = ("metering", "billing")
 
 #: Every unique rule of every table in the ledger's schemas: primary keys, unique constraints
 #: and unique indexes (one without a constraint binds as much), with their columns in order.
@@ -67,19 +62,61 @@ async def test_every_ledger_table_has_a_client_id_and_a_primary_key(pool: asyncp
 
 async def test_every_unique_key_of_the_ledger_starts_with_client_id(pool: asyncpg.Pool) -> None:
     """Primary keys, unique constraints and unique indexes of metering.* and billing.* begin
-    with client_id; the tables in EXCEPTIONS are the only ones that do not."""
+    with client_id, every one of them."""
     keys = await pool.fetch(_UNIQUE_KEYS, list(LEDGER_SCHEMAS))
     assert keys, "no unique keys found: the schema was not applied"
     tables = {key["table_name"] for key in keys}
-    assert {"metering.items", "metering.usage_slots", "billing.closed_periods"} <= tables
+    assert {"metering.items", "metering.usage_slots", "billing.invoices", "billing.notes"} <= tables
     otherwise = {
         key["table_name"]: f"{key['kind']} {key['key_name']} ({', '.join(key['columns'])})"
         for key in keys
         if key["columns"][0] != "client_id"
     }
-    assert set(otherwise) == set(EXCEPTIONS), {
-        "keyed otherwise, not documented": {
-            t: k for t, k in otherwise.items() if t not in EXCEPTIONS
-        },
-        "documented, no longer keyed otherwise": set(EXCEPTIONS) - set(otherwise),
-    }
+    assert otherwise == {}
+
+
+#: billing.invoices and billing.notes as a database from before keyed them: by id alone.
+_ID_KEYED = """
+CREATE SCHEMA billing;
+CREATE TABLE billing.notes (
+    note_id text PRIMARY KEY, client_id text NOT NULL, period text NOT NULL, k integer NOT NULL,
+    reclassification text NOT NULL, body jsonb NOT NULL, issued_at timestamptz NOT NULL,
+    published boolean NOT NULL DEFAULT false,
+    UNIQUE (client_id, reclassification), UNIQUE (client_id, period, k));
+CREATE TABLE billing.invoices (
+    invoice_id text PRIMARY KEY, client_id text NOT NULL, period text NOT NULL,
+    body jsonb NOT NULL, issued_at timestamptz NOT NULL, published boolean NOT NULL DEFAULT false);
+INSERT INTO billing.invoices VALUES ('acme-2026-10-1', 'acme', '2026-10', '{}', now(), false);
+INSERT INTO billing.notes VALUES ('acme-2026-10-n1', 'acme', '2026-10', 1, 'rc-1', '{}', now());
+"""
+
+
+async def test_a_database_keyed_by_ids_alone_is_rekeyed_by_client_at_start(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    name = f"rekey_{uuid.uuid4().hex[:8]}"
+    await pool.execute(f"CREATE DATABASE {name}")
+    try:
+        old = await create_pool(urlsplit(database_url)._replace(path=f"/{name}").geturl(), size=2)
+        try:
+            await old.execute(_ID_KEYED)
+            await apply_schema(old)
+            await apply_schema(old)  # a second start changes nothing
+            keys = {
+                key["table_name"]: list(key["columns"])
+                for key in await old.fetch(_UNIQUE_KEYS, ["billing"])
+                if key["kind"] == "primary key"
+            }
+            assert keys["billing.invoices"] == ["client_id", "invoice_id"]
+            assert keys["billing.notes"] == ["client_id", "note_id"]
+            assert (
+                await old.fetchval(  # kept, and still found by its id alone
+                    "SELECT client_id FROM billing.invoices WHERE invoice_id = 'acme-2026-10-1'"
+                )
+                == "acme"
+            )
+            assert await old.fetchval("SELECT count(*) FROM billing.notes") == 1
+        finally:
+            await old.close()
+    finally:
+        await pool.execute(f"DROP DATABASE {name}")
