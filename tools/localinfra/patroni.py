@@ -91,7 +91,7 @@ def patroni_python(ids: tuple[int, int] | None, spare: Path) -> tuple[list[str],
     """The command prefix that runs Patroni from our packages as ``ids``, and its environment.
 
     Our interpreter when that user can run it; else (a pyenv under /root, say) the system's
-    python of the same version, with our site-packages first on its path: the same pinned
+    python of the same version, with our site-packages alone on its path: the same pinned
     packages, compiled for the same version. If that user cannot read our site-packages either
     (a checkout under /root), Patroni's packages are copied to ``spare`` (a folder it can read).
     """
@@ -108,7 +108,10 @@ def patroni_python(ids: tuple[int, int] | None, spare: Path) -> tuple[list[str],
         )
     if not _reachable_by(ids, site):
         site = copy_distributions(site, spare, "patroni", extras={"etcd3", "psycopg3"})
-    return [system, "-s", "-m", "patroni"], {"PYTHONPATH": str(site)}
+    # -S: none of the system's own packages (Debian's dist-packages) on the path. One of them
+    # would be imported wherever ours lack a module (python-etcd tries pyOpenSSL), built against
+    # other versions than our pinned ones (Debian's pyOpenSSL fails on our cryptography).
+    return [system, "-S", "-m", "patroni"], {"PYTHONPATH": str(site)}
 
 
 def copy_distributions(site: Path, target: Path, name: str, *, extras: set[str]) -> Path:
