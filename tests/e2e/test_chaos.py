@@ -275,16 +275,26 @@ def expected_usage(truth: Truth, client: str) -> tuple[list[ClassUsage], int]:
     return usage, unclassified
 
 
-async def test_exactly_once_through_kills_and_restarts(api: Api, run_id: str, infra: Any) -> None:
-    rng = random.Random(int(os.environ.get("TIERLINE_CHAOS_SEED", "20261127")))
-    period = last_month()
-    clients = [f"chaos{n}-{run_id}" for n in range(len(CLIENTS))]
+async def put_chaos_agreements(
+    api: Api, name: str
+) -> tuple[list[str], dict[str, str], dict[str, Agreement]]:
+    """One client per entry of CLIENTS, named `name` with `{n}` its number, each with its
+    agreement PUT through billing: the clients, each one's timezone, and each one's agreement
+    (version 1) as the ground truth rates it."""
+    clients = [name.format(n=n) for n in range(len(CLIENTS))]
     tz_of = {client: tz for client, (_, tz) in zip(clients, CLIENTS, strict=True)}
     agreements = {}
     for client, (currency, tz) in zip(clients, CLIENTS, strict=True):
         body = chaos_agreement(client, currency, tz)
         assert (await api.put_agreement(body)).status_code == 200
         agreements[client] = parse_agreement(body).with_version(1)
+    return clients, tz_of, agreements
+
+
+async def test_exactly_once_through_kills_and_restarts(api: Api, run_id: str, infra: Any) -> None:
+    rng = random.Random(int(os.environ.get("TIERLINE_CHAOS_SEED", "20261127")))
+    period = last_month()
+    clients, tz_of, agreements = await put_chaos_agreements(api, f"chaos{{n}}-{run_id}")
 
     truth, chaos, done = Truth(), Chaos(), asyncio.Event()
     started = time.monotonic()

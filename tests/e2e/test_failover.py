@@ -28,16 +28,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.domain.agreement.agreement import parse_agreement
 from shared.infra.db import retrying
 from tests.e2e.conftest import Api
 from tests.e2e.test_chaos import (
-    CLIENTS,
     SENDERS,
     Truth,
-    chaos_agreement,
     close_and_compare,
     dead_lettered_items,
+    put_chaos_agreements,
     sender,
 )
 from tests.e2e.test_pipeline import last_month
@@ -198,13 +196,7 @@ async def test_killing_the_primary_under_load_loses_and_doubles_nothing(
 ) -> None:
     rng = random.Random(int(os.environ.get("TIERLINE_FAILOVER_SEED", "20261203")))
     period = last_month()
-    clients = [f"failover{n}-{run_id}" for n in range(len(CLIENTS))]
-    tz_of = {client: tz for client, (_, tz) in zip(clients, CLIENTS, strict=True)}
-    agreements = {}
-    for client, (currency, tz) in zip(clients, CLIENTS, strict=True):
-        body = chaos_agreement(client, currency, tz)
-        assert (await api.put_agreement(body)).status_code == 200
-        agreements[client] = parse_agreement(body).with_version(1)
+    clients, tz_of, agreements = await put_chaos_agreements(api, f"failover{{n}}-{run_id}")
 
     truth = Truth()
     share = ITEMS // SENDERS

@@ -46,20 +46,18 @@ from shared.contracts.topics import (
     WORKITEMS_CLASSIFIED,
     WORKITEMS_COMPLETED,
 )
-from shared.domain.agreement.agreement import parse_agreement
 from shared.domain.periods import Period
 from shared.infra.kafka import end_offsets
 from shared.infra.kafka_connection import KafkaConnection
 from tests.e2e.conftest import Api
 from tests.e2e.test_chaos import (
-    CLIENTS,
     Truth,
-    chaos_agreement,
     close_and_compare,
     copies_to_send,
     dead_lettered_items,
     expected_usage,
     make_item,
+    put_chaos_agreements,
     send,
 )
 from tests.e2e.test_pipeline import last_month
@@ -362,13 +360,7 @@ async def test_exactly_once_while_brokers_die(
     bootstrap = kafka_cluster.bootstrap_servers
     rng = random.Random(int(os.environ.get("TIERLINE_CLUSTER_SEED", "20261203")))
     period = last_month()
-    clients = [f"cluster{n}-{run_id}" for n in range(len(CLIENTS))]
-    tz_of = {client: tz for client, (_, tz) in zip(clients, CLIENTS, strict=True)}
-    agreements = {}
-    for client, (currency, tz) in zip(clients, CLIENTS, strict=True):
-        body = chaos_agreement(client, currency, tz)
-        assert (await api.put_agreement(body)).status_code == 200
-        agreements[client] = parse_agreement(body).with_version(1)
+    clients, tz_of, agreements = await put_chaos_agreements(api, f"cluster{{n}}-{run_id}")
 
     # The services created their topics on three brokers: three copies, two in sync.
     layout = await topic_layout(bootstrap)
