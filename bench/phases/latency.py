@@ -146,8 +146,11 @@ async def stage_medians(
             while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
                 for records in (await consumer.getmany(timeout_ms=1000)).values():
                     for record in records:
-                        item = orjson.loads(record.value)
-                        if item["client_id"].startswith(prefix):
+                        document = orjson.loads(record.value)
+                        batch = document if isinstance(document, list) else [document]
+                        for item in batch:
+                            if not item["client_id"].startswith(prefix):
+                                continue
                             key = (item["client_id"], item["id"])
                             seen.setdefault(key, record.timestamp / 1000)
                             received.setdefault(

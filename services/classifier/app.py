@@ -43,6 +43,9 @@ class ClassifierSettings(CommonSettings):
     classifier_port: Port = 8082
     classifier_max_batch: Annotated[int, Field(ge=1, le=100_000)] = 2000
     classifier_batch_timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+    #: Consumers of the group in this process, each with one batch in flight (see
+    #: shared.infra.kafka.subscribe_hot_batches).
+    classifier_lanes: Annotated[int, Field(ge=1, le=16)] = 2
 
 
 def create_app(settings: ClassifierSettings) -> FastAPI:
@@ -69,6 +72,7 @@ def create_app(settings: ClassifierSettings) -> FastAPI:
         group_id=CLASSIFIER_GROUP,
         max_records=settings.classifier_max_batch,
         batch_timeout_ms=settings.classifier_batch_timeout_ms,
+        lanes=settings.classifier_lanes,
         handle=classifier.handle,
         title="classify",
         description="Tags each completed work item with its class by the client's agreement rules.",

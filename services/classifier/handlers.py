@@ -1,12 +1,15 @@
 """Classify a batch of completed work items: decode → classify (pure) → publish, then ack.
 
-Offsets are committed only after every output message is acknowledged by Kafka, so a crash
-replays the batch (metering counts each item once, so a replayed item is harmless).
+A record holds one item or a batch of one client's items (shared.contracts.workitems); the
+classified items of a client go out as one record per batch consumed (as few as fit), so
+metering pays Kafka's per-record costs per batch, not per item. Offsets are committed only after
+every output message is acknowledged by Kafka, so a crash replays the batch (metering counts
+each item once, so a replayed item is harmless).
 
-A record that cannot be classified goes to `workitems.completed.dlq` with its error and origin
+An item that cannot be classified goes to `workitems.completed.dlq` with its error and origin
 and the partition moves on: it does not decode, its rules raise, or its classified copy would
-be larger than the broker takes. A Kafka outage fails the batch, which is retried, never
-dead-lettered.
+be larger than the broker takes. Only that item: the rest of its record is classified. A Kafka
+outage fails the batch, which is retried, never dead-lettered.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.contracts.topics import WORKITEMS_CLASSIFIED, WORKITEMS_UNCLASSIFIED
 from shared.contracts.workitems import (
+    COMPLETED_RECORDS,
     MAX_RECORD_BYTES,
     CompletedWorkItem,
-    decode_completed,
     encode_record,
+    pack_records,
     with_outcome,
 )
 from shared.domain.agreement.agreement import Agreement
@@ -34,11 +38,12 @@ from shared.domain.agreement.rules import classify
 from shared.infra.agreement_view import AgreementView
 from shared.infra.faults import crash_point, pause_point
 from shared.infra.kafka import (
+    ItemOrigin,
     Publisher,
     batch_size_histogram,
-    dead_letter,
     dead_letter_counter,
-    decode_records,
+    dead_letter_item,
+    decode_items,
 )
 from shared.infra.logs import batch_fields
 
@@ -69,15 +74,9 @@ class ClassifierMetrics:
         )
 
 
-def classified_messages(
-    item: CompletedWorkItem, agreement: Agreement | None
-) -> list[tuple[str, bytes]]:
-    """The (topic, body) messages for one item: what the rules decided, under which version.
-
-    Every outcome goes to `workitems.classified` (an unclassified item without a class), so
-    metering sees all copies of an item in one partition in order; an unclassified item is
-    also published to `workitems.unclassified` for the people who place it.
-    """
+def classified_document(item: CompletedWorkItem, agreement: Agreement | None) -> tuple[bytes, bool]:
+    """The item's classified document (what the rules decided, under which version), and
+    whether the rules placed it (False: unclassified)."""
     decision = classify(item, agreement)
     value = encode_record(
         with_outcome(
@@ -88,7 +87,20 @@ def classified_messages(
             agreement_version=agreement.version if agreement is not None else None,
         )
     )
-    if decision is None:
+    return value, decision is not None
+
+
+def classified_messages(
+    item: CompletedWorkItem, agreement: Agreement | None
+) -> list[tuple[str, bytes]]:
+    """The (topic, body) messages for one item on its own.
+
+    Every outcome goes to `workitems.classified` (an unclassified item without a class), so
+    metering sees all copies of an item in one partition in order; an unclassified item is
+    also published to `workitems.unclassified` for the people who place it.
+    """
+    value, placed = classified_document(item, agreement)
+    if not placed:
         return [(WORKITEMS_CLASSIFIED, value), (WORKITEMS_UNCLASSIFIED, value)]
     return [(WORKITEMS_CLASSIFIED, value)]
 
@@ -109,7 +121,6 @@ class Classifier:
 
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         with self.metrics.batch_seconds.time():
-            self.metrics.batch_size.observe(len(records))
             outcomes: Tally[str] = Tally()
             # Never classify with an agreement older than one already acknowledged to a caller.
             # That check is a round trip to Kafka: it runs while the batch is decoded.
@@ -120,23 +131,32 @@ class Classifier:
                 caught_up.cancel()
                 raise
             await caught_up
+            self.metrics.batch_size.observe(len(items))
+            # One record per client of the batch (its items in order), as few as fit.
+            documents: dict[bytes, list[bytes]] = {}
             out: list[tuple[str, bytes, bytes]] = []
-            for record, item in items:
+            for origin, item in items:
                 key = item.client_id.encode()
                 try:
-                    messages = classified_messages(item, self.agreements.get(item.client_id))
-                    for _, body in messages:
-                        if len(key) + len(body) > MAX_RECORD_BYTES:
-                            raise RecordTooLarge(
-                                f"the classified item would be {len(key) + len(body)} bytes,"
-                                f" over the {MAX_RECORD_BYTES} bytes a record may have"
-                            )
+                    body, placed = classified_document(item, self.agreements.get(item.client_id))
+                    if len(key) + len(body) > MAX_RECORD_BYTES:
+                        raise RecordTooLarge(
+                            f"the classified item would be {len(key) + len(body)} bytes,"
+                            f" over the {MAX_RECORD_BYTES} bytes a record may have"
+                        )
                 except Exception as error:  # this item's fault: it alone is dead-lettered
-                    await self.reject(record, error)
+                    await self.reject(origin, error)
                     outcomes["dead_lettered"] += 1
                     continue
-                outcomes["classified" if len(messages) == 1 else "unclassified"] += 1
-                out += [(topic, key, body) for topic, body in messages]
+                documents.setdefault(key, []).append(body)
+                outcomes["classified" if placed else "unclassified"] += 1
+                if not placed:
+                    out.append((WORKITEMS_UNCLASSIFIED, key, body))
+            out += [
+                (WORKITEMS_CLASSIFIED, key, record)
+                for key, bodies in documents.items()
+                for record in pack_records(bodies, limit=MAX_RECORD_BYTES - len(key))
+            ]
             await pause_point("classifier.before_publish")  # tests: a batch held in flight
             try:
                 await self.producer.send_many(out)
@@ -152,19 +172,19 @@ class Classifier:
             for outcome, count in outcomes.items():
                 self.metrics.items.labels(outcome=outcome).inc(count)
 
-    async def reject(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> None:
-        await dead_letter(self.broker, record, error)
-        self.metrics.dead_letters.labels(topic=record.topic).inc()
+    async def reject(self, origin: ItemOrigin, error: BaseException) -> None:
+        await dead_letter_item(self.broker, origin, error)
+        self.metrics.dead_letters.labels(topic=origin[0].topic).inc()
 
     async def decode(
         self, records: Sequence[ConsumerRecord[bytes, bytes]], outcomes: Tally[str]
-    ) -> list[tuple[ConsumerRecord[bytes, bytes], CompletedWorkItem]]:
-        """The batch's items with their records, first copies only; a record that breaks the
-        contract is dead-lettered."""
-        items: list[tuple[ConsumerRecord[bytes, bytes], CompletedWorkItem]] = []
+    ) -> list[tuple[ItemOrigin, CompletedWorkItem]]:
+        """The batch's items with their origins, first copies only; an item (or a record) that
+        breaks the contract is dead-lettered."""
+        items: list[tuple[ItemOrigin, CompletedWorkItem]] = []
         seen: set[tuple[str, str]] = set()
-        for record, item in await decode_records(
-            self.broker, records, decode_completed, self.metrics.dead_letters
+        for origin, item in await decode_items(
+            self.broker, records, COMPLETED_RECORDS, self.metrics.dead_letters
         ):
             if (item.client_id, item.id) in seen:
                 # A later copy in the same batch can never count (the first one does), and
@@ -172,5 +192,5 @@ class Classifier:
                 outcomes["duplicate"] += 1
                 continue
             seen.add((item.client_id, item.id))
-            items.append((record, item))
+            items.append((origin, item))
         return items

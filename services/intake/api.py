@@ -30,6 +30,7 @@ from services.intake.parsing import (
     RecordTooLarge,
     TooManyItems,
     UnsupportedMediaType,
+    client_records,
     encode_records,
     media_type,
     parse_work_items,
@@ -162,10 +163,7 @@ async def post_work_items(
         return answer(metrics, 422, invalid.model_dump(mode="json"))
 
     started = time.perf_counter()
-    messages = (
-        (WORKITEMS_COMPLETED, record.client_id.encode(), value)
-        for record, value in zip(records, values, strict=True)
-    )
+    messages = ((WORKITEMS_COMPLETED, key, value) for key, value in client_records(records, values))
     try:
         await asyncio.wait_for(kafka.send_many(messages), intake.publish_timeout)
     except (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError) as error:

@@ -34,6 +34,7 @@ from shared.contracts.workitems import (
     Tags,
     WorkItem,
     encode_record,
+    pack_records,
     time_problem,
 )
 from shared.domain.agreement.fields import CLIENT_ID_PATTERN
@@ -87,6 +88,23 @@ def parse_work_items(
         CompletedWorkItem(**item.__dict__, received_at=received_at, key_source=key_source)
         for item in _checked_items(body, kind, received_at=received_at)
     ]
+
+
+def client_records(
+    records: list[CompletedWorkItem], values: list[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """The (key, value) Kafka records of a request's encoded items: per client, its items in
+    the order sent, as few batch records as fit (shared.contracts.workitems)."""
+    by_client: dict[str, list[bytes]] = {}
+    for record, value in zip(records, values, strict=True):
+        by_client.setdefault(record.client_id, []).append(value)
+    messages: list[tuple[bytes, bytes]] = []
+    for client_id, documents in by_client.items():
+        key = client_id.encode()
+        messages += [
+            (key, value) for value in pack_records(documents, limit=MAX_RECORD_BYTES - len(key))
+        ]
+    return messages
 
 
 def encode_records(records: list[CompletedWorkItem]) -> list[bytes]:

@@ -56,6 +56,9 @@ class MeteringSettings(DatabaseSettings, KeySettings):
     metering_port: Port = 8083
     metering_max_batch: Annotated[int, Field(ge=1, le=100_000)] = 5000
     metering_batch_timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+    #: Consumers of the group in this process, each with one batch in flight (see
+    #: shared.infra.kafka.subscribe_hot_batches).
+    metering_lanes: Annotated[int, Field(ge=1, le=16)] = 2
     #: How often the open periods that counted items are checked against their service levels.
     metering_service_level_watch_seconds: Annotated[float, Field(gt=0, le=3600)] = 30
 
@@ -113,6 +116,7 @@ def create_app(settings: MeteringSettings) -> FastAPI:
         group_id=METERING_GROUP,
         max_records=settings.metering_max_batch,
         batch_timeout_ms=settings.metering_batch_timeout_ms,
+        lanes=settings.metering_lanes,
         handle=meter_batch,
         title="meter",
         description="Counts each (client_id, id) once into PostgreSQL; offsets commit after.",

@@ -7,12 +7,14 @@ usage cache does not know → decide the alerts (pure: `alerts.decide`) → reco
 come back as a value (`Metered`); the usage cache learns from it only once the transaction has
 committed.
 
-A database outage is waited out with backoff (never dead-lettered). A record that cannot be
-metered goes to `<topic>.dlq` with its error and origin, and its partition keeps flowing: one
-that breaks the contract or names what the ledger cannot hold is refused before anything is
-written; one the database refuses (U+0000 in a text, a value out of range) fails its batch's
-transaction, so the batch is split in halves until each such record stands alone, the others
-are counted (each half is its own exactly-once transaction) and the culprit is dead-lettered.
+A record holds one item or a batch of one client's items (shared.contracts.workitems); metering
+works on items. A database outage is waited out with backoff (never dead-lettered). An item
+that cannot be metered goes to `<topic>.dlq` with its error and origin, alone, and its
+partition keeps flowing: one that breaks the contract or names what the ledger cannot hold is
+refused before anything is written; one the database refuses (U+0000 in a text, a value out of
+range) fails its batch's transaction, so the batch is split in halves until each such item
+stands alone, the others are counted (each half is its own exactly-once transaction) and the
+culprit is dead-lettered.
 """
 
 from __future__ import annotations
@@ -42,23 +44,24 @@ from services.metering.alerts import (
 from services.metering.counting import MeteredItem, metered_item, why_unmeterable
 from services.metering.level_alerts import WatchList
 from shared.contracts.topics import USAGE_ALERTS
-from shared.contracts.workitems import decode_classified
+from shared.contracts.workitems import CLASSIFIED_RECORDS
 from shared.infra.agreement_view import Agreements
 from shared.infra.db import caused_by_data, retrying
 from shared.infra.faults import crash_point
 from shared.infra.kafka import (
+    ItemOrigin,
     batch_size_histogram,
-    dead_letter,
     dead_letter_counter,
-    decode_records,
+    dead_letter_item,
+    decode_items,
     json_bytes,
 )
 from shared.infra.logs import batch_fields
 
 log = logging.getLogger(__name__)
 
-#: A record metering will count, with what it keeps of it.
-Admitted = tuple[ConsumerRecord[bytes, bytes], MeteredItem]
+#: An item metering will count, where it came from and what it keeps of it.
+Admitted = tuple[ItemOrigin, MeteredItem]
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,8 @@ class Meter:
         return agreement.timezone if agreement is not None else "UTC"
 
     async def handle(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[MeteredItem]:
-        self.metrics.batch_size.observe(len(records))
         batch = await self.admit(records)
+        self.metrics.batch_size.observe(len(batch))
         if not batch:
             return []
         started = time.perf_counter()
@@ -149,11 +152,11 @@ class Meter:
         return counted
 
     async def admit(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Admitted]:
-        """The records metering can keep, each with what it keeps of it; the others are
+        """The items metering can keep, each with what it keeps of it; the others are
         dead-lettered before anything is written."""
         admitted: list[Admitted] = []
-        for record, item in await decode_records(
-            self.broker, records, decode_classified, self.metrics.dead_letters
+        for origin, item in await decode_items(
+            self.broker, records, CLASSIFIED_RECORDS, self.metrics.dead_letters
         ):
             problem: BaseException | str | None
             try:
@@ -162,14 +165,14 @@ class Meter:
             except Exception as error:  # whatever the record holds, it must not stop the batch
                 problem = error
             if problem is None:
-                admitted.append((record, metered))
+                admitted.append((origin, metered))
             else:
-                await self.reject(record, problem)
+                await self.reject(origin, problem)
         return admitted
 
     async def count(self, batch: list[Admitted]) -> list[MeteredItem]:
         """Count `batch` in one transaction; if its data makes the transaction fail, count each
-        half on its own (recursively), so every record the database refuses ends up alone and
+        half on its own (recursively), so every item the database refuses ends up alone and
         is dead-lettered while all the others are counted. Halves keep the batch order, so the
         first copy of an item is still the one that counts."""
         items = [item for _, item in batch]
@@ -183,8 +186,8 @@ class Meter:
                 await self.reject(batch[0][0], error)
                 return []
             log.warning(
-                "the database refused a batch's data; isolating the record(s) that cause it",
-                extra={**batch_fields([record for record, _ in batch]), "error": repr(error)},
+                "the database refused a batch's data; isolating the item(s) that cause it",
+                extra={**batch_fields([origin[0] for origin, _ in batch]), "error": repr(error)},
             )
             half = len(batch) // 2
             return await self.count(batch[:half]) + await self.count(batch[half:])
@@ -234,11 +237,9 @@ class Meter:
             )
             self.metrics.alert_failures.inc()
 
-    async def reject(
-        self, record: ConsumerRecord[bytes, bytes], error: BaseException | str
-    ) -> None:
-        await dead_letter(self.broker, record, error)
-        self.metrics.dead_letters.labels(topic=record.topic).inc()
+    async def reject(self, origin: ItemOrigin, error: BaseException | str) -> None:
+        await dead_letter_item(self.broker, origin, error)
+        self.metrics.dead_letters.labels(topic=origin[0].topic).inc()
 
     async def publish_alerts(self) -> None:
         """Publish recorded alerts (an outbox: a crash before this republishes them later).

@@ -79,16 +79,26 @@ class BillingEvent(RootModel[InvoiceIssued | NoteIssued]):
     """What `billing.invoices` carries: an invoice issued, or a note on one."""
 
 
+#: The topics whose records carry one item or a batch of one client's items (an array).
+BATCHED_TOPICS: Final = frozenset({WORKITEMS_COMPLETED, WORKITEMS_CLASSIFIED})
+_BATCHES: Final = (
+    "A record is one item (an object) or a batch of items of the key's client (an array of "
+    "them, in the order accepted); each item is processed, counted and dead-lettered on its "
+    "own (a dead letter of one item of a batch holds that item, its index in `origin_item`)."
+)
+
 #: topic -> (payload schema, what it carries). Every message is keyed by client_id.
 TOPICS: Final[dict[str, tuple[Any, str]]] = {
     WORKITEMS_COMPLETED: (
         CompletedWorkItem,
-        "Work items intake accepted (SPEC §2), each once Kafka acknowledged it (acks=all).",
+        "Work items intake accepted (SPEC §2), each once Kafka acknowledged it (acks=all). "
+        + _BATCHES,
     ),
     WORKITEMS_CLASSIFIED: (
         ClassifiedWorkItem,
         "Every item with its outcome: class (service_line, complexity), rule_id and agreement "
-        "version; service_line null when unclassified (metering reads every outcome here).",
+        "version; service_line null when unclassified (metering reads every outcome here). "
+        + _BATCHES,
     ),
     WORKITEMS_UNCLASSIFIED: (
         ClassifiedWorkItem,
@@ -154,7 +164,12 @@ def _fill_subscriber_payloads(document: dict[str, Any]) -> None:
                 if payload != "EmptyPayload":
                     del schemas[payload]  # a publisher declared without a (pydantic) schema
                 schemas.update(_json_schemas(model))
-                message["payload"] = {"$ref": f"#/components/schemas/{model.__name__}"}
+                item = {"$ref": f"#/components/schemas/{model.__name__}"}
+                message["payload"] = (
+                    {"oneOf": [item, {"type": "array", "items": item}]}
+                    if channel.get("address") in BATCHED_TOPICS
+                    else item
+                )
     if not any("EmptyPayload" in str(m.get("payload")) for m in messages.values()):
         schemas.pop("EmptyPayload", None)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, Generic, TypeVar
 
 import msgspec
 from pydantic import (
@@ -278,14 +278,31 @@ def decode_classified(value: bytes | None) -> ClassifiedWorkItem:
 
 def _decode(decoder: msgspec.json.Decoder[_T], value: bytes | None, name: str) -> _T:
     raw = value or b""
+    record: _T = _parse(decoder, raw, name)
+    _check(record, name)
+    if b"\\" in raw and b"\\u0000" in raw:  # one memchr for the records without escapes
+        _check_nul(record, name)
+    return record
+
+
+def _parse(decoder: msgspec.json.Decoder[Any], raw: bytes, name: str) -> Any:
     try:
-        record = decoder.decode(raw)
+        return decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         raise ContractError(f"not a valid {name}: {error}") from None
     except UnicodeDecodeError as error:  # msgspec reads strings as UTF-8 without checking first
         raise ContractError(f"not a valid {name}: invalid UTF-8 ({error.reason})") from None
     except RecursionError:
         raise ContractError(f"not a valid {name}: JSON nested too deeply") from None
+
+
+def _check_nul(record: msgspec.Struct, name: str) -> None:
+    where = _nul_in(record)
+    if where is not None:
+        raise ContractError(f"not a valid {name}: U+0000 in `{where}`")
+
+
+def _check(record: CompletedWorkItem, name: str) -> None:
     # Checked here rather than in a __post_init__, which costs a Python call per record: the
     # years only when a time is near an edge, U+0000 only when the bytes hold its escape (msgspec
     # refuses lone surrogates and raw control characters itself, and writes U+0000 only so).
@@ -302,11 +319,6 @@ def _decode(decoder: msgspec.json.Decoder[_T], value: bytes | None, name: str) -
                 raise ContractError(f"not a valid {name}: `{field}` {problem}")
     if opened_at is not None and opened_at > record.completed_at:
         raise ContractError(f"not a valid {name}: `opened_at` must not be after completed_at")
-    if b"\\" in raw and b"\\u0000" in raw:  # one memchr for the records without escapes
-        where = _nul_in(record)
-        if where is not None:
-            raise ContractError(f"not a valid {name}: U+0000 in `{where}`")
-    return record
 
 
 def _nul_in(record: msgspec.Struct) -> str | None:
@@ -349,3 +361,91 @@ def with_outcome(
 
 
 encode_record = msgspec.json.Encoder().encode
+
+
+# --- records: one item, or a batch of one client's items ------------------------------------
+#
+# A record on `workitems.completed` or `workitems.classified` holds one item document (a JSON
+# object) or a batch: a JSON array of item documents, all of the record key's client, in the
+# order they were accepted. Intake and the classifier write batches, so Kafka's and the
+# consumers' per-record costs (framing, fetching, offsets, FastStream's bookkeeping) are paid
+# once per batch rather than once per item. Every guarantee stays per item: each item of a batch
+# is classified and counted on its own, and one that breaks the contract is dead-lettered alone
+# (its own document as the dead letter's value, its index in the `origin_item` header) while the
+# rest of its batch goes on. Anyone may still write single items.
+
+_ELEMENTS = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def is_batch(value: bytes) -> bool:
+    """Whether a record's value is a batch (a JSON array) rather than one item."""
+    head = value[:1]
+    if head in b" \t\r\n" and head:
+        head = value.lstrip()[:1]
+    return head == b"["
+
+
+def pack_records(values: Sequence[bytes], *, limit: int = MAX_RECORD_BYTES) -> list[bytes]:
+    """Encoded item documents (each at most `limit` bytes) as the fewest records of at most
+    `limit` bytes each, in order: a lone item as itself, several as a JSON array."""
+    records: list[bytes] = []
+    start, size = 0, 1  # the batch being filled: values[start:end], its "[" counted
+    for end, value in enumerate(values):
+        if end > start and size + len(value) + 1 > limit:
+            records.append(_joined(values[start:end]))
+            start, size = end, 1
+        size += len(value) + 1  # the value and its "," (or the closing "]")
+    if start < len(values):
+        records.append(_joined(values[start:]))
+    return records
+
+
+def _joined(values: Sequence[bytes]) -> bytes:
+    return values[0] if len(values) == 1 else b"[" + b",".join(values) + b"]"
+
+
+def batch_element(value: bytes, index: int) -> bytes:
+    """The document of item `index` of a batch record, byte for byte (for its dead letter)."""
+    return bytes(_ELEMENTS.decode(value)[index])
+
+
+class ItemRecords(Generic[_T]):
+    """Decodes the items of a record of one item type, a lone item or a batch (see above)."""
+
+    def __init__(self, item_type: type[_T]) -> None:
+        self.name = item_type.__name__
+        self._one: msgspec.json.Decoder[_T] = msgspec.json.Decoder(item_type)
+        self._many: msgspec.json.Decoder[list[_T]] = msgspec.json.Decoder(list[item_type])  # type: ignore[valid-type]
+
+    def decode(self, value: bytes | None) -> list[_T]:
+        """Every item of the record, or ContractError if any item breaks the contract (then
+        `decode_each` tells which)."""
+        raw = value or b""
+        if not is_batch(raw):
+            return [_decode(self._one, raw, self.name)]
+        items: list[_T] = _parse(self._many, raw, f"batch of {self.name}")
+        for item in items:
+            _check(item, self.name)
+        if b"\\" in raw and b"\\u0000" in raw:
+            for item in items:
+                _check_nul(item, self.name)
+        return items
+
+    def decode_each(self, value: bytes) -> list[_T | ContractError]:
+        """Each item of a batch record decoded on its own: the item, or why it breaks the
+        contract. ContractError if the record is not a JSON array at all."""
+        try:
+            elements = _ELEMENTS.decode(value)
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            raise ContractError(f"not a valid batch of {self.name}: not a JSON array") from None
+        decoded: list[_T | ContractError] = []
+        for element in elements:
+            try:
+                decoded.append(_decode(self._one, bytes(element), self.name))
+            except ContractError as error:
+                decoded.append(error)
+        return decoded
+
+
+COMPLETED_RECORDS: Final = ItemRecords(CompletedWorkItem)
+CLASSIFIED_RECORDS: Final = ItemRecords(ClassifiedWorkItem)

@@ -32,7 +32,13 @@ from faststream.message import StreamMessage
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.contracts.topics import ALL_TOPICS, COMPACTED_TOPICS, CONSUMED_TOPICS, DLQ_SUFFIX, dlq
-from shared.contracts.workitems import ContractError
+from shared.contracts.workitems import (
+    CompletedWorkItem,
+    ContractError,
+    ItemRecords,
+    batch_element,
+    is_batch,
+)
 from shared.infra.kafka_connection import KafkaConnection, check_access
 from shared.infra.logs import record_fields
 from shared.infra.settings import CommonSettings
@@ -40,6 +46,7 @@ from shared.infra.settings import CommonSettings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Item = TypeVar("Item", bound=CompletedWorkItem)
 
 
 #: Fetch settings of the hot-path consumers: under load the broker waits up to 25 ms to fill a
@@ -245,12 +252,13 @@ class Publisher(Protocol):
 
 
 def batch_size_histogram(registry: CollectorRegistry, service: str) -> Histogram:
-    """`tierline_<service>_batch_size`: records per batch a hot-path consumer handled."""
+    """`tierline_<service>_batch_size`: items per batch a hot-path consumer handled (a record
+    may carry several)."""
     return Histogram(
         f"tierline_{service}_batch_size",
-        "Records per consumed batch",
+        "Items per consumed batch",
         registry=registry,
-        buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+        buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10_000, 20_000),
     )
 
 
@@ -270,37 +278,73 @@ async def dead_letter(
     )
 
 
-async def decode_all(
-    broker: KafkaBroker,
-    records: Sequence[ConsumerRecord[bytes, bytes]],
-    decode: Callable[[bytes | None], T],
-    dead_letters: Counter,
-) -> list[T]:
-    """The records decoded, in order (see `decode_records`)."""
-    return [value for _, value in await decode_records(broker, records, decode, dead_letters)]
+#: Where an item came from: its record, and its index in the record's batch (None when the
+#: record is the item itself).
+ItemOrigin = tuple[ConsumerRecord[bytes, bytes], int | None]
 
 
-async def decode_records(
+async def dead_letter_item(
+    broker: KafkaBroker, origin: ItemOrigin, error: BaseException | str, *, by: str | None = None
+) -> None:
+    """Send one item that cannot be processed to `<topic>.dlq`: a whole record when it is the
+    item, else the item's own document out of its batch, with its index in `origin_item`."""
+    record, index = origin
+    if index is None:
+        await dead_letter(broker, record, error, by=by)
+        return
+    headers = dead_letter_headers(record, error, by=by)
+    headers["origin_item"] = str(index)
+    value = batch_element(record.value or b"", index)
+    await broker.publish(value, dlq(record.topic), key=record.key, headers=headers)
+    log.warning(
+        "dead-lettered an item of a batch",
+        extra={**record_fields(record), "item": index, "error": headers["error"][:500]},
+    )
+
+
+async def decode_items(
     broker: KafkaBroker,
     records: Sequence[ConsumerRecord[bytes, bytes]],
-    decode: Callable[[bytes | None], T],
+    decoder: ItemRecords[Item],
     dead_letters: Counter,
-) -> list[tuple[ConsumerRecord[bytes, bytes], T]]:
-    """Each record with its decoded value, in order. One that does not decode — it breaks its
-    topic's contract (`ContractError`), or decoding it raises anything else — goes to
-    `<topic>.dlq` with the reason and is counted in `dead_letters` (labelled by topic); the
-    rest of the partition keeps flowing."""
-    decoded: list[tuple[ConsumerRecord[bytes, bytes], T]] = []
+) -> list[tuple[ItemOrigin, Item]]:
+    """Every item of the records, in order, each with where it came from. A record that does
+    not decode at all goes to `<topic>.dlq` whole; an item of a batch that breaks the contract
+    goes there alone, and the other items of its batch are kept."""
+    decoded: list[tuple[ItemOrigin, Item]] = []
     for record in records:
         try:
-            decoded.append((record, decode(record.value)))
+            items = decoder.decode(record.value)
         except ContractError as error:
-            await dead_letter(broker, record, str(error))
-            dead_letters.labels(topic=record.topic).inc()
+            if record.value is None or not is_batch(record.value):
+                await _reject(broker, (record, None), str(error), dead_letters)
+                continue
+            try:
+                each = decoder.decode_each(record.value)
+            except ContractError as whole:
+                await _reject(broker, (record, None), str(whole), dead_letters)
+                continue
+            for index, item in enumerate(each):
+                if isinstance(item, ContractError):
+                    await _reject(broker, (record, index), str(item), dead_letters)
+                else:
+                    decoded.append(((record, index), item))
+            continue
         except Exception as error:  # whatever the bytes are, they must not stop the partition
-            await dead_letter(broker, record, error)
-            dead_letters.labels(topic=record.topic).inc()
+            await _reject(broker, (record, None), error, dead_letters)
+            continue
+        if len(items) == 1 and not is_batch(record.value or b""):
+            decoded.append(((record, None), items[0]))
+        else:
+            decoded += [((record, index), item) for index, item in enumerate(items)]
     return decoded
+
+
+async def _reject(
+    broker: KafkaBroker, origin: ItemOrigin, error: BaseException | str, dead_letters: Counter
+) -> None:
+    await dead_letter_item(broker, origin, error)
+    dead_letters.labels(topic=origin[0].topic).inc()
 
 
 class CompactedView(Generic[T]):
@@ -751,26 +795,33 @@ def subscribe_hot_batches(
     handle: BatchHandler,
     title: str,
     description: str,
+    lanes: int = 1,
 ) -> None:
     """Subscribes `handle` to `topic` as a hot-path consumer: batches of up to `max_records`
     raw records (no decoding: `handle` validates each), fetched full (HOT_FETCH_*), from the
     earliest offset for a new group. The offsets commit after `handle` returns; a batch it
-    fails is redelivered, never skipped."""
+    fails is redelivered, never skipped.
 
-    @broker.subscriber(
-        topic,
-        group_id=group_id,
-        batch=True,
-        max_records=max_records,
-        batch_timeout_ms=batch_timeout_ms,
-        fetch_min_bytes=HOT_FETCH_MIN_BYTES,
-        fetch_max_wait_ms=HOT_FETCH_MAX_WAIT_MS,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        parser=parse_raw_batch,
-        decoder=skip_decoding,
-        title=title,
-        description=description,
-    )
-    async def consume(msg: KafkaMessage) -> None:
-        await handle(msg.raw_message)
+    `lanes` consumers of the group run in this process, each with its share of the partitions
+    and one batch in flight: while one waits on its database transaction or on Kafka's
+    acknowledgements, another decodes its next batch. A partition belongs to one lane at a
+    time, so a client's items stay in order, exactly as with as many processes."""
+    for lane in range(lanes):
+
+        @broker.subscriber(
+            topic,
+            group_id=group_id,
+            batch=True,
+            max_records=max_records,
+            batch_timeout_ms=batch_timeout_ms,
+            fetch_min_bytes=HOT_FETCH_MIN_BYTES,
+            fetch_max_wait_ms=HOT_FETCH_MAX_WAIT_MS,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            parser=parse_raw_batch,
+            decoder=skip_decoding,
+            title=title if lane == 0 else f"{title} (lane {lane + 1})",
+            description=description,
+        )
+        async def consume(msg: KafkaMessage) -> None:
+            await handle(msg.raw_message)

@@ -15,11 +15,11 @@ from prometheus_client import CollectorRegistry, Counter
 
 from services.billing.barrier import lagging
 from shared.contracts.topics import AGREEMENTS, ALL_TOPICS, WORKITEMS_COMPLETED, dlq
-from shared.contracts.workitems import decode_completed
+from shared.contracts.workitems import COMPLETED_RECORDS
 from shared.infra.kafka import (
     CompactedView,
     committed_offsets,
-    decode_all,
+    decode_items,
     end_offsets,
     ensure_topics,
     make_broker,
@@ -129,7 +129,7 @@ async def test_a_record_that_breaks_the_contract_is_dead_lettered_with_its_error
         record = (await consumer.getmany(tp, timeout_ms=5000))[tp][0]
         await consumer.stop()
         dead_letters = Counter("dead_letters", "test", ["topic"], registry=CollectorRegistry())
-        assert await decode_all(broker, [record], decode_completed, dead_letters) == []
+        assert await decode_items(broker, [record], COMPLETED_RECORDS, dead_letters) == []
         assert dead_letters.labels(topic=WORKITEMS_COMPLETED)._value.get() == 1
 
         reader = AIOKafkaConsumer(

@@ -33,7 +33,7 @@ from shared.contracts.topics import (
     WORKITEMS_COMPLETED,
     dlq,
 )
-from shared.contracts.workitems import CompletedWorkItem, decode_classified
+from shared.contracts.workitems import CLASSIFIED_RECORDS, CompletedWorkItem
 from shared.domain.agreement import rules
 from shared.domain.agreement.agreement import Agreement, parse_agreement
 from shared.infra.agreement_view import agreement_view
@@ -334,7 +334,12 @@ async def classified_ids(
 ) -> list[str]:
     """The ids of `client`'s items published to `workitems.classified` since `since`."""
     records = await records_since(bootstrap, WORKITEMS_CLASSIFIED, since)
-    return [decode_classified(r.value).id for r in records if r.key == client.encode()]
+    return [
+        item.id
+        for r in records
+        if r.key == client.encode()
+        for item in CLASSIFIED_RECORDS.decode(r.value)
+    ]
 
 
 async def test_an_unusable_agreements_record_never_applies_and_is_dead_lettered_once(

@@ -87,24 +87,45 @@ def operations(doc: dict[str, Any], action: str) -> set[str]:
     }
 
 
-def payload_schema(doc: dict[str, Any], address: str) -> dict[str, Any]:
+def payload(doc: dict[str, Any], address: str) -> dict[str, Any]:
+    """The message payload of the topic at `address`, as written (a reference or inline)."""
     (channel,) = [c for c in doc["channels"].values() if c["address"] == address]
     (reference,) = channel["messages"].values()
     message = doc["components"]["messages"][reference["$ref"].rsplit("/", 1)[-1]]
-    name = message["payload"]["$ref"].rsplit("/", 1)[-1]
-    schema: dict[str, Any] = doc["components"]["schemas"][name]
-    return schema
+    written: dict[str, Any] = message["payload"]
+    return written
+
+
+def resolved(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" not in schema:
+        return schema
+    found: dict[str, Any] = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return found
 
 
 def payload_kinds(doc: dict[str, Any], address: str) -> list[dict[str, Any]]:
-    """The payload schema, or each of its alternatives (`billing.invoices`: invoice or note)."""
-    schema = payload_schema(doc, address)
-    schemas = doc["components"]["schemas"]
-    return (
-        [schemas[a["$ref"].rsplit("/", 1)[-1]] for a in schema["anyOf"]]
-        if "anyOf" in schema
-        else [schema]
-    )
+    """The payload schema, or each of its alternatives (`billing.invoices`: invoice or note;
+    the work item topics: one item, or a batch of them — then the item's schema)."""
+    schema = resolved(doc, payload(doc, address))
+    alternatives = schema.get("anyOf") or schema.get("oneOf") or [schema]
+    kinds = [resolved(doc, a) for a in alternatives]
+    return [resolved(doc, k["items"]) if k.get("type") == "array" else k for k in kinds]
+
+
+async def test_the_work_item_topics_carry_an_item_or_a_batch_of_items(
+    apps: dict[str, FastAPI],
+) -> None:
+    doc = await document(apps["classifier"])
+    for address, item in (
+        ("workitems.completed", "CompletedWorkItem"),
+        ("workitems.classified", "ClassifiedWorkItem"),
+    ):
+        reference = {"$ref": f"#/components/schemas/{item}"}
+        assert payload(doc, address) == {
+            "oneOf": [reference, {"type": "array", "items": reference}]
+        }, address
+    unclassified = payload(doc, "workitems.unclassified")
+    assert unclassified == {"$ref": "#/components/schemas/ClassifiedWorkItem"}
 
 
 @pytest.mark.parametrize("service", EXPECTED)

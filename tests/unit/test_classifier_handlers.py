@@ -28,7 +28,7 @@ from shared.contracts.topics import (
     WORKITEMS_COMPLETED,
     WORKITEMS_UNCLASSIFIED,
 )
-from shared.contracts.workitems import decode_classified
+from shared.contracts.workitems import CLASSIFIED_RECORDS, ClassifiedWorkItem
 from shared.domain.agreement.agreement import Agreement, parse_agreement
 from tests.records import completed_record
 from tests.spec_example import spec_agreement
@@ -39,6 +39,11 @@ ACME = parse_agreement(spec_agreement("acme")).with_version(4)
 
 def completed(item_id: str, *, client: str = "acme", **fields: Any) -> bytes:
     return orjson.dumps(completed_record(item_id, client=client, **fields))
+
+
+def batch(*documents: bytes) -> bytes:
+    """A batch record: item documents as one JSON array (what intake writes)."""
+    return b"[" + b",".join(documents) + b"]"
 
 
 class Agreements:
@@ -71,6 +76,10 @@ class Recorder:
 
     def on(self, topic: str) -> list[tuple[bytes, bytes]]:
         return [(key, value) for t, key, value in self.messages if t == topic]
+
+    def items(self, topic: str) -> list[ClassifiedWorkItem]:
+        """Every item published to `topic`, out of its record (one item or a batch)."""
+        return [item for _, value in self.on(topic) for item in CLASSIFIED_RECORDS.decode(value)]
 
 
 @dataclass(kw_only=True)
@@ -116,9 +125,7 @@ async def test_each_item_is_published_with_its_class_rule_and_agreement_version(
     await harness.send(
         completed("t-1", queue="Customer Care"), completed("t-2", queue="IT Desk", units=3)
     )
-    published = [
-        decode_classified(value) for _, value in harness.published.on(WORKITEMS_CLASSIFIED)
-    ]
+    published = harness.published.items(WORKITEMS_CLASSIFIED)
     assert [(i.id, i.service_line, i.complexity, i.rule_id) for i in published] == [
         ("t-1", "customer_support", "basic", "cs"),
         ("t-2", "it_support", "complex", "desk"),
@@ -134,8 +141,8 @@ async def test_each_item_is_published_with_its_class_rule_and_agreement_version(
 
 async def test_an_item_no_rule_places_goes_to_the_unclassified_topic_too(harness: Harness) -> None:
     await harness.send(completed("t-1", queue="Somewhere else"), completed("t-2", client="nobody"))
-    classified = [decode_classified(v) for _, v in harness.published.on(WORKITEMS_CLASSIFIED)]
-    unclassified = [decode_classified(v) for _, v in harness.published.on(WORKITEMS_UNCLASSIFIED)]
+    classified = harness.published.items(WORKITEMS_CLASSIFIED)
+    unclassified = harness.published.items(WORKITEMS_UNCLASSIFIED)
     # acme's rules place nothing outside their queues (and it has no default); a client
     # without an agreement is placed by the built-in rules, under no agreement version.
     assert [(i.id, i.service_line, i.rule_id, i.agreement_version) for i in classified] == [
@@ -151,7 +158,7 @@ async def test_a_record_that_does_not_decode_is_dead_lettered_alone(harness: Har
     await harness.send(
         b"{not json", completed("t-1"), orjson.dumps({"id": "t-2"}), completed("t-3")
     )
-    published = [decode_classified(v).id for _, v in harness.published.on(WORKITEMS_CLASSIFIED)]
+    published = [i.id for i in harness.published.items(WORKITEMS_CLASSIFIED)]
     assert published == ["t-1", "t-3"]
     assert [record.value for record in harness.dead_letters] == [
         b"{not json",
@@ -165,9 +172,49 @@ async def test_a_record_that_does_not_decode_is_dead_lettered_alone(harness: Har
     assert harness.metric("tierline_classifier_items_total", outcome="classified") == 2
 
 
+async def test_a_client_s_items_go_on_as_one_batch_record_each_in_order(harness: Harness) -> None:
+    await harness.send(
+        batch(completed("t-1"), completed("t-2", client="beta")),
+        completed("t-3"),
+        batch(completed("t-4", client="beta"), completed("t-5")),
+    )
+    records = harness.published.on(WORKITEMS_CLASSIFIED)
+    assert sorted(
+        (key, [i.id for i in CLASSIFIED_RECORDS.decode(value)]) for key, value in records
+    ) == [(b"acme", ["t-1", "t-3", "t-5"]), (b"beta", ["t-2", "t-4"])]
+    assert all(value.startswith(b"[") for _, value in records)  # one record, several items
+    assert harness.metric("tierline_classifier_batch_size_sum") == 5  # items, not records
+    assert harness.dead_letters == []
+
+
+async def test_an_item_of_a_batch_that_breaks_the_contract_is_dead_lettered_alone(
+    harness: Harness,
+) -> None:
+    bad = orjson.dumps({**orjson.loads(completed("t-2")), "units": 0})
+    await harness.send(batch(completed("t-1"), bad, completed("t-3")))
+    assert [i.id for i in harness.published.items(WORKITEMS_CLASSIFIED)] == ["t-1", "t-3"]
+    (dead,) = harness.dead_letters
+    assert dead.value == bad  # the item's own document, byte for byte, not its batch
+    headers = headers_of(dead)
+    assert headers["origin_item"] == "1"
+    assert headers["origin_topic"] == WORKITEMS_COMPLETED
+    assert "units" in headers["error"] and headers["error_type"] == "contract"
+    assert harness.metric("tierline_dead_letters_total", topic=WORKITEMS_COMPLETED) == 1
+
+
+async def test_a_batch_record_that_is_no_array_of_objects_is_dead_lettered_whole(
+    harness: Harness,
+) -> None:
+    await harness.send(b"[" + completed("t-1") + b",", completed("t-2"))
+    assert [i.id for i in harness.published.items(WORKITEMS_CLASSIFIED)] == ["t-2"]
+    (dead,) = harness.dead_letters
+    assert dead.value == b"[" + completed("t-1") + b","
+    assert "origin_item" not in headers_of(dead)
+
+
 async def test_a_later_copy_in_the_same_batch_is_dropped(harness: Harness) -> None:
     await harness.send(completed("t-1"), completed("t-1", queue="IT Desk"), completed("t-2"))
-    published = [decode_classified(v) for _, v in harness.published.on(WORKITEMS_CLASSIFIED)]
+    published = harness.published.items(WORKITEMS_CLASSIFIED)
     assert [(i.id, i.rule_id) for i in published] == [("t-1", "cs"), ("t-2", "cs")]
     assert harness.metric("tierline_classifier_items_total", outcome="duplicate") == 1
 
@@ -177,7 +224,7 @@ async def test_an_item_whose_classified_copy_is_too_large_is_dead_lettered(
 ) -> None:
     monkeypatch.setattr(handlers, "MAX_RECORD_BYTES", 400)
     await harness.send(completed("t-1"), completed("t-2", title="x" * 400))
-    published = [decode_classified(v).id for _, v in harness.published.on(WORKITEMS_CLASSIFIED)]
+    published = [i.id for i in harness.published.items(WORKITEMS_CLASSIFIED)]
     assert published == ["t-1"]
     (dead,) = harness.dead_letters
     assert orjson.loads(dead.value)["id"] == "t-2"
@@ -193,6 +240,4 @@ async def test_a_kafka_failure_fails_the_batch_so_it_is_redelivered(harness: Har
     assert harness.metric("tierline_classifier_items_total", outcome="classified") == 0
     harness.published.fail = False
     await harness.send(completed("t-1"))  # the redelivery
-    assert [decode_classified(v).id for _, v in harness.published.on(WORKITEMS_CLASSIFIED)] == [
-        "t-1"
-    ]
+    assert [i.id for i in harness.published.items(WORKITEMS_CLASSIFIED)] == ["t-1"]

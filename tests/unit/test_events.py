@@ -4,6 +4,7 @@ holds the same bounds as the intake contract (`WorkItem`) it is written from."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,14 +14,19 @@ from pydantic import ValidationError
 
 from services.intake.parsing import JSON, parse_work_items
 from shared.contracts.workitems import (
+    CLASSIFIED_RECORDS,
+    COMPLETED_RECORDS,
     MAX_RECORD_BYTES,
     MAX_RULE_ID,
     CompletedWorkItem,
     ContractError,
     WorkItem,
+    batch_element,
     decode_classified,
     decode_completed,
     encode_record,
+    is_batch,
+    pack_records,
     with_outcome,
 )
 
@@ -265,6 +271,42 @@ def test_a_value_metering_could_not_store_is_a_contract_error(
 ) -> None:
     with pytest.raises(ContractError, match=f"not a valid ClassifiedWorkItem: .*{field}"):
         decode_classified(orjson.dumps(record))
+    # in a batch, the same checks hold for every item, and only that item is refused
+    good, bad = orjson.dumps(classified()), orjson.dumps(record)
+    with pytest.raises(ContractError, match=field):
+        CLASSIFIED_RECORDS.decode(b"[" + good + b"," + bad + b"]")
+    first, second = CLASSIFIED_RECORDS.decode_each(b"[" + good + b"," + bad + b"]")
+    assert first == decode_classified(good)
+    assert isinstance(second, ContractError) and field in str(second)
+
+
+def test_a_record_is_one_item_or_a_batch_of_them_in_order() -> None:
+    one, two = orjson.dumps(completed()), orjson.dumps(completed(id="t-2"))
+    assert COMPLETED_RECORDS.decode(one) == [decode_completed(one)]
+    assert [i.id for i in COMPLETED_RECORDS.decode(b"[" + one + b"," + two + b"]")] == [
+        "t-1",
+        "t-2",
+    ]
+    assert [i.id for i in COMPLETED_RECORDS.decode(b" \n[" + two + b"]")] == ["t-2"]
+    assert COMPLETED_RECORDS.decode(b"[]") == []
+    assert is_batch(b"\t[") and not is_batch(one) and not is_batch(b"")
+    assert batch_element(b"[" + one + b", " + two + b"]", 1) == two
+    with pytest.raises(ContractError, match="not a JSON array"):
+        COMPLETED_RECORDS.decode_each(b"[" + one)
+
+
+def test_records_are_packed_in_order_and_never_over_the_limit() -> None:
+    values = [orjson.dumps(completed(id=f"t-{n}", title="x" * (n * 7 % 50))) for n in range(40)]
+    for limit in (max(map(len, values)), 500, 2_000, 10_000, MAX_RECORD_BYTES):
+        records = pack_records(values, limit=limit)
+        assert all(len(record) <= limit for record in records), limit
+        unpacked = [item for record in records for item in COMPLETED_RECORDS.decode(record)]
+        assert unpacked == [decode_completed(value) for value in values], limit
+        # as few as fit: no two neighbours would have fit in one
+        for left, right in itertools.pairwise(records):
+            assert len(left) + len(right) + 1 > limit
+    assert pack_records(values[:1]) == values[:1]  # a lone item stays a plain object
+    assert pack_records([]) == []
 
 
 @pytest.mark.parametrize(
@@ -284,6 +326,10 @@ def test_bytes_no_decoder_should_read_are_contract_errors(value: bytes) -> None:
         decode_classified(value)
     with pytest.raises(ContractError):
         decode_completed(value)
+    with pytest.raises(ContractError):
+        CLASSIFIED_RECORDS.decode(value)
+    with pytest.raises(ContractError):
+        CLASSIFIED_RECORDS.decode(b"[" + value + b"]")
 
 
 def test_the_outcome_may_be_null_when_unclassified_and_the_edges_hold() -> None:

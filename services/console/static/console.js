@@ -156,8 +156,9 @@
     const dead = kafka.dead_letters.reduce((sum, d) => sum + d.messages, 0);
     const invoiced = data.invoices.length;
     $("kpis").replaceChildren(
-      kpi("Work items in", `${fmt(topic("workitems.completed").rate)}/s`, `${fmt(topic("workitems.completed").messages)} since start`),
-      kpi("Classified", `${fmt(topic("workitems.classified").rate)}/s`, `${fmt(topic("workitems.unclassified").messages)} unclassified`),
+      // Records, not items: a record carries one item or a batch of one client's items.
+      kpi("Item records in", `${fmt(topic("workitems.completed").rate)}/s`, `${fmt(topic("workitems.completed").messages)} since start`),
+      kpi("Classified records", `${fmt(topic("workitems.classified").rate)}/s`, `${fmt(topic("workitems.unclassified").messages)} unclassified items`),
       kpi("Consumer lag", fmt(lag), kafka.groups.map((g) => `${g.group.replace("tierline-", "")} ${fmt(g.lag)}`).join(" · "), lag > 10000),
       kpi("Dead letters", fmt(dead), kafka.dead_letters.filter((d) => d.messages).map((d) => d.topic).join(", ") || "none", dead > 0),
       kpi("Clients", fmt(data.clients), `${invoiced} recent invoice${invoiced === 1 ? "" : "s"}`)
