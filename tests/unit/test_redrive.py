@@ -383,6 +383,18 @@ async def test_the_routes_answer_with_the_documented_shapes(
     assert fake.asked[-1][3] == admin_name("a" * 20)
 
 
+async def test_a_dead_letter_of_one_item_of_a_batch_record_names_the_item_in_its_origin(
+    client: httpx.AsyncClient, fake: FakeDeadLetters
+) -> None:
+    fake.records.append(dead_letter(3, origin_offset=50, origin_item="3"))
+    shown = await client.get(f"/v1/dead-letters/{DLQ}/0/3")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["origin"] == {"topic": ORIGIN, "partition": 0, "offset": 50, "item": 3}
+    assert shown.json()["headers"]["origin_item"] == "3"
+    listed = (await client.get(f"/v1/dead-letters/{ORIGIN}")).json()["entries"]
+    assert [e["origin"]["item"] for e in listed] == [None, None, 3]
+
+
 async def test_a_redrive_is_recorded_under_the_audit_name_of_the_admin_key_used(
     client: httpx.AsyncClient, fake: FakeDeadLetters
 ) -> None:
