@@ -182,6 +182,16 @@ def _clip(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def origin_text(origin: dict[str, Any] | None) -> str:
+    """`P:O` of the origin record, `P:O item I` for one item of a batch record ("" if unknown)."""
+    if origin is None:
+        return ""
+    where = f"{origin['partition']}:{origin['offset']}"
+    # .get: a console from before item dead letters sends no `item`
+    item = origin.get("item")
+    return where if item is None else f"{where} item {item}"
+
+
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "error_contains": args.error_contains,
@@ -205,7 +215,7 @@ def run_list(console: Console, args: argparse.Namespace, out: TextIO) -> int:
             _clip(e["key"], 24),
             e["error_type"] or "",
             _clip(e["error"], 60),
-            f"{e['origin']['partition']}:{e['origin']['offset']}" if e["origin"] else "",
+            origin_text(e["origin"]),
             e["redriven"]["redriven_at"] if e["redriven"] else "no",
         )
         for e in page["entries"]
@@ -228,7 +238,7 @@ def run_show(console: Console, args: argparse.Namespace, out: TextIO) -> int:
     print(f"key         {entry['key']}", file=out)
     print(f"error_type  {entry['error_type']}", file=out)
     print(f"error       {entry['error']}", file=out)
-    where = f"{origin['topic']} {origin['partition']}:{origin['offset']}" if origin else "unknown"
+    where = f"{origin['topic']} {origin_text(origin)}" if origin else "unknown"
     print(f"origin      {where}", file=out)
     if redriven:
         print(

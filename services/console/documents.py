@@ -56,6 +56,9 @@ class DeadLetterEntry(Document):
     original_topic: str | None
     original_partition: int | None
     original_offset: int | None
+    original_item: int | None = Field(
+        description="The item's 0-based index in a batch record (`origin_item`); null: the record"
+    )
     headers: dict[str, str]
     value_preview: str
 

@@ -22,7 +22,7 @@ from services.console.documents import (
     PartitionLagRow,
     TopicRow,
 )
-from services.console.redrive import DeadLetterRecord
+from services.console.redrive import DeadLetterRecord, item_index
 
 #: (topic, partition)
 Partition = tuple[str, int]
@@ -155,6 +155,7 @@ class DeadLetter:
             original_topic=headers.get("origin_topic"),
             original_partition=_int_or_none(headers.get("origin_partition")),
             original_offset=_int_or_none(headers.get("origin_offset")),
+            original_item=item_index(headers["origin_item"]) if "origin_item" in headers else None,
             headers=dict(headers),
             value_preview=self.value_preview,
         )

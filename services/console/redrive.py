@@ -4,9 +4,15 @@ of each one. Pure: no I/O, no clock. The Kafka reads and writes are in `deadlett
 
 A redrive re-publishes a dead letter's original key and value (and the original record's own
 headers) to its origin topic, marked with a `redriven_from: <dlq topic>/<partition>/<offset>`
-header. Each dead letter is redriven at most once, and so is each origin record: one bad
-`agreements` record may be dead-lettered once per consumer (SPEC §13), and a batch redelivered
-after a failed commit may dead-letter the same record twice; those copies share an origin.
+header. Each dead letter is redriven at most once, and so is each origin: one bad `agreements`
+record may be dead-lettered once per consumer (SPEC §13), and a batch redelivered after a failed
+commit may dead-letter the same record twice; those copies share an origin.
+
+An origin is a whole record, or one item of a batch record (a JSON array of items on
+`workitems.*`): a consumer that fails one item dead-letters that item alone, its value the item's
+own document and its `origin_item` header the item's 0-based index in the array. Items of one
+record share (topic, partition, offset) and differ by that index, so each is redriven once — as a
+record of one item, which the consumers take as they take any single item.
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ from shared.contracts.topics import CONSUMED_TOPICS, dlq
 #: The headers `shared.infra.kafka.dead_letter` adds to a dead letter; a redriven record carries the
 #: original record's other headers, without these.
 DEAD_LETTER_HEADERS: Final = frozenset(
-    {"error", "error_type", "origin_topic", "origin_partition", "origin_offset", "origin_timestamp"}
+    {
+        "error",
+        "error_type",
+        "origin_topic",
+        "origin_partition",
+        "origin_offset",
+        "origin_timestamp",
+        "origin_item",
+    }
 )
 #: The header that marks a redriven record: `<dlq topic>/<partition>/<offset>` it came from.
 REDRIVEN_FROM: Final = "redriven_from"
@@ -37,6 +51,8 @@ VALUE_PREVIEW_CHARS: Final = 4000
 
 _MAX_PARTITION: Final = 2**31 - 1
 _MAX_OFFSET: Final = 2**63 - 1
+#: An item index is stored as a PostgreSQL integer; a larger one is no index a record can hold.
+_MAX_ITEM: Final = 2**31 - 1
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _POSITION = re.compile(r"([0-9]{1,10}):([0-9]{1,19})")
 
@@ -77,16 +93,27 @@ def parse_position(text: str) -> Position:
     return Position(partition, offset)
 
 
+def item_index(text: str) -> int | None:
+    """An `origin_item` header's index (decimal digits, at most `_MAX_ITEM`), or None if it is
+    not one."""
+    if not _DIGITS.fullmatch(text) or int(text) > _MAX_ITEM:
+        return None
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Origin:
-    """Where a dead letter's record was when a consumer gave up on it."""
+    """Where a dead letter's record was when a consumer gave up on it, and which item of that
+    record it is (`item`: its 0-based index in the record's array; None: the whole record)."""
 
     topic: str
     partition: int
     offset: int
+    item: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.topic}/{self.partition}/{self.offset}"
+        record = f"{self.topic}/{self.partition}/{self.offset}"
+        return record if self.item is None else f"{record} item {self.item}"
 
 
 @dataclass(frozen=True)
@@ -118,17 +145,22 @@ class DeadLetterRecord:
 
     @property
     def origin(self) -> Origin | None:
-        """The origin its headers name, or None when they are missing or malformed."""
+        """The origin its headers name, or None when they are missing or malformed (an
+        `origin_item` header too: absent means the whole record, present it must be an index)."""
         topic = self.header("origin_topic")
         partition = self.header("origin_partition")
         offset = self.header("origin_offset")
+        item = self.header("origin_item")
         if not topic or partition is None or offset is None:
             return None
         if not (_DIGITS.fullmatch(partition) and _DIGITS.fullmatch(offset)):
             return None
         if int(partition) > _MAX_PARTITION or int(offset) > _MAX_OFFSET:
             return None
-        return Origin(topic, int(partition), int(offset))
+        index = item_index(item) if item is not None else None
+        if item is not None and index is None:
+            return None
+        return Origin(topic, int(partition), int(offset), index)
 
 
 @dataclass(frozen=True)
@@ -164,7 +196,8 @@ class RedriveMark:
 
 
 def mark_of(record: DeadLetterRecord, marks: Iterable[RedriveMark]) -> RedriveMark | None:
-    """The redrive of this dead letter, or of another dead letter of the same origin record."""
+    """The redrive of this dead letter, or of another dead letter of the same origin (record, or
+    item of a batch record: another item of the same record is another origin)."""
     origin = record.origin
     same_origin = None
     for mark in marks:
@@ -179,7 +212,7 @@ class Outcome(Enum):
     REDRIVEN = "redriven"
     #: A dry run: this one would be redriven.
     WOULD_REDRIVE = "would_redrive"
-    #: Already redriven (this dead letter, or another of the same origin record).
+    #: Already redriven (this dead letter, or another of the same origin).
     SKIPPED = "skipped"
     FAILED = "failed"
 
@@ -201,7 +234,10 @@ def refusal(record: DeadLetterRecord, origin_topic: str) -> str | None:
     """Why this dead letter cannot be redriven to `origin_topic`, or None if it can."""
     origin = record.origin
     if origin is None:
-        return "its origin_topic, origin_partition or origin_offset header is missing or malformed"
+        return (
+            "its origin_topic, origin_partition or origin_offset header is missing or malformed, "
+            "or its origin_item header is not an item index"
+        )
     if origin.topic not in CONSUMED_TOPICS:
         return f"its origin topic {origin.topic!r} is not a topic Tierline consumes"
     if origin.topic != origin_topic:
@@ -242,13 +278,15 @@ def plan(
         if mark is not None:
             reason = f"already redriven at {mark.redriven_at.isoformat()} by {mark.by}"
             if mark.dlq_topic != record.topic or mark.dead_letter != position:
-                reason += f" (its origin record, from {mark.dlq_topic} {mark.dead_letter})"
+                item = mark.origin.item
+                what = "its origin record" if item is None else f"its origin item {item}"
+                reason += f" ({what}, from {mark.dlq_topic} {mark.dead_letter})"
             decisions.append(Decision(position, Outcome.SKIPPED, reason, record, mark))
             continue
         assert record.origin is not None  # refusal() checked it
         first = taken.get(record.origin)
         if first is not None:
-            reason = f"the same origin record as {first}, redriven in this request"
+            reason = f"the same origin ({record.origin}) as {first}, redriven in this request"
             decisions.append(Decision(position, Outcome.SKIPPED, reason, record))
             continue
         taken[record.origin] = position

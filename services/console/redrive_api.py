@@ -73,14 +73,28 @@ class Detail(BaseModel):
     detail: str
 
 
-class OriginOut(BaseModel):
+class PlaceOut(BaseModel):
+    """Where a record is in a topic."""
+
     topic: str
     partition: int
     offset: int
 
 
+class OriginOut(PlaceOut):
+    """Where the dead letter's record was read, and which item of it the dead letter is."""
+
+    item: int | None = Field(
+        description=(
+            "The item's 0-based index in the origin record's array (the dead letter holds that "
+            "item alone: its `origin_item` header); null when it is the whole record"
+        )
+    )
+
+
 class RedrivenOut(BaseModel):
-    """A redrive of this dead letter, or of another dead letter of the same origin record."""
+    """A redrive of this dead letter, or of another dead letter of the same origin (record, or
+    item of one)."""
 
     redriven_at: str = Field(description="RFC 3339, UTC")
     by: str = Field(description="`admin:` + the first 8 hex digits of the key's SHA-256")
@@ -153,7 +167,7 @@ class RedriveResultOut(BaseModel):
     position: str = Field(description="PARTITION:OFFSET in the dead-letter topic")
     outcome: Literal["redriven", "would_redrive", "skipped", "failed"]
     reason: str | None
-    published: OriginOut | None = Field(description="Where the copy landed (outcome redriven)")
+    published: PlaceOut | None = Field(description="Where the copy landed (outcome redriven)")
 
 
 class RedriveOut(BaseModel):
@@ -224,7 +238,9 @@ def _summary(entry: ListedDeadLetter) -> DeadLetterOut:
         key=key_text(record.key),
         error=record.header("error"),
         error_type=record.header("error_type"),
-        origin=OriginOut(topic=origin.topic, partition=origin.partition, offset=origin.offset)
+        origin=OriginOut(
+            topic=origin.topic, partition=origin.partition, offset=origin.offset, item=origin.item
+        )
         if origin
         else None,
         redriven=_mark_out(entry.mark),
@@ -238,7 +254,7 @@ def _result(decision: Decision, origin_topic: str) -> RedriveResultOut:
         position=str(decision.position),
         outcome=decision.outcome.value,
         reason=decision.reason,
-        published=OriginOut(
+        published=PlaceOut(
             topic=origin_topic, partition=published.partition, offset=published.offset
         )
         if published
@@ -361,8 +377,9 @@ async def show_dead_letter(
     description=(
         "Each chosen dead letter's original key, value and headers go back to its origin "
         "topic (acks=all) with a `redriven_from` header. A dead letter — or another dead "
-        "letter of the same origin record — that was already redriven is skipped, never "
-        "published twice; one whose origin is not this topic is refused (failed). "
+        "letter of the same origin record, or of the same item of a batch record — that was "
+        "already redriven is skipped, never published twice (the items of one record are "
+        "redriven each once); one whose origin is not this topic is refused (failed). "
         "At most 1,000 per request: with `all: true`, follow `next_cursor`."
     ),
     response_model=RedriveOut,

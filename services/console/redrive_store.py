@@ -17,6 +17,9 @@ CREATE SCHEMA IF NOT EXISTS ops;
 
 -- One row per dead letter redriven; a row is written in the same transaction that holds the
 -- topic's redrive lock across the publish, and committed only after Kafka acknowledged it.
+-- An origin is a record, or one item of a batch record: `origin_item` is the item's 0-based index
+-- in the record's array, -1 for a whole record. -1 rather than NULL, so the unique key below
+-- holds for whole records too (NULLs are distinct to UNIQUE) and lookups compare with plain `=`.
 CREATE TABLE IF NOT EXISTS ops.redrives (
     dlq_topic        text        NOT NULL,
     dlq_partition    integer     NOT NULL,
@@ -24,14 +27,46 @@ CREATE TABLE IF NOT EXISTS ops.redrives (
     origin_topic     text        NOT NULL,
     origin_partition integer     NOT NULL,
     origin_offset    bigint      NOT NULL,
+    origin_item      integer     NOT NULL DEFAULT -1 CHECK (origin_item >= -1),
     redriven_at      timestamptz NOT NULL DEFAULT now(),
     redriven_by      text        NOT NULL,
     new_partition    integer     NOT NULL,   -- where the re-published record landed
     new_offset       bigint      NOT NULL,
     PRIMARY KEY (dlq_topic, dlq_partition, dlq_offset),
-    UNIQUE (origin_topic, origin_partition, origin_offset)  -- each origin record once
+    -- each origin (record, or item of one) once
+    CONSTRAINT redrives_origin_once
+        UNIQUE (origin_topic, origin_partition, origin_offset, origin_item)
 );
+
+-- A table from before item dead letters: its rows are whole records (-1), and its key was the
+-- record alone, which would refuse the second item of a batch. Each change runs only when
+-- missing, so once applied this takes no table lock.
+DO $$
+DECLARE
+    old_key name;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'ops'
+                     AND table_name = 'redrives' AND column_name = 'origin_item') THEN
+        ALTER TABLE ops.redrives
+            ADD COLUMN origin_item integer NOT NULL DEFAULT -1 CHECK (origin_item >= -1);
+    END IF;
+    FOR old_key IN SELECT c.conname FROM pg_constraint c
+                    WHERE c.conrelid = 'ops.redrives'::regclass AND c.contype = 'u'
+                      AND ARRAY(SELECT a.attname::text FROM pg_attribute a
+                                 WHERE a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+                                 ORDER BY a.attname)
+                          = ARRAY['origin_offset', 'origin_partition', 'origin_topic'] LOOP
+        EXECUTE format('ALTER TABLE ops.redrives DROP CONSTRAINT %I', old_key);
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'ops.redrives'::regclass
+                     AND conname = 'redrives_origin_once') THEN
+        ALTER TABLE ops.redrives ADD CONSTRAINT redrives_origin_once
+            UNIQUE (origin_topic, origin_partition, origin_offset, origin_item);
+    END IF;
+END $$;
 """
+#: `origin_item` of a whole record (an item's index is never negative).
+_WHOLE_RECORD: Final = -1
 _SCHEMA_LOCK: Final = 73_012  # shared/infra/db.py's schema lock is 73_011
 
 
@@ -51,7 +86,8 @@ async def lock_topic(conn: Executor, dlq_topic: str) -> None:
 async def marks_for(
     conn: Executor, dlq_topic: str, records: Sequence[DeadLetterRecord]
 ) -> list[RedriveMark]:
-    """The redrives of these dead letters, or of any dead letter of the same origin records."""
+    """The redrives of these dead letters, or of any dead letter of the same origins (the same
+    record, or the same item of one)."""
     if not records:
         return []
     origins = [r.origin for r in records if r.origin is not None]
@@ -62,20 +98,27 @@ async def marks_for(
             WHERE r.dlq_topic = $1
            UNION
            SELECT r.* FROM ops.redrives r
-             JOIN unnest($4::text[], $5::int[], $6::bigint[]) AS g(t, p, o)
-               ON r.origin_topic = g.t AND r.origin_partition = g.p AND r.origin_offset = g.o""",
+             JOIN unnest($4::text[], $5::int[], $6::bigint[], $7::int[]) AS g(t, p, o, i)
+               ON r.origin_topic = g.t AND r.origin_partition = g.p AND r.origin_offset = g.o
+              AND r.origin_item = g.i""",
         dlq_topic,
         [r.partition for r in records],
         [r.offset for r in records],
         [o.topic for o in origins],
         [o.partition for o in origins],
         [o.offset for o in origins],
+        [_item_column(o) for o in origins],
     )
     return [
         RedriveMark(
             dlq_topic=row["dlq_topic"],
             dead_letter=Position(row["dlq_partition"], row["dlq_offset"]),
-            origin=Origin(row["origin_topic"], row["origin_partition"], row["origin_offset"]),
+            origin=Origin(
+                row["origin_topic"],
+                row["origin_partition"],
+                row["origin_offset"],
+                None if row["origin_item"] == _WHOLE_RECORD else row["origin_item"],
+            ),
             redriven_at=row["redriven_at"],
             by=row["redriven_by"],
             published=Position(row["new_partition"], row["new_offset"]),
@@ -90,15 +133,21 @@ async def record_redrives(
     """Remember each (dead letter, where its copy landed)."""
     rows = [
         (record.topic, record.partition, record.offset, origin.topic, origin.partition,
-         origin.offset, by, published.partition, published.offset)
+         origin.offset, _item_column(origin), by, published.partition, published.offset)
         for record, published in redriven
         if (origin := record.origin) is not None
     ]  # fmt: skip
     if rows:
         await conn.executemany(
             """INSERT INTO ops.redrives (dlq_topic, dlq_partition, dlq_offset, origin_topic,
-                   origin_partition, origin_offset, redriven_by, new_partition, new_offset)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                   origin_partition, origin_offset, origin_item, redriven_by, new_partition,
+                   new_offset)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                ON CONFLICT DO NOTHING""",
             rows,
         )
+
+
+def _item_column(origin: Origin) -> int:
+    """`origin_item` as stored: the item's index, or -1 for a whole record."""
+    return _WHOLE_RECORD if origin.item is None else origin.item

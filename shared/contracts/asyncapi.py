@@ -71,6 +71,7 @@ DEAD_LETTER_HEADERS: Final = {
     "origin_partition": "its partition there",
     "origin_offset": "its offset there",
     "origin_timestamp": "its timestamp there (ms)",
+    "origin_item": "one item of a batch record: its 0-based index there, the value that item alone",
     "dead_lettered_by": "on agreements.dlq: the service that refused it (each consumer does)",
 }
 

@@ -117,9 +117,39 @@ def test_dead_letter_decoding_keeps_the_error_headers_and_survives_bad_bytes() -
     assert entry["original_topic"] == "workitems.completed"
     assert entry["original_partition"] == 3
     assert entry["original_offset"] is None
+    assert entry["original_item"] is None  # a whole record
     assert entry["key"] == "acme"
     assert entry["value_preview"].startswith("\ufffd") and entry["value_preview"].endswith("…")
     assert entry["time"].startswith("2026-")
+
+
+def test_a_dead_letter_of_one_item_of_a_batch_record_shows_its_item() -> None:
+    def entry(item: bytes) -> Any:
+        return (
+            dead_letter(
+                DeadLetterRecord(
+                    topic="workitems.completed.dlq",
+                    partition=0,
+                    offset=8,
+                    timestamp_ms=1_790_000_000_000,
+                    key=b"acme",
+                    value=b'{"id": "a-3"}',
+                    headers=(
+                        ("origin_topic", b"workitems.completed"),
+                        ("origin_partition", b"1"),
+                        ("origin_offset", b"41"),
+                        ("origin_item", item),
+                    ),
+                )
+            )
+            .entry()
+            .model_dump()
+        )
+
+    shown = entry(b"3")
+    assert (shown["original_offset"], shown["original_item"]) == (41, 3)
+    assert shown["headers"]["origin_item"] == "3"
+    assert entry(b"-1")["original_item"] is None  # not an index
 
 
 def test_latest_dead_letters_are_newest_first() -> None:

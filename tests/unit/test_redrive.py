@@ -38,7 +38,14 @@ from services.console.redrive import (
 from services.console.redrive_api import RedriveRequest, dead_letters_of, router
 from shared.infra.auth import KeyRing, admin_name
 from tools.cli import main as tierline
-from tools.dlq_cli import admin_key, parse_offset, progress_bar, run_redrive, table
+from tools.dlq_cli import (
+    admin_key,
+    origin_text,
+    parse_offset,
+    progress_bar,
+    run_redrive,
+    table,
+)
 
 DLQ = "workitems.completed.dlq"
 ORIGIN = "workitems.completed"
@@ -51,10 +58,12 @@ def dead_letter(
     partition: int = 0,
     origin_offset: int | None = None,
     origin_topic: str = ORIGIN,
+    origin_item: str | None = None,
     error: str = "ValueError: boom",
     extra: Sequence[tuple[str, bytes]] = (),
 ) -> DeadLetterRecord:
-    """A dead letter with the headers `shared.infra.kafka.dead_letter` writes."""
+    """A dead letter with the headers `shared.infra.kafka.dead_letter` writes (`origin_item`: of
+    one item of a batch record)."""
     headers = [
         *extra,
         ("error", error.encode()),
@@ -63,6 +72,7 @@ def dead_letter(
         ("origin_partition", str(partition).encode()),
         ("origin_offset", str(offset if origin_offset is None else origin_offset).encode()),
         ("origin_timestamp", b"1764000000000"),
+        *([("origin_item", origin_item.encode())] if origin_item is not None else []),
     ]
     return DeadLetterRecord(
         topic=DLQ,
@@ -146,6 +156,22 @@ def test_the_origin_comes_from_the_headers_or_is_none() -> None:
     assert garbage.origin is None
 
 
+def test_an_item_dead_letter_names_its_item_and_a_malformed_index_makes_its_origin_malformed() -> (
+    None
+):
+    assert dead_letter(7, origin_item="3").origin == Origin(ORIGIN, 0, 7, 3)
+    assert dead_letter(7, origin_item="0").origin == Origin(ORIGIN, 0, 7, 0)
+    assert str(Origin(ORIGIN, 0, 7, 3)) == f"{ORIGIN}/0/7 item 3"
+    assert dead_letter(7).origin == Origin(ORIGIN, 0, 7, None)  # the whole record
+    for bad in ("", "x", "-1", "+1", " 1", "1.0", "٣", "2147483648", "9" * 20):
+        record = dead_letter(7, origin_item=bad)
+        assert record.origin is None, bad
+        [decision] = chosen_plan([Position(0, 7)], [record])
+        assert decision.outcome is Outcome.FAILED
+        assert "origin_item header is not an item index" in (decision.reason or "")
+    assert dead_letter(7, origin_item="2147483647").origin == Origin(ORIGIN, 0, 7, 2**31 - 1)
+
+
 def test_filters_combine_and_error_contains_ignores_case() -> None:
     record = dead_letter(1, partition=1, error="ContractError: not a valid CompletedWorkItem")
     assert Filter().matches(record)
@@ -191,6 +217,25 @@ def test_two_copies_of_one_origin_in_one_request_publish_once() -> None:
     assert [d.outcome for d in decisions] == [None, Outcome.SKIPPED]
 
 
+def test_two_items_of_one_batch_record_are_two_origins_each_redriven_once() -> None:
+    first = dead_letter(1, origin_offset=50, origin_item="0")
+    fourth = dead_letter(2, origin_offset=50, origin_item="3")
+    whole = dead_letter(3, origin_offset=50)
+    decisions = chosen_plan(
+        [Position(0, 1), Position(0, 2), Position(0, 3)], [first, fourth, whole]
+    )
+    assert [d.outcome for d in decisions] == [None, None, None]
+    assert mark_of(fourth, [mark(first)]) is None
+    assert mark_of(whole, [mark(first)]) is None
+    copy = dead_letter(4, origin_offset=50, origin_item="3")  # the same item dead-lettered again
+    assert mark_of(copy, [mark(first), mark(fourth)]) == mark(fourth)
+    [skipped] = chosen_plan([Position(0, 4)], [copy], [mark(first), mark(fourth)])
+    assert skipped.outcome is Outcome.SKIPPED
+    assert skipped.reason is not None and "its origin item 3, from" in skipped.reason
+    twice = chosen_plan([Position(0, 2), Position(0, 4)], [fourth, copy])
+    assert [d.outcome for d in twice] == [None, Outcome.SKIPPED]
+
+
 def test_a_missing_record_or_a_foreign_origin_fails_with_its_reason() -> None:
     foreign = dead_letter(2, origin_topic="billing.invoices")
     other = dead_letter(3, origin_topic="agreements")
@@ -210,7 +255,9 @@ def test_a_missing_record_or_a_foreign_origin_fails_with_its_reason() -> None:
 
 
 def test_a_redriven_record_keeps_its_own_headers_and_names_its_dead_letter() -> None:
-    record = dead_letter(7, partition=1, extra=[("trace", b"t1"), (REDRIVEN_FROM, b"old/0/1")])
+    record = dead_letter(
+        7, partition=1, origin_item="2", extra=[("trace", b"t1"), (REDRIVEN_FROM, b"old/0/1")]
+    )
     assert republished_headers(record) == [
         ("trace", b"t1"),
         (REDRIVEN_FROM, b"workitems.completed.dlq/1/7"),
@@ -313,7 +360,12 @@ async def test_the_routes_answer_with_the_documented_shapes(
     assert [(e["offset"], e["error"], e["redriven"]) for e in body["entries"]] == [
         (2, "KeyError: 'source'", None)
     ]
-    assert body["entries"][0]["origin"] == {"topic": ORIGIN, "partition": 0, "offset": 2}
+    assert body["entries"][0]["origin"] == {
+        "topic": ORIGIN,
+        "partition": 0,
+        "offset": 2,
+        "item": None,
+    }
 
     shown = await client.get(f"/v1/dead-letters/{DLQ}/0/1")
     assert shown.status_code == 200
@@ -329,6 +381,18 @@ async def test_the_routes_answer_with_the_documented_shapes(
     assert (answer["chosen"], answer["redriven"], answer["failed"]) == (2, 1, 1)
     assert answer["results"][0]["published"] == {"topic": ORIGIN, "partition": 0, "offset": 100}
     assert fake.asked[-1][3] == admin_name("a" * 20)
+
+
+async def test_a_dead_letter_of_one_item_of_a_batch_record_names_the_item_in_its_origin(
+    client: httpx.AsyncClient, fake: FakeDeadLetters
+) -> None:
+    fake.records.append(dead_letter(3, origin_offset=50, origin_item="3"))
+    shown = await client.get(f"/v1/dead-letters/{DLQ}/0/3")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["origin"] == {"topic": ORIGIN, "partition": 0, "offset": 50, "item": 3}
+    assert shown.json()["headers"]["origin_item"] == "3"
+    listed = (await client.get(f"/v1/dead-letters/{ORIGIN}")).json()["entries"]
+    assert [e["origin"]["item"] for e in listed] == [None, None, 3]
 
 
 async def test_a_redrive_is_recorded_under_the_audit_name_of_the_admin_key_used(
@@ -436,6 +500,14 @@ def test_the_progress_bar_fills_with_the_work_done() -> None:
     assert progress_bar(2, 4, width=4) == "[##..] 2/4  50%"
     assert progress_bar(4, 4, width=4) == "[####] 4/4 100%"
     assert progress_bar(0, 0, width=4) == "[####] 0/0 100%"
+
+
+def test_the_cli_shows_an_origin_as_its_record_or_the_item_of_it() -> None:
+    origin = {"topic": ORIGIN, "partition": 2, "offset": 40}
+    assert origin_text({**origin, "item": None}) == "2:40"
+    assert origin_text({**origin, "item": 3}) == "2:40 item 3"
+    assert origin_text(origin) == "2:40"  # a console from before item dead letters
+    assert origin_text(None) == ""
 
 
 def test_tables_line_up() -> None:

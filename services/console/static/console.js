@@ -313,7 +313,7 @@
           h("tbody", {}, entries.map((e) =>
             h("tr", { class: "dlq-entry", "data-topic": e.topic, "data-offset": e.offset },
               h("td", { class: "subtle" }, ago(e.time)),
-              h("td", { class: "mono" }, `${e.original_topic ?? "?"} [${e.original_partition ?? "?"}] @${e.original_offset ?? "?"}`),
+              h("td", { class: "mono" }, `${e.original_topic ?? "?"} [${e.original_partition ?? "?"}] @${e.original_offset ?? "?"}${e.original_item == null ? "" : ` item ${e.original_item}`}`),
               h("td", { class: "mono" }, e.key ?? ""),
               h("td", { class: "dlq-error", title: e.value_preview }, e.error_type ? h("b", {}, `${e.error_type}: `) : null, e.error ?? "(no error header)")))))
       : h("div", { class: "empty" }, "Nothing has been dead-lettered.");
