@@ -820,8 +820,9 @@ def subscribe_hot_batches(
             ack_policy=AckPolicy.NACK_ON_ERROR,
             parser=parse_raw_batch,
             decoder=skip_decoding,
-            title=title if lane == 0 else f"{title} (lane {lane + 1})",
+            title=title if lane == 0 else f"{title}-lane-{lane + 1}",
             description=description,
+            include_in_schema=lane == 0,  # one consumer group, documented once
         )
         async def consume(msg: KafkaMessage) -> None:
             await handle(msg.raw_message)
