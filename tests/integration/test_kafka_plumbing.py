@@ -214,8 +214,9 @@ async def test_a_failed_hot_batch_is_redelivered_whole_across_its_partitions(
 
 
 async def both_assigned(broker: KafkaBroker) -> None:
-    """Until every subscriber's consumer holds partitions (the group has settled)."""
-    while not all(
+    """Until every subscriber's consumer holds partitions (the group has settled): aiokafka's
+    state, polled, since it offers no event to await."""
+    while not all(  # noqa: ASYNC110
         (consumer := getattr(s, "consumer", None)) is not None and consumer.assignment()
         for s in broker.subscribers
     ):
