@@ -9,11 +9,12 @@ PostgreSQL while the other decodes its next batch (`--instances` changes it).
 
 Phases, each printing its figures as it goes:
 1. throughput — intake over HTTP at full speed (concurrent clients, 1,000-item requests, 10 %
-   re-sent duplicates), from the first request to the moment PostgreSQL holds every unique item;
+   re-sent duplicates), from the first request to the moment PostgreSQL holds every unique item,
+   `--runs` times (3), each run its own clients and month: the median run and the spread;
 2. latency at fixed offered rates — intake's receipt to counted (`metering.items.received_at` to
    `metered_at`), p50/p95/p99, with metering's batch sizes and database time;
-3. closing the period that holds the throughput phase's items (and only those: the other phases
-   use the month before);
+3. closing the period that holds the first throughput run's items (and only those: the other
+   runs and phases use earlier months);
 4. CPU seconds and peak resident memory of each service, Kafka and PostgreSQL;
 5. the ceiling on the same broker: Kafka's ProducerPerformance / ConsumerPerformance at the same
    message size, and a bare aiokafka consume→produce loop; Tierline as a ratio of each;
@@ -50,7 +51,7 @@ from bench.phases.ceiling import ceiling_phase
 from bench.phases.close import close_phase
 from bench.phases.latency import latency_phase
 from bench.phases.profile import profile_phase
-from bench.phases.throughput import throughput_phase
+from bench.phases.throughput import summary, throughput_phase
 from bench.report import HISTORY_RUNS, earlier_runs, headline, save
 from bench.resources import machine, resources
 from shared.domain.periods import period_of
@@ -98,8 +99,9 @@ async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> Non
                 timeout=120, limits=httpx.Limits(max_connections=64)
             ) as http:
                 admin = {"Authorization": f"Bearer {stack.admin_key}"}
+                runs = [(tagged(f"tp{chr(ord('a') + r)}"), r) for r in range(args.runs)]
                 for prefix in (
-                    tagged("tp"),
+                    *(prefix for prefix, _ in runs),
                     tagged("prof"),
                     *(tagged(f"lat{r}x") for r in args.rates),
                 ):
@@ -111,17 +113,34 @@ async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> Non
                             headers=admin,
                         )
                         response.raise_for_status()
-                await throughput_phase(
-                    stack,
-                    pool,
-                    http,
-                    args.items,
-                    period,
-                    results,
-                    infra,
-                    opened=args.service_levels,
+                # Run 1 fills `period` (closed at the end); the others the months before `other`.
+                done: list[dict[str, Any]] = []
+                for prefix, r in runs:
+                    month = period
+                    if r:
+                        month = other
+                        for _ in range(r):
+                            month = month.previous()
+                    say(f"throughput: run {r + 1} of {args.runs}")
+                    done.append(
+                        await throughput_phase(
+                            stack,
+                            pool,
+                            http,
+                            args.items,
+                            month,
+                            infra,
+                            prefix=prefix,
+                            seed=1 + r,
+                            opened=args.service_levels,
+                        )
+                    )
+                    results.throughput = {**summary(done), "closed_run": done[0]}
+                    save(results, args.out)
+                say(
+                    f"throughput: runs {[d['end_to_end_items_per_s'] for d in done]}, spread "
+                    f"{results.throughput['spread']}"
                 )
-                save(results, args.out)
                 for rate in args.rates:
                     await latency_phase(stack, pool, http, rate, args.rate_seconds, other, results)
                     save(results, args.out)
@@ -138,7 +157,8 @@ async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> Non
                         )
                     except (OSError, subprocess.SubprocessError) as error:
                         say(f"profile: skipped ({error})")
-                await close_phase(stack, http, period, results, results.throughput["unique_items"])
+                closed = results.throughput["closed_run"]
+                await close_phase(stack, http, period, results, closed["unique_items"])
                 save(results, args.out)
             await pool.close()
             results.resources = resources(stack, infra)
@@ -175,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--profile-service", choices=SERVICES, help="profile this service (default: the busiest)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="throughput runs of --items each (each its own clients and month): the report "
+        "gives the median and the spread; the first run's month is the one closed",
     )
     parser.add_argument("--ceiling-records", type=int, default=1_000_000)
     parser.add_argument("--skip-ceiling", action="store_true")

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import CLIENTS, CONCURRENCY, REQUEST_ITEMS, Results, say, tagged
+from bench.common import CLIENTS, CONCURRENCY, REQUEST_ITEMS, say
 from bench.load import post_all, request_bodies, wait_counted
 from bench.resources import cpu_seconds
 from shared.contracts.topics import (
@@ -30,13 +30,15 @@ async def throughput_phase(
     http: httpx.AsyncClient,
     items: int,
     period: Period,
-    results: Results,
     infra: Any,
     *,
+    prefix: str,
+    seed: int = 1,
     opened: bool = False,
-) -> None:
+) -> dict[str, Any]:
+    """One run: `items` for the clients `prefix`0..`prefix`{CLIENTS - 1} in `period`."""
     say(f"throughput: generating {items:,} items ({CLIENTS} clients, 10 % duplicates)")
-    bodies, unique = request_bodies(tagged("tp"), items, period, seed=1, opened=opened)
+    bodies, unique = request_bodies(prefix, items, period, seed=seed, opened=opened)
     say(
         f"throughput: posting {len(bodies)} requests of {REQUEST_ITEMS} items, "
         f"{CONCURRENCY} concurrent"
@@ -47,11 +49,12 @@ async def throughput_phase(
     progress = asyncio.create_task(report_progress(stack, started))
     accepted = await post_all(http, url, stack.intake_key, bodies)
     accepted_at = time.monotonic()
-    done_at = await wait_counted(stack, pool, tagged("tp"), unique, timeout=3600)
+    done_at = await wait_counted(stack, pool, prefix, unique, timeout=3600)
     progress.cancel()
     cpu_after = cpu_seconds(stack, infra)
     elapsed = done_at - started
-    results.throughput = {
+    run = {
+        "period": period.key,
         "items_accepted": accepted,
         "unique_items": unique,
         "intake_seconds": round(accepted_at - started, 2),
@@ -66,7 +69,26 @@ async def throughput_phase(
             for name in cpu_after
         },
     }
-    say(f"throughput: {results.throughput}")
+    say(f"throughput: {run}")
+    return run
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run's figures (by items/s end to end), with every run and the spread."""
+    rates = sorted(run["end_to_end_items_per_s"] for run in runs)
+    median = sorted(runs, key=lambda run: run["end_to_end_items_per_s"])[len(runs) // 2]
+    return {
+        **median,
+        "runs": runs,
+        "spread": {
+            "min": rates[0],
+            "median": median["end_to_end_items_per_s"],
+            "max": rates[-1],
+            "range_percent": round(
+                100 * (rates[-1] - rates[0]) / median["end_to_end_items_per_s"], 1
+            ),
+        },
+    }
 
 
 async def report_progress(stack: Stack, started: float) -> None:
