@@ -50,9 +50,11 @@ from bench.load import agreement
 from bench.phases.ceiling import ceiling_phase
 from bench.phases.close import close_phase
 from bench.phases.latency import latency_phase
+from bench.phases.profile import profile as profile  # for the peer kit: bench/peer_compat
 from bench.phases.profile import profile_phase
 from bench.phases.throughput import summary, throughput_phase
 from bench.report import HISTORY_RUNS, earlier_runs, headline, save
+from bench.resources import descendants as descendants  # for the peer kit: bench/peer_compat
 from bench.resources import machine, resources
 from shared.domain.periods import period_of
 from tools.localinfra import free_port
