@@ -99,6 +99,17 @@ def render(results: Results) -> str:
             "",
             f"Closing {results.close['period']} with {results.close['items']:,} items "
             f"({results.close['invoices']} invoices): **{results.close['seconds']} s**.",
+            *(
+                [
+                    "",
+                    f"Meanwhile other clients' items kept arriving (2,000/s): "
+                    f"{results.close['metered_during']:,} were counted during the close, p99 "
+                    f"{results.close['metered_during_p99_ms']} ms from intake's receipt "
+                    f"(max {results.close['metered_during_max_ms']} ms).",
+                ]
+                if "metered_during" in results.close
+                else []
+            ),
         ]
     lines += [
         "",

@@ -14,7 +14,8 @@ Phases, each printing its figures as it goes:
 2. latency at fixed offered rates — intake's receipt to counted (`metering.items.received_at` to
    `metered_at`), p50/p95/p99, with metering's batch sizes and database time;
 3. closing the period that holds the first throughput run's items (and only those: the other
-   runs and phases use earlier months);
+   runs and phases use earlier months) while other clients' items arrive at 2,000/s: the close's
+   duration, and how many of those were counted during it and how fast;
 4. CPU seconds and peak resident memory of each service, Kafka and PostgreSQL;
 5. the ceiling on the same broker: Kafka's ProducerPerformance / ConsumerPerformance at the same
    message size, and a bare aiokafka consume→produce loop; Tierline as a ratio of each;
@@ -160,7 +161,7 @@ async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> Non
                     except (OSError, subprocess.SubprocessError) as error:
                         say(f"profile: skipped ({error})")
                 closed = results.throughput["closed_run"]
-                await close_phase(stack, http, period, results, closed["unique_items"])
+                await close_phase(stack, pool, http, period, other, results, closed["unique_items"])
                 save(results, args.out)
             await pool.close()
             results.resources = resources(stack, infra)

@@ -35,7 +35,17 @@ def test_the_median_run_is_reported_with_every_run_and_the_spread() -> None:
         "max": 24_000,
         "range_percent": 28.6,
     }
-    report = render(Results(machine=MACHINE, throughput=found))
+    close = {
+        "period": "2026-11",
+        "items": 1_001_251,
+        "invoices": 250,
+        "seconds": 1.9,
+        "metered_during": 3_800,
+        "metered_during_p99_ms": 120.5,
+        "metered_during_max_ms": 180.0,
+    }
+    report = render(Results(machine=MACHINE, throughput=found, close=close))
+    assert "3,800 were counted during the close, p99 120.5 ms" in report
     assert report.count("| 1,112,000 |") == 3  # a row per run
     assert "Median of 3 runs: **21,000 items/s**; spread 18,000–24,000 (28.6 % of the median)" in (
         report
