@@ -23,6 +23,15 @@ SLOT_SECONDS = 15 * 60
 _SAFE_YEARS = (1, 9999)
 
 
+class Facts(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The fields of an item the rules read that metering keeps no column for."""
+
+    queue: str | None = None
+    title: str | None = None
+    tags: list[str] | None = None
+    attributes: dict[str, bool | int | float | str] | None = None
+
+
 class MeteredItem(msgspec.Struct, frozen=True):
     """What metering keeps of a classified item (a Struct: built once per item on the hot
     path, where a frozen dataclass's `__init__` costs several times as much)."""
@@ -41,21 +50,11 @@ class MeteredItem(msgspec.Struct, frozen=True):
     late: bool = False
     source: str | None = None
     opened_at: datetime | None = None
-    #: What else the rules read (`Facts`, as JSON), kept so the item can be classified again;
-    #: `Raw`, so it is written into the ledger's JSON as it is.
-    facts: msgspec.Raw | None = None
+    #: What else the rules read, kept so the item can be classified again; encoded into the
+    #: ledger's JSON with the rest of the row (`Raw`: already-encoded `Facts`, as written).
+    facts: Facts | msgspec.Raw | None = None
 
 
-class Facts(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The fields of an item the rules read that metering keeps no column for."""
-
-    queue: str | None = None
-    title: str | None = None
-    tags: list[str] | None = None
-    attributes: dict[str, bool | int | float | str] | None = None
-
-
-_encode_facts = msgspec.json.Encoder().encode
 decode_facts = msgspec.json.Decoder(Facts).decode
 
 
@@ -63,7 +62,7 @@ def metered_item(item: ClassifiedWorkItem) -> MeteredItem:
     facts = (
         None
         if item.queue is None and item.title is None and item.tags is None and not item.attributes
-        else msgspec.Raw(_encode_facts(Facts(item.queue, item.title, item.tags, item.attributes)))
+        else Facts(item.queue, item.title, item.tags, item.attributes)
     )
     return MeteredItem(
         client_id=item.client_id,
