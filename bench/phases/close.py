@@ -13,6 +13,7 @@ import httpx
 import orjson
 
 from bench.common import CLIENTS, Results, say, tagged
+from services.billing.barrier import wait_until_metered
 from shared.domain.periods import Period, period_bounds
 from tools.supervisor import Stack
 from tools.workload import stream_items
@@ -34,6 +35,9 @@ async def close_phase(
         f"close: closing {period.key} ({items:,} items over {CLIENTS} clients) while "
         f"{BACKGROUND_RATE:,} items/s of other clients arrive"
     )
+    # What earlier phases sent (the profile's burst) is metered first: the close's own barrier
+    # would otherwise wait for that backlog, and its time is not the close's.
+    await wait_until_metered(stack.kafka, timeout=600)
     prefix = tagged("closebg")
     stop = asyncio.Event()
     background = asyncio.create_task(post_steadily(stack, http, prefix, other, stop))
