@@ -10,7 +10,8 @@ PostgreSQL while the other decodes its next batch (`--instances` changes it).
 Phases, each printing its figures as it goes:
 1. throughput — intake over HTTP at full speed (concurrent clients, 1,000-item requests, 10 %
    re-sent duplicates), from the first request to the moment PostgreSQL holds every unique item,
-   `--runs` times (3), each run its own clients and month: the median run and the spread;
+   `--runs` times (3), each run its own clients and month: the median run and the spread (the
+   runs after the first come last, after the close);
 2. latency at fixed offered rates — intake's receipt to counted (`metering.items.received_at` to
    `metered_at`), p50/p95/p99, with metering's batch sizes and database time;
 3. closing the period that holds the first throughput run's items (and only those: the other
@@ -103,24 +104,32 @@ async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> Non
             ) as http:
                 admin = {"Authorization": f"Bearer {stack.admin_key}"}
                 runs = [(tagged(f"tp{chr(ord('a') + r)}"), r) for r in range(args.runs)]
-                for prefix in (
-                    *(prefix for prefix, _ in runs),
-                    tagged("prof"),
-                    *(tagged(f"lat{r}x") for r in args.rates),
-                ):
-                    for n in range(CLIENTS):
-                        client = f"{prefix}{n}"
-                        response = await http.put(
-                            f"{stack.url('billing')}/v1/agreements/{client}",
-                            json=agreement(client, service_levels=args.service_levels),
-                            headers=admin,
-                        )
-                        response.raise_for_status()
-                # Run 1 fills `period` (closed at the end); the others the months before `other`.
+
+                async def put_agreements(*prefixes: str) -> None:
+                    for prefix in prefixes:
+                        for n in range(CLIENTS):
+                            client = f"{prefix}{n}"
+                            response = await http.put(
+                                f"{stack.url('billing')}/v1/agreements/{client}",
+                                json=agreement(client, service_levels=args.service_levels),
+                                headers=admin,
+                            )
+                            response.raise_for_status()
+
+                # The later runs' clients get theirs after the close: it closes every client
+                # with an agreement in force, and they have nothing in its period.
+                await put_agreements(
+                    runs[0][0], tagged("prof"), *(tagged(f"lat{r}x") for r in args.rates)
+                )
+                # Run 1 fills `period`, which is closed; the other runs come after the latency,
+                # profile and close phases (so those see the system as one run left it, as in
+                # earlier reports), each into a month before `other`.
                 done: list[dict[str, Any]] = []
-                for prefix, r in runs:
+
+                async def throughput_run(prefix: str, r: int) -> None:
                     month = period
                     if r:
+                        await put_agreements(prefix)
                         month = other
                         for _ in range(r):
                             month = month.previous()
@@ -140,10 +149,8 @@ async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> Non
                     )
                     results.throughput = {**summary(done), "closed_run": done[0]}
                     save(results, args.out)
-                say(
-                    f"throughput: runs {[d['end_to_end_items_per_s'] for d in done]}, spread "
-                    f"{results.throughput['spread']}"
-                )
+
+                await throughput_run(*runs[0])
                 for rate in args.rates:
                     await latency_phase(stack, pool, http, rate, args.rate_seconds, other, results)
                     save(results, args.out)
@@ -163,6 +170,12 @@ async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> Non
                 closed = results.throughput["closed_run"]
                 await close_phase(stack, pool, http, period, other, results, closed["unique_items"])
                 save(results, args.out)
+                for prefix, r in runs[1:]:
+                    await throughput_run(prefix, r)
+                say(
+                    f"throughput: runs {[d['end_to_end_items_per_s'] for d in done]}, spread "
+                    f"{results.throughput['spread']}"
+                )
             await pool.close()
             results.resources = resources(stack, infra)
             say(f"resources: {json.dumps(results.resources)}")
