@@ -23,6 +23,8 @@ def test_the_benchmark_runs_end_to_end_and_reports_every_figure(
             "bench.run",
             "--items",
             "3000",
+            "--runs",
+            "2",
             "--rates",
             "400",
             "--rate-seconds",
@@ -43,13 +45,19 @@ def test_the_benchmark_runs_end_to_end_and_reports_every_figure(
     figures = json.loads(out.with_suffix(".json").read_text())
     assert figures["throughput"]["items_accepted"] == 3000
     assert figures["throughput"]["end_to_end_items_per_s"] > 0
+    runs = figures["throughput"]["runs"]
+    assert [run["items_accepted"] for run in runs] == [3000, 3000]
+    assert len({run["period"] for run in runs}) == 2  # each run its own month
+    spread = figures["throughput"]["spread"]
+    assert spread["min"] <= spread["median"] <= spread["max"]
     [latency] = figures["latency"]
     assert latency["items"] == 800 and 0 < latency["p50_ms"] <= latency["p99_ms"]
     assert set(latency["median_stage_ms"]) == {"intake", "classifier", "metering"}
     assert latency["metering_batches"] > 0 and latency["metering_mean_batch"] > 0
     assert figures["close"]["seconds"] > 0
-    # the closed period holds the throughput run's items alone
-    assert figures["close"]["items"] == figures["throughput"]["unique_items"]
+    # the closed period holds the first throughput run's items alone, while others arrived
+    assert figures["close"]["items"] == runs[0]["unique_items"]
+    assert figures["close"]["invoices"] == 50 * 3  # its clients, the latency and profile ones
     assert {"intake", "classifier", "metering", "metering-2", "billing"} <= set(
         figures["resources"]
     )
