@@ -315,14 +315,16 @@ async def decode_items(
     goes there alone, and the other items of its batch are kept."""
     decoded: list[tuple[ItemOrigin, Item]] = []
     for record in records:
+        value = record.value or b""
+        batch = is_batch(value)  # once: the record's items are indexed only in a batch
         try:
-            items = decoder.decode(record.value)
+            items = decoder.decode(value)
         except ContractError as error:
-            if record.value is None or not is_batch(record.value):
+            if not batch:
                 await _reject(broker, (record, None), str(error), dead_letters)
                 continue
             try:
-                each = decoder.decode_each(record.value)
+                each = decoder.decode_each(value)
             except ContractError as whole:
                 await _reject(broker, (record, None), str(whole), dead_letters)
                 continue
@@ -335,10 +337,10 @@ async def decode_items(
         except Exception as error:  # whatever the bytes are, they must not stop the partition
             await _reject(broker, (record, None), error, dead_letters)
             continue
-        if len(items) == 1 and not is_batch(record.value or b""):
-            decoded.append(((record, None), items[0]))
-        else:
+        if batch:
             decoded += [((record, index), item) for index, item in enumerate(items)]
+        else:
+            decoded.append(((record, None), items[0]))
     return decoded
 
 

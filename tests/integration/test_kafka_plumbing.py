@@ -156,21 +156,29 @@ async def test_a_record_that_breaks_the_contract_is_dead_lettered_with_its_error
         await broker.stop()
 
 
+async def send_round_robin(
+    bootstrap: str, topic: str, *, records: int, partitions: int
+) -> set[tuple[int, int]]:
+    """`records` values v0, v1, … sent to the partitions in turn; their (partition, offset)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        sent = set()
+        for n in range(records):
+            meta = await producer.send_and_wait(topic, f"v{n}".encode(), partition=n % partitions)
+            sent.add((meta.partition, meta.offset))
+    finally:
+        await producer.stop()
+    return sent
+
+
 async def test_a_failed_hot_batch_is_redelivered_whole_across_its_partitions(
     kafka_bootstrap: str, kafka: KafkaConnection
 ) -> None:
     # The hot-path parser hands over the raw records without FastStream's per-record parsing;
     # a batch the handler fails must still rewind every partition it spans, not only the first.
     topic = await new_topic(kafka_bootstrap, "hot", partitions=3)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-    await producer.start()
-    try:
-        sent = set()
-        for n in range(60):
-            meta = await producer.send_and_wait(topic, f"v{n}".encode(), partition=n % 3)
-            sent.add((meta.partition, meta.offset))
-    finally:
-        await producer.stop()
+    sent = await send_round_robin(kafka_bootstrap, topic, records=60, partitions=3)
 
     failed: list[tuple[int, int]] = []
     handled: set[tuple[int, int]] = set()
@@ -263,15 +271,7 @@ async def test_lanes_hold_batches_of_different_partitions_in_flight_at_once(
         # redelivered: once per record is what the lanes give, at least once what Kafka does).
         await asyncio.wait_for(both_assigned(broker), 30)
         assert len(broker.subscribers) == 2
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-        await producer.start()
-        try:
-            sent = set()
-            for n in range(120):
-                meta = await producer.send_and_wait(topic, f"v{n}".encode(), partition=n % 6)
-                sent.add((meta.partition, meta.offset))
-        finally:
-            await producer.stop()
+        sent = await send_round_robin(kafka_bootstrap, topic, records=120, partitions=6)
         await asyncio.wait_for(everything.wait(), 60)
     finally:
         await broker.stop()
