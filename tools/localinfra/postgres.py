@@ -144,6 +144,17 @@ class LocalPostgres(GuardedServer):
             "shared_buffers": "512MB",
             "max_wal_size": "4GB",
             "checkpoint_timeout": "15min",
+            # The WAL (about 800 bytes per metered item) written past the page cache: a single
+            # server that no standby streams from needs only `minimal` WAL, and then an
+            # `open_datasync` log is opened O_DIRECT. Through the page cache, a million items
+            # grew it by 800 MB of fresh pages and PostgreSQL's CPU per item by half again.
+            # A new WAL segment is not zero-filled first: 16 MB written in the committing
+            # backend, the p99 of metering's batches went from 50 ms to 220 ms at each.
+            # Both are crash-safe: every commit is still flushed before it is acknowledged.
+            "wal_level": "minimal",
+            "max_wal_senders": "0",
+            "wal_sync_method": "open_datasync",
+            "wal_init_zero": "off",
         }
         if self.fast:
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
