@@ -110,6 +110,16 @@ def render(results: Results) -> str:
                 if "metered_during" in results.close
                 else []
             ),
+            *(
+                [
+                    "",
+                    "Billing's own account of it (its log line), in ms: "
+                    + ", ".join(f"{step} {ms:,}" for step, ms in results.close["steps_ms"].items())
+                    + ".",
+                ]
+                if results.close.get("steps_ms")
+                else []
+            ),
         ]
     lines += [
         "",

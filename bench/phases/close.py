@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -75,6 +76,7 @@ async def close_phase(
         "metered_during": during["items"],
         "metered_during_p99_ms": round(float(during["p99"] or 0) * 1000, 1),
         "metered_during_max_ms": round(float(during["worst"] or 0) * 1000, 1),
+        "steps_ms": close_steps(stack.log_dir / "billing.log", period),
     }
     say(f"close: {results.close}")
 
@@ -99,3 +101,15 @@ async def post_steadily(
         response.raise_for_status()
         sent += 1
         await asyncio.sleep(max(0.0, started + sent * 0.05 - time.monotonic()))
+
+
+def close_steps(billing_log: Path, period: Period) -> dict[str, int]:
+    """How long each step of the close took (barrier, close, publish, answer), as billing logged
+    it; empty when it logged none."""
+    steps: dict[str, int] = {}
+    for line in billing_log.read_text(errors="replace").splitlines():
+        if '"steps_ms"' in line:
+            entry = orjson.loads(line)
+            if entry.get("period") == period.key:
+                steps = entry["steps_ms"]
+    return steps

@@ -192,16 +192,26 @@ class BillingService:
     # --- closing ------------------------------------------------------------------------------
 
     async def close(self, period: Period, *, client_id: str | None, now: datetime) -> PeriodClose:
+        steps = _Stopwatch()
         await wait_until_metered(self.kafka, timeout=self.barrier_timeout)
+        steps.lap("barrier")
         clients = [client_id] if client_id else await self._clients_for(period)
         await self._close_clients(clients, period, now)
+        steps.lap("close")
         crash_point("billing.after_close_commit")
         await self.publish_outbox()
-        return PeriodClose(
+        steps.lap("publish")
+        answer = PeriodClose(
             period=period.key,
             invoices=tuple(await store.invoices(self.pool, client_id=client_id, period=period.key)),
             unbilled=tuple(await store.unbilled(self.pool, period.key, client_id)),
         )
+        steps.lap("answer")
+        log.info(
+            f"closed {period.key} for {len(clients)} client(s) in {steps.total_ms} ms",
+            extra={"period": period.key, "duration_ms": steps.total_ms, "steps_ms": steps.laps},
+        )
+        return answer
 
     async def _close_clients(self, clients: Sequence[str], period: Period, now: datetime) -> None:
         """Close `period` for every client, `close_concurrency` at a time. A client whose close
@@ -479,3 +489,20 @@ def _invoice_event(invoice: Invoice) -> CloudEvent[Any]:
 
 def _note_event(note: Note) -> CloudEvent[Any]:
     return NoteIssued.of(note)
+
+
+class _Stopwatch:
+    """How long each step of a long piece of work took (ms), for its log line."""
+
+    def __init__(self) -> None:
+        self._started = self._last = time.monotonic()
+        self.laps: dict[str, int] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.laps[step] = round((now - self._last) * 1000)
+        self._last = now
+
+    @property
+    def total_ms(self) -> int:
+        return round((self._last - self._started) * 1000)

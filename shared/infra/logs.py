@@ -27,6 +27,7 @@ _FIELDS = (
     "batch",
     "error",
     "duration_ms",
+    "steps_ms",  # how long each step of a long piece of work took: {"<step>": ms}
     "status",
     "path",
     # a service-level warning (services/metering/level_watcher.py)

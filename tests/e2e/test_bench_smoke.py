@@ -59,6 +59,10 @@ def test_the_benchmark_runs_end_to_end_and_reports_every_figure(
     assert figures["close"]["items"] == runs[0]["unique_items"]
     # its clients, the latency and profile ones (and any other test's in the same database)
     assert figures["close"]["invoices"] >= 50 * 3
+    # billing's log line of the close, step by step, adds up to no more than the call took
+    steps = figures["close"]["steps_ms"]
+    assert list(steps) == ["barrier", "close", "publish", "answer"]
+    assert sum(steps.values()) <= figures["close"]["seconds"] * 1000 + len(steps)
     assert {"intake", "classifier", "metering", "metering-2", "billing"} <= set(
         figures["resources"]
     )
