@@ -69,8 +69,26 @@ async def counts_between(
 
 
 async def clients_with_usage_between(conn: Executor, start: datetime, end: datetime) -> list[str]:
+    """The clients with a slot in [start, end), in order. A skip scan of the slots' key
+    (client, slot, …): a probe per client for the next client and one for a slot in the range,
+    where a plain DISTINCT read every slot row of every month (a second and more at a few
+    million rows: one per item, for items spread over a month)."""
     rows = await conn.fetch(
-        "SELECT DISTINCT client_id FROM metering.usage_slots WHERE slot >= $1 AND slot < $2",
+        """
+        WITH RECURSIVE clients AS (
+            SELECT min(client_id) AS client_id FROM metering.usage_slots
+            UNION ALL
+            SELECT (SELECT min(s.client_id) FROM metering.usage_slots s
+                     WHERE s.client_id > c.client_id)
+              FROM clients c
+             WHERE c.client_id IS NOT NULL
+        )
+        SELECT client_id FROM clients c
+         WHERE client_id IS NOT NULL
+           AND EXISTS (SELECT 1 FROM metering.usage_slots s
+                        WHERE s.client_id = c.client_id AND s.slot >= $1 AND s.slot < $2)
+         ORDER BY client_id
+        """,
         start,
         end,
     )

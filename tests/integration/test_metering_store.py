@@ -13,7 +13,7 @@ from services.metering import store
 from services.metering.counting import MeteredItem
 from shared.infra.db import apply_schema, create_pool
 from shared.infra.kafka_connection import KafkaConnection
-from shared.ledger.reads import counts_between
+from shared.ledger.reads import clients_with_usage_between, counts_between
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -244,3 +244,21 @@ async def test_a_service_starting_applies_the_schema_while_a_counting_transactio
         finally:
             await transaction.commit()
     assert await totals(pool, client) == (1, 1, 0)
+
+
+async def test_clients_with_usage_are_those_with_a_slot_in_the_range_in_order(
+    pool: asyncpg.Pool,
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    end = START + timedelta(days=31)
+    inside, before, at_end, both = (f"{tag}-{name}" for name in ("d", "a", "c", "b"))
+    await meter_batch(pool, [make(inside, 0)], timezone_of=utc)  # the range's first slot
+    await meter_batch(pool, [make(before, 0, minutes=-15)], timezone_of=utc)
+    await meter_batch(pool, [make(at_end, 0, minutes=31 * 24 * 60)], timezone_of=utc)
+    await meter_batch(
+        pool, [make(both, 0, minutes=-60 * 24), make(both, 1, minutes=31 * 24 * 60 - 16)],
+        timezone_of=utc,
+    )  # fmt: skip
+    found = await clients_with_usage_between(pool, START, end)
+    assert [client for client in found if client.startswith(tag)] == [both, inside]
+    assert found == sorted(found)
