@@ -90,6 +90,8 @@ async def run(args: argparse.Namespace, results: Results, data_dir: Path) -> Non
                 "LOG_LEVEL": "WARNING",
                 "BILLING_CLOSE_BARRIER_TIMEOUT_SECONDS": "600",
             },
+            # billing's close logs its steps at INFO: the close phase reports them
+            service_env={"billing": {"LOG_LEVEL": "INFO"}},
         )
         with stack:
             say("services up")

@@ -170,6 +170,8 @@ class Stack:
     log_dir: Path
     ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: Variables for one service's processes only, over `extra_env`: {"billing": {...}}.
+    service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     admin_key: str = ""
     intake_keys: str = ""
     #: `client_id=key,...` (TIERLINE_CLIENT_KEYS) when given; else the environment's, if any.
@@ -195,15 +197,16 @@ class Stack:
             **self.extra_env,
         }
         for name in SERVICES:
+            env = {**base, **self.service_env.get(name, {})}
             self.processes[name] = ServiceProcess(
-                name, self.ports[name], dict(base), self.log_dir / f"{name}.log"
+                name, self.ports[name], dict(env), self.log_dir / f"{name}.log"
             )
             for n in range(2, self.instances.get(name, 1) + 1):
                 instance = f"{name}-{n}"
                 self.processes[instance] = ServiceProcess(
                     instance,
                     free_port(),
-                    dict(base),
+                    dict(env),
                     self.log_dir / f"{instance}.log",
                     module=name,
                 )
