@@ -61,14 +61,16 @@ def render(results: Results) -> str:
         "## Latency, intake receipt → counted",
         "",
         "| offered/s | achieved/s | items | p50 ms | p95 ms | p99 ms | max ms "
-        "| median ms in intake / classifier / metering | metering batches: count, mean items, "
-        "mean ms in the database | requests retried (503 or dropped) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| median ms in intake / classifier / metering | p99 ms in each "
+        "| metering batches: count, mean items, mean ms in the database "
+        "| requests retried (503 or dropped) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [
         f"| {r['offered_per_s']:,} | {r['achieved_per_s']:,} | {r['items']:,} | {r['p50_ms']} "
         f"| {r['p95_ms']} | {r['p99_ms']} | {r['max_ms']} "
         f"| {' / '.join(str(v) for v in r.get('median_stage_ms', {}).values())} "
+        f"| {' / '.join(str(v) for v in r.get('p99_stage_ms', {}).values()) or '–'} "
         f"| {r.get('metering_batches', '–')}, {r.get('metering_mean_batch', '–')}, "
         f"{r.get('metering_mean_db_ms', '–')} "
         f"| {r.get('requests_retried', 0)} |"

@@ -89,7 +89,7 @@ async def latency_phase(
         "p99_ms": p99,
         "max_ms": round(float(row["worst"]) * 1000, 1),
         "requests_retried": refused,
-        "median_stage_ms": await stage_medians(stack.kafka, pool, prefix, since_ms),
+        **await stage_times(stack.kafka, pool, prefix, since_ms),
         "metering_batches": round(batches["count"]),
         "metering_mean_batch": round(batches["records"] / max(1, batches["count"])),
         "metering_mean_db_ms": round(1000 * batches["db_seconds"] / max(1, batches["count"]), 1),
@@ -119,12 +119,12 @@ async def batch_figures(http: httpx.AsyncClient, stack: Stack) -> dict[str, floa
     return figures
 
 
-async def stage_medians(
+async def stage_times(
     kafka: KafkaConnection, pool: asyncpg.Pool, prefix: str, since_ms: int
-) -> dict[str, float]:
-    """Median time in each stage, from Kafka's record timestamps (set when each stage sent):
-    intake (receipt → in workitems.completed), classifier (→ in workitems.classified) and
-    metering (→ committed in PostgreSQL)."""
+) -> dict[str, dict[str, float]]:
+    """The median and p99 time in each stage (`median_stage_ms`, `p99_stage_ms`), from Kafka's
+    record timestamps (set when each stage sent): intake (receipt → in workitems.completed),
+    classifier (→ in workitems.classified) and metering (→ committed in PostgreSQL)."""
     from aiokafka import TopicPartition
 
     from shared.infra.kafka import partitions_of
@@ -167,12 +167,16 @@ async def stage_medians(
     completed, classified = stamps[WORKITEMS_COMPLETED], stamps[WORKITEMS_CLASSIFIED]
     keys = [k for k in metered if k in completed and k in classified and k in received]
 
-    def median(values: list[float]) -> float:
-        ordered = sorted(values)
-        return round(1000 * ordered[len(ordered) // 2], 1) if ordered else 0.0
-
-    return {
-        "intake": median([completed[k] - received[k] for k in keys]),
-        "classifier": median([classified[k] - completed[k] for k in keys]),
-        "metering": median([metered[k] - classified[k] for k in keys]),
+    stages = {
+        "intake": sorted(completed[k] - received[k] for k in keys),
+        "classifier": sorted(classified[k] - completed[k] for k in keys),
+        "metering": sorted(metered[k] - classified[k] for k in keys),
     }
+
+    def at(quantile: float) -> dict[str, float]:
+        return {
+            stage: round(1000 * times[int(len(times) * quantile)], 1) if times else 0.0
+            for stage, times in stages.items()
+        }
+
+    return {"median_stage_ms": at(0.5), "p99_stage_ms": at(0.99)}

@@ -53,6 +53,8 @@ def test_the_benchmark_runs_end_to_end_and_reports_every_figure(
     [latency] = figures["latency"]
     assert latency["items"] == 800 and 0 < latency["p50_ms"] <= latency["p99_ms"]
     assert set(latency["median_stage_ms"]) == {"intake", "classifier", "metering"}
+    for stage, median in latency["median_stage_ms"].items():
+        assert 0 <= median <= latency["p99_stage_ms"][stage]
     assert latency["metering_batches"] > 0 and latency["metering_mean_batch"] > 0
     assert figures["close"]["seconds"] > 0
     # the closed period holds the first throughput run's items alone, while others arrived
