@@ -52,8 +52,9 @@ async def close_for_client(
             return await _already_closed(conn, client_id, done)
         agreement = await store.current_agreement(conn, client_id)
         for earlier in _open_earlier_in_year(agreement, period, closed):
-            await _close(conn, client_id, earlier, agreement, now)
-        return await _close(conn, client_id, period, agreement, now)
+            await _close(conn, client_id, earlier, agreement, now, closed)
+            closed = await store.closed_periods_for_close(conn, client_id)  # with `earlier`
+        return await _close(conn, client_id, period, agreement, now, closed)
 
 
 def _open_earlier_in_year(
@@ -69,10 +70,15 @@ def _open_earlier_in_year(
 
 
 async def _close(
-    conn: Connection, client_id: str, period: Period, agreement: Agreement | None, now: datetime
+    conn: Connection,
+    client_id: str,
+    period: Period,
+    agreement: Agreement | None,
+    now: datetime,
+    closed: dict[str, ClosedPeriod],
 ) -> CloseOutcome:
-    """Read, decide and write one period's close, in the caller's locked transaction."""
-    closed = await store.closed_periods_for_close(conn, client_id)
+    """Read, decide and write one period's close, in the caller's locked transaction, which has
+    read the client's `closed` periods."""
     tz = agreement.timezone if agreement is not None else "UTC"
     ledger = await _period_counts(conn, client_id, agreement, period, tz)
     late_ledger = {}
