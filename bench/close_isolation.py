@@ -7,7 +7,7 @@ What is loaded: SPEC §3's example agreement for client A (America/New_York) and
 then `--items` work items for A in 2026-10 (completed_at spread uniformly over the month in A's
 timezone, seven classes as the demo workload places them, units 1..3), metered through metering's
 own write path (`services.metering.store.count`, in transactions of `--batch` items), so
-`metering.items` and `metering.usage_slots` hold exactly the rows metering would have after
+`metering.items` and `metering.usage_days` hold exactly the rows metering would have after
 counting them; then VACUUM ANALYZE, as autovacuum would do on a live system. With `--history N`,
 first N earlier months of `--history-items` items each, each closed (invoiced) through billing's
 close: a client with a past, whose close the old code re-read month by month.
@@ -20,8 +20,9 @@ it, their latency p50/p99/max, and the longest time one B write took that overla
 (the longest B waited); the B write latency before the close is the baseline.
 
 Figures, 2026-12-02, 2 cores shared with other work, PostgreSQL 15 on the same machine, full
-size (1,000,000 items, 20,832 slot rows); before = c22bd20 (table-wide SHARE lock, every invoiced
-period re-read), after = per-client close lock, read → decide → write. Same script, run in turn:
+size (1,000,000 items, 20,832 rows of 15-minute slots, the ledger then); before = c22bd20
+(table-wide SHARE lock, every invoiced period re-read), after = per-client close lock, read →
+decide → write. Same script, run in turn:
 
                                     before      after       before      after
     earlier invoiced months         0           0           24          24
@@ -148,7 +149,7 @@ async def load(pool: asyncpg.Pool, items: int, batch: int, period: Period = PERI
         if (first // batch) % 20 == 0:
             print(f"  loaded {first + size:,} / {items:,}", flush=True)
     async with pool.acquire() as conn:
-        await conn.execute("VACUUM ANALYZE metering.usage_slots")
+        await conn.execute("VACUUM ANALYZE metering.usage_days")
         await conn.execute("VACUUM ANALYZE metering.items")
     return time.perf_counter() - began
 
@@ -206,9 +207,10 @@ async def run(items: int, batch: int, months: int, history_items: int) -> None:
                 await history(pool, months, history_items, batch)
             print(f"loading {items:,} items for {A} in {PERIOD.key} ({batch:,} a transaction)")
             print(f"  loaded in {await load(pool, items, batch):.1f} s")
-            slots = await pool.fetchval(
-                """SELECT count(*) FROM metering.usage_slots
-                    WHERE client_id = $1 AND slot >= $2 AND slot < $3""",
+            rows = await pool.fetchval(
+                """SELECT count(*) FROM metering.usage_days
+                    WHERE client_id = $1 AND day >= date_bin('1 day', $2, timestamptz 'epoch')
+                      AND day < $3""",
                 A,
                 *period_bounds(PERIOD, A_ZONE),
             )
@@ -235,7 +237,7 @@ async def run(items: int, batch: int, months: int, history_items: int) -> None:
     completed = [w for w in writes if close_began <= w.ended <= close_ended]
     latencies = [w.seconds for w in during]
     print()
-    print(f"close of {A} {PERIOD.key}: {items:,} items in {slots:,} slot rows; {months} earlier")
+    print(f"close of {A} {PERIOD.key}: {items:,} items in {rows:,} day rows; {months} earlier")
     print(f"  invoice total {outcome.invoice.total} {outcome.invoice.currency}")
     print(f"close duration:                 {ms(close_ended - close_began)}")
     print(f"B writes before the close:      {len(before)}, p50 {ms(quantile(before, 0.5))}")

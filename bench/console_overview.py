@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.console_overview --clients 4200
 
 Starts a PostgreSQL of its own (tools/localinfra/) unless DATABASE_URL is set, stores one
-agreement version per client and a month of usage slots for each, then times
+agreement version per client and eight days of usage rows for each, then times
 `business_overview`: the first run (every agreement parsed) and the median of the rest.
 Prints the figures; asserts nothing about time.
 """
@@ -39,7 +39,7 @@ async def measure(database_url: str, clients: int, runs: int) -> list[float]:
         now = datetime.now(UTC)
         start, _ = period_bounds(period_of(now, "America/New_York"), "America/New_York")
         async with pool.acquire() as conn:
-            await conn.execute("TRUNCATE billing.agreements, metering.usage_slots")
+            await conn.execute("TRUNCATE billing.agreements, metering.usage_days")
             ids = [f"client-{n:05d}" for n in range(clients)]
             await conn.executemany(
                 "INSERT INTO billing.agreements (client_id, version, body) VALUES ($1, 1, $2)",
@@ -53,18 +53,19 @@ async def measure(database_url: str, clients: int, runs: int) -> list[float]:
                     for cid in ids
                 ],
             )
-            slots = [
-                (cid, start + timedelta(hours=6 * n), line, level, 3, 3, 60, 0)
+            first_day = start.astimezone(UTC).replace(hour=0, minute=0) + timedelta(days=1)
+            days = [
+                (cid, first_day + timedelta(days=n), line, level, 3, 3, 60, 0)
                 for cid in ids
                 for n in range(8)
                 for line, level in CLASSES
             ]
             await conn.copy_records_to_table(
-                "usage_slots",
+                "usage_days",
                 schema_name="metering",
                 columns=[
                     "client_id",
-                    "slot",
+                    "day",
                     "service_line",
                     "complexity",
                     "items",
@@ -72,7 +73,7 @@ async def measure(database_url: str, clients: int, runs: int) -> list[float]:
                     "handling_seconds",
                     "late_items",
                 ],
-                records=slots,
+                records=days,
             )
             await conn.execute("ANALYZE")
         timings = []

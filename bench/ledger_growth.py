@@ -8,14 +8,13 @@ of rows and leaves them), shared/ledger/schema.sql applied as the services apply
 demo and bench workloads make them (tools/workload.stream_items: queue, title, source, units,
 handling time, opened_at), each placed in a class by its queue, are counted by metering's own
 statement (services/metering/store.count: the dedupe insert into metering.items and the
-15-minute slot counters in metering.usage_slots), 5,000 a transaction like metering's batches,
+day counters in metering.usage_days), 5,000 a transaction like metering's batches,
 then VACUUM ANALYZE as autovacuum would.
 
 The items are spread over the share of a month they would fill at `--monthly-items`
-(1,000,000 of 100,000,000 a month: 7.2 hours), so the slot rows per item are those of that volume
-over `--clients` clients (a denser month has fewer slot rows per item: uniform completion times
-give the most). Printed: bytes per item of metering.items (heap with TOAST, its primary key
-and items_by_time), of metering.usage_slots, of the narrow key table the retirement plan keeps
+(1,000,000 of 100,000,000 a month: 7.2 hours), so the day rows per item are those of that volume
+over `--clients` clients. Printed: bytes per item of metering.items (heap with TOAST, its primary
+key and items_by_time), of metering.usage_days, of the narrow key table the retirement plan keeps
 for good (deploy/README.md), and each per year at `--monthly-items`.
 
 Figures: deploy/README.md, "A plan past one database".
@@ -48,7 +47,7 @@ BATCH: Final = 5000
 MONTH_SECONDS: Final = 30 * 86400
 START: Final = datetime(2026, 10, 1, tzinfo=UTC)
 #: Where the demo agreements place each queue's items (deploy/demo/*.yaml), "unclassified" for
-#: a share of them: the classes an item lands in decide the slot rows.
+#: a share of them: the classes an item lands in decide the day rows.
 CLASS_OF_QUEUE: Final = {
     "Customer Care": ("customer_support", "basic", "care-basic"),
     "Chat": ("customer_support", "standard", "chat"),
@@ -70,9 +69,9 @@ class Growth:
     items_heap_bytes: int
     items_pkey_bytes: int
     items_by_time_bytes: int
-    slot_rows: int
-    slots_heap_bytes: int
-    slots_index_bytes: int
+    day_rows: int
+    days_heap_bytes: int
+    days_index_bytes: int
     keys_only_bytes: int
     mean_item_id_chars: float
 
@@ -81,8 +80,8 @@ class Growth:
         return self.items_heap_bytes + self.items_pkey_bytes + self.items_by_time_bytes
 
     @property
-    def slots_total(self) -> int:
-        return self.slots_heap_bytes + self.slots_index_bytes
+    def days_total(self) -> int:
+        return self.days_heap_bytes + self.days_index_bytes
 
     def per_item(self, total: int) -> float:
         return total / self.items
@@ -143,7 +142,7 @@ async def measure(url: str, items: int, clients: int, monthly_items: int) -> Gro
         if batch:
             await flush()
         await pool.execute("VACUUM ANALYZE metering.items")
-        await pool.execute("VACUUM ANALYZE metering.usage_slots")
+        await pool.execute("VACUUM ANALYZE metering.usage_days")
         # The narrow table the retirement plan keeps for good: the idempotency keys alone.
         await pool.execute(
             """DROP TABLE IF EXISTS public.growth_item_keys;
@@ -157,9 +156,9 @@ async def measure(url: str, items: int, clients: int, monthly_items: int) -> Gro
                       pg_table_size('metering.items') AS items_heap,
                       pg_relation_size('metering.items_pkey') AS items_pkey,
                       pg_relation_size('metering.items_by_time') AS items_by_time,
-                      (SELECT count(*) FROM metering.usage_slots) AS slot_rows,
-                      pg_table_size('metering.usage_slots') AS slots_heap,
-                      pg_indexes_size('metering.usage_slots') AS slots_index,
+                      (SELECT count(*) FROM metering.usage_days) AS day_rows,
+                      pg_table_size('metering.usage_days') AS days_heap,
+                      pg_indexes_size('metering.usage_days') AS days_index,
                       pg_total_relation_size('public.growth_item_keys') AS keys_only,
                       current_setting('server_version') AS version"""
         )
@@ -174,9 +173,9 @@ async def measure(url: str, items: int, clients: int, monthly_items: int) -> Gro
             items_heap_bytes=row["items_heap"],
             items_pkey_bytes=row["items_pkey"],
             items_by_time_bytes=row["items_by_time"],
-            slot_rows=row["slot_rows"],
-            slots_heap_bytes=row["slots_heap"],
-            slots_index_bytes=row["slots_index"],
+            day_rows=row["day_rows"],
+            days_heap_bytes=row["days_heap"],
+            days_index_bytes=row["days_index"],
             keys_only_bytes=row["keys_only"],
             mean_item_id_chars=id_chars / items,
         )
@@ -212,8 +211,8 @@ def report(g: Growth) -> str:
         ("  primary key (client_id, item_id)", g.items_pkey_bytes),
         ("  items_by_time", g.items_by_time_bytes),
         ("metering.items in all", g.items_total),
-        (f"metering.usage_slots ({g.slot_rows / g.items:.3f} rows/item)", g.slots_total),
-        ("items + usage_slots", g.items_total + g.slots_total),
+        (f"metering.usage_days ({g.day_rows / g.items:.3f} rows/item)", g.days_total),
+        ("items + usage_days", g.items_total + g.days_total),
         ("keys only (client_id, item_id)", g.keys_only_bytes),
     ):
         lines.append(f"{name:42} {g.per_item(total):>10.1f} {g.per_year(total) / gib:>9.1f}")

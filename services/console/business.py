@@ -35,7 +35,7 @@ from shared.ledger.service_levels import level_counts
 #: The page shows at most this many clients (the busiest by projected weighted units).
 MAX_CLIENTS = 100
 #: A client's service levels are measured again at most this often: each measure reads the
-#: client's items of the period (not the 15-minute counts), and the page polls every few seconds.
+#: client's items of the period (not the daily counts), and the page polls every few seconds.
 LEVELS_TTL: Final = timedelta(seconds=30)
 
 #: Each client's last service-level counts: client → ((period, agreement version), read at, counts).

@@ -1,8 +1,8 @@
 """What metering keeps of each classified item, and which items are late. Pure: no I/O.
-(Whether a key was counted before, and the per-slot sums, are the database's: `store._COUNT_BATCH`.)
+(Whether a key was counted before, and the per-day sums, are the database's: `store._COUNT_BATCH`.)
 
-Counts are kept per client, class and 15-minute UTC slot, so a calendar month in any timezone
-(every IANA offset is a multiple of 15 minutes) is an exact sum of slots.
+Counts are kept per client, class and UTC day; a period in any timezone is read as its whole
+days and, at each end, the items themselves (shared/ledger/README.md).
 """
 
 from __future__ import annotations

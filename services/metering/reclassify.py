@@ -33,9 +33,9 @@ from shared.domain.agreement.rules import classify
 from shared.domain.rating import weighted_units
 from shared.domain.usage import NO_COMPLEXITY, UNCLASSIFIED
 
-#: The 15-minute slots the counters are kept in (as `store._COUNT_BATCH` bins them).
-_SLOT_SECONDS = 15 * 60
-_SLOT_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+#: The UTC days the counters are kept in (as `store._COUNT_BATCH` bins them).
+_DAY_SECONDS = 24 * 60 * 60
+_DAY_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
 
 #: Where an item is: a class, or None when unclassified.
 Place = ServiceClass | None
@@ -86,10 +86,10 @@ class Move:
 
 
 @dataclass(frozen=True, slots=True)
-class SlotDelta:
-    """What the moves change in one counter row (client's 15-minute slot and class)."""
+class DayDelta:
+    """What the moves change in one counter row (client's UTC day and class)."""
 
-    slot: datetime
+    day: datetime
     place: Place
     items: int
     units: int
@@ -100,7 +100,7 @@ class SlotDelta:
 @dataclass(frozen=True)
 class Plan:
     moves: list[Move]
-    deltas: list[SlotDelta]
+    deltas: list[DayDelta]
     moved: tuple[Moved, ...]
     #: Change in the period's late billable items (those a close counts): billing settles it
     #: with the note, so a later close sees only late items that arrive after.
@@ -123,7 +123,7 @@ def plan(
         for item in items
         if (move := _move(item, target, reclassification_id, agreement)) is not None
     ]
-    return Plan(moves, slot_deltas(moves), summarize(moves, agreement), late_delta(moves))
+    return Plan(moves, day_deltas(moves), summarize(moves, agreement), late_delta(moves))
 
 
 def _move(
@@ -157,34 +157,34 @@ def _rule_input(item: StoredItem) -> dict[str, Any]:
     return fields
 
 
-def slot_of(completed_at: datetime) -> datetime:
-    """The 15-minute UTC slot the counters keep an item in."""
-    seconds = int((completed_at - _SLOT_ORIGIN).total_seconds())
-    return _slot(seconds - seconds % _SLOT_SECONDS)
+def day_of(completed_at: datetime) -> datetime:
+    """The UTC day (its midnight) the counters keep an item in."""
+    seconds = int((completed_at - _DAY_ORIGIN).total_seconds())
+    return _day(seconds - seconds % _DAY_SECONDS)
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def _slot(offset: int) -> datetime:
-    return datetime.fromtimestamp(_SLOT_ORIGIN.timestamp() + offset, UTC)
+def _day(offset: int) -> datetime:
+    return datetime.fromtimestamp(_DAY_ORIGIN.timestamp() + offset, UTC)
 
 
-def slot_deltas(moves: Iterable[Move]) -> list[SlotDelta]:
+def day_deltas(moves: Iterable[Move]) -> list[DayDelta]:
     """Each move takes its item out of its old class's counter row and into the new one's.
     A late item counts as late only in a class (as metering counts it)."""
     acc: dict[tuple[datetime, tuple[str, str]], list[int]] = {}
     for move in moves:
         item = move.item
-        slot = slot_of(item.completed_at)
+        day = day_of(item.completed_at)
         hs = item.handling_seconds or 0
         for place, sign in ((item.place, -1), (move.to, 1)):
-            row = acc.setdefault((slot, columns_of(place)), [0, 0, 0, 0])
+            row = acc.setdefault((day, columns_of(place)), [0, 0, 0, 0])
             row[0] += sign
             row[1] += sign * item.units
             row[2] += sign * hs
             row[3] += sign * (1 if item.late and place is not None else 0)
     return [
-        SlotDelta(slot, place_of(*cols), *values)
-        for (slot, cols), values in sorted(acc.items())
+        DayDelta(day, place_of(*cols), *values)
+        for (day, cols), values in sorted(acc.items())
         if any(values)
     ]
 

@@ -149,15 +149,15 @@ SELECT $1, u.item_id, $2, u.from_line, u.from_complexity, u.to_line, u.to_comple
 """
 
 _COUNTERS = """
-INSERT INTO metering.usage_slots AS s (client_id, slot, service_line, complexity, items, units,
-                                       handling_seconds, late_items)
-SELECT $1, d.slot, d.service_line, d.complexity, d.items, d.units, d.handling_seconds,
+INSERT INTO metering.usage_days AS s (client_id, day, service_line, complexity, items, units,
+                                      handling_seconds, late_items)
+SELECT $1, d.day, d.service_line, d.complexity, d.items, d.units, d.handling_seconds,
        d.late_items
   FROM unnest($2::timestamptz[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
               $7::bigint[], $8::bigint[])
-       AS d(slot, service_line, complexity, items, units, handling_seconds, late_items)
+       AS d(day, service_line, complexity, items, units, handling_seconds, late_items)
  ORDER BY 1, 2, 3, 4
-ON CONFLICT (client_id, slot, service_line, complexity) DO UPDATE
+ON CONFLICT (client_id, day, service_line, complexity) DO UPDATE
    SET items = s.items + excluded.items,
        units = s.units + excluded.units,
        handling_seconds = s.handling_seconds + excluded.handling_seconds,
@@ -207,7 +207,7 @@ async def write(
     await conn.execute(
         _COUNTERS,
         client_id,
-        [d.slot for d in deltas],
+        [d.day for d in deltas],
         [p[0] for p in places],
         [p[1] for p in places],
         [d.items for d in deltas],

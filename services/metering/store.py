@@ -23,8 +23,8 @@ from shared.ledger.reads import UNCLASSIFIED, ClassCount, counts_for_ranges
 
 #: One statement, one round trip: claim each key of the batch (its first copy,
 #: `counting.first_copies`) if no earlier batch did, and add what the newly claimed items hold
-#: to their 15-minute slot rows. The insert returns what the sums need: nothing is joined back.
-#: Keys arrive sorted and are claimed in that order, and slot rows are updated in key order, so
+#: to their day rows. The insert returns what the sums need: nothing is joined back.
+#: Keys arrive sorted and are claimed in that order, and day rows are updated in key order, so
 #: concurrent writers (two instances around a rebalance) lock in one order and cannot deadlock.
 #: Returns the claimed keys as two arrays (client ids, item ids).
 _COUNT_BATCH = """
@@ -44,15 +44,15 @@ WITH claimed AS (
     RETURNING client_id, item_id, completed_at, service_line, complexity, units,
               handling_seconds, late
 ), added AS (
-    INSERT INTO metering.usage_slots AS s (client_id, slot, service_line, complexity, items,
-                                           units, handling_seconds, late_items)
-    SELECT client_id, date_bin('15 minutes', completed_at, timestamptz '2000-01-01 00:00Z'),
+    INSERT INTO metering.usage_days AS s (client_id, day, service_line, complexity, items,
+                                          units, handling_seconds, late_items)
+    SELECT client_id, date_bin('1 day', completed_at, timestamptz '2000-01-01 00:00Z'),
            service_line, complexity, count(*), sum(units), coalesce(sum(handling_seconds), 0),
            count(*) FILTER (WHERE late AND service_line <> $2)
       FROM claimed
      GROUP BY 1, 2, 3, 4
      ORDER BY 1, 2, 3, 4
-    ON CONFLICT (client_id, slot, service_line, complexity) DO UPDATE
+    ON CONFLICT (client_id, day, service_line, complexity) DO UPDATE
        SET items = s.items + excluded.items,
            units = s.units + excluded.units,
            handling_seconds = s.handling_seconds + excluded.handling_seconds,

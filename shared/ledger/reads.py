@@ -51,46 +51,51 @@ def class_count(row: asyncpg.Record) -> ClassCount:
 async def counts_between(
     conn: Executor, client_id: str, start: datetime, end: datetime
 ) -> list[ClassCount]:
-    """Every class's counts for items with start <= completed_at < end (15-minute slots)."""
+    """Every class's counts for items with start <= completed_at < end (`usage_between`)."""
     rows = await conn.fetch(
         """
         SELECT service_line, complexity, sum(items) AS items, sum(units) AS units,
                sum(handling_seconds) AS handling_seconds, sum(late_items) AS late_items
-          FROM metering.usage_slots
-         WHERE client_id = $1 AND slot >= $2 AND slot < $3
+          FROM metering.usage_between($1, $2, $3, $4)
          GROUP BY service_line, complexity
         HAVING sum(items) <> 0  -- a class a reclassification emptied is no class of the period
         """,
         client_id,
         start,
         end,
+        UNCLASSIFIED,
     )
     return [class_count(r) for r in rows]
 
 
 async def clients_with_usage_between(conn: Executor, start: datetime, end: datetime) -> list[str]:
-    """The clients with a slot in [start, end), in order. A skip scan of the slots' key
-    (client, slot, …): a probe per client for the next client and one for a slot in the range,
-    where a plain DISTINCT read every slot row of every month (a second and more at a few
-    million rows: one per item, for items spread over a month)."""
+    """The clients with an item counted in [start, end), in order. A skip scan of the day rows'
+    key (client, day, …): a probe per client for the next client, then one for a day row
+    touching the range, and only for a client with one, whether the range holds an item of it
+    (`usage_between`: at most a day at each end read from the items). A plain DISTINCT would
+    read every row of every month."""
     rows = await conn.fetch(
         """
         WITH RECURSIVE clients AS (
-            SELECT min(client_id) AS client_id FROM metering.usage_slots
+            SELECT min(client_id) AS client_id FROM metering.usage_days
             UNION ALL
-            SELECT (SELECT min(s.client_id) FROM metering.usage_slots s
-                     WHERE s.client_id > c.client_id)
+            SELECT (SELECT min(d.client_id) FROM metering.usage_days d
+                     WHERE d.client_id > c.client_id)
               FROM clients c
              WHERE c.client_id IS NOT NULL
         )
         SELECT client_id FROM clients c
          WHERE client_id IS NOT NULL
-           AND EXISTS (SELECT 1 FROM metering.usage_slots s
-                        WHERE s.client_id = c.client_id AND s.slot >= $1 AND s.slot < $2)
+           AND EXISTS (SELECT 1 FROM metering.usage_days d
+                        WHERE d.client_id = c.client_id
+                          AND d.day > $1::timestamptz - interval '1 day' AND d.day < $2)
+           AND EXISTS (SELECT 1 FROM metering.usage_between(c.client_id, $1, $2, $3) u
+                        WHERE u.items <> 0)
          ORDER BY client_id
         """,
         start,
         end,
+        UNCLASSIFIED,
     )
     return [r["client_id"] for r in rows]
 
@@ -126,20 +131,20 @@ async def counts_for_ranges(
     """`counts_between` for many (client_id, label, start, end) at once, in one round trip."""
     rows = await conn.fetch(
         """
-        SELECT q.client_id, q.label, s.service_line, s.complexity, sum(s.items) AS items,
-               sum(s.units) AS units, sum(s.handling_seconds) AS handling_seconds,
-               sum(s.late_items) AS late_items
+        SELECT q.client_id, q.label, u.service_line, u.complexity, sum(u.items) AS items,
+               sum(u.units) AS units, sum(u.handling_seconds) AS handling_seconds,
+               sum(u.late_items) AS late_items
           FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
                AS q(client_id, label, start_at, end_at)
-          JOIN metering.usage_slots s
-            ON s.client_id = q.client_id AND s.slot >= q.start_at AND s.slot < q.end_at
-         GROUP BY q.client_id, q.label, s.service_line, s.complexity
-        HAVING sum(s.items) <> 0
+         CROSS JOIN LATERAL metering.usage_between(q.client_id, q.start_at, q.end_at, $5) u
+         GROUP BY q.client_id, q.label, u.service_line, u.complexity
+        HAVING sum(u.items) <> 0
         """,
         [r[0] for r in ranges],
         [r[1] for r in ranges],
         [r[2] for r in ranges],
         [r[3] for r in ranges],
+        UNCLASSIFIED,
     )
     found: dict[tuple[str, str], list[ClassCount]] = {(r[0], r[1]): [] for r in ranges}
     for r in rows:
@@ -151,8 +156,9 @@ async def late_period_counts(
     conn: Executor, client_id: str, ranges: list[tuple[str, datetime, datetime, int]]
 ) -> dict[str, list[ClassCount]]:
     """Of the client's (period, start, end, late items settled), the counts per class of those
-    periods whose late items now exceed what was settled, in one round trip. Only slots with
-    late items are read to find them (index `usage_slots_late`), then only their periods'."""
+    periods whose late items now exceed what was settled, in one round trip. Only the rows
+    holding late items are read to find them (`usage_between`'s `late_only`, through the indexes
+    `usage_days_late` and `items_late`), then only their periods' counts."""
     if not ranges:
         return {}
     rows = await conn.fetch(
@@ -162,25 +168,23 @@ async def late_period_counts(
                 AS q(period, start_at, end_at, settled)
         ), changed AS (
             SELECT q.period, q.start_at, q.end_at
-              FROM q JOIN metering.usage_slots s
-                ON s.client_id = $1 AND s.slot >= q.start_at AND s.slot < q.end_at
-               AND s.late_items > 0
+              FROM q CROSS JOIN LATERAL metering.usage_between($1, q.start_at, q.end_at, $6, true) u
              GROUP BY q.period, q.start_at, q.end_at, q.settled
-            HAVING sum(s.late_items) > q.settled
+            HAVING sum(u.late_items) > q.settled
         )
-        SELECT c.period, s.service_line, s.complexity, sum(s.items) AS items,
-               sum(s.units) AS units, sum(s.handling_seconds) AS handling_seconds,
-               sum(s.late_items) AS late_items
-          FROM changed c JOIN metering.usage_slots s
-            ON s.client_id = $1 AND s.slot >= c.start_at AND s.slot < c.end_at
-         GROUP BY c.period, s.service_line, s.complexity
-        HAVING sum(s.items) <> 0
+        SELECT c.period, u.service_line, u.complexity, sum(u.items) AS items,
+               sum(u.units) AS units, sum(u.handling_seconds) AS handling_seconds,
+               sum(u.late_items) AS late_items
+          FROM changed c CROSS JOIN LATERAL metering.usage_between($1, c.start_at, c.end_at, $6) u
+         GROUP BY c.period, u.service_line, u.complexity
+        HAVING sum(u.items) <> 0
         """,
         client_id,
         [r[0] for r in ranges],
         [r[1] for r in ranges],
         [r[2] for r in ranges],
         [r[3] for r in ranges],
+        UNCLASSIFIED,
     )
     found: dict[str, list[ClassCount]] = {}
     for r in rows:

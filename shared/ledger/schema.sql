@@ -93,20 +93,52 @@ CREATE TABLE IF NOT EXISTS metering.item_history (
     PRIMARY KEY (client_id, item_id, seq)
 );
 
--- Running counts per client, class and 15-minute UTC slot. Every IANA offset is a multiple of
--- 15 minutes, so any timezone's calendar month is an exact sum of slots: a client whose agreement
--- (and so timezone) arrives or changes later is re-bucketed by reading, never by rewriting.
-CREATE TABLE IF NOT EXISTS metering.usage_slots (
+-- Running counts per client, class and UTC day (`day`: its midnight). A period in any timezone
+-- is read as the whole days inside it from here and its edges (the part of a day at each end that
+-- the zone's midnight cuts) from metering.items: `metering.usage_between` below. So a client whose
+-- agreement (and so timezone) arrives or changes later is re-bucketed by reading, never by
+-- rewriting, and a client's month is at most 31 rows per class, whatever its volume.
+CREATE TABLE IF NOT EXISTS metering.usage_days (
     client_id        text        NOT NULL,
-    slot             timestamptz NOT NULL,
+    day              timestamptz NOT NULL,
     service_line     text        NOT NULL,
     complexity       text        NOT NULL,
     items            bigint      NOT NULL,
     units            bigint      NOT NULL,
     handling_seconds bigint      NOT NULL,
     late_items       bigint      NOT NULL,
-    PRIMARY KEY (client_id, slot, service_line, complexity)
+    PRIMARY KEY (client_id, day, service_line, complexity)
 ) WITH (fillfactor = 70);  -- room on each page: counter updates stay HOT, little for vacuum
+
+-- From 15-minute slots (the ledger before usage_days): their counts move to day rows once, in the
+-- first start's schema transaction, and the table goes. A metering of the old version still
+-- running then fails its next batch (it writes a view now) and commits nothing: stop the old
+-- meterings first. The view keeps the old name for readers from before (the peer kit checks its
+-- sums per UTC month through it): `slot` is the day. OFFSET 0 makes it read-only.
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = 'metering' AND c.relname = 'usage_slots' AND c.relkind = 'r') THEN
+        LOCK TABLE metering.usage_slots IN ACCESS EXCLUSIVE MODE;
+        INSERT INTO metering.usage_days AS d (client_id, day, service_line, complexity, items,
+                                              units, handling_seconds, late_items)
+        SELECT client_id, date_bin('1 day', slot, timestamptz '2000-01-01 00:00Z'), service_line,
+               complexity, sum(items), sum(units), sum(handling_seconds), sum(late_items)
+          FROM metering.usage_slots
+         GROUP BY 1, 2, 3, 4
+        ON CONFLICT (client_id, day, service_line, complexity) DO UPDATE
+           SET items = d.items + excluded.items,
+               units = d.units + excluded.units,
+               handling_seconds = d.handling_seconds + excluded.handling_seconds,
+               late_items = d.late_items + excluded.late_items;
+        DROP TABLE metering.usage_slots;
+    END IF;
+    IF to_regclass('metering.usage_slots') IS NULL THEN
+        CREATE VIEW metering.usage_slots AS
+            SELECT client_id, day AS slot, service_line, complexity, items, units,
+                   handling_seconds, late_items
+              FROM metering.usage_days OFFSET 0;
+    END IF;
+END $$;
 
 -- Usage alerts, once per client, period and threshold: `<80|100|scope>:<tier>` (SPEC §5), or
 -- `service_level:<level id>` for a service-level warning (§11); unpublished rows are an outbox.
@@ -210,15 +242,51 @@ DO $$ BEGIN
     END IF;
 END $$;
 
--- Slots that received late items: a close finds the invoiced periods with late items to settle
--- through this index, at a cost that grows with the late slots, not with the client's history.
--- Counter updates that leave late_items as it was stay HOT.
+-- Days that received late items, and the late items themselves: a close finds the invoiced
+-- periods with late items to settle through these two indexes, at a cost that grows with the late
+-- items, not with the client's history. Counter updates that leave late_items as it was stay HOT.
 DO $$ BEGIN
-    IF to_regclass('metering.usage_slots_late') IS NULL THEN
-        CREATE INDEX usage_slots_late ON metering.usage_slots (client_id, slot)
-            WHERE late_items > 0;
+    IF to_regclass('metering.usage_days_late') IS NULL THEN
+        CREATE INDEX usage_days_late ON metering.usage_days (client_id, day) WHERE late_items > 0;
+    END IF;
+    IF to_regclass('metering.items_late') IS NULL THEN
+        CREATE INDEX items_late ON metering.items (client_id, completed_at) WHERE late;
     END IF;
 END $$;
+
+-- The one definition of how the ledger is read: the counts of a client's items with
+-- start_at <= completed_at < end_at, as rows to sum per class. The whole UTC days inside the range
+-- come from usage_days; the rest, less than a day at each end (none for a range on UTC midnights),
+-- from the items, each as a row of one item. A late item counts as late only in a class (as
+-- metering counts it: `unclassified` names the class of none). With `late_only`, only the rows
+-- holding late items: through the two partial indexes above. Inlined into the caller's query
+-- (SQL, STABLE, not STRICT), so the planner sees the bounds.
+CREATE OR REPLACE FUNCTION metering.usage_between(
+    client text, start_at timestamptz, end_at timestamptz, unclassified text,
+    late_only boolean DEFAULT false)
+RETURNS TABLE (service_line text, complexity text, items bigint, units bigint,
+               handling_seconds bigint, late_items bigint)
+LANGUAGE sql STABLE AS $$
+    WITH whole AS (  -- the whole days: [first, last); empty when first >= last
+        SELECT CASE WHEN d = start_at THEN d ELSE d + interval '1 day' END AS first,
+               date_bin('1 day', end_at, timestamptz '2000-01-01 00:00Z') AS last
+          FROM date_bin('1 day', start_at, timestamptz '2000-01-01 00:00Z') AS d
+    ), edges AS (  -- [start_at, end_at) less the whole days: two disjoint ranges, either empty
+        SELECT start_at AS from_at, least(w.first, end_at) AS to_at FROM whole w
+        UNION ALL
+        SELECT greatest(w.last, least(w.first, end_at)), end_at FROM whole w
+    )
+    SELECT u.service_line, u.complexity, u.items, u.units, u.handling_seconds, u.late_items
+      FROM whole w JOIN metering.usage_days u
+        ON u.client_id = client AND u.day >= w.first AND u.day < w.last
+     WHERE NOT late_only OR u.late_items > 0
+    UNION ALL
+    SELECT i.service_line, i.complexity, 1, i.units, coalesce(i.handling_seconds, 0),
+           (i.late AND i.service_line <> unclassified)::int
+      FROM edges e JOIN metering.items i
+        ON i.client_id = client AND i.completed_at >= e.from_at AND i.completed_at < e.to_at
+     WHERE NOT late_only OR i.late
+$$;
 
 -- The close lock of the ledger: advisory locks in the two-key space (73013, hashtext(client_id)),
 -- apart from the one-key schema locks (73011 here, 73012 console). Metering's writers hold it
@@ -235,9 +303,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     key integer;
 BEGIN
-    -- What the writer's INSERT takes anyway, taken first: a billing of the table-wide scheme
-    -- (SHARE) still waits for this writer, so metering can be upgraded before billing.
-    LOCK TABLE metering.usage_slots IN ROW EXCLUSIVE MODE;
     FOR key IN SELECT DISTINCT hashtext(c) FROM unnest(clients) AS c ORDER BY 1 LOOP
         PERFORM pg_advisory_xact_lock_shared(73013, key);
     END LOOP;

@@ -66,7 +66,7 @@ async def test_every_unique_key_of_the_ledger_starts_with_client_id(pool: asyncp
     keys = await pool.fetch(_UNIQUE_KEYS, list(LEDGER_SCHEMAS))
     assert keys, "no unique keys found: the schema was not applied"
     tables = {key["table_name"] for key in keys}
-    assert {"metering.items", "metering.usage_slots", "billing.invoices", "billing.notes"} <= tables
+    assert {"metering.items", "metering.usage_days", "billing.invoices", "billing.notes"} <= tables
     otherwise = {
         key["table_name"]: f"{key['kind']} {key['key_name']} ({', '.join(key['columns'])})"
         for key in keys

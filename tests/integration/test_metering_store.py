@@ -6,8 +6,10 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import asyncpg
+import pytest
 
 from services.metering import store
 from services.metering.counting import MeteredItem
@@ -111,28 +113,97 @@ async def test_a_month_is_read_in_the_clients_timezone(pool: asyncpg.Pool) -> No
     assert sum(c.items for c in await counts_between(pool, client, *october)) == 0
 
 
-async def test_counts_are_summed_per_utc_quarter_hour_and_class(pool: asyncpg.Pool) -> None:
-    client = f"slots-{uuid.uuid4().hex[:6]}"
-    at = datetime(2026, 10, 5, 10, 7, tzinfo=UTC)
+async def test_counts_are_summed_per_utc_day_and_class(pool: asyncpg.Pool) -> None:
+    client = f"days-{uuid.uuid4().hex[:6]}"
+    at = datetime(2026, 10, 5, 23, 50, tzinfo=UTC)
 
     def one(n: int, minutes: int, line: str = "hr", *, units: int = 2) -> MeteredItem:
         return MeteredItem(
             client, f"s{n}", at + timedelta(minutes=minutes), line, "basic", units, 30 * n, None, 1
         )
 
-    batch = [one(1, 0), one(2, 7), one(3, 9), one(4, 1, "accounting", units=5)]
+    batch = [one(1, 0), one(2, 7), one(3, 10), one(4, 1, "accounting", units=5)]
     assert len(await meter_batch(pool, batch, timezone_of=utc)) == 4
-    await meter_batch(pool, [one(5, 8)], timezone_of=utc)  # onto an existing row
+    await meter_batch(pool, [one(5, 9)], timezone_of=utc)  # onto an existing row
     rows = await pool.fetch(
-        """SELECT slot, service_line, items, units, handling_seconds FROM metering.usage_slots
-            WHERE client_id = $1 ORDER BY slot, service_line""",
+        """SELECT day, service_line, items, units, handling_seconds FROM metering.usage_days
+            WHERE client_id = $1 ORDER BY day, service_line""",
         client,
     )
     assert [tuple(r) for r in rows] == [
-        (datetime(2026, 10, 5, 10, 0, tzinfo=UTC), "accounting", 1, 5, 120),
-        (datetime(2026, 10, 5, 10, 0, tzinfo=UTC), "hr", 2, 4, 30 + 60),  # 10:07, 10:14
-        (datetime(2026, 10, 5, 10, 15, tzinfo=UTC), "hr", 2, 4, 90 + 150),  # 10:16, then 10:15
+        (datetime(2026, 10, 5, tzinfo=UTC), "accounting", 1, 5, 120),
+        (datetime(2026, 10, 5, tzinfo=UTC), "hr", 3, 6, 30 + 60 + 150),  # 23:50, 23:57, 23:59
+        (datetime(2026, 10, 6, tzinfo=UTC), "hr", 1, 2, 90),  # 00:00 the next day
     ]
+
+
+#: Zones whose midnight cuts a UTC day: behind UTC, ahead by a quarter-hour offset, and one that
+#: changes its offset (DST) inside the month.
+_ZONES = ("America/New_York", "Asia/Kathmandu", "Australia/Lord_Howe", "Pacific/Chatham")
+
+
+async def test_a_period_in_any_zone_counts_exactly_its_items_edges_and_whole_days(
+    pool: asyncpg.Pool,
+) -> None:
+    """Items every 37 minutes over three months, in two classes, some late: each zone's
+    months, a range inside one day and a range across two, read through the day rows and the
+    edges, hold exactly the items a count of the items themselves finds."""
+    client = f"edges-{uuid.uuid4().hex[:6]}"
+    first = datetime(2026, 9, 1, tzinfo=UTC) - timedelta(days=2)
+    items = [
+        MeteredItem(
+            client, f"e{n}", first + timedelta(minutes=37 * n),
+            "hr" if n % 3 else "accounting", "basic", 1 + n % 4,
+            None if n % 5 == 0 else n % 900, "r", 1, late=n % 7 == 0,
+        )
+        for n in range(96 * 24 * 60 // 37)
+    ]  # fmt: skip
+    for n in range(0, len(items), 500):
+        async with pool.acquire() as conn, conn.transaction():
+            await store.count(conn, items[n : n + 500], timezone_of=utc)
+    # `count` flags late only for closed periods: mark some late as a close would have found them.
+    await pool.execute(
+        """UPDATE metering.items SET late = true
+            WHERE client_id = $1 AND substr(item_id, 2)::int % 7 = 0""",
+        client,
+    )
+    await pool.execute(
+        """UPDATE metering.usage_days d SET late_items = n
+             FROM (SELECT date_bin('1 day', completed_at, timestamptz '2000-01-01 00:00Z') AS day,
+                          service_line, complexity, count(*) AS n
+                     FROM metering.items WHERE client_id = $1 AND late GROUP BY 1, 2, 3) l
+            WHERE d.client_id = $1 AND (d.day, d.service_line, d.complexity)
+                  = (l.day, l.service_line, l.complexity)""",
+        client,
+    )
+    from shared.domain.periods import parse_period, period_bounds
+
+    ranges = [
+        period_bounds(parse_period(period), zone)
+        for zone in _ZONES
+        for period in ("2026-09", "2026-10", "2026-11")
+    ]
+    ranges.append((datetime(2026, 10, 7, 5, 45, tzinfo=UTC), datetime(2026, 10, 7, 9, tzinfo=UTC)))
+    ranges.append((datetime(2026, 10, 7, 5, 45, tzinfo=UTC), datetime(2026, 10, 8, 9, tzinfo=UTC)))
+    for start, end in ranges:
+        expected = {
+            (item.service_line, item.complexity): [0, 0, 0, 0]
+            for item in items
+            if start <= item.completed_at < end
+        }
+        for item in items:
+            if start <= item.completed_at < end:
+                row = expected[(item.service_line, item.complexity)]
+                row[0] += 1
+                row[1] += item.units
+                row[2] += item.handling_seconds or 0
+                row[3] += int(int(item.item_id[1:]) % 7 == 0)
+        found = {
+            (c.service_line, c.complexity): [c.items, c.units, c.handling_seconds, c.late_items]
+            for c in await counts_between(pool, client, start, end)
+        }
+        assert found == expected, (start, end)
+    assert any(start.astimezone(UTC).minute == 15 for start, _ in ranges)  # a quarter-hour edge
 
 
 async def test_a_metered_batch_costs_one_transaction_of_few_statements(
@@ -223,7 +294,7 @@ async def test_a_service_starting_applies_the_schema_while_a_counting_transactio
 ) -> None:
     """Every service applies the schema at start while metering writes. Once applied, the schema
     takes no lock a counting transaction holds: with a batch counted but not yet committed (its
-    locks held: the ledger's close lock, the items and the usage slots), a second application
+    locks held: the ledger's close lock, the items and the usage days), a second application
     finishes, and the batch then commits. (Before, `ADD COLUMN IF NOT EXISTS` and `CREATE INDEX IF
     NOT EXISTS` locked the tables even when there was nothing to do, and deadlocked a restarting
     billing against metering in the chaos test.)"""
@@ -236,7 +307,7 @@ async def test_a_service_starting_applies_the_schema_while_a_counting_transactio
             held = await conn.fetchval(
                 """SELECT count(*) FROM pg_locks
                     WHERE pid = pg_backend_pid() AND granted
-                      AND relation IN ('metering.items'::regclass, 'metering.usage_slots'::regclass)
+                      AND relation IN ('metering.items'::regclass, 'metering.usage_days'::regclass)
                       AND mode = 'RowExclusiveLock'"""
             )
             assert held == 2  # the batch is in flight: both tables written, not committed
@@ -246,7 +317,7 @@ async def test_a_service_starting_applies_the_schema_while_a_counting_transactio
     assert await totals(pool, client) == (1, 1, 0)
 
 
-async def test_clients_with_usage_are_those_with_a_slot_in_the_range_in_order(
+async def test_clients_with_usage_are_those_with_an_item_in_the_range_in_order(
     pool: asyncpg.Pool,
 ) -> None:
     tag = uuid.uuid4().hex[:6]
@@ -262,3 +333,62 @@ async def test_clients_with_usage_are_those_with_a_slot_in_the_range_in_order(
     found = await clients_with_usage_between(pool, START, end)
     assert [client for client in found if client.startswith(tag)] == [both, inside]
     assert found == sorted(found)
+
+
+#: metering.usage_slots as a ledger from before usage_days kept it: a row per 15-minute slot.
+_SLOTS = """
+CREATE SCHEMA metering;
+CREATE TABLE metering.usage_slots (
+    client_id text NOT NULL, slot timestamptz NOT NULL, service_line text NOT NULL,
+    complexity text NOT NULL, items bigint NOT NULL, units bigint NOT NULL,
+    handling_seconds bigint NOT NULL, late_items bigint NOT NULL,
+    PRIMARY KEY (client_id, slot, service_line, complexity));
+INSERT INTO metering.usage_slots VALUES
+    ('acme', '2026-10-05 00:00Z', 'hr', 'basic', 2, 3, 60, 0),
+    ('acme', '2026-10-05 23:45Z', 'hr', 'basic', 1, 1, 0, 1),
+    ('acme', '2026-10-05 12:15Z', 'accounting', 'basic', 4, 4, 10, 0),
+    ('acme', '2026-10-06 00:00Z', 'hr', 'basic', 5, 5, 5, 0),
+    ('zeta', '2026-10-05 07:30Z', 'unclassified', 'none', 1, 1, 0, 0);
+"""
+
+
+async def test_a_ledger_of_15_minute_slots_moves_to_day_rows_once_at_start(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    name = f"slots_{uuid.uuid4().hex[:8]}"
+    await pool.execute(f"CREATE DATABASE {name}")
+    try:
+        old = await create_pool(urlsplit(database_url)._replace(path=f"/{name}").geturl(), size=2)
+        try:
+            await old.execute(_SLOTS)
+            await apply_schema(old)
+            await apply_schema(old)  # a second start changes nothing
+            rows = await old.fetch(
+                """SELECT client_id, day, service_line, items, units, handling_seconds,
+                          late_items
+                     FROM metering.usage_days ORDER BY 1, 2, 3"""
+            )
+            assert [tuple(r) for r in rows] == [
+                ("acme", datetime(2026, 10, 5, tzinfo=UTC), "accounting", 4, 4, 10, 0),
+                ("acme", datetime(2026, 10, 5, tzinfo=UTC), "hr", 3, 4, 60, 1),
+                ("acme", datetime(2026, 10, 6, tzinfo=UTC), "hr", 5, 5, 5, 0),
+                ("zeta", datetime(2026, 10, 5, tzinfo=UTC), "unclassified", 1, 1, 0, 0),
+            ]
+            kind = await old.fetchval(
+                "SELECT relkind FROM pg_class WHERE oid = 'metering.usage_slots'::regclass"
+            )
+            assert kind == b"v"  # the table went; its name reads the day rows
+            by_month = await old.fetch(
+                """SELECT client_id, to_char(slot AT TIME ZONE 'UTC', 'YYYY-MM'), sum(items)
+                     FROM metering.usage_slots GROUP BY 1, 2 ORDER BY 1"""
+            )
+            assert [tuple(r) for r in by_month] == [("acme", "2026-10", 12), ("zeta", "2026-10", 1)]
+            with pytest.raises(asyncpg.exceptions.ObjectNotInPrerequisiteStateError):
+                await old.execute(  # a writer from before cannot write 15-minute rows into it
+                    """INSERT INTO metering.usage_slots VALUES
+                           ('acme', '2026-10-05 00:15Z', 'hr', 'basic', 1, 1, 0, 0)"""
+                )
+        finally:
+            await old.close()
+    finally:
+        await pool.execute(f"DROP DATABASE {name}")

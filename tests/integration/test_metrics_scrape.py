@@ -136,10 +136,12 @@ async def test_every_service_exports_what_operators_watch(api: Api, run_id: str)
     assert {g for g, _, _ in lag_series} == {"tierline-classifier", "tierline-metering"}
     assert {t for t, _ in partitions} == {"workitems.completed", "workitems.classified"}
     assert len(lag_series) == len(partitions) >= 2  # one series per group's partition
-    # Records out per topic, whichever producer wrote them, from the topics' end offsets: at
-    # least one per request (a record carries one item or a batch of one client's items).
+    # Records out per topic, whichever producer wrote them, from the topics' end offsets: a
+    # record carries one item or a batch of one client's items, so the workload's one request
+    # of one client is at least a record in each, and the poison record one more in the first
+    # (the classifier may write the whole request as one record: one batch, one client).
     assert console.value("tierline_topic_messages_total", topic="workitems.completed") >= 2
-    assert console.value("tierline_topic_messages_total", topic="workitems.classified") >= 2
+    assert console.value("tierline_topic_messages_total", topic="workitems.classified") >= 1
     assert console.value("tierline_topic_messages_total", topic="billing.invoices") >= 1
     assert console.value("tierline_dead_letter_messages", topic="workitems.completed.dlq") >= 1
     assert console.value("tierline_console_poll_errors_total") == 0

@@ -263,16 +263,17 @@ async def test_an_unknown_class_already_in_the_ledger_is_read_as_unclassified(
     pool: asyncpg.Pool,
 ) -> None:
     client = f"legacy-{uuid.uuid4().hex[:8]}"
+    day = AT.replace(hour=0, minute=0, second=0, microsecond=0)
     await pool.execute(
-        """INSERT INTO metering.usage_slots (client_id, slot, service_line, complexity, items,
-                                             units, handling_seconds, late_items)
+        """INSERT INTO metering.usage_days (client_id, day, service_line, complexity, items,
+                                            units, handling_seconds, late_items)
            VALUES ($1, $2, 'gardening', 'basic', 2, 2, 0, 0),
                   ($1, $2, 'hr', 'huge', 1, 1, 0, 0),
                   ($1, $2, 'hr', 'basic', 3, 3, 0, 0)""",
         client,
-        AT,
+        day,
     )
-    counts = await counts_between(pool, client, AT, AT + timedelta(hours=1))
+    counts = await counts_between(pool, client, day, day + timedelta(days=1))
     assert sorted((c.service_line, c.complexity) for c in counts if c.classified) == [
         ("hr", "basic")
     ]

@@ -585,13 +585,13 @@ class FakePool:
         if "billing.closed_periods" in query:
             return self.closed
         if "unnest" in query:  # counts_for_ranges
-            ranges = zip(*args, strict=True)  # client ids, labels, starts, ends
+            ranges = zip(*args[:4], strict=True)  # client ids, labels, starts, ends
             return [
                 {"client_id": client_id, "label": label, **self._row(c)}
                 for client_id, label, start, end in ranges
                 for c in self._counts(start, end)
             ]
-        _client_id, start, end = args  # counts_between
+        _client_id, start, end, _unclassified = args  # counts_between
         return [self._row(c) for c in self._counts(start, end)]
 
     def _counts(self, start: datetime, end: datetime) -> list[ClassCount]:

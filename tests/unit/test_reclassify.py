@@ -14,7 +14,7 @@ from services.billing.close_decision import ClosedPeriod, PeriodCounts
 from services.billing.notes import Owed, decide_note
 from services.metering.alerts import PeriodUsageCache, UsageKey, UsageNow
 from services.metering.counting import Facts
-from services.metering.reclassify import StoredItem, plan, slot_of
+from services.metering.reclassify import StoredItem, day_of, plan
 from shared.domain.agreement.agreement import Agreement, parse_agreement
 from shared.domain.agreement.fields import ServiceClass
 from shared.domain.periods import parse_period
@@ -73,16 +73,16 @@ def test_an_explicit_class_moves_every_item_not_in_it_and_marks_the_reclassifica
     ]
 
 
-def test_the_counters_lose_the_old_class_and_gain_the_new_one_in_the_items_slot() -> None:
+def test_the_counters_lose_the_old_class_and_gain_the_new_one_in_the_items_day() -> None:
     items = [item(1, handling_seconds=600, late=True), item(2, units=3)]
     result = plan(items, target=ACCOUNTING_STANDARD, reclassification_id="rc", agreement=acme())
-    slot = slot_of(AT)
-    assert slot == datetime(2026, 10, 14, 9, 0, tzinfo=UTC)
+    day = day_of(AT)
+    assert day == datetime(2026, 10, 14, tzinfo=UTC)
     assert [
-        (d.slot, d.place, d.items, d.units, d.handling_seconds, d.late_items) for d in result.deltas
+        (d.day, d.place, d.items, d.units, d.handling_seconds, d.late_items) for d in result.deltas
     ] == [
-        (slot, ServiceClass("accounting", "complex"), -2, -4, -600, -1),
-        (slot, ACCOUNTING_STANDARD, 2, 4, 600, 1),
+        (day, ServiceClass("accounting", "complex"), -2, -4, -600, -1),
+        (day, ACCOUNTING_STANDARD, 2, 4, 600, 1),
     ]
     assert result.late_delta == 0  # a late item moved between classes is still late and billable
 
