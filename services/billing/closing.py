@@ -25,7 +25,6 @@ from shared.domain.agreement.agreement import Agreement
 from shared.domain.commitment import contract_year
 from shared.domain.periods import Period, parse_period, period_bounds
 from shared.infra.db import Connection
-from shared.ledger.locks import lock_for_close
 from shared.ledger.reads import counts_between, late_period_counts
 from shared.ledger.service_levels import level_counts
 
@@ -42,15 +41,18 @@ async def close_for_client(
     conn: Connection, *, client_id: str, period: Period, now: datetime
 ) -> CloseOutcome:
     async with conn.transaction():
-        # First: every read below sees each of this client's items either counted or, once
-        # this commits, flagged late; one close per client at a time.
-        await lock_for_close(conn, client_id)
-        # Notes the client's reclassifications owe come first: the close sees what they billed.
-        await issue_due_notes(conn, client_id, now)
-        closed = await store.closed_periods_for_close(conn, client_id)
+        # First the client's close lock (one close per client at a time), so every read sees
+        # each of this client's items either counted or, once this commits, flagged late; the
+        # first reads come back in the same round trip.
+        start = await store.lock_and_read_for_close(conn, client_id)
+        closed, agreement = start.closed, start.agreement
+        if start.notes_owed:
+            # Notes the client's reclassifications owe come first: the close sees what they
+            # billed.
+            await issue_due_notes(conn, client_id, now)
+            closed = await store.closed_periods_for_close(conn, client_id)
         if (done := closed.get(period.key)) is not None:
             return await _already_closed(conn, client_id, done)
-        agreement = await store.current_agreement(conn, client_id)
         for earlier in _open_earlier_in_year(agreement, period, closed):
             await _close(conn, client_id, earlier, agreement, now, closed)
             closed = await store.closed_periods_for_close(conn, client_id)  # with `earlier`

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -134,17 +135,40 @@ async def closed_periods_for_close(conn: Connection, client_id: str) -> dict[str
              FROM billing.closed_periods WHERE client_id = $1""",
         client_id,
     )
-    return {
-        r["period"]: ClosedPeriod(
-            r["period"],
-            r["invoice_id"],
-            int(r["items"]),
-            None if r["billed_total"] is None else Decimal(r["billed_total"]),
-            int(r["late_items_settled"]),
-            Decimal(r["credits"]),
-        )
-        for r in rows
-    }
+    return {r["period"]: _closed_period(r) for r in rows}
+
+
+def _closed_period(row: asyncpg.Record | Mapping[str, Any]) -> ClosedPeriod:
+    """A closed_periods row, as a record or as `lock_and_read_for_close`'s JSON (text numerics)."""
+    return ClosedPeriod(
+        row["period"],
+        row["invoice_id"],
+        int(row["items"]),
+        None if row["billed_total"] is None else Decimal(row["billed_total"]),
+        int(row["late_items_settled"]),
+        Decimal(row["credits"]),
+    )
+
+
+@dataclass(frozen=True)
+class CloseStart:
+    """What a close reads first, under the client's close lock."""
+
+    notes_owed: bool
+    closed: dict[str, ClosedPeriod]
+    agreement: Agreement | None
+
+
+async def lock_and_read_for_close(conn: Connection, client_id: str) -> CloseStart:
+    """First in a close's transaction, one round trip: the client's close lock, exclusive (it
+    waits for that client's metering writers in flight and holds new ones until the transaction
+    ends), then whether notes are owed, the closed periods and the current agreement."""
+    row = await conn.fetchrow("SELECT * FROM billing.lock_and_read_for_close($1)", client_id)
+    assert row is not None  # the function returns one row
+    body = row["agreement"]
+    agreement = None if body is None else _agreement(body) or await _latest_valid(conn, client_id)
+    closed = {c["period"]: _closed_period(c) for c in row["closed"]}
+    return CloseStart(bool(row["notes_owed"]), closed, agreement)
 
 
 #: One statement: the closed period, the earlier periods it re-rated and its invoice (if any).

@@ -318,6 +318,32 @@ LANGUAGE sql AS $$
     SELECT pg_advisory_xact_lock(73013, hashtext(client));
 $$;
 
+-- Billing's first step in a close's transaction, in one round trip: the close lock, exclusive
+-- (`lock_for_close`), and only then (a statement of its own, so its snapshot is taken after the
+-- wait) what the close reads first: whether a reclassification still owes the client a note (as
+-- shared/ledger/reads.py `notes_due` finds them), the client's closed periods (numerics as text:
+-- exact through JSON), and the body of its agreement's latest version.
+CREATE OR REPLACE FUNCTION billing.lock_and_read_for_close(client text)
+RETURNS TABLE (notes_owed boolean, closed jsonb, agreement jsonb)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM metering.lock_for_close(client);
+    RETURN QUERY SELECT
+        EXISTS (SELECT 1 FROM metering.reclassifications r
+                 WHERE r.client_id = client AND r.note_due AND NOT EXISTS (
+                       SELECT 1 FROM billing.notes n
+                        WHERE n.client_id = r.client_id AND n.reclassification = r.id)),
+        (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                    'period', c.period, 'invoice_id', c.invoice_id, 'items', c.items,
+                    'billed_total', c.billed_total::text,
+                    'late_items_settled', c.late_items_settled, 'credits', c.credits::text)),
+                '[]'::jsonb)
+           FROM billing.closed_periods c WHERE c.client_id = client),
+        (SELECT a.body FROM billing.agreements a
+          WHERE a.client_id = client ORDER BY a.version DESC LIMIT 1);
+END
+$$;
+
 -- Metering's reclassifications of one client, one at a time (two over the same items would each
 -- move them from the class they read): an advisory lock of its own key space, exclusive.
 CREATE OR REPLACE FUNCTION metering.lock_for_reclassification(client text)

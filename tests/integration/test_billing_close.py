@@ -107,6 +107,34 @@ async def test_usage_without_an_agreement_stays_unbilled_when_one_comes(
     assert await store.invoices(pool, client_id=client) == []
 
 
+async def test_a_close_behind_another_of_the_same_period_reads_it_closed_after_the_wait(
+    pool: asyncpg.Pool,
+) -> None:
+    """Two closes of one client and period at once (an automatic and a manual one): the second
+    waits for the first's lock, and its first reads, in the same round trip, are taken after
+    the wait: it finds the period closed and answers with the same invoice, rather than
+    closing it again."""
+    client = new_client("twice")
+    await put_agreement(pool, client)
+    await meter(pool, items(client, "2026-10", 9))
+    async with pool.acquire() as first:
+        transaction = first.transaction()
+        await transaction.start()
+        try:
+            ahead = await close_for_client(
+                first, client_id=client, period=OCTOBER, now=NOW
+            )  # its lock is held until the outer transaction ends
+            behind = asyncio.create_task(close(pool, client, "2026-10"))
+            await asyncio.sleep(0.5)
+            assert not behind.done()  # waiting for the lock
+        finally:
+            await transaction.commit()
+    second = await asyncio.wait_for(behind, timeout=30)
+    assert ahead.newly_closed and ahead.invoice is not None
+    assert not second.newly_closed and second.invoice == ahead.invoice
+    assert len(await store.invoices(pool, client_id=client)) == 1
+
+
 async def test_no_agreement_and_no_usage_closes_nothing(pool: asyncpg.Pool) -> None:
     client = new_client("nothing")
     outcome = await close(pool, client, "2026-10")

@@ -14,6 +14,8 @@ import asyncpg
 import msgspec
 import pytest
 
+from services.billing import store as billing_store
+from services.billing.closing import close_for_client
 from services.billing.noting import issue_due_notes
 from services.metering.counting import MeteredItem
 from services.metering.reclassifying import Conflict, Reclassifier
@@ -159,9 +161,9 @@ async def test_counts_move_with_the_items_and_an_id_is_made_once(
     }
 
 
-async def test_a_closed_invoiced_period_owes_a_note_billed_once(
-    pool: asyncpg.Pool, client: str
-) -> None:
+async def owes_a_note(pool: asyncpg.Pool, client: str) -> Agreement:
+    """October closed and invoiced at 90000.00, then a reclassification moves 14 of its items
+    (2 of them late): a note is owed."""
     agreement = acme(client)
     # SPEC §6 example 3: 600 care + 150 keying + 12 complex accounting → Enterprise 90000.00.
     batch = [item(client, n, "customer_support", "basic") for n in range(600)]
@@ -192,7 +194,13 @@ async def test_a_closed_invoiced_period_owes_a_note_billed_once(
     done = await made.reclassify(wanted, body, period=OCTOBER, made_by="a", now=NOW)
     assert (done.items, done.period_status) == (14, "closed")
     assert [n.reclassification for n in await notes_due(pool, client)] == ["rc-closed"]
+    return agreement
 
+
+async def test_a_closed_invoiced_period_owes_a_note_billed_once(
+    pool: asyncpg.Pool, client: str
+) -> None:
+    await owes_a_note(pool, client)
     async with pool.acquire() as conn, conn.transaction():
         await lock_for_close(conn, client)
         [note] = await issue_due_notes(conn, client, NOW)
@@ -233,3 +241,28 @@ async def test_the_review_queue_moves_into_classes_by_the_rules(
         client,
     )
     assert [tuple(r) for r in rows] == [("password-reset", 1)]
+
+
+async def test_a_close_issues_what_the_client_is_owed_first(
+    pool: asyncpg.Pool, client: str
+) -> None:
+    """The close's first round trip says a note is owed; the close issues it before it reads
+    the closed periods it rates against, so November's close sees October at what the note
+    billed."""
+    agreement = await owes_a_note(pool, client)
+    async with pool.acquire() as conn, conn.transaction():
+        start = await billing_store.lock_and_read_for_close(conn, client)
+    assert start.notes_owed
+    assert start.agreement is not None and start.agreement.version == agreement.version
+    assert start.closed["2026-10"].billed_total == Decimal("90000.00")  # exact through JSON
+
+    async with pool.acquire() as conn:
+        outcome = await close_for_client(
+            conn, client_id=client, period=parse_period("2026-11"), now=NOW
+        )
+    assert outcome.newly_closed
+    assert await notes_due(pool, client) == []
+    async with pool.acquire() as conn, conn.transaction():
+        start = await billing_store.lock_and_read_for_close(conn, client)
+    assert not start.notes_owed
+    assert start.closed["2026-10"].billed_total == Decimal("35000.00")
