@@ -117,7 +117,11 @@ def render(results: Results) -> str:
                     "",
                     "Billing's own account of it (its log line), in ms: "
                     + ", ".join(f"{step} {ms:,}" for step, ms in results.close["steps_ms"].items())
-                    + ".",
+                    + (
+                        f"; billing's own CPU time over it: {results.close['billing_cpu_ms']:,}."
+                        if results.close.get("billing_cpu_ms") is not None
+                        else "."
+                    ),
                 ]
                 if results.close.get("steps_ms")
                 else []

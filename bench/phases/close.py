@@ -8,6 +8,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -76,7 +77,7 @@ async def close_phase(
         "metered_during": during["items"],
         "metered_during_p99_ms": round(float(during["p99"] or 0) * 1000, 1),
         "metered_during_max_ms": round(float(during["worst"] or 0) * 1000, 1),
-        "steps_ms": close_steps(stack.log_dir / "billing.log", period),
+        **close_account(stack.log_dir / "billing.log", period),
     }
     say(f"close: {results.close}")
 
@@ -103,13 +104,14 @@ async def post_steadily(
         await asyncio.sleep(max(0.0, started + sent * 0.05 - time.monotonic()))
 
 
-def close_steps(billing_log: Path, period: Period) -> dict[str, int]:
-    """How long each step of the close took (barrier, close, publish, answer), as billing logged
-    it; empty when it logged none."""
-    steps: dict[str, int] = {}
+def close_account(billing_log: Path, period: Period) -> dict[str, Any]:
+    """Billing's log line of the close: how long each step took (`steps_ms`: barrier, close,
+    publish, answer) and billing's CPU time over it (`billing_cpu_ms`); empty when it logged
+    none."""
+    found: dict[str, Any] = {}
     for line in billing_log.read_text(errors="replace").splitlines():
         if '"steps_ms"' in line:
             entry = orjson.loads(line)
             if entry.get("period") == period.key:
-                steps = entry["steps_ms"]
-    return steps
+                found = {"steps_ms": entry["steps_ms"], "billing_cpu_ms": entry.get("cpu_ms")}
+    return found

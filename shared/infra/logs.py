@@ -28,6 +28,7 @@ _FIELDS = (
     "error",
     "duration_ms",
     "steps_ms",  # how long each step of a long piece of work took: {"<step>": ms}
+    "cpu_ms",  # the CPU time the process spent on that work (all its tasks meanwhile)
     "status",
     "path",
     # a service-level warning (services/metering/level_watcher.py)

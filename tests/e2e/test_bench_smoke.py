@@ -65,6 +65,7 @@ def test_the_benchmark_runs_end_to_end_and_reports_every_figure(
     steps = figures["close"]["steps_ms"]
     assert list(steps) == ["barrier", "close", "publish", "answer"]
     assert sum(steps.values()) <= figures["close"]["seconds"] * 1000 + len(steps)
+    assert figures["close"]["billing_cpu_ms"] >= 0
     assert {"intake", "classifier", "metering", "metering-2", "billing"} <= set(
         figures["resources"]
     )

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from bench.common import Results
-from bench.phases.close import close_steps
+from bench.phases.close import close_account
 from bench.phases.throughput import summary
 from bench.report import render, targets
 from shared.domain.periods import parse_period
@@ -49,10 +49,12 @@ def test_the_median_run_is_reported_with_every_run_and_the_spread() -> None:
         "metered_during_p99_ms": 120.5,
         "metered_during_max_ms": 180.0,
         "steps_ms": {"barrier": 310, "close": 1_450, "publish": 120, "answer": 20},
+        "billing_cpu_ms": 1_210,
     }
     report = render(Results(machine=MACHINE, throughput=found, close=close))
     assert "3,800 were counted during the close, p99 120.5 ms" in report
-    assert "in ms: barrier 310, close 1,450, publish 120, answer 20." in report
+    assert "in ms: barrier 310, close 1,450, publish 120, answer 20; billing's own CPU" in report
+    assert "CPU time over it: 1,210." in report
     assert report.count("| 1,112,000 |") == 3  # a row per run
     assert "Median of 3 runs: **21,000 items/s**; spread 18,000–24,000 (28.6 % of the median)" in (
         report
@@ -78,14 +80,17 @@ def test_the_targets_are_issue_15s() -> None:
 MACHINE = {"cpus": 2, "cpu_model": "test", "memory_gib": 1, "python": "3.11", "date": "today"}
 
 
-def test_the_close_steps_are_billings_own_log_line_for_that_period(tmp_path: Path) -> None:
+def test_the_close_account_is_billings_own_log_line_for_that_period(tmp_path: Path) -> None:
     log = tmp_path / "billing.log"
     lines = [
         {"msg": "closed 2026-10 for 3 client(s)", "period": "2026-10", "steps_ms": {"close": 9}},
         {"msg": "closed 2026-11 for acme: invoiced", "period": "2026-11"},
         {"msg": "closed 2026-11 for 250 client(s)", "period": "2026-11",
-         "steps_ms": {"barrier": 310, "close": 1450}},
+         "steps_ms": {"barrier": 310, "close": 1450}, "cpu_ms": 1210},
     ]  # fmt: skip
     log.write_text("\n".join(orjson.dumps(line).decode() for line in lines) + "\nnot json\n")
-    assert close_steps(log, parse_period("2026-11")) == {"barrier": 310, "close": 1450}
-    assert close_steps(log, parse_period("2026-09")) == {}
+    assert close_account(log, parse_period("2026-11")) == {
+        "steps_ms": {"barrier": 310, "close": 1450},
+        "billing_cpu_ms": 1210,
+    }
+    assert close_account(log, parse_period("2026-09")) == {}
