@@ -209,7 +209,7 @@ async def run(items: int, batch: int, months: int, history_items: int) -> None:
             print(f"  loaded in {await load(pool, items, batch):.1f} s")
             rows = await pool.fetchval(
                 """SELECT count(*) FROM metering.usage_days
-                    WHERE client_id = $1 AND day >= date_bin('1 day', $2, timestamptz 'epoch')
+                    WHERE client_id = $1 AND day >= date_bin('24 hours', $2, timestamptz 'epoch')
                       AND day < $3""",
                 A,
                 *period_bounds(PERIOD, A_ZONE),

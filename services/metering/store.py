@@ -46,7 +46,7 @@ WITH claimed AS (
 ), added AS (
     INSERT INTO metering.usage_days AS s (client_id, day, service_line, complexity, items,
                                           units, handling_seconds, late_items)
-    SELECT client_id, date_bin('1 day', completed_at, timestamptz '2000-01-01 00:00Z'),
+    SELECT client_id, date_bin('24 hours', completed_at, timestamptz '2000-01-01 00:00Z'),
            service_line, complexity, count(*), sum(units), coalesce(sum(handling_seconds), 0),
            count(*) FILTER (WHERE late AND service_line <> $2)
       FROM claimed

@@ -88,7 +88,7 @@ async def clients_with_usage_between(conn: Executor, start: datetime, end: datet
          WHERE client_id IS NOT NULL
            AND EXISTS (SELECT 1 FROM metering.usage_days d
                         WHERE d.client_id = c.client_id
-                          AND d.day > $1::timestamptz - interval '1 day' AND d.day < $2)
+                          AND d.day > $1::timestamptz - interval '24 hours' AND d.day < $2)
            AND EXISTS (SELECT 1 FROM metering.usage_between(c.client_id, $1, $2, $3) u
                         WHERE u.items <> 0)
          ORDER BY client_id

@@ -121,7 +121,7 @@ DO $$ BEGIN
         LOCK TABLE metering.usage_slots IN ACCESS EXCLUSIVE MODE;
         INSERT INTO metering.usage_days AS d (client_id, day, service_line, complexity, items,
                                               units, handling_seconds, late_items)
-        SELECT client_id, date_bin('1 day', slot, timestamptz '2000-01-01 00:00Z'), service_line,
+        SELECT client_id, date_bin('24 hours', slot, timestamptz '2000-01-01 00:00Z'), service_line,
                complexity, sum(items), sum(units), sum(handling_seconds), sum(late_items)
           FROM metering.usage_slots
          GROUP BY 1, 2, 3, 4
@@ -254,38 +254,57 @@ DO $$ BEGIN
     END IF;
 END $$;
 
+-- The whole UTC days of a range [start_at, end_at): from the first midnight at or after start_at
+-- to the last midnight at or before end_at (none when the first is not before the last). Plain
+-- expressions of their argument (24 hours, not a day: an interval of days would follow the
+-- session's timezone across a DST change), so a caller's index scans take them as bounds.
+CREATE OR REPLACE FUNCTION metering.first_midnight(at timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN date_bin('24 hours', at, timestamptz '2000-01-01 00:00Z') = at THEN at
+                ELSE date_bin('24 hours', at, timestamptz '2000-01-01 00:00Z') + interval '24 hours'
+           END
+$$;
+CREATE OR REPLACE FUNCTION metering.last_midnight(at timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT date_bin('24 hours', at, timestamptz '2000-01-01 00:00Z')
+$$;
+
 -- The one definition of how the ledger is read: the counts of a client's items with
 -- start_at <= completed_at < end_at, as rows to sum per class. The whole UTC days inside the range
 -- come from usage_days; the rest, less than a day at each end (none for a range on UTC midnights),
--- from the items, each as a row of one item. A late item counts as late only in a class (as
--- metering counts it: `unclassified` names the class of none). With `late_only`, only the rows
--- holding late items: through the two partial indexes above. Inlined into the caller's query
--- (SQL, STABLE, not STRICT), so the planner sees the bounds.
+-- from the items, each as a row of one item: [start_at, first midnight) and [last midnight,
+-- end_at), or the whole range when it holds no midnight-to-midnight day. A late item counts as
+-- late only in a class (as metering counts it: `unclassified` names the class of none). With
+-- `late_only`, only the rows holding late items: through the partial indexes above. Inlined into
+-- the caller's query (SQL, STABLE, not STRICT): every branch is an index range of one client.
 CREATE OR REPLACE FUNCTION metering.usage_between(
     client text, start_at timestamptz, end_at timestamptz, unclassified text,
     late_only boolean DEFAULT false)
 RETURNS TABLE (service_line text, complexity text, items bigint, units bigint,
                handling_seconds bigint, late_items bigint)
 LANGUAGE sql STABLE AS $$
-    WITH whole AS (  -- the whole days: [first, last); empty when first >= last
-        SELECT CASE WHEN d = start_at THEN d ELSE d + interval '1 day' END AS first,
-               date_bin('1 day', end_at, timestamptz '2000-01-01 00:00Z') AS last
-          FROM date_bin('1 day', start_at, timestamptz '2000-01-01 00:00Z') AS d
-    ), edges AS (  -- [start_at, end_at) less the whole days: two disjoint ranges, either empty
-        SELECT start_at AS from_at, least(w.first, end_at) AS to_at FROM whole w
-        UNION ALL
-        SELECT greatest(w.last, least(w.first, end_at)), end_at FROM whole w
-    )
     SELECT u.service_line, u.complexity, u.items, u.units, u.handling_seconds, u.late_items
-      FROM whole w JOIN metering.usage_days u
-        ON u.client_id = client AND u.day >= w.first AND u.day < w.last
-     WHERE NOT late_only OR u.late_items > 0
+      FROM metering.usage_days u
+     WHERE u.client_id = client
+       AND u.day >= metering.first_midnight(start_at) AND u.day < metering.last_midnight(end_at)
+       AND (NOT late_only OR u.late_items > 0)
     UNION ALL
     SELECT i.service_line, i.complexity, 1, i.units, coalesce(i.handling_seconds, 0),
            (i.late AND i.service_line <> unclassified)::int
-      FROM edges e JOIN metering.items i
-        ON i.client_id = client AND i.completed_at >= e.from_at AND i.completed_at < e.to_at
-     WHERE NOT late_only OR i.late
+      FROM metering.items i
+     WHERE i.client_id = client
+       AND i.completed_at >= start_at
+       AND i.completed_at < least(metering.first_midnight(start_at), end_at)
+       AND (NOT late_only OR i.late)
+    UNION ALL
+    SELECT i.service_line, i.complexity, 1, i.units, coalesce(i.handling_seconds, 0),
+           (i.late AND i.service_line <> unclassified)::int
+      FROM metering.items i
+     WHERE i.client_id = client
+       AND i.completed_at >= greatest(metering.last_midnight(end_at),
+                                      least(metering.first_midnight(start_at), end_at))
+       AND i.completed_at < end_at
+       AND (NOT late_only OR i.late)
 $$;
 
 -- The close lock of the ledger: advisory locks in the two-key space (73013, hashtext(client_id)),

@@ -147,7 +147,8 @@ async def test_a_period_in_any_zone_counts_exactly_its_items_edges_and_whole_day
 ) -> None:
     """Items every 37 minutes over three months, in two classes, some late: each zone's
     months, a range inside one day and a range across two, read through the day rows and the
-    edges, hold exactly the items a count of the items themselves finds."""
+    edges, hold exactly the items a count of the items themselves finds, whatever the reading
+    session's own timezone (one whose offset changes inside the months)."""
     client = f"edges-{uuid.uuid4().hex[:6]}"
     first = datetime(2026, 9, 1, tzinfo=UTC) - timedelta(days=2)
     items = [
@@ -169,8 +170,8 @@ async def test_a_period_in_any_zone_counts_exactly_its_items_edges_and_whole_day
     )
     await pool.execute(
         """UPDATE metering.usage_days d SET late_items = n
-             FROM (SELECT date_bin('1 day', completed_at, timestamptz '2000-01-01 00:00Z') AS day,
-                          service_line, complexity, count(*) AS n
+             FROM (SELECT date_bin('24 hours', completed_at, timestamptz '2000-01-01 00:00Z')
+                              AS day, service_line, complexity, count(*) AS n
                      FROM metering.items WHERE client_id = $1 AND late GROUP BY 1, 2, 3) l
             WHERE d.client_id = $1 AND (d.day, d.service_line, d.complexity)
                   = (l.day, l.service_line, l.complexity)""",
@@ -198,11 +199,17 @@ async def test_a_period_in_any_zone_counts_exactly_its_items_edges_and_whole_day
                 row[1] += item.units
                 row[2] += item.handling_seconds or 0
                 row[3] += int(int(item.item_id[1:]) % 7 == 0)
-        found = {
-            (c.service_line, c.complexity): [c.items, c.units, c.handling_seconds, c.late_items]
-            for c in await counts_between(pool, client, start, end)
-        }
-        assert found == expected, (start, end)
+        async with pool.acquire() as conn:
+            for session_zone in ("UTC", "Australia/Lord_Howe"):  # the session's zone: no matter
+                await conn.execute(f"SET TimeZone = '{session_zone}'")
+                found = {
+                    (c.service_line, c.complexity): [
+                        c.items, c.units, c.handling_seconds, c.late_items
+                    ]
+                    for c in await counts_between(conn, client, start, end)
+                }  # fmt: skip
+                assert found == expected, (start, end, session_zone)
+            await conn.execute("RESET TimeZone")
     assert any(start.astimezone(UTC).minute == 15 for start, _ in ranges)  # a quarter-hour edge
 
 
