@@ -196,6 +196,7 @@ class BillingService:
         await wait_until_metered(self.kafka, timeout=self.barrier_timeout)
         steps.lap("barrier")
         clients = [client_id] if client_id else await self._clients_for(period)
+        steps.lap("clients")
         await self._close_clients(clients, period, now)
         steps.lap("close")
         crash_point("billing.after_close_commit")

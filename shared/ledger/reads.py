@@ -70,10 +70,12 @@ async def counts_between(
 
 async def clients_with_usage_between(conn: Executor, start: datetime, end: datetime) -> list[str]:
     """The clients with an item counted in [start, end), in order. A skip scan of the day rows'
-    key (client, day, …): a probe per client for the next client, then one for a day row
-    touching the range, and only for a client with one, whether the range holds an item of it
-    (`usage_between`: at most a day at each end read from the items). A plain DISTINCT would
-    read every row of every month."""
+    key (client, day, …), a probe per client for the next; then for each client, the ranges
+    `usage_between` reads, each asked for its first row by an index descent (`min`), which
+    stops at the range's end whether or not it finds one. (As `EXISTS`, PostgreSQL may choose
+    to look for the first row by scanning the table, expecting one soon: for a client with no
+    usage in the range, every row of it, for every such client.) A plain DISTINCT would read
+    every row of every month."""
     rows = await conn.fetch(
         """
         WITH RECURSIVE clients AS (
@@ -86,16 +88,20 @@ async def clients_with_usage_between(conn: Executor, start: datetime, end: datet
         )
         SELECT client_id FROM clients c
          WHERE client_id IS NOT NULL
-           AND EXISTS (SELECT 1 FROM metering.usage_days d
-                        WHERE d.client_id = c.client_id
-                          AND d.day > $1::timestamptz - interval '24 hours' AND d.day < $2)
-           AND EXISTS (SELECT 1 FROM metering.usage_between(c.client_id, $1, $2, $3) u
-                        WHERE u.items <> 0)
+           AND ((SELECT min(d.day) FROM metering.usage_days d
+                  WHERE d.client_id = c.client_id AND d.items <> 0
+                    AND d.day >= metering.first_midnight($1)
+                    AND d.day < metering.last_midnight($2)) IS NOT NULL
+             OR (SELECT min(i.completed_at) FROM metering.items i
+                  WHERE i.client_id = c.client_id AND i.completed_at >= $1
+                    AND i.completed_at < metering.head_end($1, $2)) IS NOT NULL
+             OR (SELECT min(i.completed_at) FROM metering.items i
+                  WHERE i.client_id = c.client_id AND i.completed_at >= metering.tail_start($1, $2)
+                    AND i.completed_at < $2) IS NOT NULL)
          ORDER BY client_id
         """,
         start,
         end,
-        UNCLASSIFIED,
     )
     return [r["client_id"] for r in rows]
 

@@ -268,12 +268,21 @@ CREATE OR REPLACE FUNCTION metering.last_midnight(at timestamptz) RETURNS timest
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT date_bin('24 hours', at, timestamptz '2000-01-01 00:00Z')
 $$;
+-- The rest of the range, read from the items: its head [start_at, head_end) and its tail
+-- [tail_start, end_at), disjoint, either empty; the whole range when it holds no whole day.
+CREATE OR REPLACE FUNCTION metering.head_end(start_at timestamptz, end_at timestamptz)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT least(metering.first_midnight(start_at), end_at)
+$$;
+CREATE OR REPLACE FUNCTION metering.tail_start(start_at timestamptz, end_at timestamptz)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT greatest(metering.last_midnight(end_at), metering.head_end(start_at, end_at))
+$$;
 
 -- The one definition of how the ledger is read: the counts of a client's items with
 -- start_at <= completed_at < end_at, as rows to sum per class. The whole UTC days inside the range
 -- come from usage_days; the rest, less than a day at each end (none for a range on UTC midnights),
--- from the items, each as a row of one item: [start_at, first midnight) and [last midnight,
--- end_at), or the whole range when it holds no midnight-to-midnight day. A late item counts as
+-- from the items, each as a row of one item (the head and the tail above). A late item counts as
 -- late only in a class (as metering counts it: `unclassified` names the class of none). With
 -- `late_only`, only the rows holding late items: through the partial indexes above. Inlined into
 -- the caller's query (SQL, STABLE, not STRICT): every branch is an index range of one client.
@@ -293,17 +302,14 @@ LANGUAGE sql STABLE AS $$
            (i.late AND i.service_line <> unclassified)::int
       FROM metering.items i
      WHERE i.client_id = client
-       AND i.completed_at >= start_at
-       AND i.completed_at < least(metering.first_midnight(start_at), end_at)
+       AND i.completed_at >= start_at AND i.completed_at < metering.head_end(start_at, end_at)
        AND (NOT late_only OR i.late)
     UNION ALL
     SELECT i.service_line, i.complexity, 1, i.units, coalesce(i.handling_seconds, 0),
            (i.late AND i.service_line <> unclassified)::int
       FROM metering.items i
      WHERE i.client_id = client
-       AND i.completed_at >= greatest(metering.last_midnight(end_at),
-                                      least(metering.first_midnight(start_at), end_at))
-       AND i.completed_at < end_at
+       AND i.completed_at >= metering.tail_start(start_at, end_at) AND i.completed_at < end_at
        AND (NOT late_only OR i.late)
 $$;
 
