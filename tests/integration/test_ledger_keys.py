@@ -9,13 +9,12 @@ services apply it (`shared.infra.db.apply_schema`), so a table or key added late
 
 from __future__ import annotations
 
-import uuid
 from typing import Final
-from urllib.parse import urlsplit
 
 import asyncpg
 
 from shared.infra.db import apply_schema, create_pool
+from tests.databases import private_database
 
 LEDGER_SCHEMAS: Final = ("metering", "billing")
 
@@ -92,12 +91,10 @@ INSERT INTO billing.notes VALUES ('acme-2026-10-n1', 'acme', '2026-10', 1, 'rc-1
 
 
 async def test_a_database_keyed_by_ids_alone_is_rekeyed_by_client_at_start(
-    pool: asyncpg.Pool, database_url: str
+    database_url: str,
 ) -> None:
-    name = f"rekey_{uuid.uuid4().hex[:8]}"
-    await pool.execute(f"CREATE DATABASE {name}")
-    try:
-        old = await create_pool(urlsplit(database_url)._replace(path=f"/{name}").geturl(), size=2)
+    async with private_database(database_url, "rekey") as url:
+        old = await create_pool(url, size=2)
         try:
             await old.execute(_ID_KEYED)
             await apply_schema(old)
@@ -118,5 +115,3 @@ async def test_a_database_keyed_by_ids_alone_is_rekeyed_by_client_at_start(
             assert await old.fetchval("SELECT count(*) FROM billing.notes") == 1
         finally:
             await old.close()
-    finally:
-        await pool.execute(f"DROP DATABASE {name}")

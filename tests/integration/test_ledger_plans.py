@@ -16,11 +16,9 @@ through the readers' own SQL.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -30,6 +28,7 @@ from services.metering.counting import MeteredItem
 from shared.domain.periods import parse_period, period_bounds
 from shared.infra.db import Executor, apply_schema, create_pool
 from shared.ledger import reads
+from tests.databases import private_database
 
 CLIENTS = 20
 ITEMS_PER_CLIENT = 1_500
@@ -39,11 +38,8 @@ SEPTEMBER = datetime(2026, 9, 1, tzinfo=UTC)
 @pytest.fixture(scope="module")
 async def ledger(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     """Two months of items for CLIENTS clients, counted by metering's own statement."""
-    admin = await asyncpg.connect(database_url)
-    name = f"plans_{uuid.uuid4().hex[:8]}"
-    await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        pool = await create_pool(urlsplit(database_url)._replace(path=f"/{name}").geturl(), size=2)
+    async with private_database(database_url, "plans") as url:
+        pool = await create_pool(url, size=2)
         try:
             await apply_schema(pool)
             minutes = 61 * 24 * 60 // ITEMS_PER_CLIENT
@@ -62,9 +58,6 @@ async def ledger(database_url: str) -> AsyncIterator[asyncpg.Pool]:
             yield pool
         finally:
             await pool.close()
-    finally:
-        await admin.execute(f"DROP DATABASE {name}")
-        await admin.close()
 
 
 def utc(_: str) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -16,6 +15,7 @@ from services.metering.counting import MeteredItem
 from shared.infra.db import apply_schema, create_pool
 from shared.infra.kafka_connection import KafkaConnection
 from shared.ledger.reads import clients_with_usage_between, counts_between
+from tests.databases import private_database
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -360,12 +360,10 @@ INSERT INTO metering.usage_slots VALUES
 
 
 async def test_a_ledger_of_15_minute_slots_moves_to_day_rows_once_at_start(
-    pool: asyncpg.Pool, database_url: str
+    database_url: str,
 ) -> None:
-    name = f"slots_{uuid.uuid4().hex[:8]}"
-    await pool.execute(f"CREATE DATABASE {name}")
-    try:
-        old = await create_pool(urlsplit(database_url)._replace(path=f"/{name}").geturl(), size=2)
+    async with private_database(database_url, "slots") as url:
+        old = await create_pool(url, size=2)
         try:
             await old.execute(_SLOTS)
             await apply_schema(old)
@@ -397,5 +395,3 @@ async def test_a_ledger_of_15_minute_slots_moves_to_day_rows_once_at_start(
                 )
         finally:
             await old.close()
-    finally:
-        await pool.execute(f"DROP DATABASE {name}")

@@ -16,7 +16,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
-from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -38,6 +37,7 @@ from shared.contracts.topics import WORKITEMS_COMPLETED, dlq
 from shared.infra.db import create_pool
 from shared.infra.kafka import ensure_topics
 from shared.infra.kafka_connection import KafkaConnection
+from tests.databases import private_database
 from tests.records import completed_record
 
 DLQ: Final = dlq(WORKITEMS_COMPLETED)
@@ -250,12 +250,9 @@ def item_letter(dlq_offset: int, origin_offset: int, item: int | None) -> DeadLe
 
 
 async def test_an_old_redrives_table_keeps_its_rows_and_then_holds_each_item_once(
-    pool: asyncpg.Pool, database_url: str
+    database_url: str,
 ) -> None:
-    name = f"redrives_{uuid.uuid4().hex[:8]}"
-    await pool.execute(f"CREATE DATABASE {name}")
-    try:
-        url = urlsplit(database_url)._replace(path=f"/{name}").geturl()
+    async with private_database(database_url, "redrives") as url:
         old, other = await create_pool(url, size=2), await create_pool(url, size=2)
         try:
             await old.execute(_OLD_TABLE)
@@ -295,5 +292,3 @@ async def test_an_old_redrives_table_keeps_its_rows_and_then_holds_each_item_onc
         finally:
             await old.close()
             await other.close()
-    finally:
-        await pool.execute(f"DROP DATABASE {name}")
