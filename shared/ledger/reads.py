@@ -219,25 +219,15 @@ class DueNote:
 async def clients_owed_notes(conn: Executor) -> list[str]:
     """The clients with a reclassification still owed its note (index
     `reclassifications_note_due`)."""
-    rows = await conn.fetch(
-        """SELECT DISTINCT r.client_id FROM metering.reclassifications r
-            WHERE r.note_due AND NOT EXISTS (
-                  SELECT 1 FROM billing.notes n
-                   WHERE n.client_id = r.client_id AND n.reclassification = r.id)
-            ORDER BY 1"""
-    )
+    rows = await conn.fetch("""SELECT DISTINCT client_id FROM billing.notes_owed ORDER BY 1""")
     return [r["client_id"] for r in rows]
 
 
 async def notes_due(conn: Executor, client_id: str) -> list[DueNote]:
     """The client's reclassifications owed a note, in the order they were made."""
     rows = await conn.fetch(
-        """SELECT r.id, r.period, r.body->>'reason' AS reason, r.late_delta
-             FROM metering.reclassifications r
-            WHERE r.client_id = $1 AND r.note_due AND NOT EXISTS (
-                  SELECT 1 FROM billing.notes n
-                   WHERE n.client_id = r.client_id AND n.reclassification = r.id)
-            ORDER BY r.seq""",
+        """SELECT id, period, body->>'reason' AS reason, late_delta
+             FROM billing.notes_owed WHERE client_id = $1 ORDER BY seq""",
         client_id,
     )
     return [

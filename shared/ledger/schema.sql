@@ -343,10 +343,22 @@ LANGUAGE sql AS $$
     SELECT pg_advisory_xact_lock(73013, hashtext(client));
 $$;
 
+-- The reclassifications that owe a note (SPEC §10): they moved items in a closed, invoiced period,
+-- and billing has issued no note for them yet. The one definition billing's reads use.
+DO $$ BEGIN
+    IF to_regclass('billing.notes_owed') IS NULL THEN
+        CREATE VIEW billing.notes_owed AS
+            SELECT r.* FROM metering.reclassifications r
+             WHERE r.note_due AND NOT EXISTS (
+                   SELECT 1 FROM billing.notes n
+                    WHERE n.client_id = r.client_id AND n.reclassification = r.id);
+    END IF;
+END $$;
+
 -- Billing's first step in a close's transaction, in one round trip: the close lock, exclusive
 -- (`lock_for_close`), and only then (a statement of its own, so its snapshot is taken after the
--- wait) what the close reads first: whether a reclassification still owes the client a note (as
--- shared/ledger/reads.py `notes_due` finds them), the client's closed periods (numerics as text:
+-- wait) what the close reads first: whether a reclassification still owes the client a note
+-- (`billing.notes_owed`), the client's closed periods (numerics as text:
 -- exact through JSON), and the body of its agreement's latest version.
 CREATE OR REPLACE FUNCTION billing.lock_and_read_for_close(client text)
 RETURNS TABLE (notes_owed boolean, closed jsonb, agreement jsonb)
@@ -354,10 +366,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM metering.lock_for_close(client);
     RETURN QUERY SELECT
-        EXISTS (SELECT 1 FROM metering.reclassifications r
-                 WHERE r.client_id = client AND r.note_due AND NOT EXISTS (
-                       SELECT 1 FROM billing.notes n
-                        WHERE n.client_id = r.client_id AND n.reclassification = r.id)),
+        EXISTS (SELECT 1 FROM billing.notes_owed o WHERE o.client_id = client),
         (SELECT coalesce(jsonb_agg(jsonb_build_object(
                     'period', c.period, 'invoice_id', c.invoice_id, 'items', c.items,
                     'billed_total', c.billed_total::text,
