@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.infra.auth import Caller, KeyRing, Role
 from shared.infra.db import ping
+from shared.infra.heap import settle_heap
 from shared.infra.logs import configure_logging
 from shared.infra.openapi import install_openapi_common_responses
 from shared.infra.settings import CommonSettings, HttpSettings, load_settings
@@ -505,4 +506,6 @@ def run_service(
     naming the variable), JSON logs, then the app served until SIGTERM."""
     settings = load_settings(settings_type)
     configure_logging(name, level=settings.log_level, fmt=settings.log_format)
-    serve(create_app(settings), host=settings.tierline_http_host, port=port(settings))
+    app = create_app(settings)
+    settle_heap()
+    serve(app, host=settings.tierline_http_host, port=port(settings))
