@@ -119,6 +119,7 @@ async def create_pool(
                 max_size=size,
                 command_timeout=60,
                 init=_init_connection,
+                reset=_keep_session,
                 server_settings=SESSION_SETTINGS,
             )
             assert pool is not None
@@ -129,6 +130,16 @@ async def create_pool(
             log.warning("database not reachable, retrying", extra={"error": str(error)})
             await asyncio.sleep(min(0.25 * attempt, 2.0))
     raise AssertionError("unreachable")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A connection going back to the pool keeps its session as it is. asyncpg's default reset
+    sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release, a
+    round trip of its own (0.3-0.8 ms, a sixth of a metering batch's round trips), to undo what
+    Tierline never does on a pooled connection: its advisory locks are transaction-scoped, its
+    settings `SET LOCAL`, its cursors die with their transaction, and it listens only on
+    connections of its own (`on_notification`). An open transaction is still rolled back
+    (asyncpg does that before this is called)."""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
