@@ -26,6 +26,8 @@ from shared.ledger.reads import UNCLASSIFIED, ClassCount, counts_for_ranges
 #: to their day rows. The insert returns what the sums need: nothing is joined back.
 #: Keys arrive sorted and are claimed in that order, and day rows are updated in key order, so
 #: concurrent writers (two instances around a rebalance) lock in one order and cannot deadlock.
+#: The facts are read as `text`: json_to_recordset hands a nested object's text over as written
+#: (metering's own encoding), where a `json` column would parse it again and print it back.
 #: Returns the claimed keys as two arrays (client ids, item ids).
 _COUNT_BATCH = """
 WITH claimed AS (
@@ -34,12 +36,12 @@ WITH claimed AS (
                                 source, opened_at, handling_seconds, facts)
     SELECT client_id, item_id, completed_at, service_line, complexity, units, rule_id,
            agreement_version, late, received_at, clock_timestamp(), source, opened_at,
-           handling_seconds, facts::text
+           handling_seconds, facts
       FROM json_to_recordset($1::json)
            AS b(client_id text, item_id text, completed_at timestamptz, service_line text,
                 complexity text, units int, handling_seconds int, rule_id text,
                 agreement_version int, late bool, received_at timestamptz, source text,
-                opened_at timestamptz, facts json)
+                opened_at timestamptz, facts text)
     ON CONFLICT (client_id, item_id) DO NOTHING
     RETURNING client_id, item_id, completed_at, service_line, complexity, units,
               handling_seconds, late
