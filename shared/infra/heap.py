@@ -22,10 +22,10 @@ GC_THRESHOLDS: Final = (50_000, 20, 10)
 
 
 def settle_heap() -> None:
-    """Once a service is built, before it serves: everything made so far (modules, the app)
-    moves to the collector's permanent generation, never traversed again, and the thresholds
-    become `GC_THRESHOLDS`. Process-wide: for a service's own process (`run_service`), never
-    for tests that build apps in theirs."""
+    """Once a service has started: everything made so far (modules, the app, what start-up read
+    and connected) moves to the collector's permanent generation, never traversed again, and
+    the thresholds become `GC_THRESHOLDS`. Process-wide: for a service's own process
+    (`run_service`), never for tests that build apps in theirs."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

@@ -507,5 +507,20 @@ def run_service(
     settings = load_settings(settings_type)
     configure_logging(name, level=settings.log_level, fmt=settings.log_format)
     app = create_app(settings)
-    settle_heap()
+    app.router.lifespan_context = _settling_once_started(app.router.lifespan_context)
     serve(app, host=settings.tierline_http_host, port=port(settings))
+
+
+def _settling_once_started(
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]],
+) -> Lifespan:
+    """`lifespan`, then `settle_heap` once it has started: what start-up built (the agreements
+    read, the clients connected) is kept for the process's life and is never collected."""
+
+    @contextlib.asynccontextmanager
+    async def settling(app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(app):
+            settle_heap()
+            yield
+
+    return settling

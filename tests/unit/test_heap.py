@@ -47,19 +47,51 @@ def test_a_settled_heap_freezes_what_was_built_and_collects_the_young_less_often
     assert tuple(thresholds) == GC_THRESHOLDS
 
 
-@pytest.mark.parametrize("service", ["intake", "classifier", "metering", "billing", "console"])
-def test_every_service_settles_its_heap_before_it_serves(service: str) -> None:
+def test_a_service_settles_its_heap_once_its_lifespan_has_started() -> None:
     out = _run(
-        f"""
-        import gc
+        """
+        import asyncio, contextlib, gc
+        from fastapi import FastAPI
         import shared.infra.http as http
-        calls = []
-        http.serve = lambda app, **kwargs: calls.append((gc.get_freeze_count(), gc.get_threshold()))
-        from services.{service}.app import main
-        main()
-        print(calls[0][0], *calls[0][1])
+        from shared.infra.settings import CommonSettings
+
+        seen = {}
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            seen["starting"] = gc.get_freeze_count()
+            yield
+
+        served = []
+        http.serve = lambda app, **kwargs: served.append(app)
+        build = lambda settings: FastAPI(lifespan=lifespan)
+        http.run_service("probe", CommonSettings, build, port=lambda settings: 1)
+        app = served[0]
+
+        async def run():
+            async with app.router.lifespan_context(app):
+                seen["started"] = gc.get_freeze_count()
+
+        asyncio.run(run())
+        print(seen["starting"], seen["started"], *gc.get_threshold())
         """
     )
-    frozen, *thresholds = (int(n) for n in out.split())
-    assert frozen > 10_000
+    starting, started, *thresholds = (int(n) for n in out.split())
+    assert starting == 0  # nothing frozen while the service starts
+    assert started > 10_000  # then everything built, start-up included
     assert tuple(thresholds) == GC_THRESHOLDS
+
+
+@pytest.mark.parametrize("service", ["intake", "classifier", "metering", "billing", "console"])
+def test_every_service_runs_with_the_settling_lifespan(service: str) -> None:
+    out = _run(
+        f"""
+        import shared.infra.http as http
+        served = []
+        http.serve = lambda app, **kwargs: served.append(app)
+        from services.{service}.app import main
+        main()
+        print(served[0].router.lifespan_context.__qualname__)
+        """
+    )
+    assert out.startswith("_settling_once_started")
