@@ -135,7 +135,7 @@ async def create_pool(
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """A connection going back to the pool keeps its session as it is. asyncpg's default reset
     sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release, a
-    round trip of its own (0.3-0.8 ms, a sixth of a metering batch's round trips), to undo what
+    round trip of its own (0.3-0.8 ms, one of a metering batch's five round trips), to undo what
     Tierline never does on a pooled connection: its advisory locks are transaction-scoped, its
     settings `SET LOCAL`, its cursors die with their transaction, and it listens only on
     connections of its own (`on_notification`). An open transaction is still rolled back
